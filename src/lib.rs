@@ -1,0 +1,25 @@
+//! dockwire: a WebSocket hub for busy Docker hosts.
+//!
+//! Where things live:
+//! - [`server`]: the hand-rolled mio event loop that owns every socket.
+//! - [`http`]: HTTP/1.1 heads (httparse), the upgrade handshake, plain replies.
+//! - [`ws`]: WebSocket frame reading and encoding (RFC 6455).
+//! - [`writer`]: per-socket queue of shared frames, flushed with `writev`.
+//! - [`hub`]: subscriptions, fan-out, agents, commands, alerts.
+//! - [`feed`]: the Docker (bollard) and host-metrics (sysinfo) threads.
+//! - [`protocol`]: the JSON and Socket.IO dialects on the wire.
+//! - [`auth`]: JWT (HS256) for browsers, hashed API keys for agents.
+//! - [`agent`]: `dockwire agent`, the other side of the agent protocol.
+//! - [`config`]: file + flags -> one validated `Config`.
+
+pub mod agent;
+pub mod auth;
+pub mod config;
+pub mod feed;
+pub mod http;
+pub mod hub;
+pub mod protocol;
+pub mod server;
+pub mod stats;
+pub mod ws;
+pub mod writer;

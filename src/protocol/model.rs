@@ -1,0 +1,53 @@
+//! Data models that appear on the wire (SPEC section 3.1).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One local container, as browsers see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Container {
+    /// Full 64-hex id.
+    pub id: String,
+    /// Name without Docker's leading `/`.
+    pub name: String,
+    pub image: String,
+    /// Docker's state: created, running, paused, restarting, removing, exited, dead.
+    pub state: String,
+    /// Docker's human status, e.g. "Up 3 minutes".
+    pub status: String,
+    /// RFC 3339 creation time.
+    pub created: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One mounted filesystem's usage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    pub mount: String,
+    pub used: u64,
+    pub total: u64,
+}
+
+/// One network interface's byte counters since boot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkUsage {
+    pub interface: String,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// A host metrics sample (local host or an agent's host).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub cpu_percent: f64,
+    pub memory_percent: f64,
+    pub memory_used: u64,
+    pub memory_total: u64,
+    pub disk_usage: Vec<DiskUsage>,
+    pub network: Vec<NetworkUsage>,
+    /// 1, 5 and 15 minute load averages.
+    pub load_average: [f64; 3],
+    /// RFC 3339 time of the sample.
+    pub timestamp: String,
+}
