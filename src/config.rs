@@ -1,1 +1,485 @@
-//! TODO
+//! Configuration: the TOML file and command-line flags become one validated
+//! [`Config`]. Every default lives in [`defaults`], documented once.
+//!
+//! Invariant: a `Config` that exists is valid — sizes are non-zero, secrets
+//! are loaded, key hashes parse, alert rules parse. `dockwire check-config`
+//! is exactly "can a `Config` be built from this file".
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::{self, AgentKey};
+
+/// Every default, in one place (README "Configuration" repeats this table).
+pub mod defaults {
+    use std::time::Duration;
+    /// Loopback only: exposing the daemon is an explicit decision.
+    pub const LISTEN: &str = "127.0.0.1:7575";
+    pub const CONFIG_PATH: &str = "/etc/dockwire/dockwire.toml";
+    pub const METRICS_INTERVAL: Duration = Duration::from_secs(5);
+    pub const DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+    pub const MAX_CONNECTIONS: usize = 100_000;
+    /// Per-socket queue past which log lines are dropped (SPEC section 4).
+    pub const MAX_QUEUED_BYTES: usize = 4 << 20;
+    pub const MAX_MESSAGE_BYTES: usize = 64 << 10;
+    pub const MAX_HEAD_BYTES: usize = 8 << 10;
+    pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const SIO_PING_INTERVAL: Duration = Duration::from_secs(25);
+    pub const SIO_PING_TIMEOUT: Duration = Duration::from_secs(20);
+    /// Lines of history kept per followed container; the largest `tail`.
+    pub const LOG_HISTORY_LINES: usize = 1000;
+}
+
+/// Errors building a [`Config`]. All are fatal at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("could not read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("could not parse config file {0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// The file as written (all optional; unknown keys are errors).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub server_id: Option<String>,
+    pub metrics_interval: Option<String>,
+    #[serde(default)]
+    pub docker: DockerSection,
+    #[serde(default)]
+    pub auth: AuthSection,
+    #[serde(default)]
+    pub agents: Vec<AgentSection>,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub debug: DebugSection,
+    #[serde(default)]
+    pub socketio: SocketIoSection,
+    #[serde(default)]
+    pub commands: CommandsSection,
+    #[serde(default)]
+    pub alerts: Vec<AlertSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSection {
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    pub jwt_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    pub name: String,
+    pub key_sha256: String,
+    /// Optional fixed id; default derived from the key hash (stable).
+    pub server_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_connections: Option<usize>,
+    pub max_queued_bytes: Option<SizeValue>,
+    pub max_message_bytes: Option<SizeValue>,
+    pub handshake_timeout: Option<String>,
+    pub auth_timeout: Option<String>,
+    pub ping_interval: Option<String>,
+    pub idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebugSection {
+    #[serde(default)]
+    pub echo_endpoint: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketIoSection {
+    pub ping_interval: Option<String>,
+    pub ping_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandsSection {
+    pub timeout: Option<String>,
+    /// JSON-lines audit log of every command; default: the `audit` log target on stderr.
+    pub audit_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSection {
+    pub name: Option<String>,
+    /// `"cpu_percent > 90 for 60s"`, `"memory_percent > 95 for 30s"`, `"agent_offline for 30s"`.
+    pub rule: String,
+}
+
+/// A size written either as an integer (bytes) or a string like `"4MiB"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+/// Parses `"64KiB"`, `"4MiB"`, `"1GiB"`, `"512"`, `"10KB"` (KB = 1000).
+///
+/// # Errors
+/// A clear message when the text is not a size.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{text:?} is not a size like \"64KiB\""))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+    };
+    n.checked_mul(mult)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+fn size(v: &Option<SizeValue>, key: &str, default: usize) -> Result<usize, ConfigError> {
+    let n = match v {
+        None => default,
+        Some(SizeValue::Bytes(b)) => *b as usize,
+        Some(SizeValue::Text(t)) => parse_size(t).map_err(|e| invalid(format!("{key}: {e}")))?,
+    };
+    if n == 0 {
+        return Err(invalid(format!("{key} must be greater than zero")));
+    }
+    Ok(n)
+}
+
+/// Parses a duration like `"5s"`, `"250ms"`, `"1h"`.
+///
+/// # Errors
+/// A clear message naming the key.
+pub fn parse_duration(text: &str, key: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| invalid(format!("{key}: {text:?} is not a duration like \"5s\" ({e})")))?;
+    if d.is_zero() {
+        return Err(invalid(format!("{key} must be greater than zero")));
+    }
+    Ok(d)
+}
+
+fn duration(v: &Option<String>, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+    v.as_deref().map_or(Ok(default), |t| parse_duration(t, key))
+}
+
+/// What an alert rule watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertMetric {
+    CpuPercent,
+    MemoryPercent,
+    /// The agent has been disconnected.
+    AgentOffline,
+}
+
+impl AlertMetric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CpuPercent => "cpu_percent",
+            Self::MemoryPercent => "memory_percent",
+            Self::AgentOffline => "agent_offline",
+        }
+    }
+}
+
+/// One threshold rule: raised when the condition held for `hold`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRule {
+    pub name: String,
+    pub metric: AlertMetric,
+    /// Threshold for percent metrics; unused for `AgentOffline`.
+    pub threshold: f64,
+    pub hold: Duration,
+}
+
+/// Parses `"cpu_percent > 90 for 60s"` or `"agent_offline for 30s"`.
+///
+/// # Errors
+/// A message saying what shape a rule has.
+pub fn parse_alert_rule(name: Option<&str>, rule: &str) -> Result<AlertRule, ConfigError> {
+    let bad = || {
+        invalid(format!(
+            "alert rule {rule:?}: expected \"cpu_percent > 90 for 60s\", \
+             \"memory_percent > 95 for 30s\" or \"agent_offline for 30s\""
+        ))
+    };
+    let words: Vec<&str> = rule.split_whitespace().collect();
+    let (metric, threshold, hold) = match words.as_slice() {
+        ["agent_offline", "for", d] => (AlertMetric::AgentOffline, 0.0, *d),
+        [m, ">", n, "for", d] => {
+            let metric = match *m {
+                "cpu_percent" => AlertMetric::CpuPercent,
+                "memory_percent" => AlertMetric::MemoryPercent,
+                _ => return Err(bad()),
+            };
+            let t: f64 = n.parse().map_err(|_| bad())?;
+            if !(0.0..=100.0).contains(&t) {
+                return Err(invalid(format!("alert rule {rule:?}: threshold must be 0..100")));
+            }
+            (metric, t, *d)
+        }
+        _ => return Err(bad()),
+    };
+    Ok(AlertRule {
+        name: name.map_or_else(|| rule.to_string(), str::to_string),
+        metric,
+        threshold,
+        hold: parse_duration(hold, "alert rule duration")?,
+    })
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// The local host's id on every endpoint.
+    pub server_id: String,
+    pub metrics_interval: Duration,
+    /// `None`: use `DOCKER_HOST` or the default socket.
+    pub docker_host: Option<String>,
+    /// HS256 secret; browser auth is on when set.
+    pub jwt_secret: Option<Vec<u8>>,
+    pub allowed_origins: Vec<String>,
+    pub agents: Vec<AgentKey>,
+    pub max_connections: usize,
+    pub max_queued_bytes: usize,
+    pub max_message_bytes: usize,
+    pub max_head_bytes: usize,
+    pub handshake_timeout: Duration,
+    pub auth_timeout: Duration,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub echo_endpoint: bool,
+    pub sio_ping_interval: Duration,
+    pub sio_ping_timeout: Duration,
+    pub command_timeout: Duration,
+    pub audit_log: Option<PathBuf>,
+    pub alerts: Vec<AlertRule>,
+}
+
+/// Flags that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+}
+
+impl Config {
+    /// Reads `path` (or the default path when it exists, or nothing) and
+    /// applies the flags.
+    ///
+    /// # Errors
+    /// Any unreadable file, bad TOML, unknown key or invalid value.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let default = Path::new(defaults::CONFIG_PATH);
+        let path = match path {
+            Some(p) => Some(p),
+            None if default.exists() => Some(default),
+            None => None,
+        };
+        let file = match path {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.into(), e))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| ConfigError::Parse(p.into(), e.to_string()))?
+            }
+            None => FileConfig::default(),
+        };
+        Self::from_file(file, overrides)
+    }
+
+    /// Validates a parsed file plus flags.
+    ///
+    /// # Errors
+    /// The first invalid value, named by its key.
+    pub fn from_file(f: FileConfig, o: &Overrides) -> Result<Self, ConfigError> {
+        let listen_text = o.listen.as_deref().or(f.listen.as_deref()).unwrap_or(defaults::LISTEN);
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            invalid(format!("listen: {listen_text:?} is not an address like \"127.0.0.1:7575\""))
+        })?;
+        let server_id = match f.server_id {
+            Some(id) if id.trim().is_empty() => return Err(invalid("server_id must not be empty")),
+            Some(id) => id,
+            None => default_server_id(),
+        };
+        let jwt_secret = match &f.auth.jwt_secret_file {
+            Some(p) => Some(
+                auth::load_secret(p)
+                    .map_err(|e| invalid(format!("auth.jwt_secret_file {}: {e}", p.display())))?,
+            ),
+            None => None,
+        };
+        let mut agents = Vec::with_capacity(f.agents.len());
+        for a in &f.agents {
+            let hash = auth::parse_key_hash(&a.key_sha256)
+                .map_err(|e| invalid(format!("agent {:?}: key_sha256: {e}", a.name)))?;
+            let server_id = a.server_id.clone().unwrap_or_else(|| auth::server_id_for_key_hash(&hash));
+            if server_id.trim().is_empty() {
+                return Err(invalid(format!("agent {:?}: empty server_id", a.name)));
+            }
+            agents.push(AgentKey { name: a.name.clone(), key_sha256: hash, server_id });
+        }
+        for (i, a) in agents.iter().enumerate() {
+            if agents[..i].iter().any(|b| b.key_sha256 == a.key_sha256) {
+                return Err(invalid(format!("agent {:?}: the same key is configured twice", a.name)));
+            }
+            if agents[..i].iter().any(|b| b.server_id == a.server_id) || a.server_id == server_id {
+                return Err(invalid(format!("agent {:?}: server_id {} is used twice", a.name, a.server_id)));
+            }
+        }
+        for origin in &f.auth.allowed_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(invalid(format!(
+                    "auth.allowed_origins: {origin:?} must look like \"https://dash.example.com\""
+                )));
+            }
+        }
+        let alerts = f
+            .alerts
+            .iter()
+            .map(|a| parse_alert_rule(a.name.as_deref(), &a.rule))
+            .collect::<Result<Vec<_>, _>>()?;
+        let l = &f.limits;
+        let max_connections = l.max_connections.unwrap_or(defaults::MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(invalid("limits.max_connections must be greater than zero"));
+        }
+        Ok(Config {
+            listen,
+            server_id,
+            metrics_interval: duration(&f.metrics_interval, "metrics_interval", defaults::METRICS_INTERVAL)?,
+            docker_host: f.docker.host,
+            jwt_secret,
+            allowed_origins: f.auth.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_string()).collect(),
+            agents,
+            max_connections,
+            max_queued_bytes: size(&l.max_queued_bytes, "limits.max_queued_bytes", defaults::MAX_QUEUED_BYTES)?,
+            max_message_bytes: size(&l.max_message_bytes, "limits.max_message_bytes", defaults::MAX_MESSAGE_BYTES)?,
+            max_head_bytes: defaults::MAX_HEAD_BYTES,
+            handshake_timeout: duration(&l.handshake_timeout, "limits.handshake_timeout", defaults::HANDSHAKE_TIMEOUT)?,
+            auth_timeout: duration(&l.auth_timeout, "limits.auth_timeout", defaults::AUTH_TIMEOUT)?,
+            ping_interval: duration(&l.ping_interval, "limits.ping_interval", defaults::PING_INTERVAL)?,
+            idle_timeout: duration(&l.idle_timeout, "limits.idle_timeout", defaults::IDLE_TIMEOUT)?,
+            echo_endpoint: f.debug.echo_endpoint,
+            sio_ping_interval: duration(&f.socketio.ping_interval, "socketio.ping_interval", defaults::SIO_PING_INTERVAL)?,
+            sio_ping_timeout: duration(&f.socketio.ping_timeout, "socketio.ping_timeout", defaults::SIO_PING_TIMEOUT)?,
+            command_timeout: duration(&f.commands.timeout, "commands.timeout", defaults::COMMAND_TIMEOUT)?,
+            audit_log: f.commands.audit_log,
+            alerts,
+        })
+    }
+
+    /// Browser auth is on when a JWT secret is configured.
+    pub fn auth_enabled(&self) -> bool {
+        self.jwt_secret.is_some()
+    }
+}
+
+/// A stable UUID derived from `/etc/machine-id` (random per boot if absent).
+pub fn default_server_id() -> String {
+    let seed = std::fs::read_to_string("/etc/machine-id")
+        .or_else(|_| std::fs::read_to_string("/var/lib/dbus/machine-id"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    if seed.is_empty() {
+        return uuid::Uuid::new_v4().to_string();
+    }
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("dockwire:{seed}").as_bytes()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let f: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse("t".into(), e.to_string()))?;
+        Config::from_file(f, &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7575");
+        assert_eq!(c.max_queued_bytes, 4 << 20);
+        assert_eq!(c.max_message_bytes, 64 << 10);
+        assert!(!c.auth_enabled());
+        assert!(!c.echo_endpoint);
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("4MiB").unwrap(), 4 << 20);
+        assert_eq!(parse_size("10").unwrap(), 10);
+        assert!(parse_size("4 parsecs").is_err());
+        let c = parse("metrics_interval = \"250ms\"\n[limits]\nmax_queued_bytes = 1024\n").unwrap();
+        assert_eq!(c.metrics_interval, Duration::from_millis(250));
+        assert_eq!(c.max_queued_bytes, 1024);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = parse("listen = \"nope\"").unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = parse("metrics_interval = \"soon\"").unwrap_err().to_string();
+        assert!(e.contains("metrics_interval"), "{e}");
+        let e = parse("[limits]\nmax_message_bytes = \"0\"").unwrap_err().to_string();
+        assert!(e.contains("max_message_bytes"), "{e}");
+        let e = parse("[[agents]]\nname = \"a\"\nkey_sha256 = \"xyz\"").unwrap_err().to_string();
+        assert!(e.contains("key_sha256"), "{e}");
+        assert!(parse("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn alert_rules_parse() {
+        let r = parse_alert_rule(None, "cpu_percent > 90 for 60s").unwrap();
+        assert_eq!(r.metric, AlertMetric::CpuPercent);
+        assert_eq!(r.threshold, 90.0);
+        assert_eq!(r.hold, Duration::from_secs(60));
+        let r = parse_alert_rule(Some("gone"), "agent_offline for 30s").unwrap();
+        assert_eq!(r.metric, AlertMetric::AgentOffline);
+        assert_eq!(r.name, "gone");
+        assert!(parse_alert_rule(None, "disk > 3").is_err());
+        assert!(parse_alert_rule(None, "cpu_percent > 190 for 1s").is_err());
+    }
+}

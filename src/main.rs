@@ -1,1 +1,164 @@
-fn main() {}
+//! `dockwire`: args -> config -> logger -> threads -> server.run().
+//!
+//! Subcommands: `serve` (default), `agent`, `check-config`, `keygen`, `token`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use dockwire::config::{Config, Overrides};
+use dockwire::hub::Hub;
+use dockwire::server::{Server, system};
+use dockwire::{agent, auth, feed};
+
+#[derive(Parser)]
+#[command(name = "dockwire", version, about = "WebSocket hub for busy Docker hosts")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Serve(ServeArgs),
+    /// Validate a config file and exit (non-zero with a message when invalid).
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print a new agent API key and the `[[agents]]` lines holding its hash.
+    Keygen,
+    /// Print an HS256 JWT for a browser.
+    Token {
+        #[arg(long)]
+        secret_file: PathBuf,
+        #[arg(long)]
+        sub: String,
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Run as an agent connected to a hub.
+    Agent(AgentArgs),
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// Config file (default /etc/dockwire/dockwire.toml when it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address, overrides `listen` in the file.
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// ws://HOST:PORT/api/v1/agents/ws
+    #[arg(long)]
+    hub: String,
+    #[arg(long)]
+    api_key_file: PathBuf,
+    /// An exact command the hub may run (argv split on whitespace, no shell). Repeatable.
+    #[arg(long = "allow-command")]
+    allow_command: Vec<String>,
+    /// A log file to follow like `tail -F`. Repeatable.
+    #[arg(long = "log-file")]
+    log_file: Vec<PathBuf>,
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    metrics_interval: Duration,
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    command_timeout: Duration,
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(a) => serve(a),
+        Command::CheckConfig { config } => check_config(config),
+        Command::Keygen => {
+            print!("{}", auth::keygen_output());
+            Ok(())
+        }
+        Command::Token { secret_file, sub, role, ttl } => token(&secret_file, &sub, &role, ttl),
+        Command::Agent(a) => run_agent(a),
+    };
+    if let Err(e) = result {
+        eprintln!("dockwire: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let c = Config::load(path.as_deref(), &Overrides::default())?;
+    println!(
+        "config OK: listen {}, server_id {}, {} agent key(s), browser auth {}",
+        c.listen,
+        c.server_id,
+        c.agents.len(),
+        if c.auth_enabled() { "on" } else { "off" }
+    );
+    Ok(())
+}
+
+fn token(secret_file: &std::path::Path, sub: &str, role: &str, ttl: Duration) -> anyhow::Result<()> {
+    let role = auth::Role::parse(role).with_context(|| format!("role {role:?}: use viewer or admin"))?;
+    if sub.is_empty() {
+        bail!("--sub must not be empty");
+    }
+    let secret = auth::load_secret(secret_file)
+        .with_context(|| format!("could not load secret {}", secret_file.display()))?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    println!("{}", auth::sign_token(&secret, sub, role, ttl, now));
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref(), &Overrides { listen: args.listen })?;
+    match system::raise_nofile_limit() {
+        Ok(n) => log::debug!("open-file limit: {n}"),
+        Err(e) => log::warn!("could not raise the open-file limit: {e}"),
+    }
+    let (poll, listener, waker) = Server::bind(&config)?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    system::handle_signals(shutdown.clone(), waker.clone()).context("could not install signal handlers")?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let docker = feed::docker::spawn(config.docker_host.clone(), tx.clone(), waker.clone())
+        .context("could not start the Docker thread")?;
+    feed::metrics::spawn(config.metrics_interval, tx, waker).context("could not start the metrics thread")?;
+    log::info!(
+        "dockwire listening on {} (server_id {}, browser auth {}, {} agent key(s))",
+        config.listen,
+        config.server_id,
+        if config.auth_enabled() { "on" } else { "off" },
+        config.agents.len()
+    );
+    let hub = Hub::new(config, Some(docker), std::time::Instant::now());
+    let mut server = Server::new(poll, listener, hub, rx, shutdown);
+    system::sd_notify("READY=1");
+    let result = server.run();
+    system::sd_notify("STOPPING=1");
+    result.context("event loop failed")
+}
+
+fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
+    let key = agent::read_api_key_file(&a.api_key_file)?;
+    let mut opts = agent::AgentOptions::new(a.hub, key);
+    opts.allow_commands = a.allow_command;
+    opts.log_files = a.log_file;
+    opts.metrics_interval = a.metrics_interval;
+    opts.command_timeout = a.command_timeout;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(libc::SIGTERM, shutdown.clone())?;
+    signal_hook::flag::register(libc::SIGINT, shutdown.clone())?;
+    agent::run(opts, shutdown)
+}

@@ -1,1 +1,256 @@
-//! TODO
+//! HTTP/1.1 on the WebSocket port: request heads parsed with httparse, the
+//! RFC 6455 upgrade checks, and the few plain replies the daemon gives.
+//!
+//! Invariant: nothing here blocks or allocates per byte; a head is parsed
+//! from the connection's input buffer, and bytes after the head stay there
+//! for the WebSocket reader (pipelined frames are not lost).
+
+use base64::Engine as _;
+use sha1_smol::Sha1;
+
+/// The WebSocket GUID of RFC 6455 section 1.3.
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+const MAX_HEADERS: usize = 48;
+
+/// The parts of a request head the daemon uses.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    pub query: String,
+    pub host: Option<String>,
+    pub origin: Option<String>,
+    pub upgrade_websocket: bool,
+    pub connection_upgrade: bool,
+    pub ws_key: Option<String>,
+    pub ws_version: Option<String>,
+    /// Bytes the head took, to consume from the buffer.
+    pub head_len: usize,
+}
+
+/// Outcome of parsing the start of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parse {
+    Complete(RequestHead),
+    /// Need more bytes.
+    Partial,
+    /// Not HTTP; answer 400 and close.
+    Invalid(&'static str),
+}
+
+/// Parses a request head from `buf`.
+pub fn parse_head(buf: &[u8]) -> Parse {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parse::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parse::Invalid("too many headers"),
+        Err(_) => return Parse::Invalid("malformed HTTP request"),
+    };
+    if req.version != Some(1) {
+        return Parse::Invalid("HTTP/1.1 required");
+    }
+    let target = req.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut head = RequestHead {
+        method: req.method.unwrap_or("").to_string(),
+        path: path.to_string(),
+        query: query.to_string(),
+        head_len,
+        ..RequestHead::default()
+    };
+    for h in req.headers.iter() {
+        let Ok(value) = std::str::from_utf8(h.value) else {
+            continue;
+        };
+        let value = value.trim();
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            head.host = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("origin") {
+            head.origin = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            head.upgrade_websocket |= value.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket"));
+        } else if name.eq_ignore_ascii_case("connection") {
+            head.connection_upgrade |= value.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            head.ws_key = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            head.ws_version = Some(value.to_string());
+        }
+    }
+    Parse::Complete(head)
+}
+
+/// Why an upgrade request is refused, with its status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
+    pub extra_headers: &'static str,
+}
+
+impl Refusal {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Refusal { status, message: message.into(), extra_headers: "" }
+    }
+}
+
+/// Checks the RFC 6455 upgrade rules; returns the `Sec-WebSocket-Accept` value.
+///
+/// # Errors
+/// The refusal to send: 405 for a method other than GET, 426 for a missing
+/// upgrade or a version other than 13, 400 for a missing or bad key.
+pub fn check_upgrade(head: &RequestHead) -> Result<String, Refusal> {
+    if head.method != "GET" {
+        return Err(Refusal {
+            status: 405,
+            message: "WebSocket upgrades must use GET".into(),
+            extra_headers: "Allow: GET\r\n",
+        });
+    }
+    if !head.upgrade_websocket || !head.connection_upgrade {
+        return Err(Refusal {
+            status: 426,
+            message: "this endpoint speaks WebSocket: send Upgrade: websocket and Connection: Upgrade".into(),
+            extra_headers: "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
+        });
+    }
+    if head.ws_version.as_deref() != Some("13") {
+        return Err(Refusal {
+            status: 426,
+            message: "only WebSocket version 13 is supported".into(),
+            extra_headers: "Sec-WebSocket-Version: 13\r\n",
+        });
+    }
+    let key = head.ws_key.as_deref().ok_or_else(|| Refusal::new(400, "missing Sec-WebSocket-Key"))?;
+    match base64::engine::general_purpose::STANDARD.decode(key) {
+        Ok(k) if k.len() == 16 => {}
+        _ => return Err(Refusal::new(400, "Sec-WebSocket-Key must be 16 bytes in base64")),
+    }
+    Ok(accept_key(key))
+}
+
+/// `base64(sha1(key + GUID))`, RFC 6455 section 4.2.2.
+pub fn accept_key(key: &str) -> String {
+    let mut h = Sha1::new();
+    h.update(key.as_bytes());
+    h.update(WS_GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(h.digest().bytes())
+}
+
+/// Browser endpoints only: the SPEC section 4 Origin rule.
+pub fn origin_allowed(head: &RequestHead, allowed: &[String]) -> bool {
+    let Some(origin) = head.origin.as_deref() else {
+        return true; // non-browser clients send none
+    };
+    let origin = origin.trim_end_matches('/');
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    // Same origin: the Origin's authority equals the Host header.
+    let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    head.host.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(authority))
+}
+
+/// The 101 reply.
+pub fn switching_protocols(accept: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// A complete response that closes the connection.
+pub fn response(status: u16, content_type: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\nCache-Control: no-store\r\n{extra_headers}\r\n",
+        reason(status),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// A JSON error reply: `{"error":"..."}`.
+pub fn error_response(status: u16, extra_headers: &str, message: &str) -> Vec<u8> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    response(status, "application/json", extra_headers, body.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UPGRADE: &[u8] = b"GET /api/v1/ws?x=1 HTTP/1.1\r\nHost: 127.0.0.1:7575\r\nUpgrade: websocket\r\n\
+Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn rfc6455_sample_accept_key() {
+        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn parses_upgrade_and_keeps_pipelined_bytes() {
+        let mut buf = UPGRADE.to_vec();
+        buf.extend_from_slice(b"\x81\x85extra");
+        let Parse::Complete(h) = parse_head(&buf) else { panic!("not complete") };
+        assert_eq!(h.path, "/api/v1/ws");
+        assert_eq!(h.query, "x=1");
+        assert_eq!(h.head_len, UPGRADE.len());
+        assert_eq!(check_upgrade(&h).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(&buf[h.head_len..], b"\x81\x85extra");
+    }
+
+    #[test]
+    fn partial_and_invalid_heads() {
+        assert_eq!(parse_head(&UPGRADE[..30]), Parse::Partial);
+        assert!(matches!(parse_head(b"\x16\x03\x01garbage\r\n\r\n"), Parse::Invalid(_)));
+    }
+
+    #[test]
+    fn refusals() {
+        let Parse::Complete(mut h) = parse_head(UPGRADE) else { panic!() };
+        h.ws_version = Some("8".into());
+        assert_eq!(check_upgrade(&h).unwrap_err().status, 426);
+        h.ws_version = Some("13".into());
+        h.ws_key = None;
+        assert_eq!(check_upgrade(&h).unwrap_err().status, 400);
+        h.ws_key = Some("short".into());
+        assert_eq!(check_upgrade(&h).unwrap_err().status, 400);
+        h.method = "POST".into();
+        assert_eq!(check_upgrade(&h).unwrap_err().status, 405);
+    }
+
+    #[test]
+    fn origin_rules() {
+        let Parse::Complete(mut h) = parse_head(UPGRADE) else { panic!() };
+        assert!(origin_allowed(&h, &[]));
+        h.origin = Some("http://127.0.0.1:7575".into());
+        assert!(origin_allowed(&h, &[]));
+        h.origin = Some("https://evil.example".into());
+        assert!(!origin_allowed(&h, &[]));
+        assert!(origin_allowed(&h, &["https://evil.example".into()]));
+    }
+}

@@ -1,1 +1,281 @@
-//! TODO
+//! Messages of the JSON dialect (SPEC section 3.1) and the encoding of every
+//! event the daemon sends, in both dialects.
+//!
+//! Encoding writes JSON straight after reserved frame-header room
+//! ([`ws::begin_frame`]), so a frame for many subscribers costs one
+//! serialization and one allocation, whatever the subscriber count.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::protocol::model::Container;
+use crate::ws::{self, Frame, OpCode};
+
+/// Which wire dialect a browser socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Json,
+    SocketIo,
+}
+
+/// A request from a browser, whichever dialect carried it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrowserRequest {
+    Auth { token: String },
+    StartLogStream { container_id: String, tail: Option<usize> },
+    StopLogStream { container_id: String },
+    DockerCommand { server_id: Option<String>, action: String, container_id: String },
+    Command { server_id: String, command: String },
+    Ping,
+    /// Extension: a `/api/v1/ws` client asks for another server's metrics.
+    SubscribeMetrics { server_id: String },
+    UnsubscribeMetrics { server_id: String },
+}
+
+/// Largest string field accepted from a browser (ids, names, commands).
+const MAX_FIELD: usize = 4096;
+
+fn field<'a>(obj: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a str, String> {
+    match obj.get(name) {
+        Some(Value::String(s)) if s.len() > MAX_FIELD => Err(format!("field {name:?} is too long")),
+        Some(Value::String(s)) if s.is_empty() => Err(format!("field {name:?} must not be empty")),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(format!("field {name:?} must be a string")),
+        None => Err(format!("missing field {name:?}")),
+    }
+}
+
+/// Parses the named request from its payload object (shared by both dialects).
+///
+/// # Errors
+/// A message for the client's `error` reply.
+pub fn request_from(kind: &str, obj: &serde_json::Map<String, Value>) -> Result<BrowserRequest, String> {
+    Ok(match kind {
+        "auth" => BrowserRequest::Auth { token: field(obj, "token")?.to_string() },
+        "start_log_stream" => {
+            let tail = match obj.get("tail") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .and_then(|n| usize::try_from(n).ok())
+                        .ok_or("field \"tail\" must be a non-negative integer")?,
+                ),
+            };
+            BrowserRequest::StartLogStream { container_id: field(obj, "container_id")?.to_string(), tail }
+        }
+        "stop_log_stream" => BrowserRequest::StopLogStream { container_id: field(obj, "container_id")?.to_string() },
+        "docker_command" => BrowserRequest::DockerCommand {
+            server_id: obj.get("server_id").and_then(Value::as_str).map(str::to_string),
+            action: field(obj, "action")?.to_string(),
+            container_id: field(obj, "container_id")?.to_string(),
+        },
+        "command" => BrowserRequest::Command {
+            server_id: field(obj, "server_id")?.to_string(),
+            command: field(obj, "command")?.to_string(),
+        },
+        "ping" => BrowserRequest::Ping,
+        "subscribe_metrics" => BrowserRequest::SubscribeMetrics { server_id: field(obj, "server_id")?.to_string() },
+        "unsubscribe_metrics" => {
+            BrowserRequest::UnsubscribeMetrics { server_id: field(obj, "server_id")?.to_string() }
+        }
+        other => {
+            let shown: String = other.chars().take(64).collect();
+            return Err(format!("unknown message type {shown:?}"));
+        }
+    })
+}
+
+/// Parses a JSON-dialect text message: `(type, object)`.
+///
+/// # Errors
+/// "Invalid message format" style messages for the `error` reply.
+pub fn parse_typed(text: &str) -> Result<(String, serde_json::Map<String, Value>), String> {
+    let v: Value = serde_json::from_str(text).map_err(|_| "Invalid message format: not JSON".to_string())?;
+    let Value::Object(obj) = v else {
+        return Err("Invalid message format: expected a JSON object".into());
+    };
+    let kind = match obj.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        _ => return Err("Invalid message format: missing \"type\"".into()),
+    };
+    Ok((kind, obj))
+}
+
+/// Parses a browser's JSON-dialect message.
+///
+/// # Errors
+/// A message for the `error` reply.
+pub fn parse_browser(text: &str) -> Result<BrowserRequest, String> {
+    let (kind, obj) = parse_typed(text)?;
+    request_from(&kind, &obj)
+}
+
+/// An event the daemon sends to browsers; same meaning in both dialects.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    ConnectionEstablished { server_id: &'a str },
+    InitialState { containers: &'a [&'a Container] },
+    ContainerChanged(&'a Container),
+    ContainerRemoved { id: &'a str },
+    LogUpdate { container_id: &'a str, log: &'a str },
+    LogStreamStopped { container_id: &'a str, message: &'a str },
+    LogDropped { container_id: &'a str, lines: u64 },
+    Error { message: &'a str },
+}
+
+impl Event<'_> {
+    /// The event (and `type`) name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::ConnectionEstablished { .. } => "connection_established",
+            Event::InitialState { .. } => "initial_state",
+            Event::ContainerChanged(_) | Event::ContainerRemoved { .. } => "container_state_change",
+            Event::LogUpdate { .. } => "log_update",
+            Event::LogStreamStopped { .. } => "log_stream_stopped",
+            Event::LogDropped { .. } => "log_dropped",
+            Event::Error { .. } => "error",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Removed<'a> {
+    id: &'a str,
+    state: &'static str,
+}
+
+/// Writes the event's fields (without `type`) as the body of an object,
+/// i.e. `"a":1,"b":2` — shared by both dialects.
+fn write_fields(out: &mut Vec<u8>, ev: &Event<'_>, dialect: Dialect) {
+    fn kv(out: &mut Vec<u8>, first: bool, key: &str, v: &impl Serialize) {
+        if !first {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        // Serializing plain data into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, v);
+    }
+    match *ev {
+        Event::ConnectionEstablished { server_id } => {
+            kv(out, true, "message", &"Connected to dockwire");
+            kv(out, false, "server_id", &server_id);
+        }
+        Event::InitialState { containers } => kv(out, true, "containers", &containers),
+        Event::ContainerChanged(c) => kv(out, true, "container", c),
+        Event::ContainerRemoved { id } => kv(out, true, "container", &Removed { id, state: "removed" }),
+        Event::LogUpdate { container_id, log } => {
+            kv(out, true, "container_id", &container_id);
+            kv(out, false, "log", &log);
+        }
+        Event::LogStreamStopped { container_id, message } => {
+            kv(out, true, "container_id", &container_id);
+            kv(out, false, "message", &message);
+        }
+        Event::LogDropped { container_id, lines } => {
+            kv(out, true, "container_id", &container_id);
+            kv(out, false, "lines", &lines);
+        }
+        Event::Error { message } => {
+            let key = if dialect == Dialect::SocketIo { "error" } else { "message" };
+            kv(out, true, key, &message);
+        }
+    }
+}
+
+/// Encodes one event as a complete WebSocket text frame in `dialect`.
+pub fn encode(ev: &Event<'_>, dialect: Dialect) -> Frame {
+    let hint = match ev {
+        Event::LogUpdate { log, .. } => log.len() + 128,
+        Event::InitialState { containers } => containers.len() * 512 + 64,
+        _ => 160,
+    };
+    let mut buf = ws::begin_frame(hint);
+    match dialect {
+        Dialect::Json => {
+            buf.extend_from_slice(b"{\"type\":\"");
+            buf.extend_from_slice(ev.name().as_bytes());
+            buf.extend_from_slice(b"\",");
+            write_fields(&mut buf, ev, dialect);
+            buf.push(b'}');
+        }
+        Dialect::SocketIo => {
+            // Engine.IO message (4) + Socket.IO EVENT (2): 42["name",{...}]
+            buf.extend_from_slice(b"42[\"");
+            buf.extend_from_slice(ev.name().as_bytes());
+            buf.extend_from_slice(b"\",");
+            match ev {
+                // The seed's container_state_change payload is the container itself.
+                Event::ContainerChanged(c) => {
+                    let _ = serde_json::to_writer(&mut buf, c);
+                }
+                Event::ContainerRemoved { id } => {
+                    let _ = serde_json::to_writer(&mut buf, &serde_json::json!({"container_id": id, "id": id, "state": "removed"}));
+                }
+                _ => {
+                    buf.push(b'{');
+                    write_fields(&mut buf, ev, dialect);
+                    buf.push(b'}');
+                }
+            }
+            buf.push(b']');
+        }
+    }
+    ws::finish_frame(buf, OpCode::Text)
+}
+
+/// Encodes any serializable value as a JSON text frame.
+pub fn encode_value(v: &impl Serialize) -> Frame {
+    let mut buf = ws::begin_frame(256);
+    let _ = serde_json::to_writer(&mut buf, v);
+    ws::finish_frame(buf, OpCode::Text)
+}
+
+/// `{"type":"error","message":...}` (or the Socket.IO `error` event).
+pub fn error_frame(message: &str, dialect: Dialect) -> Frame {
+    encode(&Event::Error { message }, dialect)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(f: &Frame) -> String {
+        // Server frames are unmasked: skip the 2 or 4 byte header.
+        let skip = if f[1] & 0x7f == 126 { 4 } else { 2 };
+        String::from_utf8(f[skip..].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn log_update_in_both_dialects() {
+        let ev = Event::LogUpdate { container_id: "abc", log: "a\n\"b\"\n" };
+        let j: Value = serde_json::from_str(&payload(&encode(&ev, Dialect::Json))).unwrap();
+        assert_eq!(j, serde_json::json!({"type":"log_update","container_id":"abc","log":"a\n\"b\"\n"}));
+        let s = payload(&encode(&ev, Dialect::SocketIo));
+        let arr: Value = serde_json::from_str(s.strip_prefix("42").unwrap()).unwrap();
+        assert_eq!(arr, serde_json::json!(["log_update", {"container_id":"abc","log":"a\n\"b\"\n"}]));
+    }
+
+    #[test]
+    fn error_fields_follow_each_seed() {
+        let j = payload(&error_frame("nope", Dialect::Json));
+        assert_eq!(j, r#"{"type":"error","message":"nope"}"#);
+        let s = payload(&error_frame("nope", Dialect::SocketIo));
+        assert_eq!(s, r#"42["error",{"error":"nope"}]"#);
+    }
+
+    #[test]
+    fn requests_parse_with_clear_errors() {
+        assert_eq!(parse_browser(r#"{"type":"ping"}"#).unwrap(), BrowserRequest::Ping);
+        assert_eq!(
+            parse_browser(r#"{"type":"start_log_stream","container_id":"web","tail":5}"#).unwrap(),
+            BrowserRequest::StartLogStream { container_id: "web".into(), tail: Some(5) }
+        );
+        assert!(parse_browser("not json").unwrap_err().contains("not JSON"));
+        assert!(parse_browser("[1]").unwrap_err().contains("object"));
+        assert!(parse_browser(r#"{"type":"warp"}"#).unwrap_err().contains("unknown message type"));
+        assert!(parse_browser(r#"{"type":"start_log_stream"}"#).unwrap_err().contains("container_id"));
+        assert!(parse_browser(r#"{"type":"start_log_stream","container_id":"x","tail":-1}"#).is_err());
+    }
+}

@@ -1,0 +1,105 @@
+//! Docker feed events applied to the hub: the container table, state-change
+//! broadcasts, engine up/down, and container-name resolution.
+//!
+//! Invariant: every ready browser sees `initial_state` before any
+//! `container_state_change`, and changes in the order Docker emitted them
+//! (the feed delivers them in order and the loop handles them in order).
+
+use crate::feed::DockerEvent;
+use crate::protocol::json::{Event, encode};
+use crate::protocol::model::Container;
+use crate::writer::Priority;
+
+use super::{Hub, Io};
+
+impl Hub {
+    /// Applies one Docker feed event.
+    pub fn on_docker(&mut self, io: &mut Io<'_>, ev: DockerEvent) {
+        match ev {
+            DockerEvent::Up { containers } => {
+                self.docker_up = true;
+                io.stats.docker_up = true;
+                self.containers = containers.into_iter().map(|c| (c.id.clone(), c)).collect();
+                self.broadcast_initial_state(io);
+            }
+            DockerEvent::Down { reason } => {
+                log::warn!("docker engine unavailable: {reason}");
+                self.docker_up = false;
+                io.stats.docker_up = false;
+                self.end_all_topics(io, "Docker engine unavailable");
+            }
+            DockerEvent::Changed(c) => {
+                io.broadcast(&self.browsers, &Event::ContainerChanged(&c), Priority::Essential);
+                io.stats.message_out("container_state_change", self.browsers.len() as u64);
+                self.containers.insert(c.id.clone(), c);
+            }
+            DockerEvent::Removed { id } => {
+                if self.containers.remove(&id).is_some() {
+                    io.broadcast(&self.browsers, &Event::ContainerRemoved { id: &id }, Priority::Essential);
+                    io.stats.message_out("container_state_change", self.browsers.len() as u64);
+                }
+            }
+            DockerEvent::LogHistory { follow_id, lines, .. } => self.on_log_history(io, follow_id, lines),
+            DockerEvent::LogLines { follow_id, lines, .. } => self.on_log_lines(io, follow_id, &lines),
+            DockerEvent::LogEnded { follow_id, reason, .. } => self.on_log_ended(io, follow_id, &reason),
+            DockerEvent::ActionDone { request_id, success, message } => {
+                self.on_local_action_done(io, request_id, success, &message);
+            }
+        }
+    }
+
+    /// Containers sorted by name, for `initial_state` and the REST endpoint.
+    pub fn sorted_containers(&self) -> Vec<&Container> {
+        let mut v: Vec<&Container> = self.containers.values().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Sends `initial_state` to every ready browser (after a reconnect to the engine).
+    fn broadcast_initial_state(&mut self, io: &mut Io<'_>) {
+        let list = self.sorted_containers();
+        let ev = Event::InitialState { containers: &list };
+        io.broadcast(&self.browsers, &ev, Priority::Essential);
+    }
+
+    /// `initial_state` for one socket in its dialect.
+    pub fn send_initial_state(&self, io: &mut Io<'_>, token: usize) {
+        let list = self.sorted_containers();
+        let f = encode(&Event::InitialState { containers: &list }, io.dialect(token));
+        io.send(token, &f, Priority::Essential);
+    }
+
+    /// Resolves a container reference like the Docker CLI: full id, then
+    /// name (with or without the leading `/`), then a unique id prefix.
+    ///
+    /// # Errors
+    /// A message for the client: unknown or ambiguous.
+    pub fn resolve_container(&self, reference: &str) -> Result<String, String> {
+        if self.containers.contains_key(reference) {
+            return Ok(reference.to_string());
+        }
+        let name = reference.strip_prefix('/').unwrap_or(reference);
+        if let Some(c) = self.containers.values().find(|c| c.name == name) {
+            return Ok(c.id.clone());
+        }
+        let shown: String = reference.chars().take(80).collect();
+        if !reference.is_empty() && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut hits = self.containers.keys().filter(|id| id.starts_with(reference));
+            if let Some(first) = hits.next() {
+                if hits.next().is_some() {
+                    return Err(format!("container reference {shown:?} is ambiguous"));
+                }
+                return Ok(first.clone());
+            }
+        }
+        if !self.docker_up {
+            return Err("Docker engine unavailable".into());
+        }
+        Err(format!("No such container: {shown}"))
+    }
+}
+
+/// The JSON dialect is the REST body too.
+pub fn containers_json(hub: &Hub) -> Vec<u8> {
+    serde_json::to_vec(&hub.sorted_containers()).unwrap_or_else(|_| b"[]".to_vec())
+}
