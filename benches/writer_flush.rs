@@ -22,7 +22,7 @@ use dockwire::writer::OutQueue;
 use dockwire::ws::{Frame, text_frame};
 
 const FRAMES: usize = 1000;
-const PAYLOAD: usize = 148; // + 2-byte header = 150-byte frames
+const PAYLOAD: usize = 146; // + 4-byte header (16-bit length) = 150-byte frames
 
 fn shared_frame() -> Frame {
     let f = text_frame(&[b'l'; PAYLOAD]);

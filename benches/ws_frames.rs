@@ -15,8 +15,8 @@ use std::hint::black_box;
 use bytes::BytesMut;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dockwire::ws::{
-    MessageReader, OpCode, apply_mask, begin_frame, encode_client_frame, finish_frame,
-    text_frame, write_header,
+    MessageReader, OpCode, apply_mask, begin_frame, encode_client_frame, finish_frame, text_frame,
+    write_header,
 };
 
 fn encode(c: &mut Criterion) {

@@ -125,10 +125,10 @@ ensure_packages() {
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     local apt=(apt-get -y -q -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confold)
-    if ! timeout 900 "${apt[@]}" install --no-install-recommends "${missing[@]}" >"$STATE/apt.log" 2>&1; then
+    if ! timeout 900 "${apt[@]}" install "${missing[@]}" >"$STATE/apt.log" 2>&1; then
         log "install failed, running apt-get update first"
         timeout 600 "${apt[@]}" update >>"$STATE/apt.log" 2>&1 || { tail -20 "$STATE/apt.log" >&2; die "apt-get update failed"; }
-        timeout 900 "${apt[@]}" install --no-install-recommends "${missing[@]}" >>"$STATE/apt.log" 2>&1 ||
+        timeout 900 "${apt[@]}" install "${missing[@]}" >>"$STATE/apt.log" 2>&1 ||
             { tail -20 "$STATE/apt.log" >&2; die "apt-get install ${missing[*]} failed"; }
     fi
     command -v dockerd >/dev/null || die "dockerd still missing after install"

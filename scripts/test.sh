@@ -13,8 +13,10 @@
 #             `python3 -m pip install -q -r tests/clients/requirements.txt`
 #             when that file exists.
 #   build     cargo build --workspace --bins
-# Stages (DOCKWIRE_STAGES, space-separated, default "cargo autobahn clients
-# loadtest"):
+# Stages (DOCKWIRE_STAGES, space-separated, default "systemd cargo autobahn
+# clients loadtest"):
+#   systemd   scripts/check-systemd.sh: systemd/dockwire.service hardening
+#             (systemd-analyze security exposure at most 2.0).
 #   cargo     cargo nextest run --workspace --no-fail-fast (settings in
 #             .config/nextest.toml); `cargo test --workspace --no-fail-fast`
 #             when nextest is not installed.
@@ -34,12 +36,12 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
-STAGES=${DOCKWIRE_STAGES:-"cargo autobahn clients loadtest"}
+STAGES=${DOCKWIRE_STAGES:-"systemd cargo autobahn clients loadtest"}
 for s in $STAGES; do
     case $s in
-    cargo | autobahn | clients | loadtest) ;;
+    systemd | cargo | autobahn | clients | loadtest) ;;
     *)
-        echo "test.sh: unknown stage '$s' (known: cargo autobahn clients loadtest)" >&2
+        echo "test.sh: unknown stage '$s' (known: systemd cargo autobahn clients loadtest)" >&2
         exit 2
         ;;
     esac
@@ -229,6 +231,7 @@ EOF
 
 run_script() { timeout -k 30 900 bash "$1"; }
 
+if want systemd; then stage systemd scripts/check-systemd.sh || true; fi
 if want cargo; then stage cargo cargo_tests || true; fi
 if want autobahn; then stage autobahn autobahn || true; fi
 if want clients; then

@@ -247,16 +247,16 @@ impl JwtVerifier {
         if now_unix >= claims.exp.saturating_add(leeway) {
             return Err(AuthError::Expired);
         }
-        if let Some(nbf) = claims.nbf {
-            if now_unix.saturating_add(leeway) < nbf {
-                return Err(AuthError::NotYetValid);
-            }
+        if let Some(nbf) = claims.nbf
+            && now_unix.saturating_add(leeway) < nbf
+        {
+            return Err(AuthError::NotYetValid);
         }
-        if let Some(iat) = claims.iat {
-            // Issued in the future (beyond the skew): a broken or forged clock.
-            if now_unix.saturating_add(leeway) < iat {
-                return Err(AuthError::NotYetValid);
-            }
+        // An `iat` in the future (beyond the skew) means a broken or forged clock.
+        if let Some(iat) = claims.iat
+            && now_unix.saturating_add(leeway) < iat
+        {
+            return Err(AuthError::NotYetValid);
         }
         Ok(claims)
     }
@@ -294,10 +294,8 @@ fn numeric_date(map: &Map<String, Value>, name: &'static str) -> Result<Option<u
                 return Ok(Some(v));
             }
             match n.as_f64() {
-                // 2^64 as f64; `as` saturates, but be explicit about the range.
-                Some(f) if f.is_finite() && f >= 0.0 && f < 18_446_744_073_709_551_616.0 => {
-                    Ok(Some(f as u64))
-                }
+                // [0, 2^64): NaN and infinities fall outside, so `as` cannot saturate.
+                Some(f) if (0.0..18_446_744_073_709_551_616.0).contains(&f) => Ok(Some(f as u64)),
                 _ => Err(AuthError::BadClaim(name)),
             }
         }
@@ -365,13 +363,13 @@ pub fn load_secret(path: &Path) -> Result<Vec<u8>, AuthError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = file.metadata() {
-            if meta.permissions().mode() & 0o077 != 0 {
-                log::warn!(
-                    "JWT secret {} is readable by group or others; chmod 600 it",
-                    path.display()
-                );
-            }
+        if let Ok(meta) = file.metadata()
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            log::warn!(
+                "JWT secret {} is readable by group or others; chmod 600 it",
+                path.display()
+            );
         }
     }
     let mut secret = Vec::new();
@@ -564,6 +562,7 @@ pub fn keygen_text(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD_NO_PAD;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
     const NOW: u64 = 1_700_000_000;
@@ -576,6 +575,14 @@ mod tests {
     fn hand_token(secret: &[u8], header: &str, payload: &str) -> String {
         let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
         let mut mac = HmacSha256::new_from_slice(secret).unwrap();
+        mac.update(input.as_bytes());
+        format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+    }
+
+    /// Signs already-encoded segments as they are.
+    fn sign_raw(header_seg: &str, payload_seg: &str) -> String {
+        let input = format!("{header_seg}.{payload_seg}");
+        let mut mac = HmacSha256::new_from_slice(SECRET).unwrap();
         mac.update(input.as_bytes());
         format!("{input}.{}", b64(&mac.finalize().into_bytes()))
     }
@@ -852,11 +859,18 @@ mod tests {
             format!("{}.{}.{}=", parts[0], parts[1], parts[2]),
             // Padding on the header.
             format!("{}=.{}.{}", parts[0], parts[1], parts[2]),
-            // Junk in the payload.
-            format!("{}.{}!.{}", parts[0], parts[1], parts[2]),
             // Impossible length (1 mod 4).
             format!("{}.{}.{}", parts[0], parts[1], &parts[2][..41]),
+            // Correctly signed payload segments that are not strict base64url:
+            // the MAC covers them, so they must fail at decoding, not before.
+            sign_raw(parts[0], &format!("{}!", parts[1])),
+            sign_raw(parts[0], &format!("{}==", &parts[1][..parts[1].len() - 2])),
+            sign_raw(
+                parts[0],
+                &STANDARD_NO_PAD.encode(br#"{"sub":">>>???","exp":1800000000}"#),
+            ),
         ];
+        assert!(cases[7].split('.').nth(1).unwrap().contains(['+', '/']));
         for t in &cases {
             let e = verifier().verify(t, NOW).unwrap_err();
             assert!(matches!(e, AuthError::Malformed(_)), "{t}: {e:?}");

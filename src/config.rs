@@ -158,7 +158,9 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{text:?} is not a size like \"64KiB\""))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like \"64KiB\""))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" | "K" => 1 << 10,
@@ -191,8 +193,11 @@ fn size(v: &Option<SizeValue>, key: &str, default: usize) -> Result<usize, Confi
 /// # Errors
 /// A clear message naming the key.
 pub fn parse_duration(text: &str, key: &str) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|e| invalid(format!("{key}: {text:?} is not a duration like \"5s\" ({e})")))?;
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        invalid(format!(
+            "{key}: {text:?} is not a duration like \"5s\" ({e})"
+        ))
+    })?;
     if d.is_zero() {
         return Err(invalid(format!("{key} must be greater than zero")));
     }
@@ -254,7 +259,9 @@ pub fn parse_alert_rule(name: Option<&str>, rule: &str) -> Result<AlertRule, Con
             };
             let t: f64 = n.parse().map_err(|_| bad())?;
             if !(0.0..=100.0).contains(&t) {
-                return Err(invalid(format!("alert rule {rule:?}: threshold must be 0..100")));
+                return Err(invalid(format!(
+                    "alert rule {rule:?}: threshold must be 0..100"
+                )));
             }
             (metric, t, *d)
         }
@@ -333,9 +340,15 @@ impl Config {
     /// # Errors
     /// The first invalid value, named by its key.
     pub fn from_file(f: FileConfig, o: &Overrides) -> Result<Self, ConfigError> {
-        let listen_text = o.listen.as_deref().or(f.listen.as_deref()).unwrap_or(defaults::LISTEN);
+        let listen_text = o
+            .listen
+            .as_deref()
+            .or(f.listen.as_deref())
+            .unwrap_or(defaults::LISTEN);
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
-            invalid(format!("listen: {listen_text:?} is not an address like \"127.0.0.1:7575\""))
+            invalid(format!(
+                "listen: {listen_text:?} is not an address like \"127.0.0.1:7575\""
+            ))
         })?;
         let server_id = match f.server_id {
             Some(id) if id.trim().is_empty() => return Err(invalid("server_id must not be empty")),
@@ -353,18 +366,31 @@ impl Config {
         for a in &f.agents {
             let hash = auth::parse_key_hash(&a.key_sha256)
                 .map_err(|e| invalid(format!("agent {:?}: key_sha256: {e}", a.name)))?;
-            let server_id = a.server_id.clone().unwrap_or_else(|| auth::server_id_for_key_hash(&hash));
+            let server_id = a
+                .server_id
+                .clone()
+                .unwrap_or_else(|| auth::server_id_for_key_hash(&hash));
             if server_id.trim().is_empty() {
                 return Err(invalid(format!("agent {:?}: empty server_id", a.name)));
             }
-            agents.push(AgentKey { name: a.name.clone(), key_sha256: hash, server_id });
+            agents.push(AgentKey {
+                name: a.name.clone(),
+                key_sha256: hash,
+                server_id,
+            });
         }
         for (i, a) in agents.iter().enumerate() {
             if agents[..i].iter().any(|b| b.key_sha256 == a.key_sha256) {
-                return Err(invalid(format!("agent {:?}: the same key is configured twice", a.name)));
+                return Err(invalid(format!(
+                    "agent {:?}: the same key is configured twice",
+                    a.name
+                )));
             }
             if agents[..i].iter().any(|b| b.server_id == a.server_id) || a.server_id == server_id {
-                return Err(invalid(format!("agent {:?}: server_id {} is used twice", a.name, a.server_id)));
+                return Err(invalid(format!(
+                    "agent {:?}: server_id {} is used twice",
+                    a.name, a.server_id
+                )));
             }
         }
         for origin in &f.auth.allowed_origins {
@@ -387,23 +413,68 @@ impl Config {
         Ok(Config {
             listen,
             server_id,
-            metrics_interval: duration(&f.metrics_interval, "metrics_interval", defaults::METRICS_INTERVAL)?,
+            metrics_interval: duration(
+                &f.metrics_interval,
+                "metrics_interval",
+                defaults::METRICS_INTERVAL,
+            )?,
             docker_host: f.docker.host,
             jwt_secret,
-            allowed_origins: f.auth.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_string()).collect(),
+            allowed_origins: f
+                .auth
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_string())
+                .collect(),
             agents,
             max_connections,
-            max_queued_bytes: size(&l.max_queued_bytes, "limits.max_queued_bytes", defaults::MAX_QUEUED_BYTES)?,
-            max_message_bytes: size(&l.max_message_bytes, "limits.max_message_bytes", defaults::MAX_MESSAGE_BYTES)?,
+            max_queued_bytes: size(
+                &l.max_queued_bytes,
+                "limits.max_queued_bytes",
+                defaults::MAX_QUEUED_BYTES,
+            )?,
+            max_message_bytes: size(
+                &l.max_message_bytes,
+                "limits.max_message_bytes",
+                defaults::MAX_MESSAGE_BYTES,
+            )?,
             max_head_bytes: defaults::MAX_HEAD_BYTES,
-            handshake_timeout: duration(&l.handshake_timeout, "limits.handshake_timeout", defaults::HANDSHAKE_TIMEOUT)?,
-            auth_timeout: duration(&l.auth_timeout, "limits.auth_timeout", defaults::AUTH_TIMEOUT)?,
-            ping_interval: duration(&l.ping_interval, "limits.ping_interval", defaults::PING_INTERVAL)?,
-            idle_timeout: duration(&l.idle_timeout, "limits.idle_timeout", defaults::IDLE_TIMEOUT)?,
+            handshake_timeout: duration(
+                &l.handshake_timeout,
+                "limits.handshake_timeout",
+                defaults::HANDSHAKE_TIMEOUT,
+            )?,
+            auth_timeout: duration(
+                &l.auth_timeout,
+                "limits.auth_timeout",
+                defaults::AUTH_TIMEOUT,
+            )?,
+            ping_interval: duration(
+                &l.ping_interval,
+                "limits.ping_interval",
+                defaults::PING_INTERVAL,
+            )?,
+            idle_timeout: duration(
+                &l.idle_timeout,
+                "limits.idle_timeout",
+                defaults::IDLE_TIMEOUT,
+            )?,
             echo_endpoint: f.debug.echo_endpoint,
-            sio_ping_interval: duration(&f.socketio.ping_interval, "socketio.ping_interval", defaults::SIO_PING_INTERVAL)?,
-            sio_ping_timeout: duration(&f.socketio.ping_timeout, "socketio.ping_timeout", defaults::SIO_PING_TIMEOUT)?,
-            command_timeout: duration(&f.commands.timeout, "commands.timeout", defaults::COMMAND_TIMEOUT)?,
+            sio_ping_interval: duration(
+                &f.socketio.ping_interval,
+                "socketio.ping_interval",
+                defaults::SIO_PING_INTERVAL,
+            )?,
+            sio_ping_timeout: duration(
+                &f.socketio.ping_timeout,
+                "socketio.ping_timeout",
+                defaults::SIO_PING_TIMEOUT,
+            )?,
+            command_timeout: duration(
+                &f.commands.timeout,
+                "commands.timeout",
+                defaults::COMMAND_TIMEOUT,
+            )?,
             audit_log: f.commands.audit_log,
             alerts,
         })
@@ -424,7 +495,11 @@ pub fn default_server_id() -> String {
     if seed.is_empty() {
         return uuid::Uuid::new_v4().to_string();
     }
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("dockwire:{seed}").as_bytes()).to_string()
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("dockwire:{seed}").as_bytes(),
+    )
+    .to_string()
 }
 
 #[cfg(test)]
@@ -432,7 +507,8 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        let f: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse("t".into(), e.to_string()))?;
+        let f: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse("t".into(), e.to_string()))?;
         Config::from_file(f, &Overrides::default())
     }
 
@@ -461,11 +537,17 @@ mod tests {
     fn bad_values_name_their_key() {
         let e = parse("listen = \"nope\"").unwrap_err().to_string();
         assert!(e.contains("listen"), "{e}");
-        let e = parse("metrics_interval = \"soon\"").unwrap_err().to_string();
+        let e = parse("metrics_interval = \"soon\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("metrics_interval"), "{e}");
-        let e = parse("[limits]\nmax_message_bytes = \"0\"").unwrap_err().to_string();
+        let e = parse("[limits]\nmax_message_bytes = \"0\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_message_bytes"), "{e}");
-        let e = parse("[[agents]]\nname = \"a\"\nkey_sha256 = \"xyz\"").unwrap_err().to_string();
+        let e = parse("[[agents]]\nname = \"a\"\nkey_sha256 = \"xyz\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("key_sha256"), "{e}");
         assert!(parse("bogus = 1").is_err());
     }

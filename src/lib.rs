@@ -21,5 +21,5 @@ pub mod hub;
 pub mod protocol;
 pub mod server;
 pub mod stats;
-pub mod ws;
 pub mod writer;
+pub mod ws;

@@ -16,7 +16,11 @@ use dockwire::server::{Server, system};
 use dockwire::{agent, auth, feed};
 
 #[derive(Parser)]
-#[command(name = "dockwire", version, about = "WebSocket hub for busy Docker hosts")]
+#[command(
+    name = "dockwire",
+    version,
+    about = "WebSocket hub for busy Docker hosts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -89,7 +93,12 @@ fn main() {
             print!("{}", auth::keygen_output());
             Ok(())
         }
-        Command::Token { secret_file, sub, role, ttl } => token(&secret_file, &sub, &role, ttl),
+        Command::Token {
+            secret_file,
+            sub,
+            role,
+            ttl,
+        } => token(&secret_file, &sub, &role, ttl),
         Command::Agent(a) => run_agent(a),
     };
     if let Err(e) = result {
@@ -110,31 +119,46 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn token(secret_file: &std::path::Path, sub: &str, role: &str, ttl: Duration) -> anyhow::Result<()> {
-    let role = auth::Role::parse(role).with_context(|| format!("role {role:?}: use viewer or admin"))?;
+fn token(
+    secret_file: &std::path::Path,
+    sub: &str,
+    role: &str,
+    ttl: Duration,
+) -> anyhow::Result<()> {
+    let role =
+        auth::Role::parse(role).with_context(|| format!("role {role:?}: use viewer or admin"))?;
     if sub.is_empty() {
         bail!("--sub must not be empty");
     }
     let secret = auth::load_secret(secret_file)
         .with_context(|| format!("could not load secret {}", secret_file.display()))?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     println!("{}", auth::sign_token(&secret, sub, role, ttl, now));
     Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config::load(args.config.as_deref(), &Overrides { listen: args.listen })?;
+    let config = Config::load(
+        args.config.as_deref(),
+        &Overrides {
+            listen: args.listen,
+        },
+    )?;
     match system::raise_nofile_limit() {
         Ok(n) => log::debug!("open-file limit: {n}"),
         Err(e) => log::warn!("could not raise the open-file limit: {e}"),
     }
     let (poll, listener, waker) = Server::bind(&config)?;
     let shutdown = Arc::new(AtomicBool::new(false));
-    system::handle_signals(shutdown.clone(), waker.clone()).context("could not install signal handlers")?;
+    system::handle_signals(shutdown.clone(), waker.clone())
+        .context("could not install signal handlers")?;
     let (tx, rx) = crossbeam_channel::unbounded();
     let docker = feed::docker::spawn(config.docker_host.clone(), tx.clone(), waker.clone())
         .context("could not start the Docker thread")?;
-    feed::metrics::spawn(config.metrics_interval, tx, waker).context("could not start the metrics thread")?;
+    feed::metrics::spawn(config.metrics_interval, tx, waker)
+        .context("could not start the metrics thread")?;
     log::info!(
         "dockwire listening on {} (server_id {}, browser auth {}, {} agent key(s))",
         config.listen,

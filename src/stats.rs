@@ -47,7 +47,9 @@ impl Endpoint {
 }
 
 /// Upper bounds (seconds) of the loop-iteration histogram buckets.
-const LOOP_BUCKETS: [f64; 9] = [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05];
+const LOOP_BUCKETS: [f64; 9] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05,
+];
 
 /// All counters exported on `/metrics`.
 #[derive(Debug, Default)]
@@ -94,9 +96,20 @@ impl Stats {
     /// a hostile client cannot grow the map.
     pub fn message_in(&mut self, kind: &str) {
         const KNOWN: [&str; 14] = [
-            "auth", "ping", "pong", "start_log_stream", "stop_log_stream", "docker_command", "command",
-            "metrics", "log", "command_response", "docker_response", "subscribe_metrics",
-            "unsubscribe_metrics", "socketio",
+            "auth",
+            "ping",
+            "pong",
+            "start_log_stream",
+            "stop_log_stream",
+            "docker_command",
+            "command",
+            "metrics",
+            "log",
+            "command_response",
+            "docker_response",
+            "subscribe_metrics",
+            "unsubscribe_metrics",
+            "socketio",
         ];
         let key = if KNOWN.contains(&kind) { kind } else { "other" };
         if let Some(n) = self.messages_in.get_mut(key) {
@@ -134,53 +147,177 @@ impl Stats {
     /// Renders Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(4096);
-        let _ = writeln!(o, "# HELP dockwire_connections Open connections by endpoint.");
+        let _ = writeln!(
+            o,
+            "# HELP dockwire_connections Open connections by endpoint."
+        );
         let _ = writeln!(o, "# TYPE dockwire_connections gauge");
         for e in Endpoint::ALL {
-            let _ = writeln!(o, "dockwire_connections{{endpoint=\"{}\"}} {}", e.label(), self.connections[e.index()]);
+            let _ = writeln!(
+                o,
+                "dockwire_connections{{endpoint=\"{}\"}} {}",
+                e.label(),
+                self.connections[e.index()]
+            );
         }
-        counter(&mut o, "dockwire_connections_accepted_total", "Connections accepted.", self.connections_accepted);
-        counter(&mut o, "dockwire_connections_refused_total", "Connections refused at max_connections.", self.connections_refused_limit);
-        counter(&mut o, "dockwire_messages_sent_total", "WebSocket messages queued to clients.", self.messages_sent);
-        counter(&mut o, "dockwire_bytes_sent_total", "Bytes written to sockets.", self.bytes_sent);
-        counter(&mut o, "dockwire_frames_dropped_total", "Frames dropped for slow consumers.", self.frames_dropped_slow);
-        counter(&mut o, "dockwire_log_lines_dropped_total", "Log lines dropped for slow consumers.", self.log_lines_dropped);
-        counter(&mut o, "dockwire_slow_consumers_closed_total", "Sockets closed (1013) past the hard queue cap.", self.slow_consumers_closed);
-        counter(&mut o, "dockwire_unknown_command_responses_total", "Agent responses with an unknown command_id.", self.unknown_command_responses);
-        gauge(&mut o, "dockwire_docker_up", "1 when the Docker engine is reachable.", u64::from(self.docker_up));
-        gauge(&mut o, "dockwire_log_followers", "Docker log followers running (one per followed container).", self.log_followers);
-        gauge(&mut o, "dockwire_agents_connected", "Authenticated agents connected.", self.agents_connected);
-        labelled(&mut o, "dockwire_messages_received_total", "Messages received by type.", "type", self.messages_in.iter().map(|(k, v)| (k.as_str(), *v)));
-        labelled(&mut o, "dockwire_messages_sent_by_type_total", "Messages sent by type.", "type", self.messages_out.iter().map(|(k, v)| (*k, *v)));
-        labelled(&mut o, "dockwire_bad_input_total", "Bad input answered with an error, by kind.", "kind", self.bad_input.iter().map(|(k, v)| (*k, *v)));
-        labelled(&mut o, "dockwire_commands_total", "Commands by outcome.", "outcome", self.commands.iter().map(|(k, v)| (*k, *v)));
-        labelled(&mut o, "dockwire_auth_failures_total", "Authentication failures by kind.", "kind", self.auth_failures.iter().map(|(k, v)| (*k, *v)));
-        let _ = writeln!(o, "# HELP dockwire_http_requests_total Plain HTTP requests by status.");
+        counter(
+            &mut o,
+            "dockwire_connections_accepted_total",
+            "Connections accepted.",
+            self.connections_accepted,
+        );
+        counter(
+            &mut o,
+            "dockwire_connections_refused_total",
+            "Connections refused at max_connections.",
+            self.connections_refused_limit,
+        );
+        counter(
+            &mut o,
+            "dockwire_messages_sent_total",
+            "WebSocket messages queued to clients.",
+            self.messages_sent,
+        );
+        counter(
+            &mut o,
+            "dockwire_bytes_sent_total",
+            "Bytes written to sockets.",
+            self.bytes_sent,
+        );
+        counter(
+            &mut o,
+            "dockwire_frames_dropped_total",
+            "Frames dropped for slow consumers.",
+            self.frames_dropped_slow,
+        );
+        counter(
+            &mut o,
+            "dockwire_log_lines_dropped_total",
+            "Log lines dropped for slow consumers.",
+            self.log_lines_dropped,
+        );
+        counter(
+            &mut o,
+            "dockwire_slow_consumers_closed_total",
+            "Sockets closed (1013) past the hard queue cap.",
+            self.slow_consumers_closed,
+        );
+        counter(
+            &mut o,
+            "dockwire_unknown_command_responses_total",
+            "Agent responses with an unknown command_id.",
+            self.unknown_command_responses,
+        );
+        gauge(
+            &mut o,
+            "dockwire_docker_up",
+            "1 when the Docker engine is reachable.",
+            u64::from(self.docker_up),
+        );
+        gauge(
+            &mut o,
+            "dockwire_log_followers",
+            "Docker log followers running (one per followed container).",
+            self.log_followers,
+        );
+        gauge(
+            &mut o,
+            "dockwire_agents_connected",
+            "Authenticated agents connected.",
+            self.agents_connected,
+        );
+        labelled(
+            &mut o,
+            "dockwire_messages_received_total",
+            "Messages received by type.",
+            "type",
+            self.messages_in.iter().map(|(k, v)| (k.as_str(), *v)),
+        );
+        labelled(
+            &mut o,
+            "dockwire_messages_sent_by_type_total",
+            "Messages sent by type.",
+            "type",
+            self.messages_out.iter().map(|(k, v)| (*k, *v)),
+        );
+        labelled(
+            &mut o,
+            "dockwire_bad_input_total",
+            "Bad input answered with an error, by kind.",
+            "kind",
+            self.bad_input.iter().map(|(k, v)| (*k, *v)),
+        );
+        labelled(
+            &mut o,
+            "dockwire_commands_total",
+            "Commands by outcome.",
+            "outcome",
+            self.commands.iter().map(|(k, v)| (*k, *v)),
+        );
+        labelled(
+            &mut o,
+            "dockwire_auth_failures_total",
+            "Authentication failures by kind.",
+            "kind",
+            self.auth_failures.iter().map(|(k, v)| (*k, *v)),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP dockwire_http_requests_total Plain HTTP requests by status."
+        );
         let _ = writeln!(o, "# TYPE dockwire_http_requests_total counter");
         for (s, n) in &self.http_requests {
             let _ = writeln!(o, "dockwire_http_requests_total{{status=\"{s}\"}} {n}");
         }
-        let _ = writeln!(o, "# HELP dockwire_loop_iteration_seconds Event-loop iteration time (work between polls).");
+        let _ = writeln!(
+            o,
+            "# HELP dockwire_loop_iteration_seconds Event-loop iteration time (work between polls)."
+        );
         let _ = writeln!(o, "# TYPE dockwire_loop_iteration_seconds histogram");
         for (i, b) in LOOP_BUCKETS.iter().enumerate() {
-            let _ = writeln!(o, "dockwire_loop_iteration_seconds_bucket{{le=\"{b}\"}} {}", self.loop_buckets[i]);
+            let _ = writeln!(
+                o,
+                "dockwire_loop_iteration_seconds_bucket{{le=\"{b}\"}} {}",
+                self.loop_buckets[i]
+            );
         }
-        let _ = writeln!(o, "dockwire_loop_iteration_seconds_bucket{{le=\"+Inf\"}} {}", self.loop_count);
-        let _ = writeln!(o, "dockwire_loop_iteration_seconds_sum {}", self.loop_sum_secs);
-        let _ = writeln!(o, "dockwire_loop_iteration_seconds_count {}", self.loop_count);
+        let _ = writeln!(
+            o,
+            "dockwire_loop_iteration_seconds_bucket{{le=\"+Inf\"}} {}",
+            self.loop_count
+        );
+        let _ = writeln!(
+            o,
+            "dockwire_loop_iteration_seconds_sum {}",
+            self.loop_sum_secs
+        );
+        let _ = writeln!(
+            o,
+            "dockwire_loop_iteration_seconds_count {}",
+            self.loop_count
+        );
         o
     }
 }
 
 fn counter(o: &mut String, name: &str, help: &str, v: u64) {
-    let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
+    let _ = write!(
+        o,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+    );
 }
 
 fn gauge(o: &mut String, name: &str, help: &str, v: u64) {
     let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
 }
 
-fn labelled<'a>(o: &mut String, name: &str, help: &str, label: &str, rows: impl Iterator<Item = (&'a str, u64)>) {
+fn labelled<'a>(
+    o: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    rows: impl Iterator<Item = (&'a str, u64)>,
+) {
     let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} counter\n");
     for (k, v) in rows {
         let _ = writeln!(o, "{name}{{{label}=\"{k}\"}} {v}");
@@ -200,8 +337,17 @@ mod tests {
         s.loop_iteration(Duration::from_micros(70));
         let t = s.render();
         assert!(t.contains("dockwire_connections{endpoint=\"ws\"} 1"), "{t}");
-        assert!(t.contains("dockwire_messages_received_total{type=\"other\"} 1"), "{t}");
-        assert!(t.contains("dockwire_loop_iteration_seconds_bucket{le=\"0.0001\"} 1"), "{t}");
-        assert!(t.contains("dockwire_loop_iteration_seconds_bucket{le=\"0.00005\"} 0"), "{t}");
+        assert!(
+            t.contains("dockwire_messages_received_total{type=\"other\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("dockwire_loop_iteration_seconds_bucket{le=\"0.0001\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("dockwire_loop_iteration_seconds_bucket{le=\"0.00005\"} 0"),
+            "{t}"
+        );
     }
 }

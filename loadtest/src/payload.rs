@@ -176,7 +176,9 @@ pub fn msg_type(buf: &[u8]) -> Option<&[u8]> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum SioPacket<'a> {
     /// Engine.IO open `0{...}` with its ping interval in ms.
-    Open { ping_interval_ms: u64 },
+    Open {
+        ping_interval_ms: u64,
+    },
     /// Engine.IO ping `2` (the server's heartbeat; answer `3`).
     Ping,
     /// Socket.IO CONNECT acknowledged (`40{...}`).
@@ -184,7 +186,10 @@ pub enum SioPacket<'a> {
     /// Socket.IO CONNECT_ERROR (`44{...}`).
     ConnectError,
     /// An event `42["name",...]`; `body` is the whole array text.
-    Event { name: &'a [u8], body: &'a [u8] },
+    Event {
+        name: &'a [u8],
+        body: &'a [u8],
+    },
     /// Engine.IO close `1`.
     Close,
     Other,
@@ -287,9 +292,17 @@ mod tests {
                 seq: 0
             })
         );
-        assert_eq!(parse_stamp_line(b"12 3 xx"), None, "too short to be a ns clock");
+        assert_eq!(
+            parse_stamp_line(b"12 3 xx"),
+            None,
+            "too short to be a ns clock"
+        );
         assert_eq!(parse_stamp_line(b"hello"), None);
-        assert_eq!(parse_stamp_line(b"99999999999999999999999 1"), None, "overflow");
+        assert_eq!(
+            parse_stamp_line(b"99999999999999999999999 1"),
+            None,
+            "overflow"
+        );
     }
 
     #[test]
@@ -304,18 +317,31 @@ mod tests {
     fn string_and_number_fields() {
         let m = br#"{"type":"log","data":{"level":"INFO","message":"1754000000123456789 5 xx","timestamp":"t"}}"#;
         assert_eq!(msg_type(m), Some(&b"log"[..]));
-        assert_eq!(str_field(m, "message"), Some(&b"1754000000123456789 5 xx"[..]));
-        let spaced = br#"{ "type" : "metrics", "data": {"sent_ns": 1754000000123456789, "seq":"9"}}"#;
+        assert_eq!(
+            str_field(m, "message"),
+            Some(&b"1754000000123456789 5 xx"[..])
+        );
+        let spaced =
+            br#"{ "type" : "metrics", "data": {"sent_ns": 1754000000123456789, "seq":"9"}}"#;
         assert_eq!(msg_type(spaced), Some(&b"metrics"[..]));
-        assert_eq!(u64_field(spaced, "sent_ns"), Some(1_754_000_000_123_456_789));
+        assert_eq!(
+            u64_field(spaced, "sent_ns"),
+            Some(1_754_000_000_123_456_789)
+        );
         assert_eq!(u64_field(spaced, "seq"), Some(9));
         assert_eq!(u64_field(spaced, "missing"), None);
         // A key name that appears escaped inside a string value is not a key.
         let tricky = br#"{"log":"say \"type\":\"x\" now","type":"log_update"}"#;
         assert_eq!(msg_type(tricky), Some(&b"log_update"[..]));
-        assert_eq!(str_field(tricky, "log"), Some(&br#"say \"type\":\"x\" now"#[..]));
+        assert_eq!(
+            str_field(tricky, "log"),
+            Some(&br#"say \"type\":\"x\" now"#[..])
+        );
         // Prefix of another key is not a match.
-        assert_eq!(str_field(br#"{"types":"a","type":"b"}"#, "type"), Some(&b"b"[..]));
+        assert_eq!(
+            str_field(br#"{"types":"a","type":"b"}"#, "type"),
+            Some(&b"b"[..])
+        );
         // Unterminated string.
         assert_eq!(str_field(br#"{"type":"abc"#, "type"), None);
     }
@@ -352,11 +378,16 @@ mod tests {
         match parse_sio(ev) {
             SioPacket::Event { name, body } => {
                 assert_eq!(name, b"log_update");
-                assert_eq!(str_field(body, "log"), Some(&b"1754000000123456789 1 x"[..]));
+                assert_eq!(
+                    str_field(body, "log"),
+                    Some(&b"1754000000123456789 1 x"[..])
+                );
             }
             other => panic!("not an event: {other:?}"),
         }
-        assert!(matches!(parse_sio(br#"42/admin,["message",{}]"#), SioPacket::Event { name, .. } if name == b"message"));
+        assert!(
+            matches!(parse_sio(br#"42/admin,["message",{}]"#), SioPacket::Event { name, .. } if name == b"message")
+        );
         assert_eq!(parse_sio(b"3"), SioPacket::Other);
         assert_eq!(parse_sio(b"42"), SioPacket::Other);
     }

@@ -138,10 +138,14 @@ pub enum Command {
     Plan(Box<WorkerPlan>),
     /// Connect subscribers; `sids` are the `server_id`s to spread them over
     /// (subscriber `i` watches `sids[i % len]`); may be empty.
-    Connect { sids: Vec<String> },
+    Connect {
+        sids: Vec<String>,
+    },
     /// Open the window; `watchers[k]` is how many established subscribers
     /// watch `sids[k]` across all workers (for expected delivery counts).
-    Start { watchers: Vec<u64> },
+    Start {
+        watchers: Vec<u64>,
+    },
     /// End the window now.
     Stop,
 }
@@ -152,14 +156,26 @@ pub enum Command {
 pub enum WorkerEvent {
     /// Prepare phase over; `sids` pairs a run-wide agent index with the
     /// `server_id` the hub gave it (the fan-out publisher is index 0).
-    Prepared { sids: Vec<(u64, String)>, failed: u64 },
+    Prepared {
+        sids: Vec<(u64, String)>,
+        failed: u64,
+    },
     /// Connect phase over; `by_sid[k]` counts this worker's established
     /// subscribers on `sids[k]`.
-    Ready { established: u64, failed: u64, by_sid: Vec<u64> },
-    Progress { counters: Counters, p99_us: f64 },
+    Ready {
+        established: u64,
+        failed: u64,
+        by_sid: Vec<u64>,
+    },
+    Progress {
+        counters: Counters,
+        p99_us: f64,
+    },
     Result(Box<WorkerResult>),
     /// Something that ends the worker (bad plan, cannot open the FIFO, ...).
-    Fatal { message: String },
+    Fatal {
+        message: String,
+    },
 }
 
 /// Splits `total` items into `parts` contiguous ranges; part `i` gets `[start, end)`.
@@ -220,7 +236,16 @@ mod tests {
             Command::Connect { sids } => assert_eq!(sids, vec!["a", "b"]),
             other => panic!("{other:?}"),
         }
-        let e: WorkerEvent = serde_json::from_str(r#"{"event":"ready","established":5,"failed":1,"by_sid":[5]}"#).unwrap();
-        assert!(matches!(e, WorkerEvent::Ready { established: 5, failed: 1, .. }));
+        let e: WorkerEvent =
+            serde_json::from_str(r#"{"event":"ready","established":5,"failed":1,"by_sid":[5]}"#)
+                .unwrap();
+        assert!(matches!(
+            e,
+            WorkerEvent::Ready {
+                established: 5,
+                failed: 1,
+                ..
+            }
+        ));
     }
 }

@@ -43,7 +43,8 @@ impl Default for Latency {
 impl Latency {
     pub fn new() -> Self {
         Latency {
-            hist: Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("static histogram bounds are valid"),
+            hist: Histogram::new_with_bounds(1, HIST_MAX_NS, 3)
+                .expect("static histogram bounds are valid"),
         }
     }
 
@@ -64,7 +65,9 @@ impl Latency {
     /// # Errors
     /// Only when the two histograms have incompatible bounds.
     pub fn merge(&mut self, other: &Latency) -> Result<(), StatsError> {
-        self.hist.add(&other.hist).map_err(|e| StatsError::Merge(format!("{e:?}")))
+        self.hist
+            .add(&other.hist)
+            .map_err(|e| StatsError::Merge(format!("{e:?}")))
     }
 
     /// Base64 of the V2 encoding.
@@ -85,7 +88,9 @@ impl Latency {
             .deserialize(&mut raw.as_slice())
             .map_err(|e| StatsError::Decode(format!("{e:?}")))?;
         let mut out = Latency::new();
-        out.hist.add(&h).map_err(|e| StatsError::Merge(format!("{e:?}")))?;
+        out.hist
+            .add(&h)
+            .map_err(|e| StatsError::Merge(format!("{e:?}")))?;
         Ok(out)
     }
 
@@ -100,12 +105,20 @@ impl Latency {
         };
         LatencySummary {
             count: self.hist.len(),
-            mean_us: if self.hist.is_empty() { 0.0 } else { self.hist.mean() / 1000.0 },
+            mean_us: if self.hist.is_empty() {
+                0.0
+            } else {
+                self.hist.mean() / 1000.0
+            },
             p50_us: q(0.50),
             p90_us: q(0.90),
             p99_us: q(0.99),
             p999_us: q(0.999),
-            max_us: if self.hist.is_empty() { 0.0 } else { self.hist.max() as f64 / 1000.0 },
+            max_us: if self.hist.is_empty() {
+                0.0
+            } else {
+                self.hist.max() as f64 / 1000.0
+            },
         }
     }
 }
@@ -267,7 +280,9 @@ mod tests {
                 established: 10,
                 ..Default::default()
             },
-            errors: [("connect: refused".to_string(), worker as u64 + 1)].into_iter().collect(),
+            errors: [("connect: refused".to_string(), worker as u64 + 1)]
+                .into_iter()
+                .collect(),
             latency: h.encode(),
             setup: String::new(),
             setup_wall_ms: 5,
@@ -283,7 +298,10 @@ mod tests {
         let a = result_with(0, 1..=900);
         let b = result_with(1, 901..=1000);
         // Round-trip through the JSON line format the workers print.
-        let lines: Vec<String> = [a, b].iter().map(|r| serde_json::to_string(r).unwrap()).collect();
+        let lines: Vec<String> = [a, b]
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .collect();
         let parsed: Vec<WorkerResult> = lines.iter().map(|l| parse_result(l).unwrap()).collect();
         let m = merge_results(&parsed).unwrap();
         let s = m.latency.summary();

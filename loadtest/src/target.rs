@@ -28,7 +28,9 @@ pub enum TargetError {
     Syntax(String),
     #[error("could not resolve target {0:?}")]
     Resolve(String),
-    #[error("refusing target {0}: only loopback addresses (127.0.0.0/8, ::1, localhost) may be loaded")]
+    #[error(
+        "refusing target {0}: only loopback addresses (127.0.0.0/8, ::1, localhost) may be loaded"
+    )]
     NotLoopback(SocketAddr),
 }
 
@@ -69,7 +71,9 @@ pub fn parse_target(text: &str) -> Result<Target, TargetError> {
         let (host, port) = authority
             .rsplit_once(':')
             .ok_or_else(|| TargetError::Syntax(text.to_string()))?;
-        let port: u16 = port.parse().map_err(|_| TargetError::Syntax(text.to_string()))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| TargetError::Syntax(text.to_string()))?;
         if host.eq_ignore_ascii_case("localhost") {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
         } else {
@@ -79,7 +83,9 @@ pub fn parse_target(text: &str) -> Result<Target, TargetError> {
                 .to_socket_addrs()
                 .map_err(|_| TargetError::Resolve(text.to_string()))?
                 .collect();
-            let first = *all.first().ok_or_else(|| TargetError::Resolve(text.to_string()))?;
+            let first = *all
+                .first()
+                .ok_or_else(|| TargetError::Resolve(text.to_string()))?;
             if let Some(bad) = all.iter().find(|a| !is_loopback(a.ip())) {
                 return Err(TargetError::NotLoopback(*bad));
             }
@@ -151,8 +157,14 @@ mod tests {
                 other => panic!("{bad} should be refused as not loopback, got {other:?}"),
             }
         }
-        assert!(matches!(parse_target("nonsense"), Err(TargetError::Syntax(_))));
-        assert!(matches!(parse_target("127.0.0.1:0"), Err(TargetError::Syntax(_))));
+        assert!(matches!(
+            parse_target("nonsense"),
+            Err(TargetError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse_target("127.0.0.1:0"),
+            Err(TargetError::Syntax(_))
+        ));
         assert!(matches!(parse_target(""), Err(TargetError::Syntax(_))));
     }
 
@@ -161,12 +173,27 @@ mod tests {
         let target: SocketAddr = "127.0.0.1:7575".parse().unwrap();
         let s = SourceSpread { per_addr: 1000 };
         assert_eq!(s.source_for(0, &target), Some(Ipv4Addr::new(127, 0, 0, 2)));
-        assert_eq!(s.source_for(999, &target), Some(Ipv4Addr::new(127, 0, 0, 2)));
-        assert_eq!(s.source_for(1000, &target), Some(Ipv4Addr::new(127, 0, 0, 3)));
-        assert_eq!(s.source_for(25_999, &target), Some(Ipv4Addr::new(127, 0, 0, 27)));
+        assert_eq!(
+            s.source_for(999, &target),
+            Some(Ipv4Addr::new(127, 0, 0, 2))
+        );
+        assert_eq!(
+            s.source_for(1000, &target),
+            Some(Ipv4Addr::new(127, 0, 0, 3))
+        );
+        assert_eq!(
+            s.source_for(25_999, &target),
+            Some(Ipv4Addr::new(127, 0, 0, 27))
+        );
         // Wraps after 127.0.0.254 back to 127.0.0.2.
-        assert_eq!(s.source_for(252_999, &target), Some(Ipv4Addr::new(127, 0, 0, 254)));
-        assert_eq!(s.source_for(253_000, &target), Some(Ipv4Addr::new(127, 0, 0, 2)));
+        assert_eq!(
+            s.source_for(252_999, &target),
+            Some(Ipv4Addr::new(127, 0, 0, 254))
+        );
+        assert_eq!(
+            s.source_for(253_000, &target),
+            Some(Ipv4Addr::new(127, 0, 0, 2))
+        );
         // Disabled, and IPv6 targets, leave the choice to the kernel.
         assert_eq!(SourceSpread { per_addr: 0 }.source_for(5, &target), None);
         let v6: SocketAddr = "[::1]:7575".parse().unwrap();

@@ -210,7 +210,10 @@ fn parse_header(buf: &[u8], max: usize) -> Result<Option<Header>, WsError> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<'a> {
     /// A complete data message (text or binary), reassembled if it was fragmented.
-    Message { opcode: u8, data: &'a [u8] },
+    Message {
+        opcode: u8,
+        data: &'a [u8],
+    },
     Ping(&'a [u8]),
     Pong,
     /// Close frame with its status code, if any.
@@ -256,7 +259,8 @@ impl FrameReader {
             OP_PING => Some(Event::Ping(payload)),
             OP_PONG => Some(Event::Pong),
             OP_CLOSE => {
-                let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                let code =
+                    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
                 Some(Event::Close(code))
             }
             OP_TEXT | OP_BINARY => {
@@ -422,13 +426,18 @@ mod tests {
             let (used, ev) = r.next(&mut stream[pos..], 1024).unwrap();
             assert!(used > 0);
             match ev {
-                Some(Event::Message { data, .. }) => got.push(String::from_utf8(data.to_vec()).unwrap()),
+                Some(Event::Message { data, .. }) => {
+                    got.push(String::from_utf8(data.to_vec()).unwrap())
+                }
                 Some(Event::Ping(p)) => got.push(format!("ping:{}", String::from_utf8_lossy(p))),
                 _ => {}
             }
             pos += used;
         }
-        assert_eq!(got, vec!["ping:p".to_string(), "hello big world".to_string()]);
+        assert_eq!(
+            got,
+            vec!["ping:p".to_string(), "hello big world".to_string()]
+        );
     }
 
     #[test]
@@ -448,6 +457,9 @@ mod tests {
         let mut rsv = vec![0xC1, 0x00];
         assert!(r.next(&mut rsv, 1000).is_err());
         let mut close = server_frame(true, OP_CLOSE, &1001u16.to_be_bytes());
-        assert_eq!(r.next(&mut close, 1000).unwrap().1, Some(Event::Close(Some(1001))));
+        assert_eq!(
+            r.next(&mut close, 1000).unwrap().1,
+            Some(Event::Close(Some(1001)))
+        );
     }
 }

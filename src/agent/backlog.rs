@@ -199,7 +199,9 @@ mod tests {
         );
         assert_eq!(b.take_dropped(), Dropped::default());
 
-        let order: Vec<String> = std::iter::from_fn(|| b.pop()).map(|i| message_of(&i)).collect();
+        let order: Vec<String> = std::iter::from_fn(|| b.pop())
+            .map(|i| message_of(&i))
+            .collect();
         assert_eq!(
             order,
             ["cmd 2", "cmd 3", "cpu 2", "line 2", "line 3", "line 4"]

@@ -78,9 +78,7 @@ mod tests {
     #[test]
     fn doubles_up_to_the_max() {
         let mut b = Backoff::new(S1, S60);
-        let seq: Vec<u64> = (0..9)
-            .map(|_| b.next_delay_with(1.0).as_secs())
-            .collect();
+        let seq: Vec<u64> = (0..9).map(|_| b.next_delay_with(1.0).as_secs()).collect();
         assert_eq!(seq, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
 
@@ -99,13 +97,20 @@ mod tests {
         for attempt in 0..200 {
             let nominal = b.nominal();
             let d = b.next_delay();
-            assert!(d >= nominal / 2, "attempt {attempt}: {d:?} < half of {nominal:?}");
+            assert!(
+                d >= nominal / 2,
+                "attempt {attempt}: {d:?} < half of {nominal:?}"
+            );
             assert!(d <= nominal, "attempt {attempt}: {d:?} > {nominal:?}");
             assert!(d <= S60);
             seen.insert(d.as_micros());
         }
         // 200 draws of a continuous jitter are not all equal.
-        assert!(seen.len() > 100, "jitter looks constant: {} values", seen.len());
+        assert!(
+            seen.len() > 100,
+            "jitter looks constant: {} values",
+            seen.len()
+        );
     }
 
     #[test]

@@ -26,8 +26,7 @@ pub fn valid_container_ref(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= MAX_CONTAINER_REF
         && b[0].is_ascii_alphanumeric()
-        && b
-            .iter()
+        && b.iter()
             .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
@@ -107,7 +106,10 @@ fn failure_message(action: ContainerAction, container: &str, e: &bollard::errors
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
         other => other.to_string(),
     };
-    format!("could not {} container {container}: {detail}", action.as_str())
+    format!(
+        "could not {} container {container}: {detail}",
+        action.as_str()
+    )
 }
 
 #[cfg(test)]
@@ -136,8 +138,14 @@ mod tests {
             docker_action(host, Some("explode"), Some("web"), t).1,
             "unknown action \"explode\" (expected start, stop or restart)"
         );
-        assert_eq!(docker_action(host, None, Some("web"), t).1, "missing action");
-        assert_eq!(docker_action(host, Some("stop"), None, t).1, "missing container_id");
+        assert_eq!(
+            docker_action(host, None, Some("web"), t).1,
+            "missing action"
+        );
+        assert_eq!(
+            docker_action(host, Some("stop"), None, t).1,
+            "missing container_id"
+        );
         assert_eq!(
             docker_action(host, Some("stop"), Some("../x"), t),
             (false, "invalid container_id".to_owned())

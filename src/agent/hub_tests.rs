@@ -27,10 +27,7 @@ impl FakeHub {
     fn new() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
-        let url = format!(
-            "ws://{}/api/v1/agents/ws",
-            listener.local_addr().unwrap()
-        );
+        let url = format!("ws://{}/api/v1/agents/ws", listener.local_addr().unwrap());
         Self { listener, url }
     }
 
@@ -41,7 +38,9 @@ impl FakeHub {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     stream.set_nonblocking(false).unwrap();
-                    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(5)))
+                        .unwrap();
                     let ws = tungstenite::accept(stream).expect("handshake");
                     ws.get_ref()
                         .set_read_timeout(Some(Duration::from_millis(20)))
@@ -49,7 +48,10 @@ impl FakeHub {
                     return ws;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    assert!(Instant::now() < deadline, "no agent connection within {within:?}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "no agent connection within {within:?}"
+                    );
                     thread::sleep(Duration::from_millis(5));
                 }
                 Err(e) => panic!("accept: {e}"),
@@ -202,7 +204,10 @@ fn auth_commands_refusals_and_docker_answers() {
     let mut ws = hub.accept(T);
     authenticate(&mut ws, "srv-test");
 
-    send(&mut ws, json!({"type":"command","command_id":"c1","command":"echo hello"}));
+    send(
+        &mut ws,
+        json!({"type":"command","command_id":"c1","command":"echo hello"}),
+    );
     let r = recv_type(&mut ws, "command_response", T);
     assert_eq!(r["command_id"], "c1");
     assert_eq!(r["output"], "hello\n");
@@ -211,14 +216,23 @@ fn auth_commands_refusals_and_docker_answers() {
     assert!(r.get("server_id").is_none());
 
     // Not an exact match: refused, never run.
-    send(&mut ws, json!({"type":"command","command_id":"c2","command": format!("{touch} ")}));
+    send(
+        &mut ws,
+        json!({"type":"command","command_id":"c2","command": format!("{touch} ")}),
+    );
     let r = recv_type(&mut ws, "command_response", T);
     assert_eq!(r["command_id"], "c2");
     assert_eq!(r["exit_code"], -1);
     assert!(r["output"].as_str().unwrap().contains("refused"), "{r}");
-    send(&mut ws, json!({"type":"command","command_id":"c3","command":"rm -rf /"}));
+    send(
+        &mut ws,
+        json!({"type":"command","command_id":"c3","command":"rm -rf /"}),
+    );
     let r = recv_type(&mut ws, "command_response", T);
-    assert_eq!((r["command_id"].as_str(), r["exit_code"].as_i64()), (Some("c3"), Some(-1)));
+    assert_eq!(
+        (r["command_id"].as_str(), r["exit_code"].as_i64()),
+        (Some("c3"), Some(-1))
+    );
 
     // Junk and unknown types are ignored; the connection stays up.
     ws.send(Message::text("not json")).unwrap();
@@ -226,16 +240,25 @@ fn auth_commands_refusals_and_docker_answers() {
     send(&mut ws, json!({"type":"command","command":"echo hello"}));
 
     // A numeric id comes back unchanged.
-    send(&mut ws, json!({"type":"command","command_id":42,"command":"echo hello"}));
+    send(
+        &mut ws,
+        json!({"type":"command","command_id":42,"command":"echo hello"}),
+    );
     let r = recv_type(&mut ws, "command_response", T);
     assert_eq!(r["command_id"], 42);
     assert_eq!(r["exit_code"], 0);
     assert!(!marker.exists(), "a refused command ran");
 
     // The exact entry does run.
-    send(&mut ws, json!({"type":"command","command_id":"c4","command": touch}));
+    send(
+        &mut ws,
+        json!({"type":"command","command_id":"c4","command": touch}),
+    );
     let r = recv_type(&mut ws, "command_response", T);
-    assert_eq!((r["command_id"].as_str(), r["exit_code"].as_i64()), (Some("c4"), Some(0)));
+    assert_eq!(
+        (r["command_id"].as_str(), r["exit_code"].as_i64()),
+        (Some("c4"), Some(0))
+    );
     assert!(marker.exists());
 
     send(
@@ -245,14 +268,23 @@ fn auth_commands_refusals_and_docker_answers() {
     let r = recv_type(&mut ws, "docker_response", T);
     assert_eq!(r["command_id"], "d1");
     assert_eq!(r["success"], false);
-    assert!(r["message"].as_str().unwrap().contains("unknown action"), "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("unknown action"),
+        "{r}"
+    );
     send(
         &mut ws,
         json!({"type":"docker_command","command_id":"d2","action":"start","container_id":"web"}),
     );
     let r = recv_type(&mut ws, "docker_response", T);
-    assert_eq!((r["command_id"].as_str(), r["success"].as_bool()), (Some("d2"), Some(false)));
-    assert!(r["message"].as_str().unwrap().starts_with("could not"), "{r}");
+    assert_eq!(
+        (r["command_id"].as_str(), r["success"].as_bool()),
+        (Some("d2"), Some(false))
+    );
+    assert!(
+        r["message"].as_str().unwrap().starts_with("could not"),
+        "{r}"
+    );
 
     // Shutdown: a 1001 close frame, then the agent returns promptly.
     agent.stop.store(true, Ordering::Relaxed);
@@ -328,10 +360,17 @@ fn logs_flow_and_survive_a_reconnect() {
     let a = recv_type(&mut ws, "log", T);
     let b = recv_type(&mut ws, "log", T);
     assert_eq!(
-        (a["message"].as_str(), a["level"].as_str(), a["server_id"].as_str()),
+        (
+            a["message"].as_str(),
+            a["level"].as_str(),
+            a["server_id"].as_str()
+        ),
         (Some("level=warn offline 1"), Some("WARNING"), Some("srv-2"))
     );
-    assert_eq!((b["message"].as_str(), b["level"].as_str()), (Some("offline 2"), Some("INFO")));
+    assert_eq!(
+        (b["message"].as_str(), b["level"].as_str()),
+        (Some("offline 2"), Some("INFO"))
+    );
     drop(ws);
     agent.stop();
     let _ = std::fs::remove_dir_all(&dir);
@@ -350,19 +389,29 @@ fn refused_key_backs_off_to_the_max() {
     drop(ws);
     let t0 = Instant::now();
     let mut ws = hub.accept(T);
-    assert!(t0.elapsed() < Duration::from_millis(700), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        t0.elapsed()
+    );
 
     // Then a refusal: the next attempt waits at least half the max.
     let auth = recv_type(&mut ws, "auth", T);
     assert_eq!(auth["api_key"], KEY);
-    send(&mut ws, json!({"type":"error","message":"Invalid or inactive API key"}));
+    send(
+        &mut ws,
+        json!({"type":"error","message":"Invalid or inactive API key"}),
+    );
     let _ = ws.close(None);
     let _ = ws.flush();
     let t1 = Instant::now();
     drop(ws);
     let ws = hub.accept(T);
     let waited = t1.elapsed();
-    assert!(waited >= Duration::from_millis(700), "retried after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(700),
+        "retried after {waited:?}"
+    );
     assert!(waited < Duration::from_secs(4), "retried after {waited:?}");
     drop(ws);
     agent.stop();
@@ -418,7 +467,11 @@ fn no_auth_answer_means_retry() {
     let t = Instant::now();
     // Say nothing; keep the socket open. The agent gives up and retries.
     let mut ws2 = hub.accept(T);
-    assert!(t.elapsed() >= Duration::from_millis(300), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
     authenticate(&mut ws2, "srv-late");
     drop(ws);
     drop(ws2);
@@ -434,15 +487,99 @@ fn commands_run_concurrently_with_the_connection() {
     let mut ws = hub.accept(T);
     authenticate(&mut ws, "srv-par");
     let t = Instant::now();
-    send(&mut ws, json!({"type":"command","command_id":"slow","command":"sleep 1"}));
-    send(&mut ws, json!({"type":"command","command_id":"fast","command":"echo quick"}));
+    send(
+        &mut ws,
+        json!({"type":"command","command_id":"slow","command":"sleep 1"}),
+    );
+    send(
+        &mut ws,
+        json!({"type":"command","command_id":"fast","command":"echo quick"}),
+    );
     let first = recv_type(&mut ws, "command_response", T);
     assert_eq!(first["command_id"], "fast");
-    assert!(t.elapsed() < Duration::from_millis(900), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
     let second = recv_type(&mut ws, "command_response", T);
     assert_eq!(second["command_id"], "slow");
     assert_eq!(second["exit_code"], 0);
     assert!(second["duration_ms"].as_u64().unwrap() >= 1000);
+    drop(ws);
+    agent.stop();
+}
+
+/// Needs the private test engine:
+/// `eval "$(scripts/docker-env.sh env)"` after `scripts/docker-env.sh start`.
+#[test]
+#[ignore = "needs the Docker test engine (scripts/docker-env.sh)"]
+fn docker_commands_drive_the_real_engine() {
+    let host = std::env::var("DOCKER_HOST").expect("DOCKER_HOST from scripts/docker-env.sh env");
+    let image = std::env::var("DOCKWIRE_TEST_IMAGE").unwrap_or("dockwire-test:latest".into());
+    let name = format!(
+        "dw-agent-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let docker = |args: &[&str]| {
+        let out = std::process::Command::new("docker")
+            .args(["-H", &host])
+            .args(args)
+            .output()
+            .expect("docker CLI");
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    docker(&[
+        "create",
+        "--network",
+        "none",
+        "--name",
+        &name,
+        &image,
+        "sleep",
+        "600",
+    ]);
+    let state = || docker(&["inspect", "-f", "{{.State.Status}}", &name]);
+    assert_eq!(state(), "created");
+
+    let hub = FakeHub::new();
+    let mut opts = options(&hub);
+    opts.docker_host = Some(host.clone());
+    let agent = Agent::start(opts, fast_tuning());
+    let mut ws = hub.accept(T);
+    authenticate(&mut ws, "srv-docker");
+
+    let mut act = |id: &str, action: &str, target: &str| {
+        send(
+            &mut ws,
+            json!({"type":"docker_command","command_id":id,"action":action,"container_id":target}),
+        );
+        let r = recv_type(&mut ws, "docker_response", Duration::from_secs(40));
+        assert_eq!(r["command_id"], id);
+        (
+            r["success"].as_bool().unwrap(),
+            r["message"].as_str().unwrap().to_owned(),
+        )
+    };
+    assert_eq!(act("1", "start", &name), (true, "Container started".into()));
+    assert_eq!(state(), "running");
+    assert_eq!(
+        act("2", "restart", &name),
+        (true, "Container restarted".into())
+    );
+    assert_eq!(state(), "running");
+    assert_eq!(act("3", "stop", &name), (true, "Container stopped".into()));
+    assert_eq!(state(), "exited");
+    let (ok, msg) = act("4", "start", "dw-agent-no-such-container");
+    assert!(!ok);
+    assert!(msg.contains("No such container"), "{msg}");
+
+    docker(&["rm", "-f", &name]);
     drop(ws);
     agent.stop();
 }

@@ -116,7 +116,10 @@ mod tests {
 
     #[test]
     fn bare_words_in_any_case() {
-        assert_eq!(parse_level("2024-01-01 12:00:00 ERROR disk failed"), "ERROR");
+        assert_eq!(
+            parse_level("2024-01-01 12:00:00 ERROR disk failed"),
+            "ERROR"
+        );
         assert_eq!(parse_level("warn: almost full"), "WARNING");
         assert_eq!(parse_level("Warning something"), "WARNING");
         assert_eq!(parse_level("DEBUG x=1"), "DEBUG");
@@ -161,7 +164,10 @@ mod tests {
 
     #[test]
     fn keyed_forms_beat_everything() {
-        assert_eq!(parse_level("ts=1 level=warn msg=\"error later\""), "WARNING");
+        assert_eq!(
+            parse_level("ts=1 level=warn msg=\"error later\""),
+            "WARNING"
+        );
         assert_eq!(parse_level("lvl=DEBUG x"), "DEBUG");
         assert_eq!(parse_level("severity=\"Error\" a"), "ERROR");
         assert_eq!(

@@ -211,7 +211,10 @@ impl HubUrl {
             .host()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| AgentError::InvalidHubUrl(format!("{s}: no host")))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         Ok(Self {
             url: s.to_owned(),
             host,
@@ -449,7 +452,9 @@ mod tests {
         std::fs::write(&p, " \n\t").unwrap();
         let err = read_api_key_file(&p).unwrap_err().to_string();
         assert!(err.contains("empty"), "{err}");
-        let err = read_api_key_file(&dir.join("absent")).unwrap_err().to_string();
+        let err = read_api_key_file(&dir.join("absent"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("could not read the API key file"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }

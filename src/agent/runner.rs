@@ -49,7 +49,9 @@ impl Allowlist {
         for entry in entries {
             let argv = split_argv(entry);
             if argv.is_empty() {
-                return Err(AgentError::InvalidAllowCommand(format!("{entry:?} is empty")));
+                return Err(AgentError::InvalidAllowCommand(format!(
+                    "{entry:?} is empty"
+                )));
             }
             if !out.iter().any(|(e, _)| e == entry) {
                 out.push((entry.clone(), argv));
@@ -214,15 +216,14 @@ pub fn run_argv(argv: &[String], limits: Limits, shutdown: &AtomicBool) -> Outco
     let (mut output, pipe_open) = {
         let c = captured.lock();
         let mut out = String::from_utf8_lossy(&c.kept).into_owned();
-        let cut = c.total.saturating_sub(c.kept.len() as u64);
-        if cut > 0 {
-            out.push_str(&format!("\n[output truncated: {cut} more bytes not shown]"));
+        // Escaping can make the kept bytes bigger on the wire; the cap is
+        // on what the hub receives.
+        let json_cut = cap_json_len(&mut out, limits.max_output_bytes);
+        if json_cut || c.total > c.kept.len() as u64 {
+            out.push_str(&format!("\n[output truncated: {} bytes in total]", c.total));
         }
         (out, !c.done)
     };
-    if cap_json_len(&mut output, limits.max_output_bytes.max(64)) {
-        output.push_str("\n[output truncated]");
-    }
     if pipe_open && status.is_some() {
         output.push_str("\n[output still open after the command exited; not waiting]");
     }
@@ -336,7 +337,11 @@ mod tests {
         let entry = format!("touch {}", marker.display());
         let a = allow(&[&entry]);
         let stop = AtomicBool::new(false);
-        for bad in [format!("{entry} "), format!("touch  {}", marker.display()), "touch".into()] {
+        for bad in [
+            format!("{entry} "),
+            format!("touch  {}", marker.display()),
+            "touch".into(),
+        ] {
             let out = execute(&a, &bad, limits(5000, 1024), &stop);
             assert_eq!(out.exit_code, -1);
             assert!(out.output.contains("refused"), "{}", out.output);
@@ -379,17 +384,43 @@ mod tests {
     #[test]
     fn output_is_capped_with_a_note() {
         let stop = AtomicBool::new(false);
-        // 100,000 bytes of "y\n" lines via head.
         let out = run_argv(
-            &["sh".into(), "-c".into(), "yes | head -c 100000".into()],
+            &[
+                "sh".into(),
+                "-c".into(),
+                "yes | tr -d '\\n' | head -c 100000".into(),
+            ],
             limits(10_000, 1000),
             &stop,
         );
         assert_eq!(out.exit_code, 0);
         let (kept, note) = out.output.split_once("\n[output truncated: ").unwrap();
-        assert_eq!(kept.len(), 1000);
-        assert!(kept.chars().all(|c| c == 'y' || c == '\n'));
-        assert_eq!(note, "99000 more bytes not shown]");
+        assert_eq!(kept, "y".repeat(1000));
+        assert_eq!(note, "100000 bytes in total]");
+
+        // Newlines escape to two bytes: the cap holds for the JSON form.
+        let out = run_argv(
+            &["sh".into(), "-c".into(), "yes | head -c 100000".into()],
+            limits(10_000, 1000),
+            &stop,
+        );
+        let (kept, note) = out.output.split_once("\n[output truncated: ").unwrap();
+        let encoded = serde_json::to_string(kept).unwrap();
+        assert!(
+            encoded.len() - 2 <= 1000 && encoded.len() - 2 >= 998,
+            "{}",
+            encoded.len()
+        );
+        assert!(kept.starts_with("y\ny\n"));
+        assert_eq!(note, "100000 bytes in total]");
+
+        // Output under the cap is untouched.
+        let out = run_argv(
+            &["echo".into(), "short".into()],
+            limits(10_000, 1000),
+            &stop,
+        );
+        assert_eq!(out.output, "short\n");
     }
 
     #[test]
@@ -399,14 +430,22 @@ mod tests {
         // The child shell starts a grandchild sleeper holding the pipe; both
         // must die at the timeout, or the reader would wait 30 s.
         let out = run_argv(
-            &["sh".into(), "-c".into(), "echo started; sleep 30 & sleep 30".into()],
+            &[
+                "sh".into(),
+                "-c".into(),
+                "echo started; sleep 30 & sleep 30".into(),
+            ],
             limits(300, 1024),
             &stop,
         );
         let took = started.elapsed();
         assert_eq!(out.exit_code, -1);
         assert!(out.output.starts_with("started\n"), "{}", out.output);
-        assert!(out.output.contains("timed out after 300ms"), "{}", out.output);
+        assert!(
+            out.output.contains("timed out after 300ms"),
+            "{}",
+            out.output
+        );
         assert!(!out.output.contains("still open"), "{}", out.output);
         assert!(took >= Duration::from_millis(300));
         assert!(took < Duration::from_secs(3), "took {took:?}");
@@ -448,6 +487,10 @@ mod tests {
             &stop,
         );
         assert_eq!(out.exit_code, -1);
-        assert!(out.output.contains("terminated by signal 9"), "{}", out.output);
+        assert!(
+            out.output.contains("terminated by signal 9"),
+            "{}",
+            out.output
+        );
     }
 }

@@ -113,10 +113,7 @@ impl Session {
             match end {
                 End::Shutdown => break,
                 End::Refused(msg) => {
-                    log::error!(
-                        "hub {} refused this agent's API key: {msg}",
-                        self.hub.url
-                    );
+                    log::error!("hub {} refused this agent's API key: {msg}", self.hub.url);
                     backoff.saturate();
                 }
                 End::Lost(reason) => {
@@ -179,10 +176,7 @@ impl Session {
             );
         }
         if d.responses > 0 {
-            log::warn!(
-                "hub unreachable: dropped {} command answers",
-                d.responses
-            );
+            log::warn!("hub unreachable: dropped {} command answers", d.responses);
         }
     }
 
@@ -208,10 +202,7 @@ impl Session {
             Ok(id) => id,
             Err(end) => return (end, Duration::ZERO),
         };
-        log::info!(
-            "connected to hub {} as server {server_id}",
-            self.hub.url
-        );
+        log::info!("connected to hub {} as server {server_id}", self.hub.url);
         let up = Instant::now();
         let end = self.serve(&mut ws, &server_id);
         (end, up.elapsed())
@@ -349,10 +340,10 @@ impl Session {
             }
             if now.duration_since(last_ping) >= self.tuning.ping_interval {
                 last_ping = now;
-                if let Err(e) = ws.send(Message::Ping(tungstenite::Bytes::new())) {
-                    if !is_timeout(&e) {
-                        return End::Lost(format!("could not ping the hub: {e}"));
-                    }
+                if let Err(e) = ws.send(Message::Ping(tungstenite::Bytes::new()))
+                    && !is_timeout(&e)
+                {
+                    return End::Lost(format!("could not ping the hub: {e}"));
                 }
             }
         }
@@ -438,7 +429,12 @@ impl Session {
                 .push(answer_now("command refused: no command string".to_owned()));
             return;
         };
-        let Some(argv) = self.tasks.allowlist.lookup(&command).map(<[String]>::to_vec) else {
+        let Some(argv) = self
+            .tasks
+            .allowlist
+            .lookup(&command)
+            .map(<[String]>::to_vec)
+        else {
             log::warn!(
                 "refused command {:?} (id {command_id}): not allowed",
                 shorten(&command)

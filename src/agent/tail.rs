@@ -248,7 +248,10 @@ impl Follower {
         if Some((meta.dev(), meta.ino())) == self.id {
             return false;
         }
-        log::info!("{} was rotated; following the new file", self.path.display());
+        log::info!(
+            "{} was rotated; following the new file",
+            self.path.display()
+        );
         if !self.partial.is_empty() && !self.discarding {
             self.emit_partial(false, emit);
         }
@@ -481,7 +484,10 @@ mod tests {
         let mut f = Follower::new(p.clone(), 10);
         let long = "0123456789abcdefghij";
         append(&p, &format!("{long}\nshort\n{long}"));
-        assert_eq!(poll(&mut f), ["0123456789 [truncated]", "short", "0123456789 [truncated]"]);
+        assert_eq!(
+            poll(&mut f),
+            ["0123456789 [truncated]", "short", "0123456789 [truncated]"]
+        );
         // The rest of the unfinished long line is skipped, not emitted.
         append(&p, "more-of-the-same-line\nok\n");
         assert_eq!(poll(&mut f), ["ok"]);
@@ -516,19 +522,31 @@ mod tests {
         append(&p, "[error] disk on fire\nall good\n");
         let mut got = Vec::new();
         while got.len() < 2 {
-            match rx.recv_timeout(Duration::from_secs(5)).expect("no log entry in 5s") {
+            match rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("no log entry in 5s")
+            {
                 Outgoing::Log(e) => got.push((e.level, e.message, e.timestamp)),
                 other => panic!("unexpected {other:?}"),
             }
         }
-        assert_eq!((got[0].0, got[0].1.as_str()), ("ERROR", "[error] disk on fire"));
+        assert_eq!(
+            (got[0].0, got[0].1.as_str()),
+            ("ERROR", "[error] disk on fire")
+        );
         assert_eq!((got[1].0, got[1].1.as_str()), ("INFO", "all good"));
-        assert!(got[0].2.ends_with('Z') && got[0].2.contains('T'), "{}", got[0].2);
+        assert!(
+            got[0].2.ends_with('Z') && got[0].2.contains('T'),
+            "{}",
+            got[0].2
+        );
 
         // The missing file is picked up when it appears, from its start.
         append(&dir.join("missing.log"), "WARN now here\n");
         match rx.recv_timeout(Duration::from_secs(5)).expect("no entry") {
-            Outgoing::Log(e) => assert_eq!((e.level, e.message.as_str()), ("WARNING", "WARN now here")),
+            Outgoing::Log(e) => {
+                assert_eq!((e.level, e.message.as_str()), ("WARNING", "WARN now here"))
+            }
             other => panic!("unexpected {other:?}"),
         }
 

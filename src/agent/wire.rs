@@ -304,7 +304,9 @@ mod tests {
     #[test]
     fn decodes_hub_messages() {
         assert_eq!(
-            decode(r#"{"type":"auth_success","server_id":"u1","message":"Connected successfully"}"#),
+            decode(
+                r#"{"type":"auth_success","server_id":"u1","message":"Connected successfully"}"#
+            ),
             Ok(Incoming::AuthSuccess {
                 server_id: "u1".into()
             })
@@ -330,7 +332,9 @@ mod tests {
             })
         );
         assert_eq!(
-            decode(r#"{"type":"docker_command","command_id":"d","action":"stop","container_id":"web"}"#),
+            decode(
+                r#"{"type":"docker_command","command_id":"d","action":"stop","container_id":"web"}"#
+            ),
             Ok(Incoming::DockerCommand {
                 command_id: json!("d"),
                 action: Some("stop".into()),

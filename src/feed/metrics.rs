@@ -170,16 +170,20 @@ impl MetricsCollector {
 
         let disk_usage = match self.disks.as_mut() {
             Some(d) => {
-                // `true`: forget filesystems unmounted since the last sample.
-                d.refresh_specifics(true, DiskRefreshKind::nothing().with_storage());
-                select_disks(d.iter().map(|disk| MountInfo {
-                    mount: disk.mount_point().to_string_lossy().into_owned(),
-                    device: disk.name().to_string_lossy().into_owned(),
-                    fs_type: disk.file_system().to_string_lossy().into_owned(),
-                    dev_id: disk.id(),
-                    total: disk.total_space(),
-                    available: disk.available_space(),
-                }))
+                // List only (`true`: forget what was unmounted); the space of
+                // the mounts that survive filtering is read by `fs_space`, so
+                // Docker's per-container overlays are never statvfs'd.
+                d.refresh_specifics(true, list_refresh());
+                select_disks(
+                    d.iter().map(|disk| MountInfo {
+                        mount: disk.mount_point().to_string_lossy().into_owned(),
+                        device: disk.name().to_string_lossy().into_owned(),
+                        fs_type: disk.file_system().to_string_lossy().into_owned(),
+                        dev_id: disk.id(),
+                        reported: (disk.total_space(), disk.available_space()),
+                    }),
+                    fs_space,
+                )
             }
             None => Vec::new(),
         };
@@ -226,33 +230,85 @@ fn sane_load(x: f64) -> f64 {
     if x.is_finite() && x > 0.0 { x } else { 0.0 }
 }
 
-/// One mounted filesystem as sysinfo reports it.
+/// One mounted filesystem as sysinfo lists it.
 #[derive(Debug, Clone)]
 struct MountInfo {
     mount: String,
     device: String,
     fs_type: String,
     dev_id: Option<u64>,
-    total: u64,
-    available: u64,
+    #[cfg_attr(unix, allow(dead_code))]
+    /// sysinfo's (total, available); only filled where [`list_refresh`]
+    /// asks sysinfo for storage (non-Unix).
+    reported: (u64, u64),
 }
 
-/// Whether a mount is worth reporting: a real filesystem with a size, not a
-/// pseudo filesystem and not a container runtime's per-container mount.
+/// What sysinfo refreshes on each listing: on Unix nothing but the list,
+/// since [`fs_space`] reads the space itself.
+fn list_refresh() -> DiskRefreshKind {
+    if cfg!(unix) {
+        DiskRefreshKind::nothing()
+    } else {
+        DiskRefreshKind::nothing().with_storage()
+    }
+}
+
+/// `(total, used)` bytes of the filesystem mounted at `m`, as `df` counts
+/// them: used = blocks - free blocks. (sysinfo only gives blocks available to
+/// unprivileged users, which counts the root reserve as used.)
+#[cfg(unix)]
+fn fs_space(m: &MountInfo) -> Option<(u64, u64)> {
+    use std::ffi::CString;
+    use std::mem::MaybeUninit;
+
+    let path = CString::new(m.mount.as_bytes()).ok()?;
+    let mut st = MaybeUninit::<libc::statvfs>::uninit();
+    loop {
+        // SAFETY: `path` is NUL-terminated and outlives the call; `st` is a
+        // properly sized out-buffer that statvfs fills when it returns 0.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+        if rc == 0 {
+            break;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return None;
+        }
+    }
+    // SAFETY: statvfs returned 0, so `st` is initialized.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    let (frsize, blocks, free) = (st.f_frsize as u64, st.f_blocks as u64, st.f_bfree as u64);
+    let total = frsize.saturating_mul(blocks);
+    let used = frsize.saturating_mul(blocks.saturating_sub(free));
+    Some((total, used))
+}
+
+#[cfg(not(unix))]
+fn fs_space(m: &MountInfo) -> Option<(u64, u64)> {
+    let (total, available) = m.reported;
+    Some((total, total.saturating_sub(available)))
+}
+
+/// Whether a mount is worth a look: not a pseudo filesystem and not a
+/// container runtime's per-container mount.
 fn keep_mount(m: &MountInfo) -> bool {
-    m.total > 0
-        && !PSEUDO_FS.contains(&m.fs_type.as_str())
+    !PSEUDO_FS.contains(&m.fs_type.as_str())
         && !RUNTIME_MOUNT_PREFIXES
             .iter()
             .any(|p| m.mount.starts_with(p))
 }
 
-/// Filters and dedupes mounts:
+/// Filters and dedupes mounts, then reads their space with `space`
+/// (`(total, used)`):
 /// - one entry per mount point (the last one listed is the visible one);
 /// - one entry per filesystem (same device and device id, e.g. bind mounts),
 ///   keeping the shortest mount point, as `df` does;
+/// - filesystems whose space cannot be read or whose size is 0 are left out;
 /// - sorted by mount point, at most [`MAX_DISKS`].
-fn select_disks(mounts: impl Iterator<Item = MountInfo>) -> Vec<DiskUsage> {
+fn select_disks(
+    mounts: impl Iterator<Item = MountInfo>,
+    mut space: impl FnMut(&MountInfo) -> Option<(u64, u64)>,
+) -> Vec<DiskUsage> {
     let mut by_mount: HashMap<String, MountInfo> = HashMap::new();
     for m in mounts.filter(keep_mount) {
         by_mount.insert(m.mount.clone(), m);
@@ -269,17 +325,19 @@ fn select_disks(mounts: impl Iterator<Item = MountInfo>) -> Vec<DiskUsage> {
             }
         }
     }
-    let mut out: Vec<DiskUsage> = by_fs
-        .into_values()
-        .map(|m| DiskUsage {
-            used: m.total.saturating_sub(m.available),
-            total: m.total,
-            mount: m.mount,
+    let mut kept: Vec<MountInfo> = by_fs.into_values().collect();
+    kept.sort_by(|a, b| a.mount.cmp(&b.mount));
+    kept.into_iter()
+        .filter_map(|m| {
+            let (total, used) = space(&m)?;
+            (total > 0).then(|| DiskUsage {
+                mount: m.mount,
+                used: used.min(total),
+                total,
+            })
         })
-        .collect();
-    out.sort_by(|a, b| a.mount.cmp(&b.mount));
-    out.truncate(MAX_DISKS);
-    out
+        .take(MAX_DISKS)
+        .collect()
 }
 
 /// Whether an interface is reported. The host ends of container veth pairs
@@ -444,24 +502,29 @@ mod tests {
         assert_eq!(sane_load(0.5), 0.5);
     }
 
-    fn mount(mount: &str, device: &str, fs: &str, dev: u64, total: u64, avail: u64) -> MountInfo {
+    /// A synthetic mount; its (total, used) is encoded in `reported` and
+    /// read back by `fake_space`.
+    fn mount(mount: &str, device: &str, fs: &str, dev: u64, total: u64, used: u64) -> MountInfo {
         MountInfo {
             mount: mount.into(),
             device: device.into(),
             fs_type: fs.into(),
             dev_id: Some(dev),
-            total,
-            available: avail,
+            reported: (total, used),
         }
+    }
+
+    fn fake_space(m: &MountInfo) -> Option<(u64, u64)> {
+        (m.device != "unreadable").then_some(m.reported)
     }
 
     #[test]
     fn disks_filtered_and_deduped() {
         let mounts = vec![
-            mount("/", "/dev/sda1", "ext4", 1, 1000, 400),
-            mount("/home", "/dev/sda2", "xfs", 2, 500, 500),
+            mount("/", "/dev/sda1", "ext4", 1, 1000, 600),
+            mount("/home", "/dev/sda2", "xfs", 2, 500, 0),
             // Bind mount of the root filesystem: same device and dev id.
-            mount("/srv/data", "/dev/sda1", "ext4", 1, 1000, 400),
+            mount("/srv/data", "/dev/sda1", "ext4", 1, 1000, 600),
             // Docker's per-container overlays and shm.
             mount(
                 "/var/lib/docker/overlay2/abc/merged",
@@ -469,7 +532,7 @@ mod tests {
                 "overlay",
                 50,
                 1000,
-                400,
+                600,
             ),
             mount(
                 "/var/lib/docker/containers/abc/mounts/shm",
@@ -477,19 +540,22 @@ mod tests {
                 "tmpfs",
                 51,
                 64,
-                64,
+                0,
             ),
             mount("/run/docker/netns/1234", "nsfs", "nsfs", 3, 0, 0),
-            // Pseudo filesystems and empty ones.
-            mount("/sys/kernel/tracing", "tracefs", "tracefs", 4, 10, 10),
+            // Pseudo filesystems, empty ones and unreadable ones.
+            mount("/sys/kernel/tracing", "tracefs", "tracefs", 4, 10, 0),
             mount("/mnt/empty", "none", "ext4", 5, 0, 0),
+            mount("/mnt/gone", "unreadable", "ext4", 8, 10, 1),
             // Mounted twice on the same point: the later mount is the visible one.
-            mount("/mnt/usb", "/dev/sdb1", "vfat", 6, 100, 90),
-            mount("/mnt/usb", "/dev/sdc1", "vfat", 7, 200, 50),
-            // A container's own root is overlay at "/": not a runtime path, kept
-            // when it is the only "/" (tested separately below).
+            mount("/mnt/usb", "/dev/sdb1", "vfat", 6, 100, 10),
+            mount("/mnt/usb", "/dev/sdc1", "vfat", 7, 200, 150),
         ];
-        let got = select_disks(mounts.into_iter());
+        let mut asked = Vec::new();
+        let got = select_disks(mounts.into_iter(), |m| {
+            asked.push(m.mount.clone());
+            fake_space(m)
+        });
         let want = vec![
             DiskUsage {
                 mount: "/".into(),
@@ -508,9 +574,12 @@ mod tests {
             },
         ];
         assert_eq!(got, want);
+        // Runtime mounts and pseudo filesystems are never even statvfs'd.
+        assert_eq!(asked, ["/", "/home", "/mnt/empty", "/mnt/gone", "/mnt/usb"]);
 
-        let in_container = vec![mount("/", "overlay", "overlay", 9, 1000, 100)];
-        assert_eq!(select_disks(in_container.into_iter()).len(), 1);
+        // A container's own root is overlay at "/": kept.
+        let in_container = vec![mount("/", "overlay", "overlay", 9, 1000, 900)];
+        assert_eq!(select_disks(in_container.into_iter(), fake_space).len(), 1);
     }
 
     #[test]
@@ -525,9 +594,24 @@ mod tests {
                 5,
             )
         });
-        let got = select_disks(many);
+        let got = select_disks(many, fake_space);
         assert_eq!(got.len(), MAX_DISKS);
+        assert_eq!(got[0].mount, "/m/0000");
         assert!(got.windows(2).all(|w| w[0].mount < w[1].mount));
+    }
+
+    /// `fs_space` agrees with `df`'s notion of used: blocks minus free blocks.
+    #[cfg(unix)]
+    #[test]
+    fn fs_space_of_root() {
+        let root = mount("/", "/dev/root", "ext4", 0, 0, 0);
+        let (total, used) = fs_space(&root).unwrap();
+        assert!(total > 0 && used <= total, "{total} {used}");
+        let missing = mount("/definitely/not/a/mount/point", "x", "ext4", 0, 0, 0);
+        assert!(fs_space(&missing).is_none());
+        // An interior NUL cannot be passed to statvfs.
+        let nul = mount("/a\0b", "x", "ext4", 0, 0, 0);
+        assert!(fs_space(&nul).is_none());
     }
 
     #[test]

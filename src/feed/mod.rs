@@ -49,13 +49,29 @@ pub enum DockerEvent {
     Removed { id: String },
     /// The history a follower started with (at most the `tail` it was asked
     /// for), sent exactly once per follower, before any of its `LogLines`.
-    LogHistory { follow_id: u64, container_id: String, lines: Vec<LogLine> },
+    LogHistory {
+        follow_id: u64,
+        container_id: String,
+        lines: Vec<LogLine>,
+    },
     /// Live lines, in Docker's order, never overlapping the history.
-    LogLines { follow_id: u64, container_id: String, lines: Vec<LogLine> },
+    LogLines {
+        follow_id: u64,
+        container_id: String,
+        lines: Vec<LogLine>,
+    },
     /// The follower ended: container stopped, removed, or the stream failed.
-    LogEnded { follow_id: u64, container_id: String, reason: String },
+    LogEnded {
+        follow_id: u64,
+        container_id: String,
+        reason: String,
+    },
     /// The result of a [`DockerRequest::Action`].
-    ActionDone { request_id: u64, success: bool, message: String },
+    ActionDone {
+        request_id: u64,
+        success: bool,
+        message: String,
+    },
 }
 
 /// A container action a browser (or an agent) may ask for.
@@ -89,9 +105,17 @@ impl ContainerAction {
 pub enum DockerRequest {
     /// Start following a container's logs (full id): first a `LogHistory` of
     /// the last `tail` lines, then `LogLines` until `Unfollow` or the end.
-    Follow { follow_id: u64, container_id: String, tail: usize },
+    Follow {
+        follow_id: u64,
+        container_id: String,
+        tail: usize,
+    },
     /// Stop the follower with this id (no `LogEnded` is sent for it).
     Unfollow { follow_id: u64 },
     /// Run a container action; answered with `ActionDone`.
-    Action { request_id: u64, action: ContainerAction, container_id: String },
+    Action {
+        request_id: u64,
+        action: ContainerAction,
+        container_id: String,
+    },
 }

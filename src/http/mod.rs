@@ -72,9 +72,13 @@ pub fn parse_head(buf: &[u8]) -> Parse {
         } else if name.eq_ignore_ascii_case("origin") {
             head.origin = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("upgrade") {
-            head.upgrade_websocket |= value.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket"));
+            head.upgrade_websocket |= value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("websocket"));
         } else if name.eq_ignore_ascii_case("connection") {
-            head.connection_upgrade |= value.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+            head.connection_upgrade |= value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             head.ws_key = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
@@ -94,7 +98,11 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        Refusal { status, message: message.into(), extra_headers: "" }
+        Refusal {
+            status,
+            message: message.into(),
+            extra_headers: "",
+        }
     }
 }
 
@@ -114,7 +122,9 @@ pub fn check_upgrade(head: &RequestHead) -> Result<String, Refusal> {
     if !head.upgrade_websocket || !head.connection_upgrade {
         return Err(Refusal {
             status: 426,
-            message: "this endpoint speaks WebSocket: send Upgrade: websocket and Connection: Upgrade".into(),
+            message:
+                "this endpoint speaks WebSocket: send Upgrade: websocket and Connection: Upgrade"
+                    .into(),
             extra_headers: "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
         });
     }
@@ -125,10 +135,18 @@ pub fn check_upgrade(head: &RequestHead) -> Result<String, Refusal> {
             extra_headers: "Sec-WebSocket-Version: 13\r\n",
         });
     }
-    let key = head.ws_key.as_deref().ok_or_else(|| Refusal::new(400, "missing Sec-WebSocket-Key"))?;
+    let key = head
+        .ws_key
+        .as_deref()
+        .ok_or_else(|| Refusal::new(400, "missing Sec-WebSocket-Key"))?;
     match base64::engine::general_purpose::STANDARD.decode(key) {
         Ok(k) if k.len() == 16 => {}
-        _ => return Err(Refusal::new(400, "Sec-WebSocket-Key must be 16 bytes in base64")),
+        _ => {
+            return Err(Refusal::new(
+                400,
+                "Sec-WebSocket-Key must be 16 bytes in base64",
+            ));
+        }
     }
     Ok(accept_key(key))
 }
@@ -152,7 +170,9 @@ pub fn origin_allowed(head: &RequestHead, allowed: &[String]) -> bool {
     }
     // Same origin: the Origin's authority equals the Host header.
     let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-    head.host.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(authority))
+    head.host
+        .as_deref()
+        .is_some_and(|h| h.eq_ignore_ascii_case(authority))
 }
 
 /// The 101 reply.
@@ -208,14 +228,19 @@ Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r
 
     #[test]
     fn rfc6455_sample_accept_key() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
     fn parses_upgrade_and_keeps_pipelined_bytes() {
         let mut buf = UPGRADE.to_vec();
         buf.extend_from_slice(b"\x81\x85extra");
-        let Parse::Complete(h) = parse_head(&buf) else { panic!("not complete") };
+        let Parse::Complete(h) = parse_head(&buf) else {
+            panic!("not complete")
+        };
         assert_eq!(h.path, "/api/v1/ws");
         assert_eq!(h.query, "x=1");
         assert_eq!(h.head_len, UPGRADE.len());
@@ -226,12 +251,17 @@ Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r
     #[test]
     fn partial_and_invalid_heads() {
         assert_eq!(parse_head(&UPGRADE[..30]), Parse::Partial);
-        assert!(matches!(parse_head(b"\x16\x03\x01garbage\r\n\r\n"), Parse::Invalid(_)));
+        assert!(matches!(
+            parse_head(b"\x16\x03\x01garbage\r\n\r\n"),
+            Parse::Invalid(_)
+        ));
     }
 
     #[test]
     fn refusals() {
-        let Parse::Complete(mut h) = parse_head(UPGRADE) else { panic!() };
+        let Parse::Complete(mut h) = parse_head(UPGRADE) else {
+            panic!()
+        };
         h.ws_version = Some("8".into());
         assert_eq!(check_upgrade(&h).unwrap_err().status, 426);
         h.ws_version = Some("13".into());
@@ -245,7 +275,9 @@ Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r
 
     #[test]
     fn origin_rules() {
-        let Parse::Complete(mut h) = parse_head(UPGRADE) else { panic!() };
+        let Parse::Complete(mut h) = parse_head(UPGRADE) else {
+            panic!()
+        };
         assert!(origin_allowed(&h, &[]));
         h.origin = Some("http://127.0.0.1:7575".into());
         assert!(origin_allowed(&h, &[]));

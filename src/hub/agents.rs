@@ -42,13 +42,18 @@ pub struct Audit {
 
 impl Audit {
     pub fn open(path: Option<&Path>) -> Self {
-        let file = path.and_then(|p| match OpenOptions::new().create(true).append(true).open(p) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                log::error!("could not open audit log {}: {e}; auditing to stderr", p.display());
-                None
-            }
-        });
+        let file = path.and_then(
+            |p| match OpenOptions::new().create(true).append(true).open(p) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    log::error!(
+                        "could not open audit log {}: {e}; auditing to stderr",
+                        p.display()
+                    );
+                    None
+                }
+            },
+        );
         Audit { file }
     }
 
@@ -78,7 +83,12 @@ pub struct AlertState {
 }
 
 impl ServerState {
-    pub fn new(name: String, is_local: bool, alerts: usize, offline_since: Option<Instant>) -> Self {
+    pub fn new(
+        name: String,
+        is_local: bool,
+        alerts: usize,
+        offline_since: Option<Instant>,
+    ) -> Self {
         ServerState {
             name,
             is_local,
@@ -125,7 +135,11 @@ impl Hub {
             }
         };
         io.stats.message_in(&kind);
-        let server = io.conns.get(token).and_then(|c| c.session.as_ref()).and_then(|s| s.agent_server.clone());
+        let server = io
+            .conns
+            .get(token)
+            .and_then(|c| c.session.as_ref())
+            .and_then(|s| s.agent_server.clone());
         let Some(server_id) = server else {
             self.agent_auth(io, token, &kind, &obj);
             return;
@@ -137,32 +151,55 @@ impl Hub {
                 self.publish_metrics(io, &server_id, Value::Object(obj));
             }
             "log" => self.agent_log(io, &server_id, &obj),
-            "command_response" | "docker_response" => self.agent_response(io, &server_id, &kind, obj),
+            "command_response" | "docker_response" => {
+                self.agent_response(io, &server_id, &kind, obj)
+            }
             "ping" => io.event_raw(token, r#"{"type":"pong"}"#),
             "pong" => {}
             "auth" => io.error(token, "already authenticated"),
             other => {
                 io.stats.bad_input("unknown_type");
                 let shown: String = other.chars().take(64).collect();
-                io.error(token, &format!("Invalid message format: unknown message type {shown:?}"));
+                io.error(
+                    token,
+                    &format!("Invalid message format: unknown message type {shown:?}"),
+                );
             }
         }
     }
 
     fn agent_auth(&mut self, io: &mut Io<'_>, token: usize, kind: &str, obj: &Map<String, Value>) {
-        let key = if kind == "auth" { str_field(obj, "api_key") } else { None };
+        let key = if kind == "auth" {
+            str_field(obj, "api_key")
+        } else {
+            None
+        };
         let Some(agent) = key.and_then(|k| self.api_keys.check(k)).cloned() else {
-            io.stats.auth_failure(if key.is_some() { "bad_api_key" } else { "no_auth_message" });
-            io.error_and_close(token, "Invalid or inactive API key", close_code::POLICY_VIOLATION);
+            io.stats.auth_failure(if key.is_some() {
+                "bad_api_key"
+            } else {
+                "no_auth_message"
+            });
+            io.error_and_close(
+                token,
+                "Invalid or inactive API key",
+                close_code::POLICY_VIOLATION,
+            );
             return;
         };
         let serial = io.serial(token).unwrap_or_default();
-        let Some(state) = self.servers.get_mut(&agent.server_id) else { return };
+        let Some(state) = self.servers.get_mut(&agent.server_id) else {
+            return;
+        };
         if let Some((old, _)) = state.agent.replace((token, serial)) {
             if let Some(s) = io.conns.get_mut(old).and_then(|c| c.session.as_mut()) {
                 s.agent_server = None; // its detach must not mark the server offline
             }
-            io.close(old, close_code::POLICY_VIOLATION, "replaced by a newer connection with the same key");
+            io.close(
+                old,
+                close_code::POLICY_VIOLATION,
+                "replaced by a newer connection with the same key",
+            );
             io.stats.agents_connected = io.stats.agents_connected.saturating_sub(1);
         }
         state.offline_since = None;
@@ -183,21 +220,30 @@ impl Hub {
 
     /// The agent socket of `server_id` went away.
     pub fn agent_gone(&mut self, io: &mut Io<'_>, token: usize, server_id: &str) {
-        let Some(state) = self.servers.get_mut(server_id) else { return };
+        let Some(state) = self.servers.get_mut(server_id) else {
+            return;
+        };
         if state.agent.is_some_and(|(t, _)| t == token) {
             state.agent = None;
             state.offline_since = Some(io.now);
             io.stats.agents_connected = io.stats.agents_connected.saturating_sub(1);
             log::info!("agent {:?} ({server_id}) disconnected", state.name);
         }
-        let lost: Vec<String> =
-            self.pending.iter().filter(|(_, p)| p.server_id == server_id && !self.servers[server_id].is_local).map(|(k, _)| k.clone()).collect();
+        let lost: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.server_id == server_id && !self.servers[server_id].is_local)
+            .map(|(k, _)| k.clone())
+            .collect();
         for id in lost {
             if let Some(p) = self.pending.remove(&id) {
                 io.stats.command("agent_disconnected");
                 self.audit.record(&p, &id, "agent disconnected");
                 if io.serial(p.requester) == Some(p.requester_serial) {
-                    io.error(p.requester, &format!("command {id} failed: the agent disconnected before answering"));
+                    io.error(
+                        p.requester,
+                        &format!("command {id} failed: the agent disconnected before answering"),
+                    );
                 }
             }
         }
@@ -208,7 +254,9 @@ impl Hub {
         let cpu = data.get("cpu_percent").and_then(Value::as_f64);
         let mem = data.get("memory_percent").and_then(Value::as_f64);
         let data_json = data.to_string();
-        let Some(state) = self.servers.get_mut(server_id) else { return };
+        let Some(state) = self.servers.get_mut(server_id) else {
+            return;
+        };
         if !state.metrics_plain.is_empty() {
             let f = metrics_frame(server_id, &data_json, false);
             io.send_all(&state.metrics_plain, &f, Priority::Essential);
@@ -217,7 +265,10 @@ impl Hub {
             let f = metrics_frame(server_id, &data_json, true);
             io.send_all(&state.metrics_mux, &f, Priority::Essential);
         }
-        io.stats.message_out("metrics", (state.metrics_plain.len() + state.metrics_mux.len()) as u64);
+        io.stats.message_out(
+            "metrics",
+            (state.metrics_plain.len() + state.metrics_mux.len()) as u64,
+        );
         state.latest_metrics = Some(data_json);
         self.evaluate_alerts(io, server_id, cpu, mem);
     }
@@ -230,13 +281,23 @@ impl Hub {
     }
 
     fn agent_log(&mut self, io: &mut Io<'_>, server_id: &str, obj: &Map<String, Value>) {
-        let Some(state) = self.servers.get(server_id) else { return };
+        let Some(state) = self.servers.get(server_id) else {
+            return;
+        };
         let mut data = Map::new();
-        data.insert("level".into(), Value::from(str_field(obj, "level").unwrap_or("INFO")));
-        data.insert("message".into(), obj.get("message").cloned().unwrap_or(Value::from("")));
+        data.insert(
+            "level".into(),
+            Value::from(str_field(obj, "level").unwrap_or("INFO")),
+        );
+        data.insert(
+            "message".into(),
+            obj.get("message").cloned().unwrap_or(Value::from("")),
+        );
         data.insert(
             "timestamp".into(),
-            obj.get("timestamp").cloned().unwrap_or_else(|| Value::from(rfc3339_now())),
+            obj.get("timestamp")
+                .cloned()
+                .unwrap_or_else(|| Value::from(rfc3339_now())),
         );
         if let Some(c) = obj.get("container_id") {
             data.insert("container_id".into(), c.clone());
@@ -250,16 +311,39 @@ impl Hub {
     }
 
     /// `docker_command` / `command` from an admin browser.
-    pub fn browser_command(&mut self, io: &mut Io<'_>, token: usize, req: BrowserRequest) -> Result<(), String> {
+    pub fn browser_command(
+        &mut self,
+        io: &mut Io<'_>,
+        token: usize,
+        req: BrowserRequest,
+    ) -> Result<(), String> {
         let local = self.config.server_id.clone();
-        let who = io.conns.get(token).and_then(|c| c.session.as_ref()).map_or("?", |s| s.who()).to_string();
+        let who = io
+            .conns
+            .get(token)
+            .and_then(|c| c.session.as_ref())
+            .map_or("?", |s| s.who())
+            .to_string();
         let (server_id, kind, what, outgoing) = match req {
-            BrowserRequest::DockerCommand { server_id, action, container_id } => {
+            BrowserRequest::DockerCommand {
+                server_id,
+                action,
+                container_id,
+            } => {
                 let sid = server_id.unwrap_or_else(|| local.clone());
-                let act = ContainerAction::parse(&action)
-                    .ok_or_else(|| format!("unknown action {:?}: use start, stop or restart", action.chars().take(32).collect::<String>()))?;
+                let act = ContainerAction::parse(&action).ok_or_else(|| {
+                    format!(
+                        "unknown action {:?}: use start, stop or restart",
+                        action.chars().take(32).collect::<String>()
+                    )
+                })?;
                 let msg = json!({"type": "docker_command", "action": act.as_str(), "container_id": container_id});
-                (sid, "docker_command", format!("{} {container_id}", act.as_str()), msg)
+                (
+                    sid,
+                    "docker_command",
+                    format!("{} {container_id}", act.as_str()),
+                    msg,
+                )
             }
             BrowserRequest::Command { server_id, command } => {
                 let msg = json!({"type": "command", "command": command});
@@ -269,7 +353,10 @@ impl Hub {
         };
         let Some(state) = self.servers.get(&server_id) else {
             io.stats.command("unknown_server");
-            return Err(format!("Unknown server_id: {}", server_id.chars().take(80).collect::<String>()));
+            return Err(format!(
+                "Unknown server_id: {}",
+                server_id.chars().take(80).collect::<String>()
+            ));
         };
         let command_id = uuid::Uuid::new_v4().to_string();
         let pending = PendingCommand {
@@ -284,25 +371,37 @@ impl Hub {
         if state.is_local {
             if kind == "command" {
                 io.stats.command("refused");
-                self.audit.record(&pending, &command_id, "refused: no shell commands on the local server");
-                return Err("Shell commands are not run on the local server; send them to an agent".into());
+                self.audit.record(
+                    &pending,
+                    &command_id,
+                    "refused: no shell commands on the local server",
+                );
+                return Err(
+                    "Shell commands are not run on the local server; send them to an agent".into(),
+                );
             }
             let container = outgoing["container_id"].as_str().unwrap_or_default();
             let id = self.resolve_container(container)?;
-            let action = ContainerAction::parse(outgoing["action"].as_str().unwrap_or_default()).unwrap_or(ContainerAction::Start);
+            let action = ContainerAction::parse(outgoing["action"].as_str().unwrap_or_default())
+                .unwrap_or(ContainerAction::Start);
             let Some(docker) = &self.docker else {
                 return Err("Docker engine unavailable".into());
             };
             let request_id = self.next_request_id;
             self.next_request_id += 1;
-            docker.request(DockerRequest::Action { request_id, action, container_id: id });
+            docker.request(DockerRequest::Action {
+                request_id,
+                action,
+                container_id: id,
+            });
             self.local_actions.insert(request_id, command_id.clone());
             self.pending.insert(command_id, pending);
             return Ok(());
         }
         let Some((agent, _)) = state.agent else {
             io.stats.command("agent_offline");
-            self.audit.record(&pending, &command_id, "refused: agent offline");
+            self.audit
+                .record(&pending, &command_id, "refused: agent offline");
             return Err(format!("Agent for server {server_id} is offline"));
         };
         let mut msg = outgoing;
@@ -313,21 +412,35 @@ impl Hub {
         Ok(())
     }
 
-    fn agent_response(&mut self, io: &mut Io<'_>, server_id: &str, kind: &str, mut obj: Map<String, Value>) {
-        let id = str_field(&obj, "command_id").unwrap_or_default().to_string();
-        let matches = self.pending.get(&id).is_some_and(|p| p.server_id == server_id);
+    fn agent_response(
+        &mut self,
+        io: &mut Io<'_>,
+        server_id: &str,
+        kind: &str,
+        mut obj: Map<String, Value>,
+    ) {
+        let id = str_field(&obj, "command_id")
+            .unwrap_or_default()
+            .to_string();
+        let matches = self
+            .pending
+            .get(&id)
+            .is_some_and(|p| p.server_id == server_id);
         if !matches {
             io.stats.unknown_command_responses += 1;
             log::debug!("dropped {kind} with unknown command_id from {server_id}");
             return;
         }
-        let Some(p) = self.pending.remove(&id) else { return };
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
         let ok = match kind {
             "docker_response" => obj.get("success").and_then(Value::as_bool).unwrap_or(false),
             _ => obj.get("exit_code").and_then(Value::as_i64) == Some(0),
         };
         io.stats.command(if ok { "succeeded" } else { "failed" });
-        self.audit.record(&p, &id, if ok { "succeeded" } else { "failed" });
+        self.audit
+            .record(&p, &id, if ok { "succeeded" } else { "failed" });
         obj.insert("type".into(), Value::from(kind));
         obj.insert("server_id".into(), Value::from(server_id));
         if io.serial(p.requester) == Some(p.requester_serial) {
@@ -336,11 +449,23 @@ impl Hub {
     }
 
     /// The local engine finished a browser's container action.
-    pub fn on_local_action_done(&mut self, io: &mut Io<'_>, request_id: u64, success: bool, message: &str) {
-        let Some(command_id) = self.local_actions.remove(&request_id) else { return };
-        let Some(p) = self.pending.remove(&command_id) else { return };
-        io.stats.command(if success { "succeeded" } else { "failed" });
-        self.audit.record(&p, &command_id, if success { "succeeded" } else { message });
+    pub fn on_local_action_done(
+        &mut self,
+        io: &mut Io<'_>,
+        request_id: u64,
+        success: bool,
+        message: &str,
+    ) {
+        let Some(command_id) = self.local_actions.remove(&request_id) else {
+            return;
+        };
+        let Some(p) = self.pending.remove(&command_id) else {
+            return;
+        };
+        io.stats
+            .command(if success { "succeeded" } else { "failed" });
+        self.audit
+            .record(&p, &command_id, if success { "succeeded" } else { message });
         let reply = json!({
             "type": "docker_response", "command_id": command_id, "server_id": p.server_id,
             "success": success, "message": message,
@@ -353,20 +478,35 @@ impl Hub {
     /// Commands past their deadline get the requester an `error`.
     pub fn expire_commands(&mut self, io: &mut Io<'_>) {
         let now = io.now;
-        let late: Vec<String> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(k, _)| k.clone()).collect();
+        let late: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
         for id in late {
-            let Some(p) = self.pending.remove(&id) else { continue };
+            let Some(p) = self.pending.remove(&id) else {
+                continue;
+            };
             self.local_actions.retain(|_, c| c != &id);
             io.stats.command("timeout");
             self.audit.record(&p, &id, "timeout");
             if io.serial(p.requester) == Some(p.requester_serial) {
                 let secs = self.config.command_timeout.as_secs_f64();
-                io.error(p.requester, &format!("command {id} timed out after {secs}s without an answer"));
+                io.error(
+                    p.requester,
+                    &format!("command {id} timed out after {secs}s without an answer"),
+                );
             }
         }
     }
 
-    fn alert_frame(server_id: &str, rule: &crate::config::AlertRule, state: &str, value: Option<f64>) -> Frame {
+    fn alert_frame(
+        server_id: &str,
+        rule: &crate::config::AlertRule,
+        state: &str,
+        value: Option<f64>,
+    ) -> Frame {
         json::encode_value(&json!({
             "type": "alert", "server_id": server_id,
             "data": {
@@ -385,10 +525,18 @@ impl Hub {
         }
     }
 
-    fn evaluate_alerts(&mut self, io: &mut Io<'_>, server_id: &str, cpu: Option<f64>, mem: Option<f64>) {
+    fn evaluate_alerts(
+        &mut self,
+        io: &mut Io<'_>,
+        server_id: &str,
+        cpu: Option<f64>,
+        mem: Option<f64>,
+    ) {
         let now = io.now;
         let mut out = Vec::new();
-        let Some(state) = self.servers.get_mut(server_id) else { return };
+        let Some(state) = self.servers.get_mut(server_id) else {
+            return;
+        };
         for (i, rule) in self.config.alerts.iter().enumerate() {
             let value = match rule.metric {
                 AlertMetric::CpuPercent => cpu,
@@ -421,9 +569,14 @@ impl Hub {
         let now = io.now;
         let mut out = Vec::new();
         for (sid, state) in &mut self.servers {
-            let Some(since) = state.offline_since else { continue };
+            let Some(since) = state.offline_since else {
+                continue;
+            };
             for (i, rule) in self.config.alerts.iter().enumerate() {
-                if rule.metric == AlertMetric::AgentOffline && !state.alerts[i].firing && now.duration_since(since) >= rule.hold {
+                if rule.metric == AlertMetric::AgentOffline
+                    && !state.alerts[i].firing
+                    && now.duration_since(since) >= rule.hold
+                {
                     state.alerts[i].firing = true;
                     out.push((sid.clone(), Self::alert_frame(sid, rule, "firing", None)));
                 }

@@ -21,7 +21,9 @@ use crate::ws::{self, close_code};
 use super::{Hub, Io};
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn text_frame(s: &str) -> ws::Frame {
@@ -30,7 +32,13 @@ fn text_frame(s: &str) -> ws::Frame {
 
 impl Hub {
     /// A WebSocket was just accepted on `endpoint` (`target`: the server id in the path).
-    pub fn on_open(&mut self, io: &mut Io<'_>, token: usize, endpoint: Endpoint, target: Option<String>) {
+    pub fn on_open(
+        &mut self,
+        io: &mut Io<'_>,
+        token: usize,
+        endpoint: Endpoint,
+        target: Option<String>,
+    ) {
         let now = io.now;
         let deadline = now + self.config.auth_timeout;
         let (dialect, auth) = match endpoint {
@@ -39,7 +47,9 @@ impl Hub {
             _ if self.jwt.is_some() => (Dialect::Json, AuthState::Pending { deadline }),
             _ => (Dialect::Json, anonymous()),
         };
-        let Some(conn) = io.conns.get_mut(token) else { return };
+        let Some(conn) = io.conns.get_mut(token) else {
+            return;
+        };
         let mut session = Session::new(dialect, auth, now);
         session.target_server = target;
         conn.session = Some(session);
@@ -79,7 +89,11 @@ impl Hub {
                 if !self.servers.contains_key(&target) {
                     io.stats.bad_input("unknown_server");
                     let shown: String = target.chars().take(80).collect();
-                    io.error_and_close(token, &format!("Unknown server_id: {shown}"), close_code::POLICY_VIOLATION);
+                    io.error_and_close(
+                        token,
+                        &format!("Unknown server_id: {shown}"),
+                        close_code::POLICY_VIOLATION,
+                    );
                     return;
                 }
                 if endpoint == Endpoint::ServerMetrics {
@@ -101,7 +115,11 @@ impl Hub {
         match verifier.verify(jwt, unix_now()) {
             Ok(claims) => {
                 if let Some(s) = io.conns.get_mut(token).and_then(|c| c.session.as_mut()) {
-                    s.auth = AuthState::Ready { sub: claims.sub, role: claims.role, exp: Some(claims.exp) };
+                    s.auth = AuthState::Ready {
+                        sub: claims.sub,
+                        role: claims.role,
+                        exp: Some(claims.exp),
+                    };
                 }
                 Ok(())
             }
@@ -113,8 +131,18 @@ impl Hub {
     }
 
     /// A text message on a browser JSON endpoint.
-    pub fn on_browser_text(&mut self, io: &mut Io<'_>, token: usize, endpoint: Endpoint, text: &str) {
-        let ready = io.conns.get(token).and_then(|c| c.session.as_ref()).is_some_and(Session::is_ready);
+    pub fn on_browser_text(
+        &mut self,
+        io: &mut Io<'_>,
+        token: usize,
+        endpoint: Endpoint,
+        text: &str,
+    ) {
+        let ready = io
+            .conns
+            .get(token)
+            .and_then(|c| c.session.as_ref())
+            .is_some_and(Session::is_ready);
         let parsed = json::parse_typed(text);
         let (kind, obj) = match parsed {
             Ok(p) => p,
@@ -134,16 +162,24 @@ impl Hub {
         let req = json::request_from(&kind, &obj);
         if !ready {
             match req {
-                Ok(BrowserRequest::Auth { token: jwt }) => match self.authenticate(io, token, &jwt) {
+                Ok(BrowserRequest::Auth { token: jwt }) => match self.authenticate(io, token, &jwt)
+                {
                     Ok(()) => {
-                        io.event_raw(token, r#"{"type":"auth_success","message":"Authenticated"}"#);
+                        io.event_raw(
+                            token,
+                            r#"{"type":"auth_success","message":"Authenticated"}"#,
+                        );
                         self.on_ready(io, token, endpoint);
                     }
                     Err(msg) => io.error_and_close(token, &msg, close_code::POLICY_VIOLATION),
                 },
                 _ => {
                     io.stats.auth_failure("no_auth_message");
-                    io.error_and_close(token, "Authentication required: send {\"type\":\"auth\",\"token\":...} first", close_code::POLICY_VIOLATION);
+                    io.error_and_close(
+                        token,
+                        "Authentication required: send {\"type\":\"auth\",\"token\":...} first",
+                        close_code::POLICY_VIOLATION,
+                    );
                 }
             }
             return;
@@ -158,7 +194,14 @@ impl Hub {
     }
 
     /// A parsed request from a ready browser. `ack` (Socket.IO) asks for an ACK.
-    fn on_request(&mut self, io: &mut Io<'_>, token: usize, endpoint: Endpoint, req: BrowserRequest, ack: Option<u64>) {
+    fn on_request(
+        &mut self,
+        io: &mut Io<'_>,
+        token: usize,
+        endpoint: Endpoint,
+        req: BrowserRequest,
+        ack: Option<u64>,
+    ) {
         let multiplexed = matches!(endpoint, Endpoint::Browser | Endpoint::SocketIo);
         let result: Result<(), String> = match req {
             BrowserRequest::Ping => {
@@ -167,15 +210,19 @@ impl Hub {
             }
             BrowserRequest::Auth { .. } => Ok(()), // already authenticated: harmless
             _ if !multiplexed => Err("this endpoint only streams; it accepts ping".into()),
-            BrowserRequest::StartLogStream { container_id, tail } => match self.resolve_container(&container_id) {
-                Ok(id) => {
-                    self.subscribe_logs(io, token, &id, tail.unwrap_or(100));
-                    Ok(())
+            BrowserRequest::StartLogStream { container_id, tail } => {
+                match self.resolve_container(&container_id) {
+                    Ok(id) => {
+                        self.subscribe_logs(io, token, &id, tail.unwrap_or(100));
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
+            }
             BrowserRequest::StopLogStream { container_id } => {
-                let id = self.resolve_container(&container_id).unwrap_or(container_id.clone());
+                let id = self
+                    .resolve_container(&container_id)
+                    .unwrap_or(container_id.clone());
                 let streaming = io
                     .conns
                     .get(token)
@@ -183,16 +230,29 @@ impl Hub {
                     .is_some_and(|s| s.log_streams.iter().any(|x| x == &id));
                 if streaming {
                     self.unsubscribe_logs(io, token, &id);
-                    io.event(token, &Event::LogStreamStopped { container_id: &id, message: "Log stream stopped" });
+                    io.event(
+                        token,
+                        &Event::LogStreamStopped {
+                            container_id: &id,
+                            message: "Log stream stopped",
+                        },
+                    );
                     Ok(())
                 } else {
-                    Err(format!("no log stream for {}", container_id.chars().take(80).collect::<String>()))
+                    Err(format!(
+                        "no log stream for {}",
+                        container_id.chars().take(80).collect::<String>()
+                    ))
                 }
             }
-            BrowserRequest::SubscribeMetrics { server_id } | BrowserRequest::UnsubscribeMetrics { server_id }
+            BrowserRequest::SubscribeMetrics { server_id }
+            | BrowserRequest::UnsubscribeMetrics { server_id }
                 if !self.servers.contains_key(&server_id) =>
             {
-                Err(format!("Unknown server_id: {}", server_id.chars().take(80).collect::<String>()))
+                Err(format!(
+                    "Unknown server_id: {}",
+                    server_id.chars().take(80).collect::<String>()
+                ))
             }
             BrowserRequest::SubscribeMetrics { server_id } => {
                 self.watch_metrics(io, token, &server_id, true);
@@ -208,7 +268,11 @@ impl Hub {
                 Ok(())
             }
             BrowserRequest::DockerCommand { .. } | BrowserRequest::Command { .. } => {
-                let role = io.conns.get(token).and_then(|c| c.session.as_ref()).and_then(Session::role);
+                let role = io
+                    .conns
+                    .get(token)
+                    .and_then(|c| c.session.as_ref())
+                    .and_then(Session::role);
                 if self.jwt.is_some() && role != Some(Role::Admin) {
                     io.stats.command("forbidden");
                     Err("Not allowed: commands need the admin role".into())
@@ -233,8 +297,14 @@ impl Hub {
 
     /// Adds a socket to a server's metrics subscribers and sends the latest sample.
     fn watch_metrics(&mut self, io: &mut Io<'_>, token: usize, server_id: &str, mux: bool) {
-        let Some(s) = self.servers.get_mut(server_id) else { return };
-        let added = if mux { s.metrics_mux.insert(token) } else { s.metrics_plain.insert(token) };
+        let Some(s) = self.servers.get_mut(server_id) else {
+            return;
+        };
+        let added = if mux {
+            s.metrics_mux.insert(token)
+        } else {
+            s.metrics_plain.insert(token)
+        };
         if !added {
             return;
         }
@@ -271,7 +341,10 @@ impl Hub {
             EioPacket::Noop => {}
             EioPacket::Open | EioPacket::Upgrade => {
                 io.stats.bad_input("socketio_packet");
-                io.error(token, "unexpected Engine.IO packet on a websocket-only session");
+                io.error(
+                    token,
+                    "unexpected Engine.IO packet on a websocket-only session",
+                );
             }
             EioPacket::Message(m) => self.on_socketio_message(io, token, m),
         }
@@ -286,10 +359,17 @@ impl Hub {
                 return;
             }
         };
-        let connected = io.conns.get(token).and_then(|c| c.session.as_ref()).is_some_and(|s| s.sio_connected);
+        let connected = io
+            .conns
+            .get(token)
+            .and_then(|c| c.session.as_ref())
+            .is_some_and(|s| s.sio_connected);
         if packet.nsp() != "/" {
             io.stats.bad_input("socketio_namespace");
-            io.event_raw(token, &sio::connect_error(packet.nsp(), "Invalid namespace"));
+            io.event_raw(
+                token,
+                &sio::connect_error(packet.nsp(), "Invalid namespace"),
+            );
             return;
         }
         match packet {
@@ -297,7 +377,11 @@ impl Hub {
                 if connected {
                     return;
                 }
-                let jwt = auth.as_ref().and_then(|a| a.get("token")).and_then(Value::as_str).unwrap_or("");
+                let jwt = auth
+                    .as_ref()
+                    .and_then(|a| a.get("token"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 let result = if self.jwt.is_some() {
                     self.authenticate(io, token, jwt)
                 } else {
@@ -320,9 +404,14 @@ impl Hub {
             }
             _ if !connected => {
                 io.stats.bad_input("socketio_not_connected");
-                io.event_raw(token, &sio::connect_error("/", "not connected: send a CONNECT packet first"));
+                io.event_raw(
+                    token,
+                    &sio::connect_error("/", "not connected: send a CONNECT packet first"),
+                );
             }
-            SioPacket::Disconnect { .. } => io.close(token, close_code::NORMAL, "Socket.IO disconnect"),
+            SioPacket::Disconnect { .. } => {
+                io.close(token, close_code::NORMAL, "Socket.IO disconnect")
+            }
             SioPacket::Ack { .. } => {}
             SioPacket::Event { id, name, args, .. } => {
                 io.stats.message_in(&name);
@@ -345,7 +434,13 @@ impl Hub {
         }
     }
 
-    fn finish_sio_event(&mut self, io: &mut Io<'_>, token: usize, req: Result<BrowserRequest, String>, ack: Option<u64>) {
+    fn finish_sio_event(
+        &mut self,
+        io: &mut Io<'_>,
+        token: usize,
+        req: Result<BrowserRequest, String>,
+        ack: Option<u64>,
+    ) {
         match req {
             Ok(r) => self.on_request(io, token, Endpoint::SocketIo, r, ack),
             Err(msg) => {
@@ -364,10 +459,16 @@ impl Hub {
     pub fn socketio_heartbeat(&self, io: &mut Io<'_>, token: usize, now: Instant) {
         let interval = self.config.sio_ping_interval;
         let timeout = self.config.sio_ping_timeout;
-        let Some(s) = io.conns.get_mut(token).and_then(|c| c.session.as_mut()) else { return };
+        let Some(s) = io.conns.get_mut(token).and_then(|c| c.session.as_mut()) else {
+            return;
+        };
         if let Some(due) = s.sio_pong_due {
             if now >= due {
-                io.close(token, close_code::POLICY_VIOLATION, "Engine.IO ping timeout");
+                io.close(
+                    token,
+                    close_code::POLICY_VIOLATION,
+                    "Engine.IO ping timeout",
+                );
             }
             return;
         }
@@ -380,7 +481,11 @@ impl Hub {
 }
 
 fn anonymous() -> AuthState {
-    AuthState::Ready { sub: "anonymous".into(), role: Role::Admin, exp: None }
+    AuthState::Ready {
+        sub: "anonymous".into(),
+        role: Role::Admin,
+        exp: None,
+    }
 }
 
 impl Io<'_> {

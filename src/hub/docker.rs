@@ -29,20 +29,40 @@ impl Hub {
                 self.end_all_topics(io, "Docker engine unavailable");
             }
             DockerEvent::Changed(c) => {
-                io.broadcast(&self.browsers, &Event::ContainerChanged(&c), Priority::Essential);
-                io.stats.message_out("container_state_change", self.browsers.len() as u64);
+                io.broadcast(
+                    &self.browsers,
+                    &Event::ContainerChanged(&c),
+                    Priority::Essential,
+                );
+                io.stats
+                    .message_out("container_state_change", self.browsers.len() as u64);
                 self.containers.insert(c.id.clone(), c);
             }
             DockerEvent::Removed { id } => {
                 if self.containers.remove(&id).is_some() {
-                    io.broadcast(&self.browsers, &Event::ContainerRemoved { id: &id }, Priority::Essential);
-                    io.stats.message_out("container_state_change", self.browsers.len() as u64);
+                    io.broadcast(
+                        &self.browsers,
+                        &Event::ContainerRemoved { id: &id },
+                        Priority::Essential,
+                    );
+                    io.stats
+                        .message_out("container_state_change", self.browsers.len() as u64);
                 }
             }
-            DockerEvent::LogHistory { follow_id, lines, .. } => self.on_log_history(io, follow_id, lines),
-            DockerEvent::LogLines { follow_id, lines, .. } => self.on_log_lines(io, follow_id, &lines),
-            DockerEvent::LogEnded { follow_id, reason, .. } => self.on_log_ended(io, follow_id, &reason),
-            DockerEvent::ActionDone { request_id, success, message } => {
+            DockerEvent::LogHistory {
+                follow_id, lines, ..
+            } => self.on_log_history(io, follow_id, lines),
+            DockerEvent::LogLines {
+                follow_id, lines, ..
+            } => self.on_log_lines(io, follow_id, &lines),
+            DockerEvent::LogEnded {
+                follow_id, reason, ..
+            } => self.on_log_ended(io, follow_id, &reason),
+            DockerEvent::ActionDone {
+                request_id,
+                success,
+                message,
+            } => {
                 self.on_local_action_done(io, request_id, success, &message);
             }
         }
@@ -65,7 +85,10 @@ impl Hub {
     /// `initial_state` for one socket in its dialect.
     pub fn send_initial_state(&self, io: &mut Io<'_>, token: usize) {
         let list = self.sorted_containers();
-        let f = encode(&Event::InitialState { containers: &list }, io.dialect(token));
+        let f = encode(
+            &Event::InitialState { containers: &list },
+            io.dialect(token),
+        );
         io.send(token, &f, Priority::Essential);
     }
 
@@ -84,7 +107,10 @@ impl Hub {
         }
         let shown: String = reference.chars().take(80).collect();
         if !reference.is_empty() && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let mut hits = self.containers.keys().filter(|id| id.starts_with(reference));
+            let mut hits = self
+                .containers
+                .keys()
+                .filter(|id| id.starts_with(reference));
             if let Some(first) = hits.next() {
                 if hits.next().is_some() {
                     return Err(format!("container reference {shown:?} is ambiguous"));

@@ -76,7 +76,9 @@ impl Hub {
     /// `start_log_stream` for an already resolved container id.
     pub fn subscribe_logs(&mut self, io: &mut Io<'_>, token: usize, id: &str, tail: usize) {
         let dialect = io.dialect(token);
-        let Some(session) = io.conns.get_mut(token).and_then(|c| c.session.as_mut()) else { return };
+        let Some(session) = io.conns.get_mut(token).and_then(|c| c.session.as_mut()) else {
+            return;
+        };
         if session.log_streams.iter().any(|s| s == id) {
             return; // already streaming: starting again is a no-op
         }
@@ -108,7 +110,13 @@ impl Hub {
         if topic.has_history {
             let h = topic.history(tail);
             if !h.is_empty() {
-                io.event(token, &Event::LogUpdate { container_id: id, log: &h });
+                io.event(
+                    token,
+                    &Event::LogUpdate {
+                        container_id: id,
+                        log: &h,
+                    },
+                );
             }
             topic.subs.set(dialect).insert(token);
         } else {
@@ -122,7 +130,9 @@ impl Hub {
             s.log_streams.retain(|x| x != id);
             s.dropped.retain(|(x, _)| x != id);
         }
-        let Some(topic) = self.topics.get_mut(id) else { return };
+        let Some(topic) = self.topics.get_mut(id) else {
+            return;
+        };
         topic.subs.remove(token);
         topic.waiting.retain(|(t, _)| *t != token);
         if topic.subs.is_empty() && topic.waiting.is_empty() {
@@ -138,8 +148,12 @@ impl Hub {
 
     /// The follower's history arrived: fill the ring, serve the waiting.
     pub fn on_log_history(&mut self, io: &mut Io<'_>, follow_id: u64, lines: Vec<LogLine>) {
-        let Some(id) = self.follows.get(&follow_id).cloned() else { return };
-        let Some(topic) = self.topics.get_mut(&id) else { return };
+        let Some(id) = self.follows.get(&follow_id).cloned() else {
+            return;
+        };
+        let Some(topic) = self.topics.get_mut(&id) else {
+            return;
+        };
         for l in &lines {
             topic.push_ring(&l.text);
         }
@@ -147,7 +161,13 @@ impl Hub {
         for (token, tail) in std::mem::take(&mut topic.waiting) {
             let h = topic.history(tail);
             if !h.is_empty() {
-                io.event(token, &Event::LogUpdate { container_id: &id, log: &h });
+                io.event(
+                    token,
+                    &Event::LogUpdate {
+                        container_id: &id,
+                        log: &h,
+                    },
+                );
             }
             let d = io.dialect(token);
             topic.subs.set(d).insert(token);
@@ -157,14 +177,24 @@ impl Hub {
     /// Live lines: one shared frame per chunk and dialect.
     pub fn on_log_lines(&mut self, io: &mut Io<'_>, follow_id: u64, lines: &[LogLine]) {
         let resume_below = self.config.max_queued_bytes / 2;
-        let Some(id) = self.follows.get(&follow_id) else { return };
-        let Some(topic) = self.topics.get_mut(id) else { return };
+        let Some(id) = self.follows.get(&follow_id) else {
+            return;
+        };
+        let Some(topic) = self.topics.get_mut(id) else {
+            return;
+        };
         for l in lines {
             topic.push_ring(&l.text);
         }
         for (log, n) in chunks(lines) {
-            let ev = Event::LogUpdate { container_id: id, log: &log };
-            for (dialect, set) in [(Dialect::Json, &topic.subs.json), (Dialect::SocketIo, &topic.subs.sio)] {
+            let ev = Event::LogUpdate {
+                container_id: id,
+                log: &log,
+            };
+            for (dialect, set) in [
+                (Dialect::Json, &topic.subs.json),
+                (Dialect::SocketIo, &topic.subs.sio),
+            ] {
                 if set.is_empty() {
                     continue;
                 }
@@ -189,16 +219,30 @@ impl Hub {
 
     /// The follower ended: tell every subscriber, forget the topic.
     pub fn on_log_ended(&mut self, io: &mut Io<'_>, follow_id: u64, reason: &str) {
-        let Some(id) = self.follows.remove(&follow_id) else { return };
-        let Some(topic) = self.topics.remove(&id) else { return };
+        let Some(id) = self.follows.remove(&follow_id) else {
+            return;
+        };
+        let Some(topic) = self.topics.remove(&id) else {
+            return;
+        };
         io.stats.log_followers = io.stats.log_followers.saturating_sub(1);
-        let ev = Event::LogStreamStopped { container_id: &id, message: reason };
+        let ev = Event::LogStreamStopped {
+            container_id: &id,
+            message: reason,
+        };
         io.broadcast(&topic.subs, &ev, Priority::Essential);
         let waiting: Vec<usize> = topic.waiting.iter().map(|(t, _)| *t).collect();
         for &t in &waiting {
             io.event(t, &ev);
         }
-        for t in topic.subs.json.tokens().iter().chain(topic.subs.sio.tokens()).chain(waiting.iter()) {
+        for t in topic
+            .subs
+            .json
+            .tokens()
+            .iter()
+            .chain(topic.subs.sio.tokens())
+            .chain(waiting.iter())
+        {
             if let Some(s) = io.conns.get_mut(*t).and_then(|c| c.session.as_mut()) {
                 s.log_streams.retain(|x| x != &id);
             }
@@ -216,25 +260,39 @@ impl Hub {
     /// After a flush drained a socket below half its soft cap, report the
     /// lines it missed with `log_dropped`.
     pub fn report_dropped(io: &mut Io<'_>, token: usize) {
-        let Some(c) = io.conns.get_mut(token) else { return };
+        let Some(c) = io.conns.get_mut(token) else {
+            return;
+        };
         let Some(s) = c.session.as_mut() else { return };
         if s.dropped.is_empty() {
             return;
         }
         let dropped = std::mem::take(&mut s.dropped);
         for (id, lines) in dropped {
-            io.event(token, &Event::LogDropped { container_id: &id, lines });
+            io.event(
+                token,
+                &Event::LogDropped {
+                    container_id: &id,
+                    lines,
+                },
+            );
         }
     }
 }
 
 fn has_dropped(io: &Io<'_>, token: usize) -> bool {
-    io.conns.get(token).and_then(|c| c.session.as_ref()).is_some_and(|s| !s.dropped.is_empty())
+    io.conns
+        .get(token)
+        .and_then(|c| c.session.as_ref())
+        .is_some_and(|s| !s.dropped.is_empty())
 }
 
 /// Sends the pending `log_dropped` notices when the queue is below `below`.
 fn report_dropped_if_drained(io: &mut Io<'_>, token: usize, below: usize) -> bool {
-    let queued = io.conns.get(token).map_or(usize::MAX, |c| c.out.queued_bytes());
+    let queued = io
+        .conns
+        .get(token)
+        .map_or(usize::MAX, |c| c.out.queued_bytes());
     if queued >= below {
         return false;
     }
@@ -257,7 +315,11 @@ mod tests {
     use crate::feed::LogStream;
 
     fn line(t: &str) -> LogLine {
-        LogLine { stream: LogStream::Stdout, timestamp: String::new(), text: t.into() }
+        LogLine {
+            stream: LogStream::Stdout,
+            timestamp: String::new(),
+            text: t.into(),
+        }
     }
 
     #[test]

@@ -55,7 +55,9 @@ impl SubscriberSet {
         true
     }
     pub fn remove(&mut self, token: usize) -> bool {
-        let Some(i) = self.index.remove(&token) else { return false };
+        let Some(i) = self.index.remove(&token) else {
+            return false;
+        };
         self.list.swap_remove(i);
         if let Some(&moved) = self.list.get(i) {
             self.index.insert(moved, i);
@@ -118,7 +120,9 @@ impl Io<'_> {
     /// Queues `frame` on `token`. Droppable frames past the soft cap are
     /// refused; anything past the hard cap closes the socket with 1013.
     pub fn send(&mut self, token: usize, frame: &Frame, prio: Priority) -> Offer {
-        let Some(c) = self.conns.get_mut(token) else { return Offer::Dropped };
+        let Some(c) = self.conns.get_mut(token) else {
+            return Offer::Dropped;
+        };
         if c.is_closing() {
             return Offer::Dropped;
         }
@@ -134,7 +138,11 @@ impl Io<'_> {
             Offer::Dropped => self.stats.frames_dropped_slow += 1,
             Offer::OverHardCap => {
                 self.stats.slow_consumers_closed += 1;
-                self.close(token, ws::close_code::TRY_AGAIN_LATER, "slow consumer: send queue full");
+                self.close(
+                    token,
+                    ws::close_code::TRY_AGAIN_LATER,
+                    "slow consumer: send queue full",
+                );
             }
         }
         offer
@@ -180,12 +188,17 @@ impl Io<'_> {
 
     /// Queues a close frame and moves the socket to its closing phase.
     pub fn close(&mut self, token: usize, code: u16, reason: &str) {
-        let Some(c) = self.conns.get_mut(token) else { return };
+        let Some(c) = self.conns.get_mut(token) else {
+            return;
+        };
         if c.is_closing() {
             return;
         }
         c.out.push(ws::close_frame(code, reason));
-        c.phase = Phase::Closing { deadline: self.now + self.linger, drop_after_flush: false };
+        c.phase = Phase::Closing {
+            deadline: self.now + self.linger,
+            drop_after_flush: false,
+        };
         if !c.dirty {
             c.dirty = true;
             self.dirty.push(token);
@@ -259,7 +272,10 @@ impl Hub {
             ServerState::new("local".into(), true, alert_count, None),
         );
         for a in &config.agents {
-            servers.insert(a.server_id.clone(), ServerState::new(a.name.clone(), false, alert_count, Some(now)));
+            servers.insert(
+                a.server_id.clone(),
+                ServerState::new(a.name.clone(), false, alert_count, Some(now)),
+            );
         }
         let audit = Audit::open(config.audit_log.as_deref());
         Hub {
@@ -283,8 +299,12 @@ impl Hub {
 
     /// Removes a socket from every set it is in (it closed or is closing).
     pub fn detach(&mut self, io: &mut Io<'_>, token: usize) {
-        let Some(conn) = io.conns.get_mut(token) else { return };
-        let Some(session) = conn.session.as_mut() else { return };
+        let Some(conn) = io.conns.get_mut(token) else {
+            return;
+        };
+        let Some(session) = conn.session.as_mut() else {
+            return;
+        };
         let streams = std::mem::take(&mut session.log_streams);
         let servers = std::mem::take(&mut session.metrics_servers);
         let target = session.target_server.take();
@@ -312,8 +332,12 @@ impl Hub {
         for (t, c) in io.conns.iter() {
             if let Some(s) = &c.session {
                 match &s.auth {
-                    AuthState::Pending { deadline } if *deadline <= now => expired.push((t, "authentication timed out")),
-                    AuthState::Ready { exp: Some(exp), .. } if *exp + crate::auth::DEFAULT_LEEWAY.as_secs() < now_unix => {
+                    AuthState::Pending { deadline } if *deadline <= now => {
+                        expired.push((t, "authentication timed out"))
+                    }
+                    AuthState::Ready { exp: Some(exp), .. }
+                        if *exp + crate::auth::DEFAULT_LEEWAY.as_secs() < now_unix =>
+                    {
                         expired.push((t, "token expired"))
                     }
                     _ => {}
@@ -321,7 +345,11 @@ impl Hub {
             }
         }
         for (t, why) in expired {
-            io.stats.auth_failure(if why == "token expired" { "expired" } else { "timeout" });
+            io.stats.auth_failure(if why == "token expired" {
+                "expired"
+            } else {
+                "timeout"
+            });
             io.error_and_close(t, why, ws::close_code::POLICY_VIOLATION);
         }
         self.expire_commands(io);

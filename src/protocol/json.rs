@@ -21,15 +21,33 @@ pub enum Dialect {
 /// A request from a browser, whichever dialect carried it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BrowserRequest {
-    Auth { token: String },
-    StartLogStream { container_id: String, tail: Option<usize> },
-    StopLogStream { container_id: String },
-    DockerCommand { server_id: Option<String>, action: String, container_id: String },
-    Command { server_id: String, command: String },
+    Auth {
+        token: String,
+    },
+    StartLogStream {
+        container_id: String,
+        tail: Option<usize>,
+    },
+    StopLogStream {
+        container_id: String,
+    },
+    DockerCommand {
+        server_id: Option<String>,
+        action: String,
+        container_id: String,
+    },
+    Command {
+        server_id: String,
+        command: String,
+    },
     Ping,
     /// Extension: a `/api/v1/ws` client asks for another server's metrics.
-    SubscribeMetrics { server_id: String },
-    UnsubscribeMetrics { server_id: String },
+    SubscribeMetrics {
+        server_id: String,
+    },
+    UnsubscribeMetrics {
+        server_id: String,
+    },
 }
 
 /// Largest string field accepted from a browser (ids, names, commands).
@@ -49,9 +67,14 @@ fn field<'a>(obj: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a 
 ///
 /// # Errors
 /// A message for the client's `error` reply.
-pub fn request_from(kind: &str, obj: &serde_json::Map<String, Value>) -> Result<BrowserRequest, String> {
+pub fn request_from(
+    kind: &str,
+    obj: &serde_json::Map<String, Value>,
+) -> Result<BrowserRequest, String> {
     Ok(match kind {
-        "auth" => BrowserRequest::Auth { token: field(obj, "token")?.to_string() },
+        "auth" => BrowserRequest::Auth {
+            token: field(obj, "token")?.to_string(),
+        },
         "start_log_stream" => {
             let tail = match obj.get("tail") {
                 None | Some(Value::Null) => None,
@@ -61,11 +84,19 @@ pub fn request_from(kind: &str, obj: &serde_json::Map<String, Value>) -> Result<
                         .ok_or("field \"tail\" must be a non-negative integer")?,
                 ),
             };
-            BrowserRequest::StartLogStream { container_id: field(obj, "container_id")?.to_string(), tail }
+            BrowserRequest::StartLogStream {
+                container_id: field(obj, "container_id")?.to_string(),
+                tail,
+            }
         }
-        "stop_log_stream" => BrowserRequest::StopLogStream { container_id: field(obj, "container_id")?.to_string() },
+        "stop_log_stream" => BrowserRequest::StopLogStream {
+            container_id: field(obj, "container_id")?.to_string(),
+        },
         "docker_command" => BrowserRequest::DockerCommand {
-            server_id: obj.get("server_id").and_then(Value::as_str).map(str::to_string),
+            server_id: obj
+                .get("server_id")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             action: field(obj, "action")?.to_string(),
             container_id: field(obj, "container_id")?.to_string(),
         },
@@ -74,10 +105,12 @@ pub fn request_from(kind: &str, obj: &serde_json::Map<String, Value>) -> Result<
             command: field(obj, "command")?.to_string(),
         },
         "ping" => BrowserRequest::Ping,
-        "subscribe_metrics" => BrowserRequest::SubscribeMetrics { server_id: field(obj, "server_id")?.to_string() },
-        "unsubscribe_metrics" => {
-            BrowserRequest::UnsubscribeMetrics { server_id: field(obj, "server_id")?.to_string() }
-        }
+        "subscribe_metrics" => BrowserRequest::SubscribeMetrics {
+            server_id: field(obj, "server_id")?.to_string(),
+        },
+        "unsubscribe_metrics" => BrowserRequest::UnsubscribeMetrics {
+            server_id: field(obj, "server_id")?.to_string(),
+        },
         other => {
             let shown: String = other.chars().take(64).collect();
             return Err(format!("unknown message type {shown:?}"));
@@ -90,7 +123,8 @@ pub fn request_from(kind: &str, obj: &serde_json::Map<String, Value>) -> Result<
 /// # Errors
 /// "Invalid message format" style messages for the `error` reply.
 pub fn parse_typed(text: &str) -> Result<(String, serde_json::Map<String, Value>), String> {
-    let v: Value = serde_json::from_str(text).map_err(|_| "Invalid message format: not JSON".to_string())?;
+    let v: Value =
+        serde_json::from_str(text).map_err(|_| "Invalid message format: not JSON".to_string())?;
     let Value::Object(obj) = v else {
         return Err("Invalid message format: expected a JSON object".into());
     };
@@ -113,14 +147,31 @@ pub fn parse_browser(text: &str) -> Result<BrowserRequest, String> {
 /// An event the daemon sends to browsers; same meaning in both dialects.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
-    ConnectionEstablished { server_id: &'a str },
-    InitialState { containers: &'a [&'a Container] },
+    ConnectionEstablished {
+        server_id: &'a str,
+    },
+    InitialState {
+        containers: &'a [&'a Container],
+    },
     ContainerChanged(&'a Container),
-    ContainerRemoved { id: &'a str },
-    LogUpdate { container_id: &'a str, log: &'a str },
-    LogStreamStopped { container_id: &'a str, message: &'a str },
-    LogDropped { container_id: &'a str, lines: u64 },
-    Error { message: &'a str },
+    ContainerRemoved {
+        id: &'a str,
+    },
+    LogUpdate {
+        container_id: &'a str,
+        log: &'a str,
+    },
+    LogStreamStopped {
+        container_id: &'a str,
+        message: &'a str,
+    },
+    LogDropped {
+        container_id: &'a str,
+        lines: u64,
+    },
+    Error {
+        message: &'a str,
+    },
 }
 
 impl Event<'_> {
@@ -164,21 +215,39 @@ fn write_fields(out: &mut Vec<u8>, ev: &Event<'_>, dialect: Dialect) {
         }
         Event::InitialState { containers } => kv(out, true, "containers", &containers),
         Event::ContainerChanged(c) => kv(out, true, "container", c),
-        Event::ContainerRemoved { id } => kv(out, true, "container", &Removed { id, state: "removed" }),
+        Event::ContainerRemoved { id } => kv(
+            out,
+            true,
+            "container",
+            &Removed {
+                id,
+                state: "removed",
+            },
+        ),
         Event::LogUpdate { container_id, log } => {
             kv(out, true, "container_id", &container_id);
             kv(out, false, "log", &log);
         }
-        Event::LogStreamStopped { container_id, message } => {
+        Event::LogStreamStopped {
+            container_id,
+            message,
+        } => {
             kv(out, true, "container_id", &container_id);
             kv(out, false, "message", &message);
         }
-        Event::LogDropped { container_id, lines } => {
+        Event::LogDropped {
+            container_id,
+            lines,
+        } => {
             kv(out, true, "container_id", &container_id);
             kv(out, false, "lines", &lines);
         }
         Event::Error { message } => {
-            let key = if dialect == Dialect::SocketIo { "error" } else { "message" };
+            let key = if dialect == Dialect::SocketIo {
+                "error"
+            } else {
+                "message"
+            };
             kv(out, true, key, &message);
         }
     }
@@ -211,7 +280,10 @@ pub fn encode(ev: &Event<'_>, dialect: Dialect) -> Frame {
                     let _ = serde_json::to_writer(&mut buf, c);
                 }
                 Event::ContainerRemoved { id } => {
-                    let _ = serde_json::to_writer(&mut buf, &serde_json::json!({"container_id": id, "id": id, "state": "removed"}));
+                    let _ = serde_json::to_writer(
+                        &mut buf,
+                        &serde_json::json!({"container_id": id, "id": id, "state": "removed"}),
+                    );
                 }
                 _ => {
                     buf.push(b'{');
@@ -249,12 +321,21 @@ mod tests {
 
     #[test]
     fn log_update_in_both_dialects() {
-        let ev = Event::LogUpdate { container_id: "abc", log: "a\n\"b\"\n" };
+        let ev = Event::LogUpdate {
+            container_id: "abc",
+            log: "a\n\"b\"\n",
+        };
         let j: Value = serde_json::from_str(&payload(&encode(&ev, Dialect::Json))).unwrap();
-        assert_eq!(j, serde_json::json!({"type":"log_update","container_id":"abc","log":"a\n\"b\"\n"}));
+        assert_eq!(
+            j,
+            serde_json::json!({"type":"log_update","container_id":"abc","log":"a\n\"b\"\n"})
+        );
         let s = payload(&encode(&ev, Dialect::SocketIo));
         let arr: Value = serde_json::from_str(s.strip_prefix("42").unwrap()).unwrap();
-        assert_eq!(arr, serde_json::json!(["log_update", {"container_id":"abc","log":"a\n\"b\"\n"}]));
+        assert_eq!(
+            arr,
+            serde_json::json!(["log_update", {"container_id":"abc","log":"a\n\"b\"\n"}])
+        );
     }
 
     #[test]
@@ -267,15 +348,31 @@ mod tests {
 
     #[test]
     fn requests_parse_with_clear_errors() {
-        assert_eq!(parse_browser(r#"{"type":"ping"}"#).unwrap(), BrowserRequest::Ping);
+        assert_eq!(
+            parse_browser(r#"{"type":"ping"}"#).unwrap(),
+            BrowserRequest::Ping
+        );
         assert_eq!(
             parse_browser(r#"{"type":"start_log_stream","container_id":"web","tail":5}"#).unwrap(),
-            BrowserRequest::StartLogStream { container_id: "web".into(), tail: Some(5) }
+            BrowserRequest::StartLogStream {
+                container_id: "web".into(),
+                tail: Some(5)
+            }
         );
         assert!(parse_browser("not json").unwrap_err().contains("not JSON"));
         assert!(parse_browser("[1]").unwrap_err().contains("object"));
-        assert!(parse_browser(r#"{"type":"warp"}"#).unwrap_err().contains("unknown message type"));
-        assert!(parse_browser(r#"{"type":"start_log_stream"}"#).unwrap_err().contains("container_id"));
-        assert!(parse_browser(r#"{"type":"start_log_stream","container_id":"x","tail":-1}"#).is_err());
+        assert!(
+            parse_browser(r#"{"type":"warp"}"#)
+                .unwrap_err()
+                .contains("unknown message type")
+        );
+        assert!(
+            parse_browser(r#"{"type":"start_log_stream"}"#)
+                .unwrap_err()
+                .contains("container_id")
+        );
+        assert!(
+            parse_browser(r#"{"type":"start_log_stream","container_id":"x","tail":-1}"#).is_err()
+        );
     }
 }

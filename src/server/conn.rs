@@ -29,7 +29,10 @@ pub enum Phase {
     Open,
     /// A reply or close frame is queued; after it is flushed the write side
     /// is shut and the socket lingers until EOF or `deadline`.
-    Closing { deadline: Instant, drop_after_flush: bool },
+    Closing {
+        deadline: Instant,
+        drop_after_flush: bool,
+    },
 }
 
 /// Browser authentication state of a WebSocket.
@@ -38,7 +41,11 @@ pub enum AuthState {
     /// Waiting for the first message (`auth`, or a Socket.IO CONNECT).
     Pending { deadline: Instant },
     /// Authenticated (or auth is off: `sub` is "anonymous", role admin).
-    Ready { sub: String, role: Role, exp: Option<u64> },
+    Ready {
+        sub: String,
+        role: Role,
+        exp: Option<u64>,
+    },
 }
 
 /// Per-socket protocol state used by the hub.
@@ -131,7 +138,13 @@ pub enum ReadOutcome {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, serial: u64, out: OutQueue, now: Instant, deadline: Instant) -> Self {
+    pub fn new(
+        stream: TcpStream,
+        serial: u64,
+        out: OutQueue,
+        now: Instant,
+        deadline: Instant,
+    ) -> Self {
         Conn {
             stream,
             serial,

@@ -74,10 +74,12 @@ fn route(path: &str, echo: bool) -> Option<(Endpoint, Option<String>)> {
         "/debug/echo" if echo => Some((Endpoint::Echo, None)),
         _ => {
             if let Some(id) = path.strip_prefix("/api/v1/ws/metrics/") {
-                return (!id.is_empty() && !id.contains('/')).then(|| (Endpoint::ServerMetrics, Some(id.to_string())));
+                return (!id.is_empty() && !id.contains('/'))
+                    .then(|| (Endpoint::ServerMetrics, Some(id.to_string())));
             }
             if let Some(id) = path.strip_prefix("/api/v1/ws/logs/") {
-                return (!id.is_empty() && !id.contains('/')).then(|| (Endpoint::ServerLogs, Some(id.to_string())));
+                return (!id.is_empty() && !id.contains('/'))
+                    .then(|| (Endpoint::ServerLogs, Some(id.to_string())));
             }
             None
         }
@@ -113,14 +115,21 @@ impl Server {
     pub fn bind(config: &Config) -> Result<(Poll, TcpListener, Arc<Waker>), ServerError> {
         let poll = Poll::new().map_err(ServerError::Poll)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(ServerError::Poll)?);
-        let mut listener = TcpListener::bind(config.listen).map_err(|e| ServerError::Bind(config.listen, e))?;
+        let mut listener =
+            TcpListener::bind(config.listen).map_err(|e| ServerError::Bind(config.listen, e))?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(ServerError::Poll)?;
         Ok((poll, listener, waker))
     }
 
-    pub fn new(poll: Poll, listener: TcpListener, hub: Hub, feed: Receiver<FeedEvent>, shutdown: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        poll: Poll,
+        listener: TcpListener,
+        hub: Hub,
+        feed: Receiver<FeedEvent>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Self {
         Server {
             poll,
             listener: Some(listener),
@@ -163,7 +172,11 @@ impl Server {
         let mut shutdown_deadline: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let timeout = if self.backlog.is_empty() && !self.feed_pending { next_tick.saturating_duration_since(now) } else { Duration::ZERO };
+            let timeout = if self.backlog.is_empty() && !self.feed_pending {
+                next_tick.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -214,7 +227,9 @@ impl Server {
 
     fn accept(&mut self, now: Instant) {
         for _ in 0..MAX_ACCEPTS_PER_EVENT {
-            let Some(listener) = &self.listener else { return };
+            let Some(listener) = &self.listener else {
+                return;
+            };
             let (mut stream, _addr) = match listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -235,7 +250,11 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let entry = self.conns.vacant_entry();
             let key = entry.key();
-            if let Err(e) = self.poll.registry().register(&mut stream, conn_token(key), Interest::READABLE) {
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut stream, conn_token(key), Interest::READABLE)
+            {
                 log::warn!("could not register a connection: {e}");
                 continue;
             }
@@ -252,7 +271,9 @@ impl Server {
 
     fn on_readable(&mut self, key: usize, now: Instant) {
         let max_msg = self.hub.config.max_message_bytes;
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         let limit = match c.phase {
             Phase::Head { .. } => self.hub.config.max_head_bytes + 1,
             _ => max_msg + 16 + conn::READ_CHUNK,
@@ -295,10 +316,15 @@ impl Server {
     /// Queues a plain HTTP reply and closes after it.
     fn reply_and_close(&mut self, key: usize, bytes: Vec<u8>, status: u16, now: Instant) {
         self.stats.http_request(status);
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         c.inbuf.clear();
         c.out.push(ws::Frame::from(bytes));
-        c.phase = Phase::Closing { deadline: now + LINGER, drop_after_flush: false };
+        c.phase = Phase::Closing {
+            deadline: now + LINGER,
+            drop_after_flush: false,
+        };
         if !c.dirty {
             c.dirty = true;
             self.dirty.push(key);
@@ -307,7 +333,9 @@ impl Server {
 
     fn on_head_bytes(&mut self, key: usize, now: Instant) {
         let max_head = self.hub.config.max_head_bytes;
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         let head = match http::parse_head(&c.inbuf) {
             Parse::Partial if c.inbuf.len() > max_head => {
                 let r = http::error_response(431, "", "request head larger than 8 KiB");
@@ -339,7 +367,8 @@ impl Server {
             Ok(a) => a,
             Err(refusal) => {
                 self.stats.bad_input("bad_upgrade");
-                let r = http::error_response(refusal.status, refusal.extra_headers, &refusal.message);
+                let r =
+                    http::error_response(refusal.status, refusal.extra_headers, &refusal.message);
                 return self.reply_and_close(key, r, refusal.status, now);
             }
         };
@@ -349,8 +378,11 @@ impl Server {
             let r = http::error_response(403, "", "Origin not allowed");
             return self.reply_and_close(key, r, 403, now);
         }
-        let Some(c) = self.conns.get_mut(key) else { return };
-        c.out.push(ws::Frame::from(http::switching_protocols(&accept)));
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        c.out
+            .push(ws::Frame::from(http::switching_protocols(&accept)));
         c.phase = Phase::Open;
         c.endpoint = endpoint;
         c.reader = Some(MessageReader::new(self.hub.config.max_message_bytes));
@@ -372,28 +404,35 @@ impl Server {
     }
 
     fn plain_request(&mut self, key: usize, head: &http::RequestHead, now: Instant) {
-        let (status, ctype, body): (u16, &str, Vec<u8>) = match (head.method.as_str(), head.path.as_str()) {
-            ("GET" | "HEAD", "/healthz") => {
-                let body = serde_json::json!({
-                    "status": "ok",
-                    "docker": if self.hub.docker_up { "up" } else { "down" },
-                    "connections": self.conns.len(),
-                });
-                (200, "application/json", body.to_string().into_bytes())
-            }
-            ("GET" | "HEAD", "/metrics") => (200, "text/plain; version=0.0.4", self.stats.render().into_bytes()),
-            ("GET" | "HEAD", "/api/v1/containers") => {
-                (200, "application/json", crate::hub::containers_json(&self.hub))
-            }
-            (_, "/healthz" | "/metrics" | "/api/v1/containers") => {
-                let r = http::error_response(405, "Allow: GET\r\n", "method not allowed");
-                return self.reply_and_close(key, r, 405, now);
-            }
-            _ => {
-                let r = http::error_response(404, "", "not found");
-                return self.reply_and_close(key, r, 404, now);
-            }
-        };
+        let (status, ctype, body): (u16, &str, Vec<u8>) =
+            match (head.method.as_str(), head.path.as_str()) {
+                ("GET" | "HEAD", "/healthz") => {
+                    let body = serde_json::json!({
+                        "status": "ok",
+                        "docker": if self.hub.docker_up { "up" } else { "down" },
+                        "connections": self.conns.len(),
+                    });
+                    (200, "application/json", body.to_string().into_bytes())
+                }
+                ("GET" | "HEAD", "/metrics") => (
+                    200,
+                    "text/plain; version=0.0.4",
+                    self.stats.render().into_bytes(),
+                ),
+                ("GET" | "HEAD", "/api/v1/containers") => (
+                    200,
+                    "application/json",
+                    crate::hub::containers_json(&self.hub),
+                ),
+                (_, "/healthz" | "/metrics" | "/api/v1/containers") => {
+                    let r = http::error_response(405, "Allow: GET\r\n", "method not allowed");
+                    return self.reply_and_close(key, r, 405, now);
+                }
+                _ => {
+                    let r = http::error_response(404, "", "not found");
+                    return self.reply_and_close(key, r, 404, now);
+                }
+            };
         let mut reply = http::response(status, ctype, "", &body);
         if head.method == "HEAD" {
             let cut = reply.len() - body.len();
@@ -404,12 +443,16 @@ impl Server {
 
     fn on_ws_bytes(&mut self, key: usize, now: Instant) {
         for _ in 0..MAX_MESSAGES_PER_EVENT {
-            let Some(c) = self.conns.get_mut(key) else { return };
+            let Some(c) = self.conns.get_mut(key) else {
+                return;
+            };
             if !matches!(c.phase, Phase::Open) {
                 c.inbuf.clear();
                 break;
             }
-            let Some(reader) = c.reader.as_mut() else { return };
+            let Some(reader) = c.reader.as_mut() else {
+                return;
+            };
             let msg = match reader.read(&mut c.inbuf) {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
@@ -429,7 +472,9 @@ impl Server {
     }
 
     fn on_message(&mut self, key: usize, msg: Incoming, now: Instant) {
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         let endpoint = c.endpoint;
         let reply = match msg {
             Incoming::Ping(p) => Some(ws::pong_frame(&p)),
@@ -438,13 +483,18 @@ impl Server {
                 // Echo the code (RFC 6455 5.5.1), then close once flushed.
                 let code = code.map_or(close_code::NORMAL, |(c, _)| c);
                 c.out.push(ws::close_frame(code, ""));
-                c.phase = Phase::Closing { deadline: now + LINGER, drop_after_flush: true };
+                c.phase = Phase::Closing {
+                    deadline: now + LINGER,
+                    drop_after_flush: true,
+                };
                 self.mark_dirty(key);
                 self.closed.push(key);
                 self.settle(now);
                 None
             }
-            Incoming::Binary(b) if endpoint == Endpoint::Echo => Some(ws::encode_frame(OpCode::Binary, &b)),
+            Incoming::Binary(b) if endpoint == Endpoint::Echo => {
+                Some(ws::encode_frame(OpCode::Binary, &b))
+            }
             Incoming::Text(t) if endpoint == Endpoint::Echo => Some(ws::text_frame(t.as_bytes())),
             Incoming::Binary(_) => {
                 self.stats.bad_input("binary");
@@ -496,7 +546,9 @@ impl Server {
     }
 
     fn on_writable(&mut self, key: usize) {
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         if !c.dirty {
             c.dirty = true;
             self.dirty.push(key);
@@ -516,7 +568,9 @@ impl Server {
     }
 
     fn flush(&mut self, key: usize, now: Instant) {
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         c.dirty = false;
         let (written, result) = c.out.flush(&mut c.stream);
         self.stats.bytes_sent += written as u64;
@@ -527,8 +581,17 @@ impl Server {
         let empty = c.out.is_empty();
         let want_write = !empty;
         if want_write != c.want_write {
-            let interest = if want_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-            if self.poll.registry().reregister(&mut c.stream, conn_token(key), interest).is_err() {
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut c.stream, conn_token(key), interest)
+                .is_err()
+            {
                 return self.remove(key);
             }
             c.want_write = want_write;
@@ -542,7 +605,10 @@ impl Server {
             return;
         }
         if empty {
-            if let Phase::Closing { drop_after_flush, .. } = c.phase {
+            if let Phase::Closing {
+                drop_after_flush, ..
+            } = c.phase
+            {
                 if drop_after_flush || c.eof {
                     return self.remove(key);
                 }
@@ -564,7 +630,9 @@ impl Server {
                 hub.detach(&mut io, key);
             }
         }
-        let Some(mut c) = self.conns.try_remove(key) else { return };
+        let Some(mut c) = self.conns.try_remove(key) else {
+            return;
+        };
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.stats.conn_closed(c.endpoint);
         self.backlog.retain(|k| *k != key);
@@ -605,7 +673,9 @@ impl Server {
                         c.last_ping = now;
                         to_ping.push(key);
                     }
-                    if c.endpoint == Endpoint::SocketIo && c.session.as_ref().is_some_and(|s| s.sio_connected) {
+                    if c.endpoint == Endpoint::SocketIo
+                        && c.session.as_ref().is_some_and(|s| s.sio_connected)
+                    {
                         sio.push(key);
                     }
                 }
@@ -648,9 +718,15 @@ impl Server {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             match self.conns.get(key).map(|c| matches!(c.phase, Phase::Open)) {
-                Some(true) => self.close_conn(key, close_code::GOING_AWAY, "server shutting down", now),
+                Some(true) => {
+                    self.close_conn(key, close_code::GOING_AWAY, "server shutting down", now)
+                }
                 Some(false) => {
-                    if self.conns.get(key).is_some_and(|c| matches!(c.phase, Phase::Head { .. })) {
+                    if self
+                        .conns
+                        .get(key)
+                        .is_some_and(|c| matches!(c.phase, Phase::Head { .. }))
+                    {
                         self.remove(key);
                     }
                 }

@@ -11,7 +11,9 @@ use mio::Waker;
 /// Sends a state string (`READY=1`, `STOPPING=1`) to systemd when run as
 /// `Type=notify`; a no-op otherwise.
 pub fn sd_notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     let sock = match std::os::unix::net::UnixDatagram::unbound() {
         Ok(s) => s,
         Err(e) => return log::warn!("could not notify systemd: {e}"),
@@ -19,7 +21,8 @@ pub fn sd_notify(state: &str) {
     let bytes = path.as_encoded_bytes();
     let result = if let Some(name) = bytes.strip_prefix(b"@") {
         use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name).and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
     } else {
         sock.send_to(state.as_bytes(), &path)
     };
@@ -30,7 +33,10 @@ pub fn sd_notify(state: &str) {
 
 /// Raises the soft open-file limit to the hard limit; returns the new soft limit.
 pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
@@ -53,15 +59,17 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
 /// When the handler thread cannot be set up.
 pub fn handle_signals(flag: Arc<AtomicBool>, waker: Arc<Waker>) -> io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        for sig in signals.forever() {
-            if flag.swap(true, Ordering::SeqCst) {
-                log::warn!("second signal {sig}: exiting now");
-                std::process::exit(1);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if flag.swap(true, Ordering::SeqCst) {
+                    log::warn!("second signal {sig}: exiting now");
+                    std::process::exit(1);
+                }
+                log::info!("signal {sig}: shutting down");
+                let _ = waker.wake();
             }
-            log::info!("signal {sig}: shutting down");
-            let _ = waker.wake();
-        }
-    })?;
+        })?;
     Ok(())
 }

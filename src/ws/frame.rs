@@ -6,6 +6,8 @@
 //! [`begin_frame`]/[`finish_frame`] let a caller serialize a payload (JSON) straight into
 //! the frame's buffer, then put the header in front of it without moving the payload.
 
+use bytes::Buf;
+
 use super::mask::apply_mask;
 use super::{Frame, MAX_CONTROL_PAYLOAD, OpCode};
 
@@ -104,7 +106,10 @@ pub fn begin_frame(payload_hint: usize) -> Vec<u8> {
 /// the headroom and returns a view starting at the header. The payload is not moved.
 /// A buffer shorter than [`HEADROOM`] (not from `begin_frame`) yields an empty frame.
 pub fn finish_frame(mut buf: Vec<u8>, opcode: OpCode) -> Frame {
-    debug_assert!(buf.len() >= HEADROOM, "finish_frame needs a begin_frame buffer");
+    debug_assert!(
+        buf.len() >= HEADROOM,
+        "finish_frame needs a begin_frame buffer"
+    );
     if buf.len() < HEADROOM {
         return encode_frame(opcode, &[]);
     }
@@ -112,7 +117,10 @@ pub fn finish_frame(mut buf: Vec<u8>, opcode: OpCode) -> Frame {
     let (h, n) = header_bytes(opcode, len);
     let start = HEADROOM - n;
     buf[start..HEADROOM].copy_from_slice(&h[..n]);
-    Frame::from(buf).slice(start..)
+    let mut frame = Frame::from(buf);
+    // `advance` only moves the view; `slice` would promote the buffer to a shared one.
+    frame.advance(start);
+    frame
 }
 
 /// Client→server frame (masked with `mask`), used by tests and the load generator.

@@ -134,6 +134,14 @@ impl MessageReader {
                 let n = frame.remaining.min(buf.len() as u64) as usize;
                 if n > 0 {
                     let start = msg.data.len();
+                    if start + n > msg.data.capacity() {
+                        // Grow geometrically but never past the limit (the header check
+                        // guarantees `start + n <= max`), so capacity stays within it too.
+                        let target = (msg.data.capacity() * 2)
+                            .min(self.max_message_bytes)
+                            .max(start + n);
+                        msg.data.reserve_exact(target - start);
+                    }
                     msg.data.extend_from_slice(&buf[..n]);
                     buf.advance(n);
                     frame.mask_pos = apply_mask(&mut msg.data[start..], frame.mask, frame.mask_pos);
@@ -283,9 +291,53 @@ fn control(opcode: OpCode, payload: Vec<u8>) -> Result<Incoming, WsError> {
                 if !close_code::is_valid(code) {
                     return Err(WsError::InvalidCloseCode(code));
                 }
-                let reason = std::str::from_utf8(reason).map_err(|_| WsError::InvalidCloseReason)?;
+                let reason =
+                    std::str::from_utf8(reason).map_err(|_| WsError::InvalidCloseReason)?;
                 Ok(Incoming::Close(Some((code, reason.to_owned()))))
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::ws::encode_client_frame;
+
+    #[test]
+    fn message_buffer_capacity_never_exceeds_the_limit() {
+        let max = 1000;
+        let mut reader = MessageReader::new(max);
+        let mut buf =
+            BytesMut::from(&encode_client_frame(OpCode::Binary, &[1; 3], false, [9; 4])[..]);
+        assert_eq!(reader.read(&mut buf).unwrap(), None);
+        let mut total = 3;
+        while total < max {
+            let n = (max - total).min(7);
+            let fin = total + n == max;
+            let frame = encode_client_frame(OpCode::Continuation, &vec![2; n], fin, [9; 4]);
+            // Feed each frame in two pieces to exercise growth inside a frame too.
+            let (a, b) = frame.split_at(frame.len() / 2 + 1);
+            buf.extend_from_slice(a);
+            assert_eq!(reader.read(&mut buf).unwrap(), None);
+            let cap = reader.message.as_ref().map_or(0, |m| m.data.capacity());
+            assert!(cap <= max, "capacity {cap}");
+            buf.extend_from_slice(b);
+            total += n;
+            let got = reader.read(&mut buf).unwrap();
+            if fin {
+                let Some(Incoming::Binary(data)) = got else {
+                    panic!("expected the message, got {got:?}");
+                };
+                assert_eq!(data.len(), max);
+                assert!(data.capacity() <= max);
+            } else {
+                assert_eq!(got, None);
+                let cap = reader.message.as_ref().map_or(0, |m| m.data.capacity());
+                assert!(cap <= max, "capacity {cap}");
+            }
+        }
     }
 }

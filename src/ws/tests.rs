@@ -190,7 +190,10 @@ fn max_message_size_boundary() {
         cf(OpCode::Text, &[b'a'; 600], false),
         cf(OpCode::Continuation, &[b'b'; 400], true),
     ]);
-    assert_eq!(read_all(&mut MessageReader::new(max), &ok).unwrap().len(), 1);
+    assert_eq!(
+        read_all(&mut MessageReader::new(max), &ok).unwrap().len(),
+        1
+    );
     let bad = cat(&[
         cf(OpCode::Text, &[b'a'; 600], false),
         cf(OpCode::Continuation, &[b'b'; 401], true),
@@ -204,7 +207,10 @@ fn max_message_size_boundary() {
         cf(OpCode::Ping, &[0; 125], true),
         cf(OpCode::Continuation, &[2; 10], true),
     ]);
-    assert_eq!(read_all(&mut MessageReader::new(max), &ctl).unwrap().len(), 2);
+    assert_eq!(
+        read_all(&mut MessageReader::new(max), &ctl).unwrap().len(),
+        2
+    );
 }
 
 #[test]
@@ -283,10 +289,7 @@ fn control_frame_rules() {
         vec![Incoming::Ping(vec![7; 125])]
     );
     // A non-FIN ping inside a fragmented message is still refused.
-    let bytes = cat(&[
-        cf(OpCode::Text, b"a", false),
-        cf(OpCode::Ping, b"", false),
-    ]);
+    let bytes = cat(&[cf(OpCode::Text, b"a", false), cf(OpCode::Ping, b"", false)]);
     assert_eq!(err(&bytes), WsError::FragmentedControl);
 }
 
@@ -363,16 +366,20 @@ fn close_codes_follow_autobahn_7_7_and_7_9() {
 fn invalid_utf8_text_is_1007() {
     for bad in [
         &b"\xff"[..],
-        b"abc\xc0\xafdef",             // overlong
-        b"\xed\xa0\x80",               // surrogate
-        b"\xf4\x90\x80\x80",           // above U+10FFFF
-        b"ok\xe2\x82",                 // incomplete at the end of the message
-        b"\xce\xba\xe1\xbd",      // 3-byte char cut short by the end
+        b"abc\xc0\xafdef",   // overlong
+        b"\xed\xa0\x80",     // surrogate
+        b"\xf4\x90\x80\x80", // above U+10FFFF
+        b"ok\xe2\x82",       // incomplete at the end of the message
+        b"\xce\xba\xe1\xbd", // 3-byte char cut short by the end
     ] {
         let e = err(&cf(OpCode::Text, bad, true));
         assert_eq!(e, WsError::InvalidUtf8, "{bad:?}");
         assert_eq!(e.close_code(), 1007);
-        let got = read_in_pieces(&mut MessageReader::new(MAX), &cf(OpCode::Text, bad, true), &[1]);
+        let got = read_in_pieces(
+            &mut MessageReader::new(MAX),
+            &cf(OpCode::Text, bad, true),
+            &[1],
+        );
         assert_eq!(got.unwrap_err(), WsError::InvalidUtf8, "{bad:?} bytewise");
     }
     // Incomplete at the end of the last fragment.
@@ -391,7 +398,11 @@ fn invalid_utf8_text_is_1007() {
 #[test]
 fn invalid_utf8_in_first_fragment_fails_before_the_rest_arrives() {
     // Autobahn 6.4.1: valid part, then a fragment holding an impossible code point.
-    let first = cf(OpCode::Text, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5", false);
+    let first = cf(
+        OpCode::Text,
+        b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5",
+        false,
+    );
     let second = cf(OpCode::Continuation, b"\xf4\x90\x80\x80", false);
     let mut reader = MessageReader::new(MAX);
     assert_eq!(read_all(&mut reader, &first).unwrap(), vec![]);
@@ -497,34 +508,64 @@ fn random_chunking_gives_the_same_messages() {
     }
 }
 
-#[test]
-fn random_garbage_never_panics_and_stays_bounded() {
-    let mut rng = Rng(12345);
-    for _ in 0..2000 {
-        let len = rng.below(300);
-        let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-        // Make some inputs plausible so they get past the first header checks.
-        if len > 2 && rng.below(2) == 0 {
-            bytes[0] &= 0x8F;
-            bytes[1] |= 0x80;
-        }
-        let mut reader = MessageReader::new(1024);
-        let mut buf = BytesMut::from(&bytes[..]);
+/// Feeds `bytes` in `seg`-byte segments until a close, an error or the end, checking the
+/// bounds the event loop relies on after every call.
+fn run_stream(bytes: &[u8], seg: usize, max: usize) -> (Vec<Incoming>, Option<WsError>) {
+    let mut reader = MessageReader::new(max);
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    for piece in bytes.chunks(seg.max(1)) {
+        buf.extend_from_slice(piece);
         loop {
             match reader.read(&mut buf) {
-                Ok(Some(_)) => continue,
+                Ok(Some(m)) => {
+                    let closing = matches!(m, Incoming::Close(_));
+                    out.push(m);
+                    if closing {
+                        return (out, None);
+                    }
+                }
                 Ok(None) => {
                     assert!(buf.len() < MAX_UNCONSUMED);
                     break;
                 }
                 Err(e) => {
                     assert!([1002, 1007, 1009].contains(&e.close_code()));
-                    break;
+                    return (out, Some(e));
                 }
             }
         }
-        assert!(reader.pending_message_bytes() <= 1024);
+        assert!(reader.pending_message_bytes() <= max);
     }
+    (out, None)
+}
+
+#[test]
+fn random_garbage_never_panics_stays_bounded_and_ignores_segmentation() {
+    let mut rng = Rng(12345);
+    let mut errors = 0;
+    let mut messages = 0;
+    for _ in 0..3000 {
+        let len = rng.below(400);
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        // Make most frames plausible (FIN/opcode ok, no RSV, masked, short length) so the
+        // inputs get past the first header checks and exercise payload handling.
+        let mut pos = 0;
+        while pos + 2 <= bytes.len() && rng.below(4) != 0 {
+            bytes[pos] &= 0x8F;
+            bytes[pos] = (bytes[pos] & 0xF0) | [0, 1, 2, 8, 9, 10][rng.below(6)];
+            bytes[pos + 1] = 0x80 | (bytes[pos + 1] % 40);
+            pos += 6 + (bytes[pos + 1] & 0x7F) as usize;
+        }
+        let whole = run_stream(&bytes, bytes.len(), 1024);
+        let segmented = run_stream(&bytes, 1 + rng.below(7), 1024);
+        assert_eq!(whole, segmented, "input {bytes:?}");
+        errors += whole.1.is_some() as usize;
+        messages += whole.0.len();
+    }
+    // The generator must reach both outcomes, or the test proves little.
+    assert!(errors > 100, "{errors} errors");
+    assert!(messages > 100, "{messages} messages");
 }
 
 #[test]
@@ -534,5 +575,9 @@ fn error_messages_follow_the_house_style() {
         e.to_string(),
         "could not read message: 10 bytes exceed the limit of 5"
     );
-    assert!(WsError::ReservedBits(4).to_string().starts_with("could not"));
+    assert!(
+        WsError::ReservedBits(4)
+            .to_string()
+            .starts_with("could not")
+    );
 }

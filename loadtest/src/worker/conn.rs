@@ -153,8 +153,13 @@ pub struct Conn {
 /// # Errors
 /// Socket creation, bind (e.g. address exhaustion) or an immediate connect failure.
 pub fn open_socket(target: SocketAddr, src: Option<std::net::Ipv4Addr>) -> io::Result<TcpStream> {
-    let domain = if target.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
-    let sock = Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+    let domain = if target.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_nonblocking(true)?;
     sock.set_tcp_nodelay(true)?;
     if let Some(ip) = src {
         set_bind_no_port(&sock);
@@ -198,7 +203,14 @@ pub fn io_kind(prefix: &str, e: &io::Error) -> String {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, id: u64, role: Role, dialect: Dialect, path: String, key: String) -> Conn {
+    pub fn new(
+        stream: TcpStream,
+        id: u64,
+        role: Role,
+        dialect: Dialect,
+        path: String,
+        key: String,
+    ) -> Conn {
         Conn {
             stream,
             reader: FrameReader::default(),
@@ -315,7 +327,9 @@ impl Conn {
                 Err(e) => {
                     let why = match (self.s.state, e.kind()) {
                         (State::Closing, _) => Death::Closed,
-                        (_, io::ErrorKind::ConnectionReset) => Death::Error("closed by server: reset".into()),
+                        (_, io::ErrorKind::ConnectionReset) => {
+                            Death::Error("closed by server: reset".into())
+                        }
                         _ => Death::Error(io_kind("read", &e)),
                     };
                     self.s.dead.get_or_insert(why);
@@ -344,7 +358,9 @@ impl Conn {
         }
         // Header bytes plus one message is the most a valid peer makes us hold.
         if self.inbuf.len() > ctx.max_message + wsproto::MAX_RESPONSE_HEAD {
-            self.s.dead.get_or_insert(Death::Error("read: input over limit".into()));
+            self.s
+                .dead
+                .get_or_insert(Death::Error("read: input over limit".into()));
         }
         self.reader.shrink();
         self.flush();
@@ -403,7 +419,12 @@ impl Conn {
     /// Starts a clean close (storm): close frame 1000, then wait for the server.
     pub fn start_close(&mut self, rng: &mut Rng) {
         let mask = rng.mask();
-        wsproto::encode_frame(&mut self.s.out, wsproto::OP_CLOSE, &wsproto::close_payload(1000), mask);
+        wsproto::encode_frame(
+            &mut self.s.out,
+            wsproto::OP_CLOSE,
+            &wsproto::close_payload(1000),
+            mask,
+        );
         self.s.state = State::Closing;
         self.flush();
     }
@@ -433,7 +454,8 @@ impl Session {
                 if let Some(auth) = self.agent_auth.take() {
                     self.send_text(auth.as_bytes(), ctx.rng);
                     self.state = State::Authing;
-                } else if let (Role::Sub { .. } | Role::Storm, Some(token)) = (self.role, ctx.token) {
+                } else if let (Role::Sub { .. } | Role::Storm, Some(token)) = (self.role, ctx.token)
+                {
                     let mut msg = br#"{"type":"auth","token":""#.to_vec();
                     payload::json_escape_into(&mut msg, token);
                     msg.extend_from_slice(br#""}"#);
@@ -491,42 +513,49 @@ impl Session {
                 }
                 b"error" => {
                     let msg = payload::str_field(data, "message").unwrap_or(b"");
-                    self.dead = Some(Death::Error(format!("auth refused: {}", short(&String::from_utf8_lossy(msg)))));
+                    self.dead = Some(Death::Error(format!(
+                        "auth refused: {}",
+                        short(&String::from_utf8_lossy(msg))
+                    )));
                 }
                 _ => {}
             },
-            State::Established if self.role_is_sub() => {
-                match (ty, ctx.extract) {
-                    (b"log", Extract::LogMessage) => {
-                        self.count_frame(data, ctx);
-                        if let Some(stamp) = payload::str_field(data, "message").and_then(payload::parse_stamp_line) {
-                            self.record(stamp, ctx);
-                        }
+            State::Established if self.role_is_sub() => match (ty, ctx.extract) {
+                (b"log", Extract::LogMessage) => {
+                    self.count_frame(data, ctx);
+                    if let Some(stamp) =
+                        payload::str_field(data, "message").and_then(payload::parse_stamp_line)
+                    {
+                        self.record(stamp, ctx);
                     }
-                    (b"log_update", Extract::LogUpdate) => {
-                        self.count_frame(data, ctx);
-                        self.log_lines(data, ctx);
-                    }
-                    (b"metrics", Extract::Metrics) => {
-                        self.count_frame(data, ctx);
-                        if let Some(ns) = payload::u64_field(data, "sent_ns") {
-                            let seq = payload::u64_field(data, "seq").unwrap_or(0);
-                            self.record(Stamp { ns, seq }, ctx);
-                        }
-                    }
-                    (b"log_dropped", _) => {
-                        if ctx.measuring {
-                            ctx.live.counters.server_dropped += payload::u64_field(data, "lines").unwrap_or(0);
-                        }
-                    }
-                    (b"error", _) => {
-                        let msg = payload::str_field(data, "message").unwrap_or(b"");
-                        ctx.live.error(&format!("server error: {}", short(&String::from_utf8_lossy(msg))));
-                    }
-                    (b"log_stream_stopped", _) => ctx.live.error("server: log_stream_stopped"),
-                    _ => self.count_frame(data, ctx),
                 }
-            }
+                (b"log_update", Extract::LogUpdate) => {
+                    self.count_frame(data, ctx);
+                    self.log_lines(data, ctx);
+                }
+                (b"metrics", Extract::Metrics) => {
+                    self.count_frame(data, ctx);
+                    if let Some(ns) = payload::u64_field(data, "sent_ns") {
+                        let seq = payload::u64_field(data, "seq").unwrap_or(0);
+                        self.record(Stamp { ns, seq }, ctx);
+                    }
+                }
+                (b"log_dropped", _) => {
+                    if ctx.measuring {
+                        ctx.live.counters.server_dropped +=
+                            payload::u64_field(data, "lines").unwrap_or(0);
+                    }
+                }
+                (b"error", _) => {
+                    let msg = payload::str_field(data, "message").unwrap_or(b"");
+                    ctx.live.error(&format!(
+                        "server error: {}",
+                        short(&String::from_utf8_lossy(msg))
+                    ));
+                }
+                (b"log_stream_stopped", _) => ctx.live.error("server: log_stream_stopped"),
+                _ => self.count_frame(data, ctx),
+            },
             _ => {}
         }
     }
@@ -534,7 +563,9 @@ impl Session {
     fn on_sio(&mut self, data: &[u8], ctx: &mut Ctx) {
         match payload::parse_sio(data) {
             SioPacket::Ping => self.send_text(b"3", ctx.rng),
-            SioPacket::Close => self.dead = Some(Death::Error("closed by server: engine.io close".into())),
+            SioPacket::Close => {
+                self.dead = Some(Death::Error("closed by server: engine.io close".into()))
+            }
             SioPacket::Open { .. } if self.state == State::SioOpen => {
                 let mut msg = b"40".to_vec();
                 if let (Role::Sub { .. } | Role::Storm, Some(token)) = (self.role, ctx.token) {
@@ -549,7 +580,9 @@ impl Session {
             SioPacket::ConnectError => {
                 self.dead = Some(Death::Error("socket.io connect refused".into()));
             }
-            SioPacket::Event { name, body } if self.state == State::Established && self.role_is_sub() => {
+            SioPacket::Event { name, body }
+                if self.state == State::Established && self.role_is_sub() =>
+            {
                 self.count_frame(data, ctx);
                 match (name, ctx.extract) {
                     (b"log_update", Extract::SioLogUpdate) => self.log_lines(body, ctx),
@@ -656,7 +689,10 @@ mod tests {
         let msg = format!(
             r#"{{"type":"log_update","container_id":"c","log":"{base} 1 xx\n{base} 2 xx\n{base} 5 xx\n"}}"#
         );
-        s.on_message(msg.as_bytes(), &mut ctx(&mut live, &mut rng, Extract::LogUpdate));
+        s.on_message(
+            msg.as_bytes(),
+            &mut ctx(&mut live, &mut rng, Extract::LogUpdate),
+        );
         assert_eq!(live.counters.delivered, 3);
         assert_eq!(live.counters.frames, 1);
         assert_eq!(live.counters.gaps, 2);
@@ -678,7 +714,10 @@ mod tests {
         s.on_message(br#"40{"sid":"abc"}"#, &mut c);
         assert_eq!(s.state, State::Established);
         s.on_message(b"2", &mut c);
-        s.on_message(br#"42["message",{"ts":"1999999999999000000","seq":3,"payload":"x"}]"#, &mut c);
+        s.on_message(
+            br#"42["message",{"ts":"1999999999999000000","seq":3,"payload":"x"}]"#,
+            &mut c,
+        );
         assert_eq!(c.live.counters.delivered, 1);
         // Unmask what we sent: CONNECT with the escaped token, the subscribe, the pong.
         let mut frames = Vec::new();
@@ -723,7 +762,9 @@ mod tests {
         );
         assert_eq!(
             s2.dead,
-            Some(Death::Error("auth refused: Invalid or inactive API key".into()))
+            Some(Death::Error(
+                "auth refused: Invalid or inactive API key".into()
+            ))
         );
     }
 
@@ -734,11 +775,17 @@ mod tests {
         let mut s = sub_session(Dialect::Json);
         let mut c = ctx(&mut live, &mut rng, Extract::Metrics);
         c.measuring = false;
-        s.on_message(br#"{"type":"metrics","data":{"sent_ns":1999999999999000000,"seq":4}}"#, &mut c);
+        s.on_message(
+            br#"{"type":"metrics","data":{"sent_ns":1999999999999000000,"seq":4}}"#,
+            &mut c,
+        );
         assert_eq!(c.live.counters.delivered, 0);
         assert_eq!(s.last_seq, 4);
         c.measuring = true;
-        s.on_message(br#"{"type":"metrics","data":{"sent_ns":1999999999999000000,"seq":6}}"#, &mut c);
+        s.on_message(
+            br#"{"type":"metrics","data":{"sent_ns":1999999999999000000,"seq":6}}"#,
+            &mut c,
+        );
         assert_eq!(c.live.counters.delivered, 1);
         assert_eq!(c.live.counters.gaps, 1);
     }

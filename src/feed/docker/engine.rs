@@ -7,16 +7,21 @@
 //!   is opened with `since` = the engine's clock read *before* the listing,
 //!   so every later event is replayed (Docker buffers recent events) and
 //!   re-checked against the current state.
-//! - Events are handled in Docker's order. Each batch of ready events costs
-//!   one listing filtered by id, so `Changed` carries the same fields (and
-//!   the same human `status`) as `Up`.
+//! - Events are handled in Docker's order; for each container of a batch of
+//!   ready events, the last one triggers one inspection (see
+//!   [`inspect_container`] for why not a listing). Its human `status` is
+//!   computed the way Docker computes the listing's, so `Changed` and `Up`
+//!   read alike.
 //! - `Changed` is sent only when a container differs from what was last sent
 //!   for it, and `Removed` only for containers that were announced.
 
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::Docker;
-use bollard::models::{ContainerSummary, EventMessage};
+use bollard::models::{
+    ContainerInspectResponse, ContainerState, ContainerStateStatusEnum, ContainerSummary,
+    EventMessage, HealthStatusEnum,
+};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -57,15 +62,29 @@ pub(super) struct SessionEnd {
 
 /// Runs until the engine is unreachable or its event stream ends. Sends `Up`
 /// and then hands the connected client to the main loop through `up`.
-pub(super) async fn session(host: String, sink: Sink, up: mpsc::UnboundedSender<Docker>) -> SessionEnd {
+pub(super) async fn session(
+    host: String,
+    sink: Sink,
+    up: mpsc::UnboundedSender<Docker>,
+) -> SessionEnd {
     let fail = |was_up, reason: String| SessionEnd { was_up, reason };
     let docker = match connect(&host).await {
         Ok(d) => d,
-        Err(e) => return fail(false, format!("could not connect to docker at {host}: {}", error_text(&e))),
+        Err(e) => {
+            return fail(
+                false,
+                format!("could not connect to docker at {host}: {}", error_text(&e)),
+            );
+        }
     };
     let since = match engine_time(&docker).await {
         Ok(t) => t,
-        Err(e) => return fail(false, format!("could not read docker's clock: {}", error_text(&e))),
+        Err(e) => {
+            return fail(
+                false,
+                format!("could not read docker's clock: {}", error_text(&e)),
+            );
+        }
     };
     let (ev_tx, mut ev_rx) = mpsc::channel(EVENT_QUEUE);
     let reader = tokio::spawn(read_events(docker.clone(), since, ev_tx));
@@ -73,9 +92,15 @@ pub(super) async fn session(host: String, sink: Sink, up: mpsc::UnboundedSender<
 
     let table = match list_containers(&docker, None).await {
         Ok(t) => t,
-        Err(e) => return fail(false, format!("could not list containers: {}", error_text(&e))),
+        Err(e) => {
+            return fail(
+                false,
+                format!("could not list containers: {}", error_text(&e)),
+            );
+        }
     };
-    let mut known: HashMap<String, Container> = table.iter().map(|c| (c.id.clone(), c.clone())).collect();
+    let mut known: HashMap<String, Container> =
+        table.iter().map(|c| (c.id.clone(), c.clone())).collect();
     log::info!("docker is up: {} containers", table.len());
     if !sink.send(DockerEvent::Up { containers: table }) {
         return fail(true, "the event loop is gone".into());
@@ -87,7 +112,12 @@ pub(super) async fn session(host: String, sink: Sink, up: mpsc::UnboundedSender<
     loop {
         match ev_rx.recv().await {
             Some(Ok(ev)) => batch.push(ev),
-            Some(Err(e)) => return fail(true, format!("docker event stream failed: {}", error_text(&e))),
+            Some(Err(e)) => {
+                return fail(
+                    true,
+                    format!("docker event stream failed: {}", error_text(&e)),
+                );
+            }
             None => return fail(true, "docker event stream ended".into()),
         }
         // Take whatever else is ready, so a burst costs one listing.
@@ -103,7 +133,10 @@ pub(super) async fn session(host: String, sink: Sink, up: mpsc::UnboundedSender<
             }
         }
         if let Err(e) = apply_events(&docker, &sink, &mut known, &batch).await {
-            return fail(true, format!("could not list containers: {}", error_text(&e)));
+            return fail(
+                true,
+                format!("could not list containers: {}", error_text(&e)),
+            );
         }
         batch.clear();
         if let Some(reason) = failure {
@@ -168,7 +201,11 @@ fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
         _ => return None,
     };
     // Days from civil (Howard Hinnant's algorithm).
-    let (y, m) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let (y, m) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * m + 2) / 5 + d - 1;
@@ -186,9 +223,16 @@ async fn read_events(
 ) {
     let filters: HashMap<String, Vec<String>> = HashMap::from([
         ("type".to_string(), vec!["container".to_string()]),
-        ("event".to_string(), WATCHED_ACTIONS.iter().map(|s| s.to_string()).collect()),
+        (
+            "event".to_string(),
+            WATCHED_ACTIONS.iter().map(|s| s.to_string()).collect(),
+        ),
     ]);
-    let opts = EventsOptions { since: Some(since), until: None, filters: Some(filters) };
+    let opts = EventsOptions {
+        since: Some(since),
+        until: None,
+        filters: Some(filters),
+    };
     let mut stream = docker.events(Some(opts));
     while let Some(item) = stream.next().await {
         let failed = item.is_err();
@@ -205,23 +249,15 @@ async fn apply_events(
     known: &mut HashMap<String, Container>,
     batch: &[EventMessage],
 ) -> Result<(), bollard::errors::Error> {
-    let ids: Vec<Option<String>> = batch.iter().map(|ev| ev.actor.as_ref().and_then(|a| a.id.clone())).collect();
-    let mut wanted: Vec<String> = ids.iter().flatten().cloned().collect();
-    wanted.sort();
-    wanted.dedup();
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    let current: HashMap<String, Container> = list_containers(docker, Some(wanted))
-        .await?
-        .into_iter()
-        .map(|c| (c.id.clone(), c))
+    let ids: Vec<Option<&str>> = batch
+        .iter()
+        .map(|ev| ev.actor.as_ref().and_then(|a| a.id.as_deref()))
         .collect();
     for (i, ev) in batch.iter().enumerate() {
-        let Some(id) = ids[i].as_deref() else { continue };
+        let Some(id) = ids[i] else { continue };
         // Only the last event of a container in the batch matters: the
-        // listing already shows the state after all of them.
-        if ids[i + 1..].iter().any(|later| later.as_deref() == Some(id)) {
+        // inspection shows the state after all of them.
+        if ids[i + 1..].contains(&Some(id)) {
             continue;
         }
         let action = ev.action.as_deref().unwrap_or("");
@@ -232,14 +268,146 @@ async fn apply_events(
             }
             continue;
         }
-        // Missing from the listing: it is being removed; `destroy` follows.
-        let Some(c) = current.get(id) else { continue };
-        if known.get(id) != Some(c) {
+        let known_image = known.get(id).map(|c| c.image.clone());
+        let c = match inspect_container(docker, id, known_image).await {
+            Ok(Some(c)) => c,
+            // Gone already: `destroy` follows.
+            Ok(None) => continue,
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+                log::warn!("could not inspect container {id}: {message}");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if known.get(id) != Some(&c) {
             known.insert(id.to_string(), c.clone());
-            sink.send(DockerEvent::Changed(c.clone()));
+            sink.send(DockerEvent::Changed(c));
         }
     }
     Ok(())
+}
+
+/// One container's current state, `None` when it does not exist.
+///
+/// Inspection, not a listing: Docker emits some events (`pause`, `die`)
+/// before it updates the snapshot that listings read, but while it holds the
+/// container's lock, which inspection waits for. `known_image` keeps the
+/// image as the table showed it (a listing shows the image id once the
+/// container's tag points elsewhere; an inspection cannot tell).
+pub(super) async fn inspect_container(
+    docker: &Docker,
+    id: &str,
+    known_image: Option<String>,
+) -> Result<Option<Container>, bollard::errors::Error> {
+    match docker.inspect_container(id, None).await {
+        Ok(r) => Ok(from_inspect(r, known_image, now_secs())),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn from_inspect(
+    r: ContainerInspectResponse,
+    known_image: Option<String>,
+    now: f64,
+) -> Option<Container> {
+    let id = r.id?;
+    let config = r.config.unwrap_or_default();
+    let state = r.state.unwrap_or_default();
+    let created = r
+        .created
+        .as_deref()
+        .and_then(parse_rfc3339)
+        .map_or(0, |t| t.0);
+    Some(Container {
+        id,
+        name: r
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        image: known_image.or(config.image).unwrap_or_default(),
+        state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+        status: human_status(&state, now),
+        created: rfc3339(created),
+        labels: config.labels.unwrap_or_default().into_iter().collect(),
+    })
+}
+
+/// Docker's human status ("Up 3 minutes (healthy)", "Exited (0) 2 seconds
+/// ago"), computed like the engine's `State.String()` so `Changed` reads
+/// like the listing behind `Up`.
+fn human_status(st: &ContainerState, now: f64) -> String {
+    let at = |t: &Option<String>| -> Option<f64> {
+        let t = t.as_deref()?;
+        if t.starts_with("0001-01-01") {
+            return None;
+        }
+        parse_rfc3339(t).map(|(s, n)| s as f64 + f64::from(n) / 1e9)
+    };
+    let since = |t: &Option<String>| human_duration(now - at(t).unwrap_or(now));
+    let code = st.exit_code.unwrap_or(0);
+    if st.running == Some(true) {
+        if st.paused == Some(true) {
+            return format!("Up {} (Paused)", since(&st.started_at));
+        }
+        if st.restarting == Some(true) {
+            return format!("Restarting ({code}) {} ago", since(&st.finished_at));
+        }
+        let health = st.health.as_ref().and_then(|h| h.status);
+        return match health {
+            Some(HealthStatusEnum::STARTING) => {
+                format!("Up {} (health: starting)", since(&st.started_at))
+            }
+            Some(h @ (HealthStatusEnum::HEALTHY | HealthStatusEnum::UNHEALTHY)) => {
+                format!("Up {} ({h})", since(&st.started_at))
+            }
+            _ => format!("Up {}", since(&st.started_at)),
+        };
+    }
+    if st.status == Some(ContainerStateStatusEnum::REMOVING) {
+        return "Removal In Progress".into();
+    }
+    if st.dead == Some(true) {
+        return "Dead".into();
+    }
+    if at(&st.started_at).is_none() {
+        return "Created".into();
+    }
+    if at(&st.finished_at).is_none() {
+        return String::new();
+    }
+    format!("Exited ({code}) {} ago", since(&st.finished_at))
+}
+
+/// go-units' `HumanDuration`, which Docker uses for statuses.
+fn human_duration(secs: f64) -> String {
+    let s = secs.max(0.0);
+    let seconds = s as i64;
+    let minutes = (s / 60.0) as i64;
+    let hours = (s / 3600.0 + 0.5) as i64;
+    match () {
+        _ if seconds < 1 => "Less than a second".into(),
+        _ if seconds == 1 => "1 second".into(),
+        _ if seconds < 60 => format!("{seconds} seconds"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", (s / 3600.0) as i64 / 24 / 365),
+    }
 }
 
 /// Lists every container (`ids`: only those, by full id).
@@ -248,7 +416,12 @@ pub(super) async fn list_containers(
     ids: Option<Vec<String>>,
 ) -> Result<Vec<Container>, bollard::errors::Error> {
     let filters = ids.map(|ids| HashMap::from([("id".to_string(), ids)]));
-    let opts = ListContainersOptions { all: true, limit: None, size: false, filters };
+    let opts = ListContainersOptions {
+        all: true,
+        limit: None,
+        size: false,
+        filters,
+    };
     let list = docker.list_containers(Some(opts)).await?;
     Ok(list.into_iter().filter_map(to_container).collect())
 }
@@ -273,7 +446,11 @@ fn to_container(s: ContainerSummary) -> Option<Container> {
         state: s.state.map(|st| st.to_string()).unwrap_or_default(),
         status: s.status.unwrap_or_default(),
         created: rfc3339(s.created.unwrap_or(0)),
-        labels: s.labels.unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>(),
+        labels: s
+            .labels
+            .unwrap_or_default()
+            .into_iter()
+            .collect::<BTreeMap<_, _>>(),
     })
 }
 
@@ -297,8 +474,14 @@ mod tests {
             parse_rfc3339("2026-11-23T15:09:44.632261483Z"),
             Some((1_795_446_584, 632_261_483))
         );
-        assert_eq!(parse_rfc3339("2026-11-23T17:09:44.5+02:00"), Some((1_795_446_584, 500_000_000)));
-        assert_eq!(parse_rfc3339("2000-02-29T00:00:00-01:30"), Some((951_787_800, 0)));
+        assert_eq!(
+            parse_rfc3339("2026-11-23T17:09:44.5+02:00"),
+            Some((1_795_446_584, 500_000_000))
+        );
+        assert_eq!(
+            parse_rfc3339("2000-02-29T00:00:00-01:30"),
+            Some((951_787_800, 0))
+        );
         assert_eq!(parse_rfc3339("garbage"), None);
         assert_eq!(parse_rfc3339("2026-11-23T15:09:44"), None);
     }
@@ -322,5 +505,70 @@ mod tests {
         assert_eq!(c.created, "2026-11-23T15:09:44Z");
         assert_eq!(c.labels.get("k").map(String::as_str), Some("v"));
         assert!(to_container(ContainerSummary::default()).is_none());
+    }
+
+    #[test]
+    fn human_durations_match_go_units() {
+        assert_eq!(human_duration(0.4), "Less than a second");
+        assert_eq!(human_duration(1.2), "1 second");
+        assert_eq!(human_duration(59.9), "59 seconds");
+        assert_eq!(human_duration(61.0), "About a minute");
+        assert_eq!(human_duration(59.0 * 60.0), "59 minutes");
+        assert_eq!(human_duration(3600.0), "About an hour");
+        assert_eq!(human_duration(47.0 * 3600.0), "47 hours");
+        assert_eq!(human_duration(3.0 * 86400.0), "3 days");
+        assert_eq!(human_duration(20.0 * 86400.0), "2 weeks");
+        assert_eq!(human_duration(100.0 * 86400.0), "3 months");
+        assert_eq!(human_duration(800.0 * 86400.0), "2 years");
+    }
+
+    #[test]
+    fn human_status_like_docker() {
+        let t0 = "2026-11-23T15:09:44.5Z";
+        let now = 1_795_446_584.5;
+        let st = |f: &dyn Fn(&mut ContainerState)| {
+            let mut s = ContainerState {
+                started_at: Some("0001-01-01T00:00:00Z".into()),
+                finished_at: Some("0001-01-01T00:00:00Z".into()),
+                ..Default::default()
+            };
+            f(&mut s);
+            human_status(&s, now)
+        };
+        assert_eq!(st(&|_| {}), "Created");
+        assert_eq!(
+            st(&|s| {
+                s.running = Some(true);
+                s.started_at = Some(t0.into());
+            }),
+            "Up Less than a second"
+        );
+        assert_eq!(
+            st(&|s| {
+                s.running = Some(true);
+                s.paused = Some(true);
+                s.started_at = Some("2026-11-23T15:08:44.5Z".into());
+            }),
+            "Up About a minute (Paused)"
+        );
+        assert_eq!(
+            st(&|s| {
+                s.running = Some(true);
+                s.started_at = Some(t0.into());
+                s.health = Some(bollard::models::Health {
+                    status: Some(HealthStatusEnum::STARTING),
+                    ..Default::default()
+                });
+            }),
+            "Up Less than a second (health: starting)"
+        );
+        assert_eq!(
+            st(&|s| {
+                s.started_at = Some(t0.into());
+                s.finished_at = Some("2026-11-23T15:09:42.5Z".into());
+                s.exit_code = Some(137);
+            }),
+            "Exited (137) 2 seconds ago"
+        );
     }
 }

@@ -66,7 +66,11 @@ impl Record {
     /// same line repeat the exact `"<ts> "` prefix; those copies are removed.
     pub fn parse(stream: LogStream, message: Bytes) -> Self {
         let Some(sp) = timestamp_end(&message) else {
-            return Self { stream, ts: Bytes::new(), payload: message };
+            return Self {
+                stream,
+                ts: Bytes::new(),
+                payload: message,
+            };
         };
         let ts = message.slice(..sp);
         let mut payload = message.slice(sp + 1..);
@@ -76,7 +80,11 @@ impl Record {
                 payload = Bytes::from(remove_all(&payload, prefix));
             }
         }
-        Self { stream, ts, payload }
+        Self {
+            stream,
+            ts,
+            payload,
+        }
     }
 
     /// True when the record ends a line.
@@ -168,7 +176,11 @@ impl Assembler {
         }
         let p = slot.get_or_insert_with(|| {
             self.seq += 1;
-            Pending { ts: rec.ts.clone(), buf: Vec::new(), seq: self.seq }
+            Pending {
+                ts: rec.ts.clone(),
+                buf: Vec::new(),
+                seq: self.seq,
+            }
         });
         p.buf.extend_from_slice(data);
         while p.buf.len() >= LINE_MAX_BYTES {
@@ -183,10 +195,11 @@ impl Assembler {
 
     /// Ends every unfinished line (the stream is over), oldest first.
     pub fn flush(&mut self, out: &mut impl FnMut(LogLine)) {
-        let mut rest: Vec<(LogStream, Pending)> = [LogStream::Stdout, LogStream::Stderr, LogStream::Console]
-            .into_iter()
-            .filter_map(|s| self.pending[stream_index(s)].take().map(|p| (s, p)))
-            .collect();
+        let mut rest: Vec<(LogStream, Pending)> =
+            [LogStream::Stdout, LogStream::Stderr, LogStream::Console]
+                .into_iter()
+                .filter_map(|s| self.pending[stream_index(s)].take().map(|p| (s, p)))
+                .collect();
         rest.sort_by_key(|(_, p)| p.seq);
         for (stream, p) in rest {
             out(make_line(stream, &p.ts, &p.buf));
@@ -314,7 +327,12 @@ pub enum Joiner {
     /// Everything is new.
     Open,
     /// Drop records until the anchor window has been seen.
-    Window { anchor: Vec<Record>, recent: VecDeque<Record>, seen: usize, limit: usize },
+    Window {
+        anchor: Vec<Record>,
+        recent: VecDeque<Record>,
+        seen: usize,
+        limit: usize,
+    },
     /// Fallback when exact matching failed: records stamped after `ts` are
     /// new (Docker's fixed-width UTC stamps order as bytes).
     After { ts: Bytes },
@@ -338,7 +356,9 @@ impl Joiner {
 
     pub fn after(anchor: &[Record]) -> Self {
         match anchor.last() {
-            Some(last) => Self::After { ts: last.ts.clone() },
+            Some(last) => Self::After {
+                ts: last.ts.clone(),
+            },
             None => Self::Open,
         }
     }
@@ -354,7 +374,12 @@ impl Joiner {
                     Verdict::Old
                 }
             }
-            Self::Window { anchor, recent, seen, limit } => {
+            Self::Window {
+                anchor,
+                recent,
+                seen,
+                limit,
+            } => {
                 *seen += 1;
                 if recent.len() == anchor.len() {
                     recent.pop_front();
@@ -443,9 +468,15 @@ mod tests {
         let mut asm = Assembler::default();
         let mut out = lines_of(
             &mut asm,
-            &[rec(LogStream::Stdout, TS1, "a\nb\nc"), rec(LogStream::Stderr, TS2, "d")],
+            &[
+                rec(LogStream::Stdout, TS1, "a\nb\nc"),
+                rec(LogStream::Stderr, TS2, "d"),
+            ],
         );
-        assert_eq!(out.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            out.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         asm.flush(&mut |l| out.push(l));
         let texts: Vec<_> = out.iter().map(|l| (l.stream, l.text.as_str())).collect();
         assert_eq!(
@@ -502,7 +533,10 @@ mod tests {
         let mut asm = hist.asm;
         let out = lines_of(
             &mut asm,
-            &[rec(LogStream::Stderr, TS3, "trailing\n"), rec(LogStream::Stdout, TS1, "tial\n")],
+            &[
+                rec(LogStream::Stderr, TS3, "trailing\n"),
+                rec(LogStream::Stdout, TS1, "tial\n"),
+            ],
         );
         let texts: Vec<_> = out.iter().map(|l| l.text.as_str()).collect();
         assert_eq!(texts, ["trailing", "out-partial"]);
@@ -533,7 +567,13 @@ mod tests {
     #[test]
     fn joiner_finds_window_and_passes_the_rest() {
         let all: Vec<Record> = (0..20)
-            .map(|i| rec(LogStream::Stdout, &format!("2026-01-01T00:00:00.{i:09}Z"), &format!("{i}\n")))
+            .map(|i| {
+                rec(
+                    LogStream::Stdout,
+                    &format!("2026-01-01T00:00:00.{i:09}Z"),
+                    &format!("{i}\n"),
+                )
+            })
             .collect();
         let anchor = &all[6..10];
         let mut j = Joiner::new(anchor, 12);
@@ -578,7 +618,10 @@ mod tests {
         assert_eq!(j.offer(&rec(LogStream::Stdout, TS2, "a\n")), Verdict::Old);
         assert_eq!(j.offer(&rec(LogStream::Stdout, TS3, "new\n")), Verdict::New);
         // Once open, everything passes (even a late, older stamp).
-        assert_eq!(j.offer(&rec(LogStream::Stdout, TS1, "late\n")), Verdict::New);
+        assert_eq!(
+            j.offer(&rec(LogStream::Stdout, TS1, "late\n")),
+            Verdict::New
+        );
         assert_eq!(Joiner::new(&[], 5).offer(&a), Verdict::New);
     }
 }

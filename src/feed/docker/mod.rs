@@ -108,9 +108,23 @@ pub fn spawn(
     tx: Sender<FeedEvent>,
     waker: Arc<mio::Waker>,
 ) -> std::io::Result<DockerHandle> {
-    let host = resolve_host(host);
+    spawn_at(resolve_host(host), tx, waker)
+}
+
+/// Like [`spawn`] but talks to exactly `host`, ignoring `DOCKER_HOST` (tests
+/// use it to reach an engine of their own).
+///
+/// # Errors
+/// Only when the OS cannot start the thread or its runtime.
+pub fn spawn_at(
+    host: String,
+    tx: Sender<FeedEvent>,
+    waker: Arc<mio::Waker>,
+) -> std::io::Result<DockerHandle> {
     let (req_tx, req_rx) = tokio::sync::mpsc::unbounded_channel();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let sink = Sink { tx, waker };
     std::thread::Builder::new()
         .name("docker-feed".into())
@@ -156,7 +170,9 @@ fn client_for(host: &str) -> Result<Docker, bollard::errors::Error> {
     } else if host.starts_with("tcp://") || host.starts_with("http://") {
         Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, v)
     } else {
-        Err(bollard::errors::Error::UnsupportedURISchemeError { uri: host.to_string() })
+        Err(bollard::errors::Error::UnsupportedURISchemeError {
+            uri: host.to_string(),
+        })
     }
 }
 
@@ -176,7 +192,9 @@ fn error_text(e: &bollard::errors::Error) -> String {
 
 /// Runs a container action; `Ok` holds the message for the user.
 async fn run_action(docker: &Docker, action: ContainerAction, id: &str) -> Result<String, String> {
-    use bollard::query_parameters::{RestartContainerOptions, StartContainerOptions, StopContainerOptions};
+    use bollard::query_parameters::{
+        RestartContainerOptions, StartContainerOptions, StopContainerOptions,
+    };
     let t = Some(STOP_TIMEOUT_SECS);
     let res = match action {
         ContainerAction::Start => docker
@@ -225,7 +243,8 @@ impl DockerClient {
     /// Starts, stops or restarts a container (id or name). `Ok` holds a
     /// message like "Container started"; `Err` the engine's error text.
     pub fn action(&self, action: ContainerAction, container_id: &str) -> Result<String, String> {
-        self.rt.block_on(run_action(&self.docker, action, container_id))
+        self.rt
+            .block_on(run_action(&self.docker, action, container_id))
     }
 
     /// Every container, running or not.
@@ -233,7 +252,9 @@ impl DockerClient {
     /// # Errors
     /// [`DockerError::Request`] when the engine fails the request.
     pub fn containers(&self) -> Result<Vec<Container>, DockerError> {
-        Ok(self.rt.block_on(engine::list_containers(&self.docker, None))?)
+        Ok(self
+            .rt
+            .block_on(engine::list_containers(&self.docker, None))?)
     }
 }
 

@@ -16,28 +16,22 @@ pub fn check_query(query: &str) -> Result<(), &'static str> {
     let mut transport = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "EIO" => {
-                if eio.replace(value).is_some() {
-                    return Err(
-                        "duplicate EIO query parameter: this endpoint serves Engine.IO v4 \
-                                over websocket only (EIO=4&transport=websocket)",
-                    );
-                }
-            }
-            "transport" => {
-                if transport.replace(value).is_some() {
-                    return Err("duplicate transport query parameter: this endpoint serves \
-                                Engine.IO v4 over websocket only (EIO=4&transport=websocket)");
-                }
-            }
+        let slot = match key {
+            "EIO" => &mut eio,
+            "transport" => &mut transport,
             "sid" => {
                 return Err(
                     "Engine.IO sessions cannot be resumed or upgraded: open a new \
                             websocket connection with EIO=4&transport=websocket (Engine.IO v4)",
                 );
             }
-            _ => {}
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            return Err(
+                "duplicate EIO or transport query parameter: this endpoint serves \
+                        Engine.IO v4 over websocket only (EIO=4&transport=websocket)",
+            );
         }
     }
     match eio {

@@ -1,0 +1,227 @@
+//! Command-line interface: every flag, its default, and what it means.
+//!
+//! Owns argument parsing only; scenario.rs turns these into worker plans.
+//! Every default lives here, in the `default_value` attributes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dockwire-loadtest",
+    version,
+    about = "Load generator for dockwire (and peer WebSocket/Socket.IO servers) on this host",
+    long_about = "Load generator for dockwire and peer servers. Loopback targets only. \
+                  Every run is bounded by --duration/--hold and by connection counts."
+)]
+pub struct Cli {
+    /// Internal: run as a worker process driven over stdin/stdout.
+    #[arg(long, hide = true)]
+    pub worker: bool,
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// One publisher, N subscribers: delivery latency and throughput.
+    Fanout(FanoutArgs),
+    /// N connections that authenticate and sit idle: server RSS per connection.
+    Idle(IdleArgs),
+    /// N agents sending metrics, M browsers watching: agent→browser latency.
+    Agents(AgentsArgs),
+    /// Connect/disconnect churn: connections per second and failures.
+    Storm(StormArgs),
+    /// Print reports from earlier `--json` runs side by side (ratios vs the first).
+    Compare(CompareArgs),
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Flags every scenario shares.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Target HOST:PORT (or ws://HOST:PORT); must be a loopback address.
+    #[arg(long, default_value = "127.0.0.1:7575")]
+    pub target: String,
+    /// Worker processes to spread connections over (0: enough for the open-file limit).
+    #[arg(long, default_value_t = 0)]
+    pub procs: usize,
+    /// Print the final report as JSON on stdout (the table goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// No progress line.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Name shown in the report (e.g. the server under test).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Pid of the server, for CPU and RSS (default: whoever listens on the target port).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Do not look up or sample the server process.
+    #[arg(long)]
+    pub no_server_stats: bool,
+    /// JWT for browser connections (JSON `auth` message / Socket.IO CONNECT auth).
+    #[arg(long, conflicts_with = "token_file")]
+    pub token: Option<String>,
+    /// File holding the JWT.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Bound on one connection's setup: TCP connect + upgrade + auth/subscribe.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Connections in setup at once, per worker.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// Connects started per second, whole run (0: as fast as --connect-concurrency allows).
+    #[arg(long, default_value_t = 0.0)]
+    pub connect_rate: f64,
+    /// Bound on each setup phase (publishers/agents, then subscribers).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub setup_timeout: Duration,
+    /// Connections per loopback source address (127.0.0.2, .3, ...); 0: no binding.
+    #[arg(long, default_value_t = 10_000)]
+    pub per_addr: u64,
+    /// Pause between "all connected" and the start of the window (lets subscriptions settle).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub settle: Duration,
+    /// Time after the window in which in-flight deliveries still count.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub drain: Duration,
+    /// Largest server message accepted (bigger ones end that connection).
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Source {
+    /// An agent connection sending `log` messages; subscribers on /api/v1/ws/logs/{server_id}.
+    Agent,
+    /// A container printing stamp lines; subscribers send `start_log_stream`.
+    Container,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DialectArg {
+    Json,
+    Socketio,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Peer {
+    /// Any Socket.IO v4 server implementing the relay in peers/README.md.
+    Socketio,
+    /// A plain WebSocket relay (peers/tokio-tungstenite).
+    WsRelay,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long, default_value_t = 100)]
+    pub subscribers: u64,
+    /// Publisher messages (or container lines) per second.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Payload size in bytes (the stamp line / relay payload).
+    #[arg(long, default_value_t = 100)]
+    pub payload: usize,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    #[arg(long, value_enum, default_value = "agent")]
+    pub source: Source,
+    /// Agent API key for `--source agent`.
+    #[arg(long, conflicts_with = "api_key_file")]
+    pub api_key: Option<String>,
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
+    /// Container (id or name) whose logs subscribers follow, for `--source container`
+    /// when you run the container yourself (lines must start with a ns timestamp).
+    #[arg(long)]
+    pub container: Option<String>,
+    /// Start the container ourselves (`docker run IMAGE cat FIFO`) and feed it
+    /// stamp lines at --rate.
+    #[arg(long)]
+    pub spawn_container: bool,
+    /// Image for --spawn-container (needs `cat`).
+    #[arg(long, env = "DOCKWIRE_TEST_IMAGE")]
+    pub image: Option<String>,
+    /// docker CLI to use for --spawn-container (DOCKER_HOST is honoured).
+    #[arg(long, default_value = "docker")]
+    pub docker: String,
+    /// Subscriber dialect (socketio needs --source container).
+    #[arg(long, value_enum, default_value = "json")]
+    pub dialect: DialectArg,
+    /// Drive a comparison peer instead of dockwire.
+    #[arg(long, value_enum)]
+    pub peer: Option<Peer>,
+    /// Override the subscriber path (`{sid}` is replaced by the server_id).
+    #[arg(long)]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long, default_value_t = 1000)]
+    pub connections: u64,
+    /// How long the connections sit idle once all are up.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub hold: Duration,
+    #[arg(long, value_enum, default_value = "json")]
+    pub dialect: DialectArg,
+    /// Path to connect to (default /api/v1/ws, or the Socket.IO path).
+    #[arg(long)]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentsArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long, default_value_t = 100)]
+    pub agents: u64,
+    /// Metrics interval per agent (agents are staggered over it).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Browsers on /api/v1/ws/metrics/{server_id}, spread round robin over the agents.
+    #[arg(long, default_value_t = 100)]
+    pub browsers: u64,
+    /// One API key per line; agent i uses line i.
+    #[arg(long)]
+    pub api_keys_file: PathBuf,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StormArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Most connections to make in total.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: u64,
+    /// Connections started per second.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    #[arg(long, value_enum, default_value = "json")]
+    pub dialect: DialectArg,
+    #[arg(long)]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// NAME=REPORT.json, the first is the baseline.
+    #[arg(required = true)]
+    pub reports: Vec<String>,
+}

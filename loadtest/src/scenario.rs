@@ -1,0 +1,499 @@
+//! Turns a scenario's flags into one plan per worker.
+//!
+//! Owns: which endpoint each scenario talks to and in which dialect, how the
+//! publisher is chosen (agent, container, peer relay), how connections,
+//! agents and storm rates are split across workers, and how many workers a
+//! run needs for the open-file limit.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+
+use crate::cli::{AgentsArgs, Common, DialectArg, FanoutArgs, IdleArgs, Peer, Source, StormArgs};
+use crate::container::SpawnedContainer;
+use crate::payload::json_escape_into;
+use crate::plan::{
+    AgentSlot, Dialect, Extract, PubSpec, StormSpec, SubSpec, WorkerPlan, split_range,
+};
+use crate::target::{SourceSpread, Target, parse_target};
+use crate::worker::SIO_PATH;
+
+/// Sockets one worker may hold below its open-file limit.
+const FD_HEADROOM: u64 = 200;
+
+/// A whole run, before it is split over workers.
+#[derive(Debug)]
+pub struct RunSpec {
+    pub scenario: &'static str,
+    pub common: Common,
+    pub target: Target,
+    pub params: serde_json::Value,
+    /// Plan shared by every worker; `split` fills in the per-worker parts.
+    pub base: WorkerPlan,
+    pub agents: Vec<AgentSlot>,
+    pub storm: Option<StormSpec>,
+    pub procs: usize,
+    /// Kept alive for the run; removed on drop.
+    #[allow(dead_code)] // held for its Drop, never read
+    pub container: Option<SpawnedContainer>,
+}
+
+fn hard_nofile() -> u64 {
+    // SAFETY: getrlimit on a struct we own.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 1024;
+        }
+        r.rlim_max
+    }
+}
+
+/// Workers needed to hold `sockets` with `limit` open files each (at least 1).
+pub fn procs_for(sockets: u64, limit: u64) -> usize {
+    let per = limit.saturating_sub(FD_HEADROOM).max(1);
+    sockets.div_ceil(per).max(1) as usize
+}
+
+fn token(c: &Common) -> anyhow::Result<Option<String>> {
+    if let Some(t) = &c.token {
+        return Ok(Some(t.trim().to_string()));
+    }
+    if let Some(f) = &c.token_file {
+        let t = std::fs::read_to_string(f)
+            .with_context(|| format!("could not read token file {}", f.display()))?;
+        return Ok(Some(t.trim().to_string()));
+    }
+    Ok(None)
+}
+
+fn base_plan(c: &Common, target: &Target, duration: Duration) -> WorkerPlan {
+    WorkerPlan {
+        worker: 0,
+        workers: 1,
+        target: target.addr,
+        host_header: target.host_header.clone(),
+        spread: SourceSpread {
+            per_addr: c.per_addr,
+        },
+        connect_timeout_ms: c.connect_timeout.as_millis() as u64,
+        connect_concurrency: c.connect_concurrency.max(1),
+        connect_rate: c.connect_rate,
+        setup_timeout_ms: c.setup_timeout.as_millis() as u64,
+        duration_ms: duration.as_millis() as u64,
+        drain_ms: c.drain.as_millis() as u64,
+        max_message: c.max_message_bytes,
+        sub: None,
+        subs: (0, 0),
+        subs_total: 0,
+        publisher: None,
+        rate: 0.0,
+        payload: 0,
+        agents: Vec::new(),
+        agents_total: 0,
+        agent_interval_ms: 0,
+        storm: None,
+    }
+}
+
+fn finish(
+    scenario: &'static str,
+    common: Common,
+    target: Target,
+    params: serde_json::Value,
+    base: WorkerPlan,
+    agents: Vec<AgentSlot>,
+    storm: Option<StormSpec>,
+    container: Option<SpawnedContainer>,
+) -> RunSpec {
+    let sockets = base.subs_total + agents.len() as u64 + 1;
+    let procs = if common.procs > 0 {
+        common.procs
+    } else {
+        procs_for(sockets, hard_nofile())
+    };
+    RunSpec {
+        scenario,
+        common,
+        target,
+        params,
+        base,
+        agents,
+        storm,
+        procs,
+        container,
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = Vec::new();
+    json_escape_into(&mut out, s);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// # Errors
+/// Bad target, missing API key or container, or a failing `docker run`.
+pub fn fanout(a: FanoutArgs) -> anyhow::Result<RunSpec> {
+    let target = parse_target(&a.common.target)?;
+    let mut base = base_plan(&a.common, &target, a.duration);
+    let tok = token(&a.common)?;
+    base.rate = a.rate;
+    base.payload = a.payload;
+    base.subs_total = a.subscribers;
+    let mut container = None;
+    let mut source_desc = format!("{:?}", a.source).to_lowercase();
+    let (publisher, sub) = match (a.peer, a.source) {
+        (Some(Peer::Socketio), _) => {
+            source_desc = "socketio relay".into();
+            (
+                Some(PubSpec::SioRelay),
+                SubSpec {
+                    path: a.path.clone().unwrap_or_else(|| SIO_PATH.into()),
+                    dialect: Dialect::SocketIo,
+                    token: tok,
+                    subscribe: None,
+                    extract: Extract::SioRelay,
+                },
+            )
+        }
+        (Some(Peer::WsRelay), _) => {
+            source_desc = "ws relay".into();
+            let path = a.path.clone().unwrap_or_else(|| "/".into());
+            (
+                Some(PubSpec::WsRelay { path: path.clone() }),
+                SubSpec {
+                    path,
+                    dialect: Dialect::Raw,
+                    token: None,
+                    subscribe: None,
+                    extract: Extract::WsRelay,
+                },
+            )
+        }
+        (None, Source::Agent) => {
+            if a.dialect == DialectArg::Socketio {
+                bail!("the Socket.IO dialect carries container logs only: use --source container");
+            }
+            let key = match (&a.api_key, &a.api_key_file) {
+                (Some(k), _) => k.trim().to_string(),
+                (None, Some(f)) => std::fs::read_to_string(f)
+                    .with_context(|| format!("could not read {}", f.display()))?
+                    .trim()
+                    .to_string(),
+                (None, None) => bail!("fanout --source agent needs --api-key or --api-key-file"),
+            };
+            (
+                Some(PubSpec::Agent { api_key: key }),
+                SubSpec {
+                    path: a
+                        .path
+                        .clone()
+                        .unwrap_or_else(|| "/api/v1/ws/logs/{sid}".into()),
+                    dialect: Dialect::Json,
+                    token: tok,
+                    subscribe: None,
+                    extract: Extract::LogMessage,
+                },
+            )
+        }
+        (None, Source::Container) => {
+            let (name, publisher) = if a.spawn_container {
+                let image = a
+                    .image
+                    .clone()
+                    .context("--spawn-container needs --image or DOCKWIRE_TEST_IMAGE")?;
+                let c = SpawnedContainer::start(&a.docker, &image)?;
+                let out = (
+                    c.name.clone(),
+                    Some(PubSpec::Fifo {
+                        path: c.fifo.to_string_lossy().into_owned(),
+                    }),
+                );
+                container = Some(c);
+                out
+            } else {
+                let name = a
+                    .container
+                    .clone()
+                    .context("--source container needs --container NAME or --spawn-container")?;
+                (name, None)
+            };
+            let id = json_string(&name);
+            let sub = match a.dialect {
+                DialectArg::Json => SubSpec {
+                    path: a.path.clone().unwrap_or_else(|| "/api/v1/ws".into()),
+                    dialect: Dialect::Json,
+                    token: tok,
+                    subscribe: Some(format!(
+                        r#"{{"type":"start_log_stream","container_id":"{id}","tail":0}}"#
+                    )),
+                    extract: Extract::LogUpdate,
+                },
+                DialectArg::Socketio => SubSpec {
+                    path: a.path.clone().unwrap_or_else(|| SIO_PATH.into()),
+                    dialect: Dialect::SocketIo,
+                    token: tok,
+                    subscribe: Some(format!(
+                        r#"42["start_log_stream",{{"container_id":"{id}","tail":0}}]"#
+                    )),
+                    extract: Extract::SioLogUpdate,
+                },
+            };
+            (publisher, sub)
+        }
+    };
+    base.publisher = publisher;
+    base.sub = Some(sub);
+    let params = json!({
+        "subscribers": a.subscribers,
+        "rate": a.rate,
+        "payload": a.payload,
+        "duration_s": a.duration.as_secs_f64(),
+        "source": source_desc,
+        "dialect": format!("{:?}", a.dialect).to_lowercase(),
+        "container": container.as_ref().map(|c| c.name.clone()).or(a.container.clone()),
+    });
+    Ok(finish(
+        "fanout",
+        a.common,
+        target,
+        params,
+        base,
+        Vec::new(),
+        None,
+        container,
+    ))
+}
+
+/// # Errors
+/// Bad target or token file.
+pub fn idle(a: IdleArgs) -> anyhow::Result<RunSpec> {
+    let target = parse_target(&a.common.target)?;
+    let mut base = base_plan(&a.common, &target, a.hold);
+    let (dialect, default_path) = match a.dialect {
+        DialectArg::Json => (Dialect::Json, "/api/v1/ws"),
+        DialectArg::Socketio => (Dialect::SocketIo, SIO_PATH),
+    };
+    base.sub = Some(SubSpec {
+        path: a.path.clone().unwrap_or_else(|| default_path.into()),
+        dialect,
+        token: token(&a.common)?,
+        subscribe: None,
+        extract: Extract::Nothing,
+    });
+    base.subs_total = a.connections;
+    let params = json!({
+        "connections": a.connections,
+        "hold_s": a.hold.as_secs_f64(),
+        "dialect": format!("{:?}", a.dialect).to_lowercase(),
+        "auth": base.sub.as_ref().is_some_and(|s| s.token.is_some()),
+    });
+    Ok(finish(
+        "idle",
+        a.common,
+        target,
+        params,
+        base,
+        Vec::new(),
+        None,
+        None,
+    ))
+}
+
+/// # Errors
+/// Bad target, or fewer keys in the file than agents.
+pub fn agents(a: AgentsArgs) -> anyhow::Result<RunSpec> {
+    let target = parse_target(&a.common.target)?;
+    let text = std::fs::read_to_string(&a.api_keys_file)
+        .with_context(|| format!("could not read {}", a.api_keys_file.display()))?;
+    let keys: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if (keys.len() as u64) < a.agents {
+        bail!(
+            "{} holds {} keys but --agents is {}: the hub maps one key to one server",
+            a.api_keys_file.display(),
+            keys.len(),
+            a.agents
+        );
+    }
+    let mut base = base_plan(&a.common, &target, a.duration);
+    base.sub = Some(SubSpec {
+        path: "/api/v1/ws/metrics/{sid}".into(),
+        dialect: Dialect::Json,
+        token: token(&a.common)?,
+        subscribe: None,
+        extract: Extract::Metrics,
+    });
+    base.subs_total = a.browsers;
+    base.agents_total = a.agents;
+    base.agent_interval_ms = a.interval.as_millis().max(1) as u64;
+    let slots = (0..a.agents)
+        .map(|i| AgentSlot {
+            index: i,
+            api_key: keys[i as usize].to_string(),
+        })
+        .collect();
+    let params = json!({
+        "agents": a.agents,
+        "browsers": a.browsers,
+        "interval_s": a.interval.as_secs_f64(),
+        "duration_s": a.duration.as_secs_f64(),
+    });
+    Ok(finish(
+        "agents", a.common, target, params, base, slots, None, None,
+    ))
+}
+
+/// # Errors
+/// Bad target or token file.
+pub fn storm(a: StormArgs) -> anyhow::Result<RunSpec> {
+    let target = parse_target(&a.common.target)?;
+    let mut base = base_plan(&a.common, &target, a.duration);
+    let (dialect, default_path) = match a.dialect {
+        DialectArg::Json => (Dialect::Json, "/api/v1/ws"),
+        DialectArg::Socketio => (Dialect::SocketIo, SIO_PATH),
+    };
+    base.sub = Some(SubSpec {
+        path: a.path.clone().unwrap_or_else(|| default_path.into()),
+        dialect,
+        token: token(&a.common)?,
+        subscribe: None,
+        extract: Extract::Nothing,
+    });
+    let params = json!({
+        "connections": a.connections,
+        "rate": a.rate,
+        "duration_s": a.duration.as_secs_f64(),
+        "dialect": format!("{:?}", a.dialect).to_lowercase(),
+    });
+    let storm = StormSpec {
+        rate: a.rate,
+        max: a.connections,
+    };
+    Ok(finish(
+        "storm",
+        a.common,
+        target,
+        params,
+        base,
+        Vec::new(),
+        Some(storm),
+        None,
+    ))
+}
+
+impl RunSpec {
+    /// The plan for worker `w` of `self.procs`.
+    pub fn plan_for(&self, w: usize) -> WorkerPlan {
+        let k = self.procs;
+        let mut p = self.base.clone();
+        p.worker = w;
+        p.workers = k;
+        p.subs = split_range(p.subs_total, k, w);
+        let (a0, a1) = split_range(self.agents.len() as u64, k, w);
+        p.agents = self.agents[a0 as usize..a1 as usize].to_vec();
+        p.connect_rate = self.base.connect_rate / k as f64;
+        if w != 0 {
+            p.publisher = None;
+        }
+        p.storm = self.storm.as_ref().map(|s| {
+            let (m0, m1) = split_range(s.max, k, w);
+            StormSpec {
+                rate: s.rate / k as f64,
+                max: m1 - m0,
+            }
+        });
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn procs_follow_the_file_limit() {
+        assert_eq!(procs_for(100, 20_000), 1);
+        assert_eq!(procs_for(19_800, 20_000), 1);
+        assert_eq!(procs_for(19_801, 20_000), 2);
+        assert_eq!(procs_for(100_000, 20_000), 6);
+        assert_eq!(procs_for(0, 20_000), 1);
+    }
+
+    #[test]
+    fn storm_and_subscribers_split_across_workers() {
+        use clap::Parser as _;
+        let target = parse_target("127.0.0.1:7575").unwrap();
+        let common = crate::cli::Cli::try_parse_from(["x", "storm", "--procs", "3"]).unwrap();
+        let Some(crate::cli::Cmd::Storm(a)) = common.cmd else {
+            panic!()
+        };
+        let mut spec = storm(a).unwrap();
+        assert_eq!(spec.procs, 3);
+        spec.base.subs_total = 10;
+        spec.agents = (0..4)
+            .map(|i| AgentSlot {
+                index: i,
+                api_key: format!("k{i}"),
+            })
+            .collect();
+        let plans: Vec<WorkerPlan> = (0..3).map(|w| spec.plan_for(w)).collect();
+        assert_eq!(plans.iter().map(|p| p.subs.1 - p.subs.0).sum::<u64>(), 10);
+        assert_eq!(plans.iter().map(|p| p.agents.len()).sum::<usize>(), 4);
+        assert_eq!(
+            plans
+                .iter()
+                .map(|p| p.storm.as_ref().unwrap().max)
+                .sum::<u64>(),
+            1000
+        );
+        assert!((plans[1].storm.as_ref().unwrap().rate - 200.0 / 3.0).abs() < 1e-9);
+        assert_eq!(plans[2].worker, 2);
+        assert_eq!(plans[2].target, target.addr);
+    }
+
+    #[test]
+    fn fanout_refuses_non_loopback_and_needs_a_key() {
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from([
+            "x",
+            "fanout",
+            "--target",
+            "10.1.2.3:7575",
+            "--api-key",
+            "k",
+        ])
+        .unwrap();
+        let Some(crate::cli::Cmd::Fanout(a)) = cli.cmd else {
+            panic!()
+        };
+        assert!(fanout(a).unwrap_err().to_string().contains("only loopback"));
+        let cli = crate::cli::Cli::try_parse_from(["x", "fanout"]).unwrap();
+        let Some(crate::cli::Cmd::Fanout(a)) = cli.cmd else {
+            panic!()
+        };
+        assert!(fanout(a).unwrap_err().to_string().contains("--api-key"));
+        let cli = crate::cli::Cli::try_parse_from([
+            "x",
+            "fanout",
+            "--source",
+            "container",
+            "--container",
+            "web\"1",
+        ])
+        .unwrap();
+        let Some(crate::cli::Cmd::Fanout(a)) = cli.cmd else {
+            panic!()
+        };
+        let spec = fanout(a).unwrap();
+        let sub = spec.base.sub.unwrap();
+        let v: serde_json::Value = serde_json::from_str(sub.subscribe.as_deref().unwrap()).unwrap();
+        assert_eq!(v["container_id"], "web\"1");
+        assert_eq!(v["tail"], 0);
+        assert!(spec.base.publisher.is_none());
+    }
+}

@@ -1,0 +1,332 @@
+//! Helpers shared by the integration tests: start the real `dockwire`
+//! binary on a free loopback port with a temp config, connect real
+//! WebSocket clients (tungstenite), speak raw TCP, wait with deadlines.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+pub type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "dockwire-test-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A running daemon, killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `dockwire serve` with `extra` TOML appended to a config holding `listen`.
+    pub fn start(extra: &str) -> Daemon {
+        Self::start_with_env(extra, &[])
+    }
+
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let port = free_port();
+        let dir = temp_dir("daemon");
+        let config_path = dir.join("dockwire.toml");
+        std::fs::write(
+            &config_path,
+            format!("listen = \"127.0.0.1:{port}\"\n{extra}\n"),
+        )
+        .unwrap();
+        Self::start_at(config_path, port, dir, env)
+    }
+
+    pub fn start_at(config_path: PathBuf, port: u16, dir: PathBuf, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dockwire"));
+        cmd.arg("serve").arg("--config").arg(&config_path);
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        if std::env::var_os("DOCKER_HOST").is_none() {
+            // No engine in this test: point at a socket that does not exist.
+            cmd.env(
+                "DOCKER_HOST",
+                format!("unix://{}/no-docker.sock", dir.display()),
+            );
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+        cmd.stdout(Stdio::null()).stderr(log);
+        let child = cmd.spawn().expect("spawn dockwire");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let d = Daemon {
+            child,
+            addr,
+            dir,
+            config_path,
+        };
+        d.wait_ready();
+        d
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = try_http_get(self.addr, "/healthz") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon did not become ready; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn healthz(&self) -> Value {
+        let (status, body) = http_get(self.addr, "/healthz");
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub fn metrics_text(&self) -> String {
+        http_get(self.addr, "/metrics").1
+    }
+
+    /// Value of a Prometheus sample line like `name{labels} 3`.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics_text().lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|r| r.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Resident set size in KiB from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- daemon log ----\n{}", self.log());
+        }
+    }
+}
+
+/// A GET over raw TCP: (status, body).
+pub fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let raw = raw_request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
+    )?;
+    Ok(split_response(&raw))
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    try_http_get(addr, path).expect("http get")
+}
+
+/// Sends bytes, reads until EOF (bounded by a 10 s timeout).
+pub fn raw_request(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(bytes)?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+pub fn split_response(raw: &str) -> (u16, String) {
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Connects a WebSocket client with a read timeout.
+pub fn connect(url: &str) -> Ws {
+    let (ws, _resp) = tungstenite::connect(url).unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    set_timeout(&ws, Duration::from_millis(200));
+    ws
+}
+
+pub fn set_timeout(ws: &Ws, d: Duration) {
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(d)).unwrap();
+    }
+}
+
+pub fn send_json(ws: &mut Ws, v: &Value) {
+    ws.send(Message::text(v.to_string())).expect("send");
+}
+
+/// Next JSON text message within `within`, or None.
+pub fn next_json(ws: &mut Ws, within: Duration) -> Option<Value> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        match ws.read() {
+            Ok(Message::Text(t)) => {
+                return Some(serde_json::from_str(t.as_str()).expect("server sent JSON"));
+            }
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Waits for a message whose `type` is `kind`, skipping others (e.g. metrics).
+pub fn wait_type(ws: &mut Ws, kind: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no {kind:?} message within {within:?}");
+        if let Some(v) = next_json(ws, left) {
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+}
+
+/// Reads until the server closes; returns the close code seen (if any).
+pub fn wait_close(ws: &mut Ws, within: Duration) -> Option<u16> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        match ws.read() {
+            Ok(Message::Close(Some(f))) => return Some(f.code.into()),
+            Ok(Message::Close(None)) => return Some(1005),
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// A valid raw upgrade request for `path`.
+pub fn upgrade_request(addr: SocketAddr, path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// Writes a secret file and returns its path.
+pub fn write_secret(dir: &Path) -> PathBuf {
+    let p = dir.join("jwt.secret");
+    std::fs::write(&p, "0123456789abcdef0123456789abcdef-test-secret\n").unwrap();
+    p
+}
+
+/// Docker: env for tests that need the engine; None when not configured.
+pub fn docker_host() -> Option<String> {
+    std::env::var("DOCKER_HOST").ok()
+}
+
+pub fn test_image() -> String {
+    std::env::var("DOCKWIRE_TEST_IMAGE").unwrap_or_else(|_| "dockwire-test:latest".into())
+}
+
+/// Runs the docker CLI against the test engine; returns stdout (trimmed).
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `docker` but tolerating failure (cleanup).
+pub fn docker_quiet(args: &[&str]) {
+    let _ = Command::new("docker")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A unique container name for a test.
+pub fn unique_name(tag: &str) -> String {
+    format!("dw-{tag}-{}-{}", std::process::id(), free_port())
+}

@@ -1,0 +1,214 @@
+//! The HTTP side of the port: plain endpoints, upgrade refusals, limits,
+//! config checking and signals — against the real binary.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn healthz_metrics_and_not_found() {
+    let d = Daemon::start("");
+    let h = d.healthz();
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["docker"], "down", "no engine configured for this test");
+    assert!(h["connections"].as_u64().is_some());
+
+    let text = d.metrics_text();
+    for series in [
+        "dockwire_connections{endpoint=\"ws\"}",
+        "dockwire_messages_sent_total",
+        "dockwire_bytes_sent_total",
+        "dockwire_frames_dropped_total",
+        "dockwire_docker_up 0",
+        "dockwire_agents_connected",
+        "dockwire_loop_iteration_seconds_count",
+    ] {
+        assert!(
+            text.contains(series),
+            "missing {series} in /metrics:\n{text}"
+        );
+    }
+
+    let (status, body) = http_get(d.addr, "/nope");
+    assert_eq!(status, 404);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["error"].is_string());
+
+    let (status, body) = http_get(d.addr, "/api/v1/containers");
+    assert_eq!(status, 200);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .is_array()
+    );
+}
+
+#[test]
+fn malformed_request_gets_400_and_close() {
+    let d = Daemon::start("");
+    let raw = raw_request(d.addr, b"\x16\x03\x01 this is not http\r\n\r\n").unwrap();
+    assert_eq!(split_response(&raw).0, 400, "{raw}");
+}
+
+#[test]
+fn upgrade_refusals() {
+    let d = Daemon::start("");
+    let a = d.addr;
+    // Bad version -> 426 with the supported version.
+    let req = upgrade_request(a, "/api/v1/ws", "").replace("Version: 13", "Version: 8");
+    let raw = raw_request(a, req.as_bytes()).unwrap();
+    assert_eq!(split_response(&raw).0, 426, "{raw}");
+    assert!(raw.contains("Sec-WebSocket-Version: 13"));
+    // Missing key -> 400.
+    let req = upgrade_request(a, "/api/v1/ws", "")
+        .replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
+    assert_eq!(
+        split_response(&raw_request(a, req.as_bytes()).unwrap()).0,
+        400
+    );
+    // Not GET -> 405.
+    let req = upgrade_request(a, "/api/v1/ws", "").replacen("GET", "POST", 1);
+    assert_eq!(
+        split_response(&raw_request(a, req.as_bytes()).unwrap()).0,
+        405
+    );
+    // Head larger than 8 KiB -> 431.
+    let big = format!("X-Pad: {}\r\n", "a".repeat(9000));
+    let raw = raw_request(a, upgrade_request(a, "/api/v1/ws", &big).as_bytes()).unwrap();
+    assert_eq!(split_response(&raw).0, 431, "{raw}");
+    // Cross-origin without an allowlist -> 403.
+    let req = upgrade_request(a, "/api/v1/ws", "Origin: https://evil.example\r\n");
+    assert_eq!(
+        split_response(&raw_request(a, req.as_bytes()).unwrap()).0,
+        403
+    );
+    // Same-origin is fine.
+    let req = upgrade_request(a, "/api/v1/ws", &format!("Origin: http://{a}\r\n"));
+    let raw = raw_request_first_bytes(a, req.as_bytes());
+    assert!(raw.starts_with("HTTP/1.1 101"), "{raw}");
+    // Echo endpoint is off by default.
+    let raw = raw_request(a, upgrade_request(a, "/debug/echo", "").as_bytes()).unwrap();
+    assert_eq!(split_response(&raw).0, 404);
+}
+
+/// Reads only the response head (the socket stays open after a 101).
+fn raw_request_first_bytes(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn slow_head_times_out_with_408() {
+    let d = Daemon::start("[limits]\nhandshake_timeout = \"1s\"\n");
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /api/v1/ws HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let raw = String::from_utf8_lossy(&out);
+    assert_eq!(split_response(&raw).0, 408, "{raw}");
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "closed by the deadline, not the client timeout"
+    );
+}
+
+#[test]
+fn max_connections_answers_503() {
+    let d = Daemon::start("[limits]\nmax_connections = 3\n");
+    let held: Vec<_> = (0..3).map(|_| connect(&d.url("/api/v1/ws"))).collect();
+    let raw = raw_request(d.addr, upgrade_request(d.addr, "/api/v1/ws", "").as_bytes()).unwrap();
+    assert_eq!(split_response(&raw).0, 503, "{raw}");
+    drop(held);
+}
+
+#[test]
+fn check_config_good_and_bad() {
+    let dir = temp_dir("checkcfg");
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "listen = \"127.0.0.1:7999\"\nmetrics_interval = \"2s\"\n[limits]\nmax_queued_bytes = \"4MiB\"\n\
+         [[agents]]\nname = \"web-1\"\nkey_sha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dockwire"))
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("config OK"));
+
+    for (name, text, needle) in [
+        ("badlisten.toml", "listen = \"here\"\n", "listen"),
+        (
+            "badsize.toml",
+            "[limits]\nmax_message_bytes = \"lots\"\n",
+            "max_message_bytes",
+        ),
+        ("unknown.toml", "colour = \"blue\"\n", "colour"),
+        (
+            "badkey.toml",
+            "[[agents]]\nname = \"a\"\nkey_sha256 = \"zz\"\n",
+            "key_sha256",
+        ),
+        (
+            "badsecret.toml",
+            "[auth]\njwt_secret_file = \"/nonexistent/secret\"\n",
+            "jwt_secret_file",
+        ),
+        ("badtoml.toml", "listen = \n", "parse"),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_dockwire"))
+            .args(["check-config", "--config"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(needle),
+            "{name}: error should mention {needle:?}: {err}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_dockwire"))
+        .args(["check-config", "--config", "/nonexistent/dockwire.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn sigterm_closes_clients_with_1001_and_exits_zero() {
+    let mut d = Daemon::start("");
+    let mut a = connect(&d.url("/api/v1/ws"));
+    let mut b = connect(&d.url("/api/v1/ws"));
+    wait_type(&mut a, "connection_established", Duration::from_secs(5));
+    wait_type(&mut b, "connection_established", Duration::from_secs(5));
+    let started = Instant::now();
+    let status = d
+        .terminate(Duration::from_secs(5))
+        .expect("exited within 5 s");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(wait_close(&mut a, Duration::from_secs(2)), Some(1001));
+    assert_eq!(wait_close(&mut b, Duration::from_secs(2)), Some(1001));
+}
