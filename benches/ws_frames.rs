@@ -8,6 +8,9 @@
 //! - `read_masked`: `MessageReader` throughput on masked client frames of 100 B (many small
 //!   JSON messages: per-frame overhead dominates) and 64 KiB (the default message limit:
 //!   unmasking, copying and UTF-8 validation dominate).
+//! - `json_log_update`: the hub's real case, a `log_update` message serialized with
+//!   serde_json then framed: into a temporary `Vec` + `text_frame` (two allocations, one
+//!   extra copy) vs straight into `begin_frame`'s buffer + `finish_frame` (one of each).
 //! - `unmask_64KiB`: the u64-at-a-time `apply_mask` vs a per-byte loop, to justify it.
 
 use std::hint::black_box;
@@ -39,6 +42,30 @@ fn encode(c: &mut Criterion) {
         b.iter(|| {
             let mut buf = begin_frame(payload.len());
             buf.extend_from_slice(black_box(&payload));
+            finish_frame(buf, OpCode::Text)
+        })
+    });
+    g.finish();
+}
+
+fn json(c: &mut Criterion) {
+    let msg = serde_json::json!({
+        "type": "log_update",
+        "container_id": "3f4e5d6c7b8a",
+        "log": "2024-01-01T00:00:00Z GET /api/v1/items 200 12ms\n".repeat(4),
+    });
+    let mut g = c.benchmark_group("json_log_update");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("to_vec_then_text_frame", |b| {
+        b.iter(|| {
+            let body = serde_json::to_vec(black_box(&msg)).expect("serialize");
+            text_frame(&body)
+        })
+    });
+    g.bench_function("begin_frame_in_place", |b| {
+        b.iter(|| {
+            let mut buf = begin_frame(256);
+            serde_json::to_writer(&mut buf, black_box(&msg)).expect("serialize");
             finish_frame(buf, OpCode::Text)
         })
     });
@@ -96,5 +123,5 @@ fn unmask(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encode, read, unmask);
+criterion_group!(benches, encode, json, read, unmask);
 criterion_main!(benches);

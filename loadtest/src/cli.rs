@@ -93,6 +93,10 @@ pub struct Common {
     /// Time after the window in which in-flight deliveries still count.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub drain: Duration,
+    /// Spin instead of sleeping in epoll (costs a full core per worker; keeps
+    /// the client's CPU awake so wake-up latency is not charged to the server).
+    #[arg(long)]
+    pub busy_poll: bool,
     /// Largest server message accepted (bigger ones end that connection).
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_message_bytes: usize,

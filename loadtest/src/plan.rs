@@ -115,6 +115,8 @@ pub struct WorkerPlan {
     /// Time after the window in which late deliveries still count.
     pub drain_ms: u64,
     pub max_message: usize,
+    /// Poll with a zero timeout instead of sleeping.
+    pub busy_poll: bool,
     /// Subscriber behaviour and this worker's run-wide index range `[start, end)`.
     pub sub: Option<SubSpec>,
     pub subs: (u64, u64),

@@ -84,6 +84,7 @@ fn base_plan(c: &Common, target: &Target, duration: Duration) -> WorkerPlan {
         duration_ms: duration.as_millis() as u64,
         drain_ms: c.drain.as_millis() as u64,
         max_message: c.max_message_bytes,
+        busy_poll: c.busy_poll,
         sub: None,
         subs: (0, 0),
         subs_total: 0,

@@ -228,7 +228,7 @@ impl Worker {
         self.next_sub = self.plan.subs.0;
         self.begin_prepare(poll, tx);
         loop {
-            let timeout = if self.hot.is_empty() {
+            let timeout = if self.hot.is_empty() && !self.plan.busy_poll {
                 self.poll_timeout(Instant::now())
             } else {
                 Duration::ZERO

@@ -4,18 +4,27 @@
 //! How history and live meet without a gap or a duplicate: Docker's `since`
 //! has whole-second precision and its timestamps are not even monotonic
 //! across stdout and stderr, so the seam is found by content instead.
-//! 1. A non-follow request with `tail=N` gives the history; its last
-//!    complete record is the *anchor* (see `lines::HistoryBuilder`).
-//! 2. A `follow` request with `tail = records + JOIN_SLACK` replays the end
-//!    of the log and then streams new output; Docker serves both from one
-//!    snapshot of the log file, so that stream itself has no gap. The
-//!    records up to the anchor (matched as a window, by stream, nanosecond
-//!    timestamp and bytes) are dropped; everything after it is new.
-//! 3. If the container wrote more than the slack between the two requests,
-//!    the anchor is not in the replayed tail: ask again with an 8x larger
-//!    tail. After [`MAX_JOIN_ATTEMPTS`], fall back to "stamped after the
-//!    anchor" (may lose or repeat lines stamped in the same nanosecond; only
-//!    for logs rotated away under us or absurd output rates).
+//! 1. Two requests go out together: the history (`tail=N`, no follow) and
+//!    the live stream (`follow`, `tail = N + JOIN_SLACK`). Docker serves a
+//!    follow request from one snapshot of the log file: its replayed tail
+//!    and its live part have no gap between them. The live stream is not
+//!    read (beyond its first record) until the history is complete, so
+//!    Docker, not this process, holds what it has to say meanwhile.
+//! 2. The history's last complete record is the *anchor* (see
+//!    `lines::HistoryBuilder`). In the live stream, the records up to the
+//!    anchor (matched as a window, by stream, nanosecond timestamp and
+//!    bytes) are dropped; everything after it is new. Whichever snapshot
+//!    Docker took first, the anchor is in that stream: in its replayed tail
+//!    or in its live part.
+//! 3. If the anchor is not found (more than the slack was written before the
+//!    follow snapshot), the live stream is requested again with an 8x larger
+//!    tail. After [`MAX_JOIN_ATTEMPTS`], "stamped after the anchor" decides
+//!    (only for logs rotated away under us or absurd output rates).
+//! 4. When a follow stream ends (the container stopped), Docker may not have
+//!    sent the last lines written just before the stop (its follow reader
+//!    quits at end of file once the container is gone). The end of the log
+//!    is read once more, joined after the last record seen the same way,
+//!    and only then is unfinished text flushed and `LogEnded` sent.
 //!
 //! Live batching: after one record arrives, every record already buffered is
 //! taken without waiting (`now_or_never`), up to [`BATCH_MAX_LINES`] lines or
@@ -23,36 +32,39 @@
 //! the follower waits while the feed channel's backlog is over
 //! [`LOG_BACKLOG_MAX_EVENTS`], so Docker, not this process, holds the excess.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::query_parameters::LogsOptions;
 use futures_util::{FutureExt, Stream, StreamExt};
 
-use super::lines::{Assembler, HistoryBuilder, Joiner, Record, Verdict};
+use super::lines::{ANCHOR_WINDOW, Assembler, HistoryBuilder, Joiner, Record, Verdict};
 use super::{BATCH_MAX_BYTES, BATCH_MAX_LINES, LOG_BACKLOG_MAX_EVENTS, MAX_TAIL, Sink, error_text};
 use crate::feed::{DockerEvent, LogLine};
 
 /// Extra records the follow request replays beyond the history's, to cover
-/// output written between the two requests.
+/// output written between the two snapshots.
 const JOIN_SLACK: usize = 2048;
 /// Exact-match attempts (each with an 8x larger tail) before the fallback.
 const MAX_JOIN_ATTEMPTS: u32 = 4;
+/// Attempts to read what a finished follow stream left out.
+const CATCH_UP_ATTEMPTS: u32 = 2;
 /// How often a follower re-checks the feed channel's backlog.
 const BACKLOG_POLL: Duration = Duration::from_millis(2);
 
+type Item = Result<LogOutput, bollard::errors::Error>;
+
 /// Follows `container_id`'s logs; returns the follow id and why it ended.
-pub(super) async fn follow(
-    docker: Docker,
-    sink: Sink,
-    follow_id: u64,
-    container_id: String,
-    tail: usize,
-) -> (u64, String) {
+pub(super) async fn follow(docker: Docker, sink: Sink, follow_id: u64, container_id: String, tail: usize) -> (u64, String) {
     let mut f = Follower {
         sink,
         follow_id,
         container_id,
+        asm: Assembler::default(),
+        recent: VecDeque::with_capacity(ANCHOR_WINDOW),
+        batch: Batch::default(),
     };
     let reason = f.run(&docker, tail).await;
     (follow_id, reason)
@@ -62,16 +74,18 @@ struct Follower {
     sink: Sink,
     follow_id: u64,
     container_id: String,
+    asm: Assembler,
+    /// The last records read from Docker (kept or dropped): where a
+    /// catch-up read continues.
+    recent: VecDeque<Record>,
+    batch: Batch,
 }
 
-/// How one follow request ended.
-enum LiveEnd {
-    /// The stream ended normally (container stopped); `joined` tells
-    /// whether the anchor had been found.
-    Ended {
-        joined: bool,
-    },
-    /// The anchor was not within the replayed tail.
+/// How one stream ended.
+enum StreamEnd {
+    /// The stream ended normally; `joined` tells whether the anchor was found.
+    Ended { joined: bool },
+    /// The anchor was not in this stream.
     Missed,
     Failed(String),
     /// The loop is gone.
@@ -79,121 +93,145 @@ enum LiveEnd {
 }
 
 fn logs_options(follow: bool, tail: String) -> LogsOptions {
-    LogsOptions {
-        follow,
-        stdout: true,
-        stderr: true,
-        since: 0,
-        until: 0,
-        timestamps: true,
-        tail,
-    }
+    LogsOptions { follow, stdout: true, stderr: true, since: 0, until: 0, timestamps: true, tail }
 }
 
 impl Follower {
     async fn run(&mut self, docker: &Docker, tail: usize) -> String {
         let want = tail.min(MAX_TAIL);
         // At least one record, so there is an anchor even for `tail: 0`.
-        let opts = logs_options(false, want.max(1).to_string());
-        let mut builder = HistoryBuilder::new(want);
-        let mut history = std::pin::pin!(docker.logs(&self.container_id, Some(opts)));
-        while let Some(item) = history.next().await {
-            match item {
-                Ok(out) => {
-                    if let Some(rec) = Record::from_output(out) {
-                        builder.push(rec);
-                    }
+        let h_tail = want.max(1);
+        let mut limit = h_tail + JOIN_SLACK;
+        let cid = self.container_id.clone();
+        let mut live = Box::pin(docker.logs(&cid, Some(logs_options(true, limit.to_string()))));
+        let mut first: Option<Option<Item>> = None;
+        let history = {
+            let h = read_history(docker, &cid, h_tail, want);
+            let mut h = std::pin::pin!(h);
+            loop {
+                tokio::select! {
+                    res = &mut h => break res,
+                    // Gets the live request going; only its first record is taken.
+                    item = live.next(), if first.is_none() => first = Some(item),
                 }
-                Err(e) => return format!("could not read logs: {}", error_text(&e)),
             }
-        }
-        let hist = builder.finish();
-        let ev = DockerEvent::LogHistory {
-            follow_id: self.follow_id,
-            container_id: self.container_id.clone(),
-            lines: hist.lines,
         };
+        let hist = match history {
+            Ok(h) => h,
+            Err(reason) => return reason,
+        };
+        let ev = DockerEvent::LogHistory { follow_id: self.follow_id, container_id: cid.clone(), lines: hist.lines };
         if !self.sink.send(ev) {
             return "the event loop is gone".into();
         }
+        self.asm = hist.asm;
+        self.recent = hist.anchor.iter().cloned().collect();
+        let anchor = hist.anchor;
+        let mut joiner = if anchor.is_empty() {
+            // The log was empty: all it holds now is new, however much.
+            live = Box::pin(docker.logs(&cid, Some(logs_options(true, "all".into()))));
+            first = None;
+            Joiner::Open
+        } else {
+            Joiner::new(&anchor, limit)
+        };
 
-        let mut asm = hist.asm;
-        let mut limit = hist.records.saturating_add(JOIN_SLACK);
         let mut attempt = 0;
         loop {
-            let (tail, mut joiner) = if hist.anchor.is_empty() {
-                // The log was empty: everything in it now is new.
-                ("all".to_string(), Joiner::Open)
-            } else if attempt < MAX_JOIN_ATTEMPTS {
-                (limit.to_string(), Joiner::new(&hist.anchor, limit))
-            } else {
-                log::warn!(
-                    "follower {}: could not find where the history ends in {}'s log; joining by timestamp",
-                    self.follow_id,
-                    self.container_id
-                );
-                (limit.to_string(), Joiner::after(&hist.anchor))
-            };
-            let stream = docker.logs(&self.container_id, Some(logs_options(true, tail)));
-            match self.live(stream, &mut joiner, &mut asm).await {
-                LiveEnd::Missed => {
-                    attempt += 1;
-                    limit = limit.saturating_mul(8);
-                    log::debug!(
-                        "follower {}: anchor missed, retrying with tail {limit}",
-                        self.follow_id
-                    );
-                }
-                LiveEnd::Ended { joined: false } if attempt < MAX_JOIN_ATTEMPTS => {
+            match self.pump(&mut live, first.take(), &mut joiner).await {
+                StreamEnd::Ended { joined: true } => break,
+                StreamEnd::Ended { joined: false } if attempt < MAX_JOIN_ATTEMPTS => {
                     // The anchor is gone from the log (rotated): fall back.
                     attempt = MAX_JOIN_ATTEMPTS;
+                    joiner = Joiner::after(&anchor);
                 }
-                LiveEnd::Ended { .. } => return end_reason(docker, &self.container_id).await,
-                LiveEnd::Failed(reason) => return reason,
-                LiveEnd::Gone => return "the event loop is gone".into(),
+                StreamEnd::Ended { joined: false } => break,
+                StreamEnd::Missed => {
+                    attempt += 1;
+                    limit = limit.saturating_mul(8);
+                    joiner = if attempt < MAX_JOIN_ATTEMPTS {
+                        log::debug!("follower {}: anchor missed, retrying with tail {limit}", self.follow_id);
+                        Joiner::new(&anchor, limit)
+                    } else {
+                        log::warn!("follower {}: no exact seam in {cid}'s log; joining by timestamp", self.follow_id);
+                        Joiner::after(&anchor)
+                    };
+                }
+                StreamEnd::Failed(reason) => return reason,
+                StreamEnd::Gone => return "the event loop is gone".into(),
             }
+            live = Box::pin(docker.logs(&cid, Some(logs_options(true, limit.to_string()))));
         }
+        drop(live);
+
+        if let Some(reason) = self.catch_up(docker).await {
+            return reason;
+        }
+        self.asm.flush(&mut |l| self.batch.push(l));
+        if !self.send_batch() {
+            return "the event loop is gone".into();
+        }
+        end_reason(docker, &cid).await
     }
 
-    /// Reads one follow stream until it ends, sending new lines in batches.
-    async fn live(
-        &mut self,
-        stream: impl Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>>,
-        joiner: &mut Joiner,
-        asm: &mut Assembler,
-    ) -> LiveEnd {
-        let mut stream = std::pin::pin!(stream);
-        let mut batch = Batch::default();
+    /// Reads the end of the log again and takes what comes after the last
+    /// record seen. `Some` when the follower must end with that reason.
+    async fn catch_up(&mut self, docker: &Docker) -> Option<String> {
+        let mut tail = JOIN_SLACK;
+        for _ in 0..CATCH_UP_ATTEMPTS {
+            let anchor: Vec<Record> = self.recent.iter().cloned().collect();
+            let (t, mut joiner) =
+                if anchor.is_empty() { ("all".to_string(), Joiner::Open) } else { (tail.to_string(), Joiner::new(&anchor, tail)) };
+            let mut s = Box::pin(docker.logs(&self.container_id, Some(logs_options(false, t))));
+            match self.pump(&mut s, None, &mut joiner).await {
+                StreamEnd::Ended { joined: true } => return None,
+                StreamEnd::Ended { joined: false } | StreamEnd::Missed => tail = tail.saturating_mul(8),
+                // E.g. the container was removed meanwhile.
+                StreamEnd::Failed(e) => {
+                    log::debug!("follower {}: no catch-up: {e}", self.follow_id);
+                    return None;
+                }
+                StreamEnd::Gone => return Some("the event loop is gone".into()),
+            }
+        }
+        log::debug!("follower {}: catch-up found no seam", self.follow_id);
+        None
+    }
+
+    /// Reads `stream` (after `first`, an item already taken from it) until it
+    /// ends, sending new lines in batches. Unfinished text stays in the
+    /// assembler.
+    async fn pump<S>(&mut self, stream: &mut S, mut first: Option<Option<Item>>, joiner: &mut Joiner) -> StreamEnd
+    where
+        S: Stream<Item = Item> + Unpin,
+    {
         loop {
             while self.sink.backlog() > LOG_BACKLOG_MAX_EVENTS {
                 tokio::time::sleep(BACKLOG_POLL).await;
             }
-            let mut item = stream.next().await;
+            let mut item = match first.take() {
+                Some(item) => item,
+                None => stream.next().await,
+            };
             let end = loop {
                 match item {
                     Some(Ok(out)) => {
                         if let Some(rec) = Record::from_output(out) {
                             match joiner.offer(&rec) {
                                 Verdict::Old => {}
-                                Verdict::New => asm.push(&rec, &mut |l| batch.push(l)),
-                                Verdict::Missed => return LiveEnd::Missed,
+                                Verdict::New => self.asm.push(&rec, &mut |l| self.batch.push(l)),
+                                Verdict::Missed => return StreamEnd::Missed,
                             }
+                            if self.recent.len() == ANCHOR_WINDOW {
+                                self.recent.pop_front();
+                            }
+                            self.recent.push_back(rec);
                         }
                     }
-                    Some(Err(e)) => {
-                        break Some(LiveEnd::Failed(format!(
-                            "log stream failed: {}",
-                            error_text(&e)
-                        )));
-                    }
-                    None => {
-                        asm.flush(&mut |l| batch.push(l));
-                        break Some(LiveEnd::Ended {
-                            joined: matches!(joiner, Joiner::Open),
-                        });
-                    }
+                    Some(Err(e)) => break Some(StreamEnd::Failed(format!("log stream failed: {}", error_text(&e)))),
+                    None => break Some(StreamEnd::Ended { joined: matches!(joiner, Joiner::Open) }),
                 }
-                if batch.is_full() {
+                if self.batch.is_full() {
                     break None;
                 }
                 // Take what is already buffered; never wait here.
@@ -202,15 +240,8 @@ impl Follower {
                     None => break None,
                 }
             };
-            if !batch.lines.is_empty() {
-                let ev = DockerEvent::LogLines {
-                    follow_id: self.follow_id,
-                    container_id: self.container_id.clone(),
-                    lines: batch.take(),
-                };
-                if !self.sink.send(ev) {
-                    return LiveEnd::Gone;
-                }
+            if !self.send_batch() {
+                return StreamEnd::Gone;
             }
             if let Some(end) = end {
                 return end;
@@ -219,6 +250,40 @@ impl Follower {
             tokio::task::yield_now().await;
         }
     }
+
+    /// Sends the collected lines, if any. `false` when the loop is gone.
+    fn send_batch(&mut self) -> bool {
+        if self.batch.lines.is_empty() {
+            return true;
+        }
+        self.sink.send(DockerEvent::LogLines {
+            follow_id: self.follow_id,
+            container_id: self.container_id.clone(),
+            lines: self.batch.take(),
+        })
+    }
+}
+
+/// Reads the history request to its end.
+async fn read_history(
+    docker: &Docker,
+    container_id: &str,
+    h_tail: usize,
+    want: usize,
+) -> Result<super::lines::History, String> {
+    let mut builder = HistoryBuilder::new(want);
+    let mut s = std::pin::pin!(docker.logs(container_id, Some(logs_options(false, h_tail.to_string()))));
+    while let Some(item) = s.next().await {
+        match item {
+            Ok(out) => {
+                if let Some(rec) = Record::from_output(out) {
+                    builder.push(rec);
+                }
+            }
+            Err(e) => return Err(format!("could not read logs: {}", error_text(&e))),
+        }
+    }
+    Ok(builder.finish())
 }
 
 /// Lines collected for one `LogLines`.
@@ -248,9 +313,7 @@ impl Batch {
 async fn end_reason(docker: &Docker, container_id: &str) -> String {
     use bollard::models::ContainerStateStatusEnum as S;
     match docker.inspect_container(container_id, None).await {
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => "container removed".into(),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => "container removed".into(),
         Ok(info) => match info.state.and_then(|s| s.status) {
             Some(S::RUNNING | S::RESTARTING) => "container restarted".into(),
             Some(S::REMOVING) => "container removed".into(),

@@ -339,8 +339,9 @@ pub enum Joiner {
 }
 
 impl Joiner {
-    /// `limit`: the tail the follow request asked for; the anchor must be
-    /// among that many first records or it is not in the stream.
+    /// `limit`: the tail the follow request asked for. Past that many
+    /// records, the first one stamped after the anchor ends the search
+    /// ([`Verdict::Missed`]).
     pub fn new(anchor: &[Record], limit: usize) -> Self {
         if anchor.is_empty() {
             Self::Open
@@ -389,11 +390,13 @@ impl Joiner {
                     *self = Self::Open;
                     return Verdict::Old;
                 }
-                if *seen > *limit {
-                    Verdict::Missed
-                } else {
-                    Verdict::Old
-                }
+                // Past the replayed tail, a record stamped after the anchor
+                // means the anchor went by before the window: it is not in
+                // this stream. (A record stamped earlier may still precede
+                // it: the anchor can sit in the live part when the follow
+                // request's snapshot came first.)
+                let after_anchor = anchor.last().is_some_and(|a| rec.ts > a.ts);
+                if *seen > *limit && after_anchor { Verdict::Missed } else { Verdict::Old }
             }
         }
     }
@@ -601,13 +604,22 @@ mod tests {
 
     #[test]
     fn joiner_reports_miss_after_limit() {
-        let a = rec(LogStream::Stdout, TS1, "a\n");
-        let other = rec(LogStream::Stdout, TS2, "b\n");
-        let mut j = Joiner::new(std::slice::from_ref(&a), 3);
-        assert_eq!(j.offer(&other), Verdict::Old);
-        assert_eq!(j.offer(&other), Verdict::Old);
-        assert_eq!(j.offer(&other), Verdict::Old);
-        assert_eq!(j.offer(&other), Verdict::Missed);
+        let a = rec(LogStream::Stdout, TS2, "a\n");
+        let older = rec(LogStream::Stdout, TS1, "o\n");
+        let newer = rec(LogStream::Stdout, TS3, "n\n");
+        let mut j = Joiner::new(std::slice::from_ref(&a), 2);
+        assert_eq!(j.offer(&newer), Verdict::Old);
+        assert_eq!(j.offer(&newer), Verdict::Old);
+        // Past the limit, older records may still lead to the anchor...
+        assert_eq!(j.offer(&older), Verdict::Old);
+        // ...a newer one means it was missed.
+        assert_eq!(j.offer(&newer), Verdict::Missed);
+        // And the anchor found late (in the live part) still joins.
+        let mut j = Joiner::new(std::slice::from_ref(&a), 1);
+        assert_eq!(j.offer(&older), Verdict::Old);
+        assert_eq!(j.offer(&older), Verdict::Old);
+        assert_eq!(j.offer(&a), Verdict::Old);
+        assert_eq!(j.offer(&newer), Verdict::New);
     }
 
     #[test]
