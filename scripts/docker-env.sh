@@ -305,6 +305,10 @@ cmd_stop() {
     # stop, so that the state dir can be deleted.
     awk -v a="$RUN/" -v b="$STATE/" 'index($2, a) == 1 || index($2, b) == 1 {print $2}' /proc/self/mounts |
         sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    # The runtime dir holds only sockets and run state, recreated by start.
+    if ! pgrep -f "containerd-shim.*-address $CTRD_SOCK" >/dev/null; then
+        rm -rf "$RUN"
+    fi
 }
 
 cmd_env() {

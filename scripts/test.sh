@@ -6,8 +6,8 @@
 #
 # Setup (always):
 #   docker    scripts/docker-env.sh start: a private Docker engine + the image
-#             dockwire-test:latest; stopped again on exit (keep it running
-#             with DOCKWIRE_KEEP_DOCKER=1). Exports DOCKER_HOST,
+#             dockwire-test:latest; stopped again on exit when this run
+#             started it (keep it with DOCKWIRE_KEEP_DOCKER=1). Exports DOCKER_HOST,
 #             DOCKWIRE_TEST_IMAGE and DOCKWIRE_TESTENV for everything below.
 #   deps      `npm ci` in tests/clients when it has a package-lock.json;
 #             `python3 -m pip install -q -r tests/clients/requirements.txt`
@@ -132,7 +132,9 @@ build() {
 }
 
 setup_ok=1
-DOCKER_STARTED=1
+# Stop the engine on exit only when this run started it (a developer's engine,
+# already up, is left running).
+scripts/docker-env.sh status || DOCKER_STARTED=1
 if stage docker docker_setup; then
     eval "$(scripts/docker-env.sh env)"
     export DOCKER_HOST DOCKWIRE_TEST_IMAGE DOCKWIRE_TESTENV

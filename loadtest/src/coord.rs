@@ -62,7 +62,7 @@ fn spawn_workers(n: usize) -> anyhow::Result<(Vec<Worker>, Receiver<FromWorker>)
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                match serde_json::from_str::<WorkerEvent>(&line) {
+                match crate::plan::parse_event(&line) {
                     Ok(ev) => {
                         if tx.send(FromWorker::Event(i, ev)).is_err() {
                             return;

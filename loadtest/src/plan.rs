@@ -187,14 +187,12 @@ pub fn split_range(total: u64, parts: usize, i: usize) -> (u64, u64) {
     (total * i / parts, total * (i + 1) / parts)
 }
 
-/// Establised watchers per `server_id` index for `total` subscribers spread
-/// round robin over `n` ids (subscriber `j` watches id `j % n`).
-pub fn watchers_of(total: u64, n: usize, k: usize) -> u64 {
-    if n == 0 {
-        return 0;
-    }
-    let n = n as u64;
-    total / n + u64::from((k as u64) < total % n)
+/// Parses one line a worker printed.
+///
+/// # Errors
+/// Anything that is not a [`WorkerEvent`] in JSON.
+pub fn parse_event(line: &str) -> Result<WorkerEvent, serde_json::Error> {
+    serde_json::from_str(line)
 }
 
 #[cfg(test)]
@@ -213,17 +211,6 @@ mod tests {
             }
             assert_eq!(next, total);
         }
-    }
-
-    #[test]
-    fn watchers_add_up() {
-        for (total, n) in [(10u64, 3usize), (3, 10), (15_000, 15_000), (7, 1)] {
-            let sum: u64 = (0..n).map(|k| watchers_of(total, n, k)).sum();
-            assert_eq!(sum, total);
-        }
-        assert_eq!(watchers_of(10, 3, 0), 4);
-        assert_eq!(watchers_of(10, 3, 2), 3);
-        assert_eq!(watchers_of(10, 0, 0), 0);
     }
 
     #[test]

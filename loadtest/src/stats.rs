@@ -24,8 +24,6 @@ pub enum StatsError {
     Decode(String),
     #[error("could not merge histograms: {0}")]
     Merge(String),
-    #[error("could not parse worker result: {0}")]
-    Json(#[from] serde_json::Error),
 }
 
 /// A latency histogram in nanoseconds.
@@ -52,6 +50,7 @@ impl Latency {
         self.hist.saturating_record(ns.max(1));
     }
 
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.hist.len()
     }
@@ -254,17 +253,10 @@ pub fn merge_results(results: &[WorkerResult]) -> Result<Merged, StatsError> {
     Ok(m)
 }
 
-/// Parses one worker result line.
-///
-/// # Errors
-/// Anything that is not a [`WorkerResult`] in JSON.
-pub fn parse_result(line: &str) -> Result<WorkerResult, StatsError> {
-    Ok(serde_json::from_str(line)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{WorkerEvent, parse_event};
 
     fn result_with(worker: usize, values_us: impl IntoIterator<Item = u64>) -> WorkerResult {
         let mut h = Latency::new();
@@ -297,12 +289,18 @@ mod tests {
         // has the right p50/p99, neither worker alone does.
         let a = result_with(0, 1..=900);
         let b = result_with(1, 901..=1000);
-        // Round-trip through the JSON line format the workers print.
+        // Round-trip through the JSON lines the workers print.
         let lines: Vec<String> = [a, b]
-            .iter()
-            .map(|r| serde_json::to_string(r).unwrap())
+            .into_iter()
+            .map(|r| serde_json::to_string(&WorkerEvent::Result(Box::new(r))).unwrap())
             .collect();
-        let parsed: Vec<WorkerResult> = lines.iter().map(|l| parse_result(l).unwrap()).collect();
+        let parsed: Vec<WorkerResult> = lines
+            .iter()
+            .map(|l| match parse_event(l).unwrap() {
+                WorkerEvent::Result(r) => *r,
+                other => panic!("not a result: {other:?}"),
+            })
+            .collect();
         let m = merge_results(&parsed).unwrap();
         let s = m.latency.summary();
         assert_eq!(s.count, 1000);
@@ -339,9 +337,12 @@ mod tests {
 
     #[test]
     fn bad_result_lines_are_errors() {
-        assert!(parse_result("{").is_err());
-        assert!(parse_result(r#"{"worker":"x"}"#).is_err());
-        let ok = parse_result(r#"{"worker":3,"counters":{"attempted":0,"established":0,"failed":0,"dropped":0,"sent":5,"expected":0,"delivered":0,"frames":0,"bytes":0,"gaps":0,"reordered":0,"server_dropped":0,"send_skipped":0,"negative_latency":0,"closed":0},"errors":{},"latency":"","setup":"","setup_wall_ms":0,"measured_ms":0,"self_cpu_ms":0}"#).unwrap();
+        assert!(parse_event("{").is_err());
+        assert!(parse_event(r#"{"event":"result","worker":"x"}"#).is_err());
+        assert!(parse_event(r#"{"event":"nonsense"}"#).is_err());
+        let WorkerEvent::Result(ok) = parse_event(r#"{"event":"result","worker":3,"counters":{"attempted":0,"established":0,"failed":0,"dropped":0,"sent":5,"expected":0,"delivered":0,"frames":0,"bytes":0,"gaps":0,"reordered":0,"server_dropped":0,"send_skipped":0,"negative_latency":0,"closed":0},"errors":{},"latency":"","setup":"","setup_wall_ms":0,"measured_ms":0,"self_cpu_ms":0}"#).unwrap() else {
+            panic!("not a result")
+        };
         assert_eq!(ok.worker, 3);
         assert_eq!(ok.counters.sent, 5);
     }

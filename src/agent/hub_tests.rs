@@ -69,7 +69,9 @@ fn recv(ws: &mut WebSocket<TcpStream>, within: Duration) -> Option<Message> {
             Err(tungstenite::Error::Io(e))
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => panic!("hub read: {e}"),
         }
@@ -121,7 +123,9 @@ fn close_from_hub(mut ws: WebSocket<TcpStream>) {
             Err(tungstenite::Error::Io(e))
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => panic!("closing: {e}"),
             Ok(_) => {}
@@ -580,6 +584,40 @@ fn docker_commands_drive_the_real_engine() {
     assert!(msg.contains("No such container"), "{msg}");
 
     docker(&["rm", "-f", &name]);
+    drop(ws);
+    agent.stop();
+}
+
+#[test]
+fn big_output_fits_one_hub_message() {
+    let hub = FakeHub::new();
+    let mut opts = options(&hub);
+    opts.allow_commands = vec!["seq 1 30000".into()];
+    let agent = Agent::start(opts, fast_tuning());
+    let mut ws = hub.accept(T);
+    authenticate(&mut ws, "srv-big");
+    send(
+        &mut ws,
+        json!({"type":"command","command_id":"big","command":"seq 1 30000"}),
+    );
+    let deadline = Instant::now() + T;
+    let text = loop {
+        match recv(&mut ws, Duration::from_millis(100)) {
+            Some(Message::Text(t)) if t.as_str().contains("command_response") => break t,
+            _ => assert!(Instant::now() < deadline, "no command_response"),
+        }
+    };
+    // The hub's default max_message_bytes is 64 KiB.
+    assert!(text.len() <= 64 * 1024, "{} bytes", text.len());
+    let r: Value = serde_json::from_str(text.as_str()).unwrap();
+    assert_eq!(r["exit_code"], 0);
+    let out = r["output"].as_str().unwrap();
+    assert!(out.starts_with("1\n2\n3\n"));
+    assert!(
+        out.contains("[output truncated"),
+        "{}",
+        &out[out.len() - 100..]
+    );
     drop(ws);
     agent.stop();
 }

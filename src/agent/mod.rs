@@ -159,6 +159,10 @@ pub struct Tuning {
     pub max_line: usize,
     /// Commands and docker actions running at once, at most.
     pub max_tasks: usize,
+    /// Largest frame sent (the hub's `max_message_bytes`, default 64 KiB);
+    /// raised to `max_output_bytes` when that is larger, in which case the
+    /// hub's limit must be raised too.
+    pub max_frame: usize,
 }
 
 impl Default for Tuning {
@@ -179,6 +183,7 @@ impl Default for Tuning {
             tail_poll: Duration::from_millis(250),
             max_line: 16 * 1024,
             max_tasks: 16,
+            max_frame: 64 * 1024,
         }
     }
 }
@@ -270,6 +275,8 @@ pub fn run_with(
         );
     }
 
+    let mut tuning = tuning;
+    tuning.max_frame = tuning.max_frame.max(opts.max_output_bytes);
     let (tx, rx) = crossbeam_channel::bounded(tuning.channel_cap.max(1));
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     let started = (|| {

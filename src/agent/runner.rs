@@ -13,7 +13,10 @@
 //!   one pipe, so their interleaving is the order the child wrote them.
 //! - At most `max_output_bytes` of output are kept (the rest is read and
 //!   counted so the child never blocks on a full pipe); a note says how much
-//!   was cut. The reported output's JSON-escaped size is capped too.
+//!   was cut. The reported output's JSON-escaped size is capped at
+//!   `max_output_bytes` minus 512 bytes, so the whole `command_response`
+//!   frame fits in `max_output_bytes` (the hub's 64 KiB message limit by
+//!   default).
 //! - At the timeout (or on agent shutdown) the whole process group gets
 //!   SIGKILL and the answer has `exit_code` -1.
 
@@ -33,6 +36,10 @@ use super::wire::cap_json_len;
 /// How long to wait for the output pipe to close after the child exited
 /// (a grandchild may still hold it open).
 const PIPE_GRACE: Duration = Duration::from_secs(1);
+
+/// Room kept for the rest of the `command_response` message (type, id,
+/// exit code, duration, truncation note) when capping the output.
+const ENVELOPE_RESERVE: usize = 512;
 
 /// The exact command strings this agent may run, with their argv.
 #[derive(Debug, Clone, Default)]
@@ -217,8 +224,15 @@ pub fn run_argv(argv: &[String], limits: Limits, shutdown: &AtomicBool) -> Outco
         let c = captured.lock();
         let mut out = String::from_utf8_lossy(&c.kept).into_owned();
         // Escaping can make the kept bytes bigger on the wire; the cap is
-        // on what the hub receives.
-        let json_cut = cap_json_len(&mut out, limits.max_output_bytes);
+        // on what the hub receives, leaving room for the rest of the
+        // message so the whole frame stays within `max_output_bytes`.
+        let json_cut = cap_json_len(
+            &mut out,
+            limits
+                .max_output_bytes
+                .saturating_sub(ENVELOPE_RESERVE)
+                .max(64),
+        );
         if json_cut || c.total > c.kept.len() as u64 {
             out.push_str(&format!("\n[output truncated: {} bytes in total]", c.total));
         }
@@ -390,24 +404,25 @@ mod tests {
                 "-c".into(),
                 "yes | tr -d '\\n' | head -c 100000".into(),
             ],
-            limits(10_000, 1000),
+            limits(10_000, 2000),
             &stop,
         );
         assert_eq!(out.exit_code, 0);
         let (kept, note) = out.output.split_once("\n[output truncated: ").unwrap();
-        assert_eq!(kept, "y".repeat(1000));
+        // 2000 bytes kept, 512 of them reserved for the message around it.
+        assert_eq!(kept, "y".repeat(1488));
         assert_eq!(note, "100000 bytes in total]");
 
         // Newlines escape to two bytes: the cap holds for the JSON form.
         let out = run_argv(
             &["sh".into(), "-c".into(), "yes | head -c 100000".into()],
-            limits(10_000, 1000),
+            limits(10_000, 2000),
             &stop,
         );
         let (kept, note) = out.output.split_once("\n[output truncated: ").unwrap();
         let encoded = serde_json::to_string(kept).unwrap();
         assert!(
-            encoded.len() - 2 <= 1000 && encoded.len() - 2 >= 998,
+            encoded.len() - 2 <= 1488 && encoded.len() - 2 >= 1486,
             "{}",
             encoded.len()
         );

@@ -281,7 +281,7 @@ impl Session {
                     )));
                 }
                 Ok(_) => {}
-                Err(e) if is_timeout(&e) => {}
+                Err(e) if is_transient(&e) => {}
                 Err(e) => return Err(End::Lost(format!("during auth: {e}"))),
             }
             if Instant::now() >= deadline {
@@ -325,7 +325,7 @@ impl Session {
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
                 }
-                Err(e) if is_timeout(&e) => {}
+                Err(e) if is_transient(&e) => {}
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                     return End::Lost("hub closed the connection".to_owned());
                 }
@@ -341,7 +341,7 @@ impl Session {
             if now.duration_since(last_ping) >= self.tuning.ping_interval {
                 last_ping = now;
                 if let Err(e) = ws.send(Message::Ping(tungstenite::Bytes::new()))
-                    && !is_timeout(&e)
+                    && !is_transient(&e)
                 {
                     return End::Lost(format!("could not ping the hub: {e}"));
                 }
@@ -363,7 +363,13 @@ impl Session {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 },
             };
-            let text = wire::encode(&item, server_id);
+            let Some(text) = wire::encode_bounded(&item, server_id, self.tuning.max_frame) else {
+                log::warn!(
+                    "dropping a message larger than the hub accepts ({} bytes)",
+                    self.tuning.max_frame
+                );
+                continue;
+            };
             if text.is_empty() {
                 continue;
             }
@@ -589,14 +595,19 @@ fn close_gracefully(ws: &mut Socket) {
     while Instant::now() < deadline {
         match ws.read() {
             Ok(_) => {}
-            Err(e) if is_timeout(&e) => {}
+            Err(e) if is_transient(&e) => {}
             Err(_) => return,
         }
     }
 }
 
-fn is_timeout(e: &tungstenite::Error) -> bool {
-    matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+/// A read timeout, or a signal (SIGTERM arriving mid-read gives EINTR even
+/// with SA_RESTART, because the socket has a timeout): try again.
+fn is_transient(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(io) if matches!(
+        io.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    ))
 }
 
 fn describe_close(frame: Option<&CloseFrame>) -> String {

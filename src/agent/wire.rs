@@ -197,11 +197,7 @@ pub fn decode(text: &str) -> Result<Incoming, String> {
 pub fn cap_json_len(s: &mut String, max: usize) -> bool {
     let mut total = 0usize;
     for (idx, ch) in s.char_indices() {
-        let w = match ch {
-            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
-            c if (c as u32) < 0x20 => 6,
-            c => c.len_utf8(),
-        };
+        let w = json_width(ch);
         if total + w > max {
             s.truncate(idx);
             return true;
@@ -209,6 +205,51 @@ pub fn cap_json_len(s: &mut String, max: usize) -> bool {
         total += w;
     }
     false
+}
+
+/// Bytes `s` takes inside a JSON string literal (serde_json's escaping).
+pub fn json_len(s: &str) -> usize {
+    s.chars().map(json_width).sum()
+}
+
+fn json_width(ch: char) -> usize {
+    match ch {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Appended to command output cut to fit one frame.
+const FIT_NOTE: &str = "\n[output truncated to fit one message]";
+
+/// Encodes `item` so the frame is at most `max_frame` bytes, the largest
+/// message the hub accepts (its `max_message_bytes`, 64 KiB by default; a
+/// bigger frame would make it close the connection with 1009, and a resend
+/// after reconnecting would do the same again). Command output is cut to
+/// fit; any other item that does not fit gives `None` (it cannot happen
+/// with the agent's own limits: log lines are capped at 16 KiB).
+pub fn encode_bounded(item: &Outgoing, server_id: &str, max_frame: usize) -> Option<String> {
+    let text = encode(item, server_id);
+    if text.len() <= max_frame {
+        return Some(text);
+    }
+    let Outgoing::Command(r) = item else {
+        return None;
+    };
+    let excess = text.len() - max_frame;
+    let budget = json_len(&r.output).checked_sub(excess + json_len(FIT_NOTE))?;
+    let mut output = r.output.clone();
+    cap_json_len(&mut output, budget);
+    output.push_str(FIT_NOTE);
+    let fitted = encode(
+        &Outgoing::Command(CommandResponse {
+            output,
+            ..r.clone()
+        }),
+        server_id,
+    );
+    (fitted.len() <= max_frame).then_some(fitted)
 }
 
 /// The current time as RFC 3339 (UTC).
@@ -367,6 +408,41 @@ mod tests {
     }
 
     #[test]
+    fn frames_are_bounded() {
+        let big = |output: String| {
+            Outgoing::Command(CommandResponse {
+                command_id: json!("id-1"),
+                output,
+                exit_code: 0,
+                duration_ms: 1,
+            })
+        };
+        // Fits: unchanged.
+        let small = big("hello\n".into());
+        assert_eq!(
+            encode_bounded(&small, "s", 1000).unwrap(),
+            encode(&small, "s")
+        );
+        // 64 KiB of newlines (128 KiB escaped) into a 64 KiB frame.
+        let item = big("\n".repeat(65536));
+        let text = encode_bounded(&item, "s", 65536).unwrap();
+        assert!(text.len() <= 65536 && text.len() > 65000, "{}", text.len());
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["command_id"], "id-1");
+        assert!(v["output"].as_str().unwrap().ends_with(FIT_NOTE));
+        // A frame too small for even the envelope: nothing to send.
+        assert!(encode_bounded(&item, "s", 50).is_none());
+        // Non-command items are never cut.
+        let log = Outgoing::Log(LogEntry {
+            level: "INFO",
+            message: "x".repeat(100),
+            timestamp: String::new(),
+        });
+        assert!(encode_bounded(&log, "s", 50).is_none());
+        assert!(encode_bounded(&log, "s", 500).is_some());
+    }
+
+    #[test]
     fn json_cap_counts_escapes() {
         let mut s = "abcdef".to_owned();
         assert!(!cap_json_len(&mut s, 6));
@@ -388,5 +464,6 @@ mod tests {
         let encoded = serde_json::to_string(&s).unwrap();
         assert!(encoded.len() - 2 <= 1000, "{}", encoded.len());
         assert!(encoded.len() - 2 > 990);
+        assert_eq!(json_len(&s), encoded.len() - 2);
     }
 }

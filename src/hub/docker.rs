@@ -54,7 +54,7 @@ impl Hub {
             } => self.on_log_history(io, follow_id, lines),
             DockerEvent::LogLines {
                 follow_id, lines, ..
-            } => self.on_log_lines(io, follow_id, &lines),
+            } => self.on_log_lines(io, follow_id, lines),
             DockerEvent::LogEnded {
                 follow_id, reason, ..
             } => self.on_log_ended(io, follow_id, &reason),

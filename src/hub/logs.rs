@@ -6,9 +6,14 @@
 //! live stream in the same loop iteration: no gap, no duplicate.
 //! Live lines that arrive together leave together: one `log_update` frame per
 //! batch (split only between lines, at `MAX_LOG_FRAME_BYTES`), encoded once
-//! per dialect and shared.
+//! per dialect and shared. Coalescing adapts to the rate: a line arriving
+//! more than [`LOG_COALESCE`] after the topic's previous frame goes out at
+//! once; lines arriving faster are held until that much time has passed
+//! since the previous frame, so a busy container sends a few large frames
+//! instead of one per line, and a quiet one is never delayed.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use crate::config::defaults::LOG_HISTORY_LINES;
 use crate::feed::{DockerRequest, LogLine};
@@ -19,6 +24,8 @@ use super::{DialectSets, Hub, Io};
 
 /// A `log_update` frame carries at most this many bytes of lines.
 const MAX_LOG_FRAME_BYTES: usize = 64 << 10;
+/// Minimum spacing of a topic's frames while lines keep coming.
+pub const LOG_COALESCE: Duration = Duration::from_millis(2);
 
 /// One followed container.
 #[derive(Debug)]
@@ -29,6 +36,10 @@ pub struct LogTopic {
     pub waiting: Vec<(usize, usize)>,
     pub has_history: bool,
     pub ring: VecDeque<String>,
+    /// When the last live frame went out.
+    pub last_frame: Option<Instant>,
+    /// Lines held back because they came within `LOG_COALESCE` of the last frame.
+    pub held: Vec<LogLine>,
 }
 
 impl LogTopic {
@@ -104,6 +115,8 @@ impl Hub {
                     waiting: Vec::new(),
                     has_history: false,
                     ring: VecDeque::new(),
+                    last_frame: None,
+                    held: Vec::new(),
                 })
             }
         };
@@ -174,18 +187,78 @@ impl Hub {
         }
     }
 
-    /// Live lines: one shared frame per chunk and dialect.
-    pub fn on_log_lines(&mut self, io: &mut Io<'_>, follow_id: u64, lines: &[LogLine]) {
-        let resume_below = self.config.max_queued_bytes / 2;
+    /// Live lines: sent now, or held briefly when the topic is busy.
+    pub fn on_log_lines(&mut self, io: &mut Io<'_>, follow_id: u64, lines: Vec<LogLine>) {
+        let now = io.now;
         let Some(id) = self.follows.get(&follow_id) else {
             return;
         };
         let Some(topic) = self.topics.get_mut(id) else {
             return;
         };
-        for l in lines {
+        for l in &lines {
             topic.push_ring(&l.text);
         }
+        let busy = topic
+            .last_frame
+            .is_some_and(|t| now.duration_since(t) < LOG_COALESCE);
+        if busy || !topic.held.is_empty() {
+            if topic.held.is_empty() {
+                topic.held = lines;
+            } else {
+                topic.held.extend(lines);
+            }
+            self.held_topics.insert(id.clone());
+            return;
+        }
+        topic.last_frame = Some(now);
+        let id = id.clone();
+        self.send_live(io, &id, &lines);
+    }
+
+    /// When the earliest held batch is due (the loop's poll deadline).
+    pub fn next_log_deadline(&self) -> Option<Instant> {
+        self.held_topics
+            .iter()
+            .filter_map(|id| self.topics.get(id)?.last_frame)
+            .min()
+            .map(|t| t + LOG_COALESCE)
+    }
+
+    /// Sends every held batch whose topic's spacing has passed.
+    pub fn flush_held_logs(&mut self, io: &mut Io<'_>) {
+        if self.held_topics.is_empty() {
+            return;
+        }
+        let now = io.now;
+        let due: Vec<String> = self
+            .held_topics
+            .iter()
+            .filter(|id| {
+                self.topics.get(*id).is_none_or(|t| {
+                    t.last_frame
+                        .is_none_or(|l| now.duration_since(l) >= LOG_COALESCE)
+                })
+            })
+            .cloned()
+            .collect();
+        for id in due {
+            self.held_topics.remove(&id);
+            let Some(topic) = self.topics.get_mut(&id) else {
+                continue;
+            };
+            let lines = std::mem::take(&mut topic.held);
+            topic.last_frame = Some(now);
+            self.send_live(io, &id, &lines);
+        }
+    }
+
+    /// One shared frame per chunk and dialect to every subscriber.
+    fn send_live(&mut self, io: &mut Io<'_>, id: &str, lines: &[LogLine]) {
+        let resume_below = self.config.max_queued_bytes / 2;
+        let Some(topic) = self.topics.get(id) else {
+            return;
+        };
         for (log, n) in chunks(lines) {
             let ev = Event::LogUpdate {
                 container_id: id,
@@ -222,9 +295,20 @@ impl Hub {
         let Some(id) = self.follows.remove(&follow_id) else {
             return;
         };
-        let Some(topic) = self.topics.remove(&id) else {
+        let Some(mut topic) = self.topics.remove(&id) else {
             return;
         };
+        // Lines held for coalescing go out before the stop notice.
+        self.held_topics.remove(&id);
+        let held = std::mem::take(&mut topic.held);
+        if !held.is_empty() {
+            self.topics.insert(id.clone(), topic);
+            self.send_live(io, &id, &held);
+            let Some(t) = self.topics.remove(&id) else {
+                return;
+            };
+            topic = t;
+        }
         io.stats.log_followers = io.stats.log_followers.saturating_sub(1);
         let ev = Event::LogStreamStopped {
             container_id: &id,

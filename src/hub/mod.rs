@@ -18,7 +18,7 @@ mod browser;
 mod docker;
 mod logs;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use slab::Slab;
@@ -252,6 +252,8 @@ pub struct Hub {
     pub topics: HashMap<String, LogTopic>,
     /// follow_id -> container id.
     pub follows: HashMap<u64, String>,
+    /// Topics holding lines back for coalescing (see `logs.rs`).
+    pub held_topics: HashSet<String>,
     pub next_follow_id: u64,
     pub servers: HashMap<String, ServerState>,
     pub pending: HashMap<String, PendingCommand>,
@@ -288,6 +290,7 @@ impl Hub {
             browsers: DialectSets::default(),
             topics: HashMap::new(),
             follows: HashMap::new(),
+            held_topics: HashSet::new(),
             next_follow_id: 1,
             servers,
             pending: HashMap::new(),

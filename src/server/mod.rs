@@ -172,8 +172,12 @@ impl Server {
         let mut shutdown_deadline: Option<Instant> = None;
         loop {
             let now = Instant::now();
+            let wake_at = self
+                .hub
+                .next_log_deadline()
+                .map_or(next_tick, |d| d.min(next_tick));
             let timeout = if self.backlog.is_empty() && !self.feed_pending {
-                next_tick.saturating_duration_since(now)
+                wake_at.saturating_duration_since(now)
             } else {
                 Duration::ZERO
             };
@@ -206,6 +210,10 @@ impl Server {
                     }
                     _ => {}
                 }
+            }
+            {
+                let (hub, mut io) = self.io(started);
+                hub.flush_held_logs(&mut io);
             }
             if started >= next_tick {
                 self.tick(started);

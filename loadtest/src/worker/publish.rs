@@ -192,7 +192,11 @@ pub fn spawn_fifo(
                 );
             }
         }
-        // Dropping the file closes the FIFO: the container's `cat` sees EOF and exits.
+        // Keep the FIFO open until the worker drops its handle (it exits after
+        // its result): closing it ends the container's `cat`, and the server
+        // would report the stream stopped while late lines still count.
+        let _ = go_rx.recv();
+        drop(file);
     });
     FifoWriter {
         sent,
@@ -276,9 +280,13 @@ mod tests {
         let reader = thread::spawn(move || std::fs::read_to_string(reader_path).unwrap());
         rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
         w.start(Instant::now() + Duration::from_millis(300));
+        thread::sleep(Duration::from_millis(500));
+        let sent = w.sent.load(Ordering::Relaxed);
+        // The FIFO stays open until the handle is dropped.
+        assert!(!reader.is_finished());
+        drop(w);
         let text = reader.join().unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        let sent = w.sent.load(Ordering::Relaxed);
         assert_eq!(lines.len() as u64, sent);
         assert!(
             (400..=700).contains(&sent),

@@ -5,7 +5,7 @@
 //! has whole-second precision and its timestamps are not even monotonic
 //! across stdout and stderr, so the seam is found by content instead.
 //! 1. Two requests go out together: the history (`tail=N`, no follow) and
-//!    the live stream (`follow`, `tail = N + JOIN_SLACK`). Docker serves a
+//!    the live stream (`follow`, `tail = JOIN_SLACK`). Docker serves a
 //!    follow request from one snapshot of the log file: its replayed tail
 //!    and its live part have no gap between them. The live stream is not
 //!    read (beyond its first record) until the history is complete, so
@@ -46,7 +46,7 @@ use crate::feed::{DockerEvent, LogLine};
 
 /// Extra records the follow request replays beyond the history's, to cover
 /// output written between the two snapshots.
-const JOIN_SLACK: usize = 2048;
+const JOIN_SLACK: usize = 4;
 /// Exact-match attempts (each with an 8x larger tail) before the fallback.
 const MAX_JOIN_ATTEMPTS: u32 = 4;
 /// Attempts to read what a finished follow stream left out.
@@ -57,7 +57,13 @@ const BACKLOG_POLL: Duration = Duration::from_millis(2);
 type Item = Result<LogOutput, bollard::errors::Error>;
 
 /// Follows `container_id`'s logs; returns the follow id and why it ended.
-pub(super) async fn follow(docker: Docker, sink: Sink, follow_id: u64, container_id: String, tail: usize) -> (u64, String) {
+pub(super) async fn follow(
+    docker: Docker,
+    sink: Sink,
+    follow_id: u64,
+    container_id: String,
+    tail: usize,
+) -> (u64, String) {
     let mut f = Follower {
         sink,
         follow_id,
@@ -84,7 +90,9 @@ struct Follower {
 /// How one stream ended.
 enum StreamEnd {
     /// The stream ended normally; `joined` tells whether the anchor was found.
-    Ended { joined: bool },
+    Ended {
+        joined: bool,
+    },
     /// The anchor was not in this stream.
     Missed,
     Failed(String),
@@ -93,7 +101,15 @@ enum StreamEnd {
 }
 
 fn logs_options(follow: bool, tail: String) -> LogsOptions {
-    LogsOptions { follow, stdout: true, stderr: true, since: 0, until: 0, timestamps: true, tail }
+    LogsOptions {
+        follow,
+        stdout: true,
+        stderr: true,
+        since: 0,
+        until: 0,
+        timestamps: true,
+        tail,
+    }
 }
 
 impl Follower {
@@ -101,7 +117,9 @@ impl Follower {
         let want = tail.min(MAX_TAIL);
         // At least one record, so there is an anchor even for `tail: 0`.
         let h_tail = want.max(1);
-        let mut limit = h_tail + JOIN_SLACK;
+        // The anchor is among the last records of the log when the history
+        // was read, whatever `tail` is: the live request need not replay more.
+        let mut limit = JOIN_SLACK;
         let cid = self.container_id.clone();
         let mut live = Box::pin(docker.logs(&cid, Some(logs_options(true, limit.to_string()))));
         let mut first: Option<Option<Item>> = None;
@@ -120,7 +138,11 @@ impl Follower {
             Ok(h) => h,
             Err(reason) => return reason,
         };
-        let ev = DockerEvent::LogHistory { follow_id: self.follow_id, container_id: cid.clone(), lines: hist.lines };
+        let ev = DockerEvent::LogHistory {
+            follow_id: self.follow_id,
+            container_id: cid.clone(),
+            lines: hist.lines,
+        };
         if !self.sink.send(ev) {
             return "the event loop is gone".into();
         }
@@ -150,10 +172,16 @@ impl Follower {
                     attempt += 1;
                     limit = limit.saturating_mul(8);
                     joiner = if attempt < MAX_JOIN_ATTEMPTS {
-                        log::debug!("follower {}: anchor missed, retrying with tail {limit}", self.follow_id);
+                        log::debug!(
+                            "follower {}: anchor missed, retrying with tail {limit}",
+                            self.follow_id
+                        );
                         Joiner::new(&anchor, limit)
                     } else {
-                        log::warn!("follower {}: no exact seam in {cid}'s log; joining by timestamp", self.follow_id);
+                        log::warn!(
+                            "follower {}: no exact seam in {cid}'s log; joining by timestamp",
+                            self.follow_id
+                        );
                         Joiner::after(&anchor)
                     };
                 }
@@ -180,12 +208,17 @@ impl Follower {
         let mut tail = JOIN_SLACK;
         for _ in 0..CATCH_UP_ATTEMPTS {
             let anchor: Vec<Record> = self.recent.iter().cloned().collect();
-            let (t, mut joiner) =
-                if anchor.is_empty() { ("all".to_string(), Joiner::Open) } else { (tail.to_string(), Joiner::new(&anchor, tail)) };
+            let (t, mut joiner) = if anchor.is_empty() {
+                ("all".to_string(), Joiner::Open)
+            } else {
+                (tail.to_string(), Joiner::new(&anchor, tail))
+            };
             let mut s = Box::pin(docker.logs(&self.container_id, Some(logs_options(false, t))));
             match self.pump(&mut s, None, &mut joiner).await {
                 StreamEnd::Ended { joined: true } => return None,
-                StreamEnd::Ended { joined: false } | StreamEnd::Missed => tail = tail.saturating_mul(8),
+                StreamEnd::Ended { joined: false } | StreamEnd::Missed => {
+                    tail = tail.saturating_mul(8)
+                }
                 // E.g. the container was removed meanwhile.
                 StreamEnd::Failed(e) => {
                     log::debug!("follower {}: no catch-up: {e}", self.follow_id);
@@ -201,7 +234,12 @@ impl Follower {
     /// Reads `stream` (after `first`, an item already taken from it) until it
     /// ends, sending new lines in batches. Unfinished text stays in the
     /// assembler.
-    async fn pump<S>(&mut self, stream: &mut S, mut first: Option<Option<Item>>, joiner: &mut Joiner) -> StreamEnd
+    async fn pump<S>(
+        &mut self,
+        stream: &mut S,
+        mut first: Option<Option<Item>>,
+        joiner: &mut Joiner,
+    ) -> StreamEnd
     where
         S: Stream<Item = Item> + Unpin,
     {
@@ -228,8 +266,17 @@ impl Follower {
                             self.recent.push_back(rec);
                         }
                     }
-                    Some(Err(e)) => break Some(StreamEnd::Failed(format!("log stream failed: {}", error_text(&e)))),
-                    None => break Some(StreamEnd::Ended { joined: matches!(joiner, Joiner::Open) }),
+                    Some(Err(e)) => {
+                        break Some(StreamEnd::Failed(format!(
+                            "log stream failed: {}",
+                            error_text(&e)
+                        )));
+                    }
+                    None => {
+                        break Some(StreamEnd::Ended {
+                            joined: matches!(joiner, Joiner::Open),
+                        });
+                    }
                 }
                 if self.batch.is_full() {
                     break None;
@@ -272,7 +319,8 @@ async fn read_history(
     want: usize,
 ) -> Result<super::lines::History, String> {
     let mut builder = HistoryBuilder::new(want);
-    let mut s = std::pin::pin!(docker.logs(container_id, Some(logs_options(false, h_tail.to_string()))));
+    let mut s =
+        std::pin::pin!(docker.logs(container_id, Some(logs_options(false, h_tail.to_string()))));
     while let Some(item) = s.next().await {
         match item {
             Ok(out) => {
@@ -313,7 +361,9 @@ impl Batch {
 async fn end_reason(docker: &Docker, container_id: &str) -> String {
     use bollard::models::ContainerStateStatusEnum as S;
     match docker.inspect_container(container_id, None).await {
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => "container removed".into(),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => "container removed".into(),
         Ok(info) => match info.state.and_then(|s| s.status) {
             Some(S::RUNNING | S::RESTARTING) => "container restarted".into(),
             Some(S::REMOVING) => "container removed".into(),

@@ -396,7 +396,11 @@ impl Joiner {
                 // it: the anchor can sit in the live part when the follow
                 // request's snapshot came first.)
                 let after_anchor = anchor.last().is_some_and(|a| rec.ts > a.ts);
-                if *seen > *limit && after_anchor { Verdict::Missed } else { Verdict::Old }
+                if *seen > *limit && after_anchor {
+                    Verdict::Missed
+                } else {
+                    Verdict::Old
+                }
             }
         }
     }
