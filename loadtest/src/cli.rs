@@ -75,8 +75,9 @@ pub struct Common {
     /// Bound on one connection's setup: TCP connect + upgrade + auth/subscribe.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// Connections in setup at once, per worker. Kept under 128, the listen
-    /// backlog many servers use, so SYN drops do not add 1 s retries.
+    /// Connections in setup at once, whole run (split over workers). Kept
+    /// under 128, the listen backlog many servers use, so SYN drops do not
+    /// add 1 s retries.
     #[arg(long, default_value_t = 100)]
     pub connect_concurrency: usize,
     /// Connects started per second, whole run (0: as fast as --connect-concurrency allows).

@@ -313,11 +313,14 @@ fn drive(
         }),
         _ => None,
     };
+    let meta = report::RunMeta {
+        scenario: spec.scenario.to_string(),
+        label: spec.common.label.clone(),
+        target: spec.target.host_header.clone(),
+        params: spec.params.clone(),
+    };
     Ok(report::build(
-        spec.scenario,
-        spec.common.label.clone(),
-        spec.target.host_header.clone(),
-        spec.params.clone(),
+        meta,
         &merged,
         setup_wall_ms,
         server,

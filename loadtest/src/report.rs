@@ -101,12 +101,18 @@ pub struct ServerSamples {
     pub wall_s: f64,
 }
 
+/// What a run was, as the report names it.
+#[derive(Debug, Clone)]
+pub struct RunMeta {
+    pub scenario: String,
+    pub label: Option<String>,
+    pub target: String,
+    pub params: serde_json::Value,
+}
+
 /// Builds the report from merged worker results.
 pub fn build(
-    scenario: &str,
-    label: Option<String>,
-    target: String,
-    params: serde_json::Value,
+    meta: RunMeta,
     merged: &Merged,
     setup_wall_ms: u64,
     server: Option<ServerSamples>,
@@ -143,11 +149,11 @@ pub fn build(
     });
     let client_cpu = merged.self_cpu_ms as f64 / 1000.0;
     Report {
-        scenario: scenario.to_string(),
-        label,
-        target,
+        scenario: meta.scenario,
+        label: meta.label,
+        target: meta.target,
         procs: merged.workers,
-        params,
+        params: meta.params,
         duration_s: secs,
         connections: ConnReport {
             attempted: c.attempted,
@@ -385,6 +391,15 @@ mod tests {
     use super::*;
     use crate::stats::{Counters, Latency, WorkerResult, merge_results};
 
+    fn meta(target: &str) -> RunMeta {
+        RunMeta {
+            scenario: "fanout".into(),
+            label: None,
+            target: target.into(),
+            params: serde_json::json!({}),
+        }
+    }
+
     fn merged() -> Merged {
         let mut h = Latency::new();
         for v in 1..=100u64 {
@@ -433,16 +448,7 @@ mod tests {
             },
             wall_s: 11.0,
         };
-        let r = build(
-            "fanout",
-            None,
-            "127.0.0.1:1".into(),
-            serde_json::json!({}),
-            &merged(),
-            500,
-            Some(samples),
-            true,
-        );
+        let r = build(meta("127.0.0.1:1"), &merged(), 500, Some(samples), true);
         assert_eq!(r.messages.lost, 10);
         assert!((r.messages.delivered_per_s - 9_999.0).abs() < 1e-6);
         assert!((r.connections.setup_per_s - 200.0).abs() < 1e-6);
@@ -467,16 +473,7 @@ mod tests {
 
     #[test]
     fn compare_ratios_against_first() {
-        let mut a = build(
-            "fanout",
-            None,
-            "t".into(),
-            serde_json::json!({}),
-            &merged(),
-            1,
-            None,
-            true,
-        );
+        let mut a = build(meta("t"), &merged(), 1, None, true);
         a.server = Some(ServerReport {
             deliveries_per_cpu_s: 1_000_000.0,
             rss_per_conn_bytes: 2048.0,

@@ -98,33 +98,15 @@ fn base_plan(c: &Common, target: &Target, duration: Duration) -> WorkerPlan {
     }
 }
 
-fn finish(
-    scenario: &'static str,
-    common: Common,
-    target: Target,
-    params: serde_json::Value,
-    base: WorkerPlan,
-    agents: Vec<AgentSlot>,
-    storm: Option<StormSpec>,
-    container: Option<SpawnedContainer>,
-) -> RunSpec {
-    let sockets = base.subs_total + agents.len() as u64 + 1;
-    let procs = if common.procs > 0 {
-        common.procs
+/// Fills in the worker count: `--procs`, or enough for the open-file limit.
+fn with_procs(mut spec: RunSpec) -> RunSpec {
+    let sockets = spec.base.subs_total + spec.agents.len() as u64 + 1;
+    spec.procs = if spec.common.procs > 0 {
+        spec.common.procs
     } else {
         procs_for(sockets, hard_nofile())
     };
-    RunSpec {
-        scenario,
-        common,
-        target,
-        params,
-        base,
-        agents,
-        storm,
-        procs,
-        container,
-    }
+    spec
 }
 
 fn json_string(s: &str) -> String {
@@ -255,16 +237,17 @@ pub fn fanout(a: FanoutArgs) -> anyhow::Result<RunSpec> {
         "dialect": format!("{:?}", a.dialect).to_lowercase(),
         "container": container.as_ref().map(|c| c.name.clone()).or(a.container.clone()),
     });
-    Ok(finish(
-        "fanout",
-        a.common,
+    Ok(with_procs(RunSpec {
+        scenario: "fanout",
+        common: a.common,
         target,
         params,
         base,
-        Vec::new(),
-        None,
+        agents: Vec::new(),
+        storm: None,
         container,
-    ))
+        procs: 0,
+    }))
 }
 
 /// # Errors
@@ -290,16 +273,17 @@ pub fn idle(a: IdleArgs) -> anyhow::Result<RunSpec> {
         "dialect": format!("{:?}", a.dialect).to_lowercase(),
         "auth": base.sub.as_ref().is_some_and(|s| s.token.is_some()),
     });
-    Ok(finish(
-        "idle",
-        a.common,
+    Ok(with_procs(RunSpec {
+        scenario: "idle",
+        common: a.common,
         target,
         params,
         base,
-        Vec::new(),
-        None,
-        None,
-    ))
+        agents: Vec::new(),
+        storm: None,
+        container: None,
+        procs: 0,
+    }))
 }
 
 /// # Errors
@@ -344,9 +328,17 @@ pub fn agents(a: AgentsArgs) -> anyhow::Result<RunSpec> {
         "interval_s": a.interval.as_secs_f64(),
         "duration_s": a.duration.as_secs_f64(),
     });
-    Ok(finish(
-        "agents", a.common, target, params, base, slots, None, None,
-    ))
+    Ok(with_procs(RunSpec {
+        scenario: "agents",
+        common: a.common,
+        target,
+        params,
+        base,
+        agents: slots,
+        storm: None,
+        container: None,
+        procs: 0,
+    }))
 }
 
 /// # Errors
@@ -375,16 +367,17 @@ pub fn storm(a: StormArgs) -> anyhow::Result<RunSpec> {
         rate: a.rate,
         max: a.connections,
     };
-    Ok(finish(
-        "storm",
-        a.common,
+    Ok(with_procs(RunSpec {
+        scenario: "storm",
+        common: a.common,
         target,
         params,
         base,
-        Vec::new(),
-        Some(storm),
-        None,
-    ))
+        agents: Vec::new(),
+        storm: Some(storm),
+        container: None,
+        procs: 0,
+    }))
 }
 
 impl RunSpec {
@@ -398,6 +391,7 @@ impl RunSpec {
         let (a0, a1) = split_range(self.agents.len() as u64, k, w);
         p.agents = self.agents[a0 as usize..a1 as usize].to_vec();
         p.connect_rate = self.base.connect_rate / k as f64;
+        p.connect_concurrency = (self.base.connect_concurrency / k).max(1);
         if w != 0 {
             p.publisher = None;
         }

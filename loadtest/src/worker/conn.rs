@@ -616,10 +616,8 @@ impl Session {
     /// Records one delivered item: latency, and sequence gaps per connection.
     fn record(&mut self, stamp: Stamp, ctx: &mut Ctx) {
         let last = self.last_seq;
-        if stamp.seq != 0 {
-            if stamp.seq > last {
-                self.last_seq = stamp.seq;
-            }
+        if stamp.seq != 0 && stamp.seq > last {
+            self.last_seq = stamp.seq;
         }
         if !ctx.measuring {
             return;

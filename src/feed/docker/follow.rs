@@ -16,10 +16,12 @@
 //!    bytes) are dropped; everything after it is new. Whichever snapshot
 //!    Docker took first, the anchor is in that stream: in its replayed tail
 //!    or in its live part.
-//! 3. If the anchor is not found (more than the slack was written before the
-//!    follow snapshot), the live stream is requested again with an 8x larger
-//!    tail. After [`MAX_JOIN_ATTEMPTS`], "stamped after the anchor" decides
-//!    (only for logs rotated away under us or absurd output rates).
+//! 3. If the anchor is not in it (more than the slack was written between
+//!    the two snapshots), the live stream is requested again with `since` =
+//!    the anchor's second (`tail=all`; Docker scans the whole file for that,
+//!    so it is only the fallback), and the anchor is matched the same way.
+//!    Should that fail too (the log was rotated away under us), records
+//!    stamped after the anchor are taken as new.
 //! 4. When a follow stream ends (the container stopped), Docker may not have
 //!    sent the last lines written just before the stop (its follow reader
 //!    quits at end of file once the container is gone). The end of the log
@@ -40,17 +42,14 @@ use bollard::container::LogOutput;
 use bollard::query_parameters::LogsOptions;
 use futures_util::{FutureExt, Stream, StreamExt};
 
+use super::engine::parse_rfc3339;
 use super::lines::{ANCHOR_WINDOW, Assembler, HistoryBuilder, Joiner, Record, Verdict};
 use super::{BATCH_MAX_BYTES, BATCH_MAX_LINES, LOG_BACKLOG_MAX_EVENTS, MAX_TAIL, Sink, error_text};
 use crate::feed::{DockerEvent, LogLine};
 
 /// Extra records the follow request replays beyond the history's, to cover
 /// output written between the two snapshots.
-const JOIN_SLACK: usize = 4;
-/// Exact-match attempts (each with an 8x larger tail) before the fallback.
-const MAX_JOIN_ATTEMPTS: u32 = 4;
-/// Attempts to read what a finished follow stream left out.
-const CATCH_UP_ATTEMPTS: u32 = 2;
+const JOIN_SLACK: usize = 2048;
 /// How often a follower re-checks the feed channel's backlog.
 const BACKLOG_POLL: Duration = Duration::from_millis(2);
 
@@ -112,6 +111,22 @@ fn logs_options(follow: bool, tail: String) -> LogsOptions {
     }
 }
 
+/// Everything from a second before the anchor window's oldest record on.
+/// Docker scans the whole log file for this: only for the rare retry.
+fn since_options(follow: bool, anchor: &[Record]) -> LogsOptions {
+    let oldest = anchor
+        .iter()
+        .filter_map(|r| std::str::from_utf8(&r.ts).ok().and_then(parse_rfc3339))
+        .map(|(secs, _)| secs)
+        .min()
+        .unwrap_or(0);
+    let since = i32::try_from(oldest.saturating_sub(1)).unwrap_or(0).max(0);
+    LogsOptions {
+        since,
+        ..logs_options(follow, "all".into())
+    }
+}
+
 impl Follower {
     async fn run(&mut self, docker: &Docker, tail: usize) -> String {
         let want = tail.min(MAX_TAIL);
@@ -119,7 +134,7 @@ impl Follower {
         let h_tail = want.max(1);
         // The anchor is among the last records of the log when the history
         // was read, whatever `tail` is: the live request need not replay more.
-        let mut limit = JOIN_SLACK;
+        let limit = JOIN_SLACK;
         let cid = self.container_id.clone();
         let mut live = Box::pin(docker.logs(&cid, Some(logs_options(true, limit.to_string()))));
         let mut first: Option<Option<Item>> = None;
@@ -158,25 +173,22 @@ impl Follower {
             Joiner::new(&anchor, limit)
         };
 
-        let mut attempt = 0;
+        // Stage 0: the request made with the history. Stage 1: the anchor
+        // was not in it, so ask from the anchor's second on. Stage 2: not
+        // there either (rotated away): join by timestamp.
+        let mut stage = 0;
         loop {
-            match self.pump(&mut live, first.take(), &mut joiner).await {
+            let end = self.pump(&mut live, first.take(), &mut joiner).await;
+            match end {
                 StreamEnd::Ended { joined: true } => break,
-                StreamEnd::Ended { joined: false } if attempt < MAX_JOIN_ATTEMPTS => {
-                    // The anchor is gone from the log (rotated): fall back.
-                    attempt = MAX_JOIN_ATTEMPTS;
-                    joiner = Joiner::after(&anchor);
-                }
-                StreamEnd::Ended { joined: false } => break,
-                StreamEnd::Missed => {
-                    attempt += 1;
-                    limit = limit.saturating_mul(8);
-                    joiner = if attempt < MAX_JOIN_ATTEMPTS {
+                StreamEnd::Ended { joined: false } | StreamEnd::Missed if stage < 2 => {
+                    stage += 1;
+                    joiner = if stage == 1 {
                         log::debug!(
-                            "follower {}: anchor missed, retrying with tail {limit}",
+                            "follower {}: anchor missed, asking since the anchor",
                             self.follow_id
                         );
-                        Joiner::new(&anchor, limit)
+                        Joiner::new(&anchor, usize::MAX)
                     } else {
                         log::warn!(
                             "follower {}: no exact seam in {cid}'s log; joining by timestamp",
@@ -184,11 +196,12 @@ impl Follower {
                         );
                         Joiner::after(&anchor)
                     };
+                    live = Box::pin(docker.logs(&cid, Some(since_options(true, &anchor))));
                 }
+                StreamEnd::Ended { joined: false } | StreamEnd::Missed => break,
                 StreamEnd::Failed(reason) => return reason,
                 StreamEnd::Gone => return "the event loop is gone".into(),
             }
-            live = Box::pin(docker.logs(&cid, Some(logs_options(true, limit.to_string()))));
         }
         drop(live);
 
@@ -205,20 +218,25 @@ impl Follower {
     /// Reads the end of the log again and takes what comes after the last
     /// record seen. `Some` when the follower must end with that reason.
     async fn catch_up(&mut self, docker: &Docker) -> Option<String> {
-        let mut tail = JOIN_SLACK;
-        for _ in 0..CATCH_UP_ATTEMPTS {
-            let anchor: Vec<Record> = self.recent.iter().cloned().collect();
-            let (t, mut joiner) = if anchor.is_empty() {
-                ("all".to_string(), Joiner::Open)
+        let anchor: Vec<Record> = self.recent.iter().cloned().collect();
+        for exact_tail in [true, false] {
+            let (opts, mut joiner) = if anchor.is_empty() {
+                (logs_options(false, "all".into()), Joiner::Open)
+            } else if exact_tail {
+                (
+                    logs_options(false, JOIN_SLACK.to_string()),
+                    Joiner::new(&anchor, JOIN_SLACK),
+                )
             } else {
-                (tail.to_string(), Joiner::new(&anchor, tail))
+                (
+                    since_options(false, &anchor),
+                    Joiner::new(&anchor, usize::MAX),
+                )
             };
-            let mut s = Box::pin(docker.logs(&self.container_id, Some(logs_options(false, t))));
+            let mut s = Box::pin(docker.logs(&self.container_id, Some(opts)));
             match self.pump(&mut s, None, &mut joiner).await {
                 StreamEnd::Ended { joined: true } => return None,
-                StreamEnd::Ended { joined: false } | StreamEnd::Missed => {
-                    tail = tail.saturating_mul(8)
-                }
+                StreamEnd::Ended { joined: false } | StreamEnd::Missed => {}
                 // E.g. the container was removed meanwhile.
                 StreamEnd::Failed(e) => {
                     log::debug!("follower {}: no catch-up: {e}", self.follow_id);

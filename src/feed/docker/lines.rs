@@ -219,7 +219,6 @@ pub struct HistoryBuilder {
     uncommitted_bytes: usize,
     /// The last committed records (the anchor is the newest).
     window: VecDeque<Record>,
-    records: usize,
 }
 
 /// What a finished history hands to the live phase.
@@ -232,8 +231,6 @@ pub struct History {
     /// The records ending at the anchor (oldest first); empty when the log
     /// was empty, in which case every live record is new.
     pub anchor: Vec<Record>,
-    /// How many records the request returned.
-    pub records: usize,
 }
 
 impl HistoryBuilder {
@@ -246,12 +243,10 @@ impl HistoryBuilder {
             uncommitted: Vec::new(),
             uncommitted_bytes: 0,
             window: VecDeque::with_capacity(ANCHOR_WINDOW),
-            records: 0,
         }
     }
 
     pub fn push(&mut self, rec: Record) {
-        self.records += 1;
         if rec.is_complete() {
             self.commit_uncommitted();
             self.commit(rec);
@@ -304,7 +299,6 @@ impl HistoryBuilder {
             lines: self.lines.into(),
             asm: self.asm,
             anchor: self.window.into(),
-            records: self.records,
         }
     }
 }
@@ -522,7 +516,6 @@ mod tests {
         assert_eq!(texts, ["two", "three"]);
         assert_eq!(hist.anchor.len(), 3);
         assert_eq!(&hist.anchor[2].payload[..], b"three\n");
-        assert_eq!(hist.records, 3);
     }
 
     #[test]

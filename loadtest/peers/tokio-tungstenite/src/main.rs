@@ -25,7 +25,10 @@ async fn main() {
         .unwrap_or_else(|| "127.0.0.1:9001".into())
         .parse()
         .expect("ADDR must be IP:PORT");
-    assert!(addr.ip().is_loopback(), "refusing to listen on a non-loopback address");
+    assert!(
+        addr.ip().is_loopback(),
+        "refusing to listen on a non-loopback address"
+    );
     let listener = TcpListener::bind(addr).await.expect("could not bind");
     eprintln!("peer-tokio-tungstenite listening on {addr}");
     let (tx, _) = broadcast::channel::<(u64, Utf8Bytes)>(BACKLOG);
