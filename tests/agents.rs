@@ -312,7 +312,14 @@ fn metrics_and_logs_reach_the_right_browsers_only() {
 
 #[test]
 fn commands_roles_relay_timeout_and_disconnect() {
-    let h = hub(1, "[commands]\ntimeout = \"1s\"\n");
+    let audit = temp_dir("audit").join("audit.jsonl");
+    let h = hub(
+        1,
+        &format!(
+            "[commands]\ntimeout = \"1s\"\naudit_log = \"{}\"\n",
+            audit.display()
+        ),
+    );
     let mut agent = fake_agent(&h, 0);
     let mut viewer = browser(&h, "/api/v1/ws", Role::Viewer);
     let mut admin = browser(&h, "/api/v1/ws", Role::Admin);

@@ -310,12 +310,14 @@ impl Hub {
         io.stats.message_out("log", state.logs.len() as u64);
     }
 
-    /// `docker_command` / `command` from an admin browser.
+    /// `docker_command` / `command` from a browser; `allowed`: its role may
+    /// command (admin, or auth off). Refusals are audited too.
     pub fn browser_command(
         &mut self,
         io: &mut Io<'_>,
         token: usize,
         req: BrowserRequest,
+        allowed: bool,
     ) -> Result<(), String> {
         let local = self.config.server_id.clone();
         let who = io
@@ -351,13 +353,6 @@ impl Hub {
             }
             _ => return Ok(()),
         };
-        let Some(state) = self.servers.get(&server_id) else {
-            io.stats.command("unknown_server");
-            return Err(format!(
-                "Unknown server_id: {}",
-                server_id.chars().take(80).collect::<String>()
-            ));
-        };
         let command_id = uuid::Uuid::new_v4().to_string();
         let pending = PendingCommand {
             requester: token,
@@ -367,6 +362,19 @@ impl Hub {
             what,
             kind,
             deadline: io.now + self.config.command_timeout,
+        };
+        if !allowed {
+            io.stats.command("forbidden");
+            self.audit
+                .record(&pending, &command_id, "refused: not an admin");
+            return Err("Not allowed: commands need the admin role".into());
+        }
+        let Some(state) = self.servers.get(&server_id) else {
+            io.stats.command("unknown_server");
+            return Err(format!(
+                "Unknown server_id: {}",
+                server_id.chars().take(80).collect::<String>()
+            ));
         };
         if state.is_local {
             if kind == "command" {
