@@ -70,6 +70,7 @@ pub(super) async fn follow(
         asm: Assembler::default(),
         recent: VecDeque::with_capacity(ANCHOR_WINDOW),
         batch: Batch::default(),
+        taken: 0,
     };
     let reason = f.run(&docker, tail).await;
     (follow_id, reason)
@@ -80,10 +81,12 @@ struct Follower {
     follow_id: u64,
     container_id: String,
     asm: Assembler,
-    /// The last records read from Docker (kept or dropped): where a
+    /// The last records taken (starting as the history's anchor): where a
     /// catch-up read continues.
     recent: VecDeque<Record>,
     batch: Batch,
+    /// Records taken as new, all streams together (for logs).
+    taken: u64,
 }
 
 /// How one stream ended.
@@ -234,8 +237,18 @@ impl Follower {
                 )
             };
             let mut s = Box::pin(docker.logs(&self.container_id, Some(opts)));
+            let before = self.taken;
             match self.pump(&mut s, None, &mut joiner).await {
-                StreamEnd::Ended { joined: true } => return None,
+                StreamEnd::Ended { joined: true } => {
+                    if self.taken > before {
+                        log::debug!(
+                            "follower {}: catch-up took {} records",
+                            self.follow_id,
+                            self.taken - before
+                        );
+                    }
+                    return None;
+                }
                 StreamEnd::Ended { joined: false } | StreamEnd::Missed => {}
                 // E.g. the container was removed meanwhile.
                 StreamEnd::Failed(e) => {
@@ -275,13 +288,16 @@ impl Follower {
                         if let Some(rec) = Record::from_output(out) {
                             match joiner.offer(&rec) {
                                 Verdict::Old => {}
-                                Verdict::New => self.asm.push(&rec, &mut |l| self.batch.push(l)),
+                                Verdict::New => {
+                                    self.taken += 1;
+                                    self.asm.push(&rec, &mut |l| self.batch.push(l));
+                                    if self.recent.len() == ANCHOR_WINDOW {
+                                        self.recent.pop_front();
+                                    }
+                                    self.recent.push_back(rec);
+                                }
                                 Verdict::Missed => return StreamEnd::Missed,
                             }
-                            if self.recent.len() == ANCHOR_WINDOW {
-                                self.recent.pop_front();
-                            }
-                            self.recent.push_back(rec);
                         }
                     }
                     Some(Err(e)) => {

@@ -9,14 +9,23 @@
 //! - `Up` is sent on start and after each reconnect, `Down` once per loss;
 //!   a follower ends with exactly one `LogEnded` unless it was unfollowed.
 //! - Per follower: one `LogHistory`, then `LogLines` in Docker's order with
-//!   no gap and no duplicate at the seam (see [`follow`] for how).
-//! - Memory is bounded: log batches stop being read from Docker while the
-//!   feed channel holds more than [`LOG_BACKLOG_MAX_EVENTS`] events (the
-//!   receiving loop drains it; no cooperation is needed from it), and
-//!   lines and histories have byte caps (see [`lines`]).
+//!   no gap and no duplicate at the seam (see `follow` for how), then
+//!   `LogEnded`. A follower that fails before its history (unknown
+//!   container, engine down, log driver that cannot be read) gets only
+//!   `LogEnded`. Reasons: "container stopped", "container removed",
+//!   "container restarted", "docker is down", "docker went away: ...", or
+//!   the engine's error text.
+//! - Memory is bounded without help from the loop: before reading more from
+//!   Docker, a follower waits while the feed channel (`Sender::len`) holds
+//!   more than [`LOG_BACKLOG_MAX_EVENTS`] events; Docker keeps the rest in
+//!   its log file. A `LogLines` holds at most [`BATCH_MAX_LINES`] lines or
+//!   about [`BATCH_MAX_BYTES`]; lines and histories have byte caps (see
+//!   `lines`). Container events and action answers are never held back.
+//! - Docker writes one frame per log line; when it is slower than this
+//!   thread, batches hold one line (there is no timer to wait for more).
 //!
-//! Files: [`engine`] (connect, container table, events), [`follow`] (log
-//! followers), [`lines`] (record parsing and the history/live seam),
+//! Files: `engine` (connect, container table, events), `follow` (log
+//! followers), `lines` (record parsing and the history/live seam),
 //! `runtime` (the thread's main loop: requests, reconnects, followers).
 
 mod engine;
