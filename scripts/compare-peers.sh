@@ -22,6 +22,7 @@
 #   OUT [target/peers/results-<date>]: where the JSON reports go
 #   EXTRA_ARGS: more flags for every loadtest run (e.g. "--busy-poll")
 # A peer whose toolchain is missing (node, python3 venv) is skipped with a note.
+# shellcheck disable=SC2317  # cleanup runs from the EXIT trap
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -16,6 +16,7 @@
 # temp config on a free loopback port: agent keys stored as sha256 (sha256sum),
 # browser auth off — except one `idle` run against a second daemon with a JWT
 # secret, using a token from `$DOCKWIRE_BIN token`.
+# shellcheck disable=SC2317  # cleanup runs from the EXIT trap
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -461,21 +461,35 @@ fn lifecycle_events_and_actions() {
     let up = feed.changed(&c.id, "running", Duration::from_secs(10));
     assert!(up.status.starts_with("Up "), "{:?}", up.status);
 
-    // Latency from `docker stop` returning to the Changed event.
+    // Latency from `docker stop` to the Changed event: the CLI runs on
+    // another thread while this one waits for the event.
     let t0 = Instant::now();
-    docker(&["stop", "-t", "5", &c.id]);
-    let t1 = Instant::now();
+    let stopper = {
+        let id = c.id.clone();
+        std::thread::spawn(move || {
+            docker(&["stop", "-t", "5", &id]);
+            Instant::now()
+        })
+    };
     let stopped = feed.changed(&c.id, "exited", Duration::from_secs(10));
-    let t2 = Instant::now();
+    let t_event = Instant::now();
+    let t_returned = stopper.join().unwrap();
     assert!(
         stopped.status.starts_with("Exited (0)"),
         "{:?}",
         stopped.status
     );
+    let ms = |a: Instant, b: Instant| {
+        if a >= b {
+            (a - b).as_secs_f64() * 1e3
+        } else {
+            -((b - a).as_secs_f64() * 1e3)
+        }
+    };
     eprintln!(
-        "MEASURE stop->Changed: {:.1} ms after `docker stop` returned ({:.1} ms after it was run)",
-        t2.saturating_duration_since(t1).as_secs_f64() * 1e3,
-        (t2 - t0).as_secs_f64() * 1e3
+        "MEASURE stop->Changed: event {:+.1} ms relative to `docker stop` returning ({:.1} ms after it was run)",
+        ms(t_event, t_returned),
+        ms(t_event, t0)
     );
 
     docker(&["start", &c.id]);
@@ -534,7 +548,7 @@ fn blocking_client_runs_actions() {
         &std::env::var("DOCKER_HOST").unwrap(),
         "client",
         &[],
-        &["sleep", "300"],
+        &["sh", "-c", "trap 'exit 0' TERM; sleep 300 & wait"],
         false,
     );
     let client = docker::DockerClient::connect(None).expect("connect");
@@ -759,7 +773,7 @@ fn slow_loop_bounds_the_queue_and_loses_nothing() {
         "queue grew past the cap: {queued}"
     );
     eprintln!("backlog while the loop sleeps: {queued} events");
-    let got = feed.collect(1, Duration::from_secs(30), |g| g.live.len() > 400_000);
+    let got = feed.collect(1, Duration::from_secs(30), |g| g.live.len() > 150_000);
     let mut all = numbers(got.history.as_ref().unwrap());
     assert_eq!(all.len(), 10);
     all.extend(numbers(&got.live));

@@ -61,6 +61,24 @@ pub enum ServerError {
     Poll(io::Error),
 }
 
+/// Accept queue length: connection storms of thousands must not drop SYNs
+/// (the kernel caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds a non-blocking listener with SO_REUSEADDR and a deep backlog.
+fn listen(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
 fn conn_token(key: usize) -> Token {
     Token(key + FIRST_CONN)
 }
@@ -116,7 +134,7 @@ impl Server {
         let poll = Poll::new().map_err(ServerError::Poll)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(ServerError::Poll)?);
         let mut listener =
-            TcpListener::bind(config.listen).map_err(|e| ServerError::Bind(config.listen, e))?;
+            listen(config.listen).map_err(|e| ServerError::Bind(config.listen, e))?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(ServerError::Poll)?;
