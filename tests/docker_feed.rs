@@ -587,11 +587,11 @@ fn history_then_live_without_gap_or_duplicate() {
             feed.follow((round * 10 + i) as u64, &c.id, tail);
         }
         let mut got: Vec<Followed> = (0..chunk.len()).map(|_| Followed::default()).collect();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while got.iter().any(|g| g.live.len() < 20_000) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got.iter().any(|g| g.live.len() < 5_000) {
             let ev = feed
                 .next(deadline)
-                .expect("live lines from every follower within 20 s");
+                .expect("live lines from every follower within 60 s");
             let fid = match &ev {
                 DockerEvent::LogHistory { follow_id, .. }
                 | DockerEvent::LogLines { follow_id, .. }
@@ -661,7 +661,7 @@ fn seam_holds_with_stdout_and_stderr_interleaved() {
     std::thread::sleep(Duration::from_millis(500));
     for (fid, tail) in [(1u64, 50usize), (2, 1), (3, 0), (4, 333)] {
         feed.follow(fid, &c.id, tail);
-        let got = feed.collect(fid, Duration::from_secs(20), |g| g.live.len() >= 10_000);
+        let got = feed.collect(fid, Duration::from_secs(60), |g| g.live.len() >= 5_000);
         feed.handle
             .request(DockerRequest::Unfollow { follow_id: fid });
         assert!(got.ended.is_none(), "ended: {:?}", got.ended);

@@ -7,14 +7,11 @@
 //! Invariants: the container reference is validated before it reaches a
 //! URL path (Docker ids and names only: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most
 //! 128 bytes), the action must be `start`, `stop` or `restart`, and every
-//! call is bounded by a timeout. The answer is always a (success, message)
+//! call is bounded by the Docker client's request timeout. The answer is always a (success, message)
 //! pair, never a panic.
 
-use std::time::Duration;
-
-use bollard::Docker;
-
 use crate::feed::ContainerAction;
+use crate::feed::docker::run_action_blocking;
 
 /// Longest container reference accepted (ids are 64 hex digits; names are
 /// short in practice).
@@ -31,12 +28,13 @@ pub fn valid_container_ref(s: &str) -> bool {
 }
 
 /// Runs `action` on `container_id` and says how it went, in the words the
-/// hub relays to the browser.
+/// hub relays to the browser. The engine call itself is the feed's
+/// [`run_action_blocking`] (bollard on a short-lived current-thread runtime,
+/// bounded by the client's request timeout).
 pub fn docker_action(
     docker_host: Option<&str>,
     action: Option<&str>,
     container_id: Option<&str>,
-    timeout: Duration,
 ) -> (bool, String) {
     let Some(action_str) = action else {
         return (false, "missing action".to_owned());
@@ -53,68 +51,23 @@ pub fn docker_action(
     if !valid_container_ref(container) {
         return (false, "invalid container_id".to_owned());
     }
-
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return (false, format!("could not start a runtime: {e}")),
-    };
-    runtime.block_on(async move {
-        // Connecting is lazy in bollard: no I/O happens until the request.
-        let docker = match docker_host {
-            Some(host) => Docker::connect_with_host(host),
-            None => Docker::connect_with_defaults(),
-        };
-        let docker = match docker {
-            Ok(d) => d,
-            Err(e) => return (false, format!("could not reach Docker: {e}")),
-        };
-        let call = async {
-            match action {
-                ContainerAction::Start => docker.start_container(container, None).await,
-                ContainerAction::Stop => docker.stop_container(container, None).await,
-                ContainerAction::Restart => docker.restart_container(container, None).await,
-            }
-        };
-        match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(())) => (true, done_message(action).to_owned()),
-            Ok(Err(e)) => (false, failure_message(action, container, &e)),
-            Err(_) => (
-                false,
-                format!(
-                    "could not {} container {container}: timed out after {}",
-                    action.as_str(),
-                    humantime::format_duration(timeout)
-                ),
+    match run_action_blocking(docker_host.map(str::to_owned), action, container) {
+        Ok(message) => (true, message),
+        Err(detail) => (
+            false,
+            format!(
+                "could not {} container {container}: {detail}",
+                action.as_str()
             ),
-        }
-    })
-}
-
-fn done_message(action: ContainerAction) -> &'static str {
-    match action {
-        ContainerAction::Start => "Container started",
-        ContainerAction::Stop => "Container stopped",
-        ContainerAction::Restart => "Container restarted",
+        ),
     }
-}
-
-fn failure_message(action: ContainerAction, container: &str, e: &bollard::errors::Error) -> String {
-    let detail = match e {
-        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
-        other => other.to_string(),
-    };
-    format!(
-        "could not {} container {container}: {detail}",
-        action.as_str()
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::time::Duration;
 
     #[test]
     fn container_refs() {
@@ -132,22 +85,18 @@ mod tests {
 
     #[test]
     fn bad_requests_fail_without_docker() {
-        let t = Duration::from_secs(1);
         let host = Some("unix:///nonexistent/docker.sock");
         assert_eq!(
-            docker_action(host, Some("explode"), Some("web"), t).1,
+            docker_action(host, Some("explode"), Some("web")).1,
             "unknown action \"explode\" (expected start, stop or restart)"
         );
+        assert_eq!(docker_action(host, None, Some("web")).1, "missing action");
         assert_eq!(
-            docker_action(host, None, Some("web"), t).1,
-            "missing action"
-        );
-        assert_eq!(
-            docker_action(host, Some("stop"), None, t).1,
+            docker_action(host, Some("stop"), None).1,
             "missing container_id"
         );
         assert_eq!(
-            docker_action(host, Some("stop"), Some("../x"), t),
+            docker_action(host, Some("stop"), Some("../x")),
             (false, "invalid container_id".to_owned())
         );
     }
@@ -159,7 +108,6 @@ mod tests {
             Some("unix:///nonexistent/docker.sock"),
             Some("start"),
             Some("web"),
-            Duration::from_secs(5),
         );
         assert!(!ok);
         assert!(msg.starts_with("could not"), "{msg}");

@@ -513,18 +513,13 @@ impl Session {
         let tx = self.tx.clone();
         let shutdown = Arc::clone(&self.shutdown);
         let host = self.tasks.docker_host.clone();
-        let timeout = self.tasks.limits.timeout;
         let id = command_id.clone();
         let spawned = thread::Builder::new()
             .name("agent-docker".into())
             .spawn(move || {
                 let _slot = slot;
-                let (success, message) = docker_action(
-                    host.as_deref(),
-                    action.as_deref(),
-                    container_id.as_deref(),
-                    timeout,
-                );
+                let (success, message) =
+                    docker_action(host.as_deref(), action.as_deref(), container_id.as_deref());
                 let response = Outgoing::Docker(DockerResponse {
                     command_id: id,
                     success,
