@@ -379,14 +379,17 @@ impl Config {
                 server_id,
             });
         }
-        for (i, a) in agents.iter().enumerate() {
-            if agents[..i].iter().any(|b| b.key_sha256 == a.key_sha256) {
+        let mut keys = std::collections::HashSet::with_capacity(agents.len());
+        let mut ids = std::collections::HashSet::with_capacity(agents.len() + 1);
+        ids.insert(server_id.as_str());
+        for a in &agents {
+            if !keys.insert(a.key_sha256) {
                 return Err(invalid(format!(
                     "agent {:?}: the same key is configured twice",
                     a.name
                 )));
             }
-            if agents[..i].iter().any(|b| b.server_id == a.server_id) || a.server_id == server_id {
+            if !ids.insert(a.server_id.as_str()) {
                 return Err(invalid(format!(
                     "agent {:?}: server_id {} is used twice",
                     a.name, a.server_id
