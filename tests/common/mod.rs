@@ -220,27 +220,31 @@ pub fn send_json(ws: &mut Ws, v: &Value) {
     ws.send(Message::text(v.to_string())).expect("send");
 }
 
-/// Next JSON text message within `within`, or None.
-pub fn next_json(ws: &mut Ws, within: Duration) -> Option<Value> {
-    let deadline = Instant::now() + within;
+/// Next WebSocket message before `deadline`: `None` on timeout or when the
+/// connection is gone.
+fn read_until(ws: &mut Ws, deadline: Instant) -> Option<Message> {
     while Instant::now() < deadline {
         match ws.read() {
-            Ok(Message::Text(t)) => {
-                return Some(serde_json::from_str(t.as_str()).expect("server sent JSON"));
-            }
-            Ok(_) => continue,
+            Ok(m) => return Some(m),
             Err(tungstenite::Error::Io(e))
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
+                ) => {}
             Err(_) => return None,
         }
     }
     None
+}
+
+/// Next JSON text message within `within`, or None.
+pub fn next_json(ws: &mut Ws, within: Duration) -> Option<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Message::Text(t) = read_until(ws, deadline)? {
+            return Some(serde_json::from_str(t.as_str()).expect("server sent JSON"));
+        }
+    }
 }
 
 /// Waits for a message whose `type` is `kind`, skipping others (e.g. metrics).
@@ -260,23 +264,13 @@ pub fn wait_type(ws: &mut Ws, kind: &str, within: Duration) -> Value {
 /// Reads until the server closes; returns the close code seen (if any).
 pub fn wait_close(ws: &mut Ws, within: Duration) -> Option<u16> {
     let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        match ws.read() {
-            Ok(Message::Close(Some(f))) => return Some(f.code.into()),
-            Ok(Message::Close(None)) => return Some(1005),
-            Ok(_) => continue,
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
-            Err(_) => return None,
+    loop {
+        match read_until(ws, deadline)? {
+            Message::Close(Some(f)) => return Some(f.code.into()),
+            Message::Close(None) => return Some(1005),
+            _ => {}
         }
     }
-    None
 }
 
 /// A valid raw upgrade request for `path`.
