@@ -60,6 +60,8 @@ pub struct Stats {
     pub messages_sent: u64,
     pub bytes_sent: u64,
     pub frames_dropped_slow: u64,
+    /// Log batches serialized (once per dialect with subscribers, shared by all of them).
+    pub log_frames_encoded: u64,
     pub log_lines_dropped: u64,
     pub slow_consumers_closed: u64,
     pub docker_up: bool,
@@ -183,6 +185,12 @@ impl Stats {
             "dockwire_bytes_sent_total",
             "Bytes written to sockets.",
             self.bytes_sent,
+        );
+        counter(
+            &mut o,
+            "dockwire_log_frames_encoded_total",
+            "log_update frames serialized (each shared by every subscriber of its dialect).",
+            self.log_frames_encoded,
         );
         counter(
             &mut o,

@@ -272,6 +272,7 @@ impl Hub {
                     continue;
                 }
                 let frame = crate::protocol::json::encode(&ev, dialect);
+                io.stats.log_frames_encoded += 1;
                 for &t in set.tokens() {
                     // A socket that lost lines hears how many before it gets
                     // new ones, and only once it has drained to half its cap.
