@@ -285,4 +285,35 @@ Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r
         assert!(!origin_allowed(&h, &[]));
         assert!(origin_allowed(&h, &["https://evil.example".into()]));
     }
+
+    /// The property `fuzz/fuzz_targets/http_head.rs` checks, over mutations
+    /// of a real upgrade request (a cheap stand-in for the fuzzer in CI).
+    #[test]
+    fn mutated_heads_never_panic_and_prefixes_agree() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut data = UPGRADE.to_vec();
+            for _ in 0..(next() % 6) {
+                let i = (next() as usize) % data.len();
+                data[i] = next() as u8;
+            }
+            let cut = (next() as usize) % (data.len() + 1);
+            let whole = parse_head(&data);
+            if let Parse::Complete(h) = &whole {
+                assert!(h.head_len <= data.len());
+                let _ = check_upgrade(h);
+                let _ = origin_allowed(h, &["https://dash.example.com".to_string()]);
+                assert_eq!(parse_head(&data[..h.head_len]), whole);
+            }
+            if let Parse::Complete(h) = parse_head(&data[..cut]) {
+                assert!(matches!(&whole, Parse::Complete(w) if *w == h));
+            }
+        }
+    }
 }
