@@ -598,7 +598,7 @@ impl Server {
             return;
         };
         c.dirty = false;
-        let (written, result) = c.out.flush(&mut c.stream);
+        let (written, result) = c.out.flush(&mut conn::SendMsg(&c.stream));
         self.stats.bytes_sent += written as u64;
         match result {
             SocketResult::Closed | SocketResult::Error => return self.remove(key),
