@@ -5,8 +5,10 @@
 //! - Only `alg: "HS256"` is accepted. The algorithm is read from the header and
 //!   checked *before* the signature, so `none`, `HS384`, `RS256`, a missing
 //!   `alg` or a `crit` header never reach the MAC.
-//! - Signatures are compared in constant time (`hmac`'s `verify_slice`); API
-//!   key hashes with `subtle`, against every configured key, without early exit.
+//! - Signatures are compared in constant time (`hmac`'s `verify_slice`). An
+//!   API key is hashed before anything looks at it; its digest finds the
+//!   candidate entry, whose stored hash is compared with `subtle` in constant
+//!   time (see [`ApiKeys::check`]).
 //! - Segments are strict base64url without padding; anything else is
 //!   `Malformed`. Tokens longer than [`MAX_TOKEN_LEN`] are refused unread.
 //! - `exp` is required; `exp`, `nbf` and `iat` are checked with the verifier's
@@ -27,7 +29,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -486,22 +488,29 @@ impl fmt::Debug for AgentKey {
 #[derive(Debug, Clone, Default)]
 pub struct ApiKeys {
     entries: Vec<AgentKey>,
+    /// SHA-256 of a key -> its entry: one lookup per auth, whatever the
+    /// number of agents (a linear scan made N agents connecting cost N²).
+    by_hash: std::collections::HashMap<[u8; 32], usize>,
 }
 
 impl ApiKeys {
     /// Keeps `entries` in order; when two share a hash the first wins (warned).
     pub fn new(entries: Vec<AgentKey>) -> Self {
+        let mut by_hash = std::collections::HashMap::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
-            if let Some(first) = entries[..i].iter().find(|p| p.key_sha256 == e.key_sha256) {
+            if let Some(&first) = by_hash.get(&e.key_sha256) {
+                let first: &AgentKey = &entries[first];
                 log::warn!(
                     "agent {:?} has the same key as agent {:?}; {:?} will be used",
                     e.name,
                     first.name,
                     first.name
                 );
+            } else {
+                by_hash.insert(e.key_sha256, i);
             }
         }
-        Self { entries }
+        Self { entries, by_hash }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -516,23 +525,17 @@ impl ApiKeys {
         &self.entries
     }
 
-    /// The agent whose key is `presented_key`, if any. Every entry is
-    /// compared in constant time and the scan never stops early, so timing
-    /// does not reveal which entry (if any) matched.
+    /// The agent whose key is `presented_key`, if any.
+    ///
+    /// The key itself never meets a variable-time comparison: it is hashed
+    /// first, and only its SHA-256 digest selects a candidate entry (timing
+    /// of that lookup can at most hint at digest bits, which say nothing
+    /// usable about a key, SHA-256 being preimage resistant). The candidate's
+    /// stored hash is then compared with the digest in constant time.
     pub fn check(&self, presented_key: &str) -> Option<&AgentKey> {
         let hash = sha256(presented_key.as_bytes());
-        let mut found = Choice::from(0);
-        let mut index = 0u64;
-        for (i, entry) in self.entries.iter().enumerate() {
-            let eq = entry.key_sha256.ct_eq(&hash);
-            index.conditional_assign(&(i as u64), eq & !found);
-            found |= eq;
-        }
-        if bool::from(found) {
-            self.entries.get(index as usize)
-        } else {
-            None
-        }
+        let entry = self.entries.get(*self.by_hash.get(&hash)?)?;
+        bool::from(entry.key_sha256.ct_eq(&hash)).then_some(entry)
     }
 }
 
