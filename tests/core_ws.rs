@@ -360,20 +360,20 @@ fn never_reading_client_is_capped_and_others_keep_receiving() {
         let mut in_order = true;
         let deadline = Instant::now() + Duration::from_secs(60);
         while received < total && Instant::now() < deadline {
-            if let Some(m) = next_json(&mut good, Duration::from_millis(200)) {
-                if m["type"] == "log" {
-                    let n: usize = m["data"]["message"]
-                        .as_str()
-                        .unwrap()
-                        .split(' ')
-                        .next()
-                        .unwrap()
-                        .parse()
-                        .unwrap();
-                    in_order &= n == received;
-                    received += 1;
-                    seen.store(received, std::sync::atomic::Ordering::Relaxed);
-                }
+            if let Some(m) = next_json(&mut good, Duration::from_millis(200))
+                && m["type"] == "log"
+            {
+                let n: usize = m["data"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                in_order &= n == received;
+                received += 1;
+                seen.store(received, std::sync::atomic::Ordering::Relaxed);
             }
         }
         (received, in_order)

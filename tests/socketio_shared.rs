@@ -61,10 +61,11 @@ fn json_lines(ws: &mut Ws, id: &str, want: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while lines.len() < want && Instant::now() < deadline {
-        if let Some(m) = next_json(ws, Duration::from_millis(200)) {
-            if m["type"] == "log_update" && m["container_id"] == id {
-                lines.extend(m["log"].as_str().unwrap().lines().map(str::to_string));
-            }
+        if let Some(m) = next_json(ws, Duration::from_millis(200))
+            && m["type"] == "log_update"
+            && m["container_id"] == id
+        {
+            lines.extend(m["log"].as_str().unwrap().lines().map(str::to_string));
         }
     }
     lines

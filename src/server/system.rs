@@ -49,7 +49,7 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
             }
         }
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 /// Installs SIGTERM/SIGINT handling: the flag is set and the loop woken.

@@ -253,10 +253,10 @@ pub fn wait_type(ws: &mut Ws, kind: &str, within: Duration) -> Value {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(!left.is_zero(), "no {kind:?} message within {within:?}");
-        if let Some(v) = next_json(ws, left) {
-            if v["type"] == kind {
-                return v;
-            }
+        if let Some(v) = next_json(ws, left)
+            && v["type"] == kind
+        {
+            return v;
         }
     }
 }
