@@ -284,6 +284,9 @@ impl Hub {
         let Some(state) = self.servers.get(server_id) else {
             return;
         };
+        if state.logs.is_empty() {
+            return; // nobody watches: nothing to build
+        }
         let mut data = Map::new();
         data.insert(
             "level".into(),
@@ -301,9 +304,6 @@ impl Hub {
         );
         if let Some(c) = obj.get("container_id") {
             data.insert("container_id".into(), c.clone());
-        }
-        if state.logs.is_empty() {
-            return;
         }
         let f = json::encode_value(&json!({"type": "log", "data": data}));
         io.send_all(&state.logs, &f, Priority::Droppable);
