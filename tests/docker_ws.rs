@@ -22,24 +22,6 @@ macro_rules! need_docker {
     };
 }
 
-struct Container(String);
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        docker_quiet(&["rm", "-f", &self.0]);
-    }
-}
-
-fn run(name: &str, extra: &[&str], cmd: &str) -> (Container, String) {
-    let image = test_image();
-    let mut args = vec!["run", "-d", "--network", "none", "--name", name];
-    args.extend_from_slice(extra);
-    args.push(&image);
-    args.extend_from_slice(&["sh", "-c", cmd]);
-    let id = docker(&args);
-    (Container(name.to_string()), id)
-}
-
 fn state_change(ws: &mut Ws, id: &str, state: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
@@ -86,8 +68,8 @@ fn initial_state_and_state_changes() {
     let d = Daemon::start("");
     let running = unique_name("run");
     let exited = unique_name("exit");
-    let (_c1, run_id) = run(&running, &[], "sleep 300");
-    let (_c2, exit_id) = run(&exited, &[], "true");
+    let (_c1, run_id) = run_container(&running, &[], "sleep 300");
+    let (_c2, exit_id) = run_container(&exited, &[], "true");
     docker(&["wait", &exited]);
     std::thread::sleep(Duration::from_millis(300));
 
@@ -157,7 +139,7 @@ fn shared_follower_tail_then_live_without_gap_or_duplicate() {
     let d = Daemon::start("");
     let name = unique_name("count");
     // Prints 1, 2, 3, ... every 20 ms.
-    let (_c, id) = run(
+    let (_c, id) = run_container(
         &name,
         &[],
         "i=0; while true; do i=$((i+1)); echo $i; usleep 20000; done",
@@ -220,7 +202,7 @@ fn tail_history_is_exact() {
     need_docker!();
     let d = Daemon::start("");
     let name = unique_name("tail");
-    let (_c, id) = run(&name, &[], "seq 1 500; sleep 300");
+    let (_c, id) = run_container(&name, &[], "seq 1 500; sleep 300");
     std::thread::sleep(Duration::from_millis(800));
     let mut ws = connect(&d.url("/api/v1/ws"));
     wait_type(&mut ws, "initial_state", Duration::from_secs(5));
@@ -251,7 +233,7 @@ fn fifty_thousand_lines_complete_and_in_order() {
     let d = Daemon::start("");
     let name = unique_name("flood");
     // Wait for the subscriber, then print as fast as possible.
-    let (_c, id) = run(&name, &[], "sleep 2; seq 1 50000; sleep 300");
+    let (_c, id) = run_container(&name, &[], "sleep 2; seq 1 50000; sleep 300");
     let mut ws = connect(&d.url("/api/v1/ws"));
     wait_type(&mut ws, "initial_state", Duration::from_secs(5));
     send_json(
@@ -295,8 +277,8 @@ fn stderr_tty_and_stop_ends_stream() {
     let d = Daemon::start("");
     let plain = unique_name("stderr");
     let tty = unique_name("tty");
-    let (_c1, id1) = run(&plain, &[], "echo to-stdout; echo to-stderr >&2; sleep 300");
-    let (_c2, id2) = run(&tty, &["-t"], "echo tty-line; sleep 300");
+    let (_c1, id1) = run_container(&plain, &[], "echo to-stdout; echo to-stderr >&2; sleep 300");
+    let (_c2, id2) = run_container(&tty, &["-t"], "echo tty-line; sleep 300");
     std::thread::sleep(Duration::from_millis(800));
     let mut ws = connect(&d.url("/api/v1/ws"));
     wait_type(&mut ws, "initial_state", Duration::from_secs(5));
@@ -334,7 +316,7 @@ fn names_ids_and_unknown_containers() {
     need_docker!();
     let d = Daemon::start("");
     let name = unique_name("resolve");
-    let (_c, id) = run(&name, &[], "echo hello-resolve; sleep 300");
+    let (_c, id) = run_container(&name, &[], "echo hello-resolve; sleep 300");
     std::thread::sleep(Duration::from_millis(800));
     for reference in [
         name.clone(),
@@ -371,7 +353,7 @@ fn local_docker_command_stop_and_start() {
     need_docker!();
     let d = Daemon::start("");
     let name = unique_name("action");
-    let (_c, id) = run(&name, &[], "sleep 300");
+    let (_c, id) = run_container(&name, &[], "sleep 300");
     let mut ws = connect(&d.url("/api/v1/ws"));
     let hello = wait_type(&mut ws, "connection_established", Duration::from_secs(5));
     let sid = hello["server_id"].as_str().unwrap().to_string();

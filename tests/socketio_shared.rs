@@ -79,26 +79,7 @@ fn each_batch_is_encoded_once_per_dialect() {
     }
     let d = Daemon::start("");
     let name = unique_name("shared");
-    let image = test_image();
-    let id = docker(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        &name,
-        &image,
-        "sh",
-        "-c",
-        "sleep 2; seq 1 3000; sleep 300",
-    ]);
-    struct Rm(String);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            docker_quiet(&["rm", "-f", &self.0]);
-        }
-    }
-    let _rm = Rm(name.clone());
+    let (_rm, id) = run_container(&name, &[], "sleep 2; seq 1 3000; sleep 300");
 
     let mut json_clients: Vec<Ws> = (0..5)
         .map(|_| {

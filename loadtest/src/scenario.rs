@@ -250,22 +250,31 @@ pub fn fanout(a: FanoutArgs) -> anyhow::Result<RunSpec> {
     }))
 }
 
+/// Subscribers that only connect (and authenticate): `idle` and `storm`.
+fn passive_subscriber(
+    d: DialectArg,
+    path: Option<&str>,
+    common: &Common,
+) -> anyhow::Result<SubSpec> {
+    let (dialect, default_path) = match d {
+        DialectArg::Json => (Dialect::Json, "/api/v1/ws"),
+        DialectArg::Socketio => (Dialect::SocketIo, SIO_PATH),
+    };
+    Ok(SubSpec {
+        path: path.unwrap_or(default_path).to_string(),
+        dialect,
+        token: token(common)?,
+        subscribe: None,
+        extract: Extract::Nothing,
+    })
+}
+
 /// # Errors
 /// Bad target or token file.
 pub fn idle(a: IdleArgs) -> anyhow::Result<RunSpec> {
     let target = parse_target(&a.common.target)?;
     let mut base = base_plan(&a.common, &target, a.hold);
-    let (dialect, default_path) = match a.dialect {
-        DialectArg::Json => (Dialect::Json, "/api/v1/ws"),
-        DialectArg::Socketio => (Dialect::SocketIo, SIO_PATH),
-    };
-    base.sub = Some(SubSpec {
-        path: a.path.clone().unwrap_or_else(|| default_path.into()),
-        dialect,
-        token: token(&a.common)?,
-        subscribe: None,
-        extract: Extract::Nothing,
-    });
+    base.sub = Some(passive_subscriber(a.dialect, a.path.as_deref(), &a.common)?);
     base.subs_total = a.connections;
     let params = json!({
         "connections": a.connections,
@@ -346,17 +355,7 @@ pub fn agents(a: AgentsArgs) -> anyhow::Result<RunSpec> {
 pub fn storm(a: StormArgs) -> anyhow::Result<RunSpec> {
     let target = parse_target(&a.common.target)?;
     let mut base = base_plan(&a.common, &target, a.duration);
-    let (dialect, default_path) = match a.dialect {
-        DialectArg::Json => (Dialect::Json, "/api/v1/ws"),
-        DialectArg::Socketio => (Dialect::SocketIo, SIO_PATH),
-    };
-    base.sub = Some(SubSpec {
-        path: a.path.clone().unwrap_or_else(|| default_path.into()),
-        dialect,
-        token: token(&a.common)?,
-        subscribe: None,
-        extract: Extract::Nothing,
-    });
+    base.sub = Some(passive_subscriber(a.dialect, a.path.as_deref(), &a.common)?);
     let params = json!({
         "connections": a.connections,
         "rate": a.rate,

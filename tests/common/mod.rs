@@ -324,3 +324,24 @@ pub fn docker_quiet(args: &[&str]) {
 pub fn unique_name(tag: &str) -> String {
     format!("dw-{tag}-{}-{}", std::process::id(), free_port())
 }
+
+/// Removes its container (by name) when dropped, pass or fail.
+pub struct Container(pub String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        docker_quiet(&["rm", "-f", &self.0]);
+    }
+}
+
+/// `docker run -d --network none --name NAME [extra] IMAGE sh -c CMD`: the
+/// cleanup guard and the full id.
+pub fn run_container(name: &str, extra: &[&str], cmd: &str) -> (Container, String) {
+    let image = test_image();
+    let mut args = vec!["run", "-d", "--network", "none", "--name", name];
+    args.extend_from_slice(extra);
+    args.push(&image);
+    args.extend_from_slice(&["sh", "-c", cmd]);
+    let id = docker(&args);
+    (Container(name.to_string()), id)
+}
