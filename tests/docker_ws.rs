@@ -494,3 +494,45 @@ fn engine_outage_and_resync() {
         .env("DOCKWIRE_TESTENV", &state)
         .output();
 }
+
+/// A busy container (lines held for coalescing) joined by a late subscriber:
+/// its history and the held batch that follows must not overlap.
+#[test]
+fn late_subscriber_to_a_busy_stream_sees_no_duplicates() {
+    need_docker!();
+    let d = Daemon::start("");
+    let name = unique_name("busy");
+    let (_c, id) = run_container(
+        &name,
+        &[],
+        "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); echo $i; done; sleep 300",
+    );
+    let mut first = connect(&d.url("/api/v1/ws"));
+    wait_type(&mut first, "initial_state", Duration::from_secs(5));
+    send_json(
+        &mut first,
+        &json!({"type": "start_log_stream", "container_id": name, "tail": 0}),
+    );
+    collect_lines(&mut first, &id, Duration::from_secs(10), |l| {
+        l.len() >= 2000
+    });
+    for round in 0..5 {
+        let mut late = connect(&d.url("/api/v1/ws"));
+        wait_type(&mut late, "initial_state", Duration::from_secs(5));
+        send_json(
+            &mut late,
+            &json!({"type": "start_log_stream", "container_id": name, "tail": 50}),
+        );
+        let lines = collect_lines(&mut late, &id, Duration::from_secs(10), |l| l.len() >= 3000);
+        let nums: Vec<u64> = lines.iter().map(|l| l.parse().unwrap()).collect();
+        assert!(nums.len() >= 3000, "round {round}: {} lines", nums.len());
+        for w in nums.windows(2) {
+            assert_eq!(
+                w[1],
+                w[0] + 1,
+                "round {round}: gap or duplicate around {}",
+                w[0]
+            );
+        }
+    }
+}

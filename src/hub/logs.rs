@@ -43,11 +43,11 @@ pub struct LogTopic {
 }
 
 impl LogTopic {
-    fn push_ring(&mut self, line: &str) {
+    fn push_ring(&mut self, line: String) {
         if self.ring.len() == LOG_HISTORY_LINES {
             self.ring.pop_front();
         }
-        self.ring.push_back(line.to_string());
+        self.ring.push_back(line);
     }
 
     /// The last `tail` lines of the ring, newline-terminated.
@@ -167,8 +167,8 @@ impl Hub {
         let Some(topic) = self.topics.get_mut(&id) else {
             return;
         };
-        for l in &lines {
-            topic.push_ring(&l.text);
+        for l in lines {
+            topic.push_ring(l.text);
         }
         topic.has_history = true;
         for (token, tail) in std::mem::take(&mut topic.waiting) {
@@ -196,9 +196,6 @@ impl Hub {
         let Some(topic) = self.topics.get_mut(id) else {
             return;
         };
-        for l in &lines {
-            topic.push_ring(&l.text);
-        }
         let busy = topic
             .last_frame
             .is_some_and(|t| now.duration_since(t) < LOG_COALESCE);
@@ -213,7 +210,7 @@ impl Hub {
         }
         topic.last_frame = Some(now);
         let id = id.clone();
-        self.send_live(io, &id, &lines);
+        self.send_live(io, &id, lines);
     }
 
     /// When the earliest held batch is due (the loop's poll deadline).
@@ -249,17 +246,19 @@ impl Hub {
             };
             let lines = std::mem::take(&mut topic.held);
             topic.last_frame = Some(now);
-            self.send_live(io, &id, &lines);
+            self.send_live(io, &id, lines);
         }
     }
 
     /// One shared frame per chunk and dialect to every subscriber.
-    fn send_live(&mut self, io: &mut Io<'_>, id: &str, lines: &[LogLine]) {
+    /// The lines then join the ring: it holds only lines every subscriber
+    /// has been sent, so a newcomer's history never repeats held lines.
+    fn send_live(&mut self, io: &mut Io<'_>, id: &str, lines: Vec<LogLine>) {
         let resume_below = self.config.max_queued_bytes / 2;
         let Some(topic) = self.topics.get(id) else {
             return;
         };
-        for (log, n) in chunks(lines) {
+        for (log, n) in chunks(&lines) {
             let ev = Event::LogUpdate {
                 container_id: id,
                 log: &log,
@@ -289,27 +288,31 @@ impl Hub {
             }
             io.stats.message_out("log_update", topic.subs.len() as u64);
         }
+        if let Some(topic) = self.topics.get_mut(id) {
+            for l in lines {
+                topic.push_ring(l.text);
+            }
+        }
     }
 
     /// The follower ended: tell every subscriber, forget the topic.
     pub fn on_log_ended(&mut self, io: &mut Io<'_>, follow_id: u64, reason: &str) {
-        let Some(id) = self.follows.remove(&follow_id) else {
-            return;
-        };
-        let Some(mut topic) = self.topics.remove(&id) else {
+        let Some(id) = self.follows.get(&follow_id).cloned() else {
             return;
         };
         // Lines held for coalescing go out before the stop notice.
         self.held_topics.remove(&id);
-        let held = std::mem::take(&mut topic.held);
-        if !held.is_empty() {
-            self.topics.insert(id.clone(), topic);
-            self.send_live(io, &id, &held);
-            let Some(t) = self.topics.remove(&id) else {
-                return;
-            };
-            topic = t;
+        let held = self
+            .topics
+            .get_mut(&id)
+            .map(|t| std::mem::take(&mut t.held));
+        if let Some(held) = held.filter(|h| !h.is_empty()) {
+            self.send_live(io, &id, held);
         }
+        self.follows.remove(&follow_id);
+        let Some(topic) = self.topics.remove(&id) else {
+            return;
+        };
         io.stats.log_followers = io.stats.log_followers.saturating_sub(1);
         let ev = Event::LogStreamStopped {
             container_id: &id,
