@@ -75,6 +75,16 @@ pub struct FileConfig {
     pub commands: CommandsSection,
     #[serde(default)]
     pub alerts: Vec<AlertSection>,
+    #[serde(default)]
+    pub http: HttpSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Extra `Host` names (or `name:port`) the daemon answers to (DNS rebinding check).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,6 +99,9 @@ pub struct AuthSection {
     pub jwt_secret_file: Option<PathBuf>,
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Allow auth off on a non-loopback listen address (everyone is admin).
+    #[serde(default)]
+    pub allow_anonymous_admin: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,6 +300,9 @@ pub struct Config {
     /// HS256 secret; browser auth is on when set.
     pub jwt_secret: Option<Vec<u8>>,
     pub allowed_origins: Vec<String>,
+    /// `[http] allowed_hosts`, lower-cased.
+    pub allowed_hosts: Vec<String>,
+    pub allow_anonymous_admin: bool,
     pub agents: Vec<AgentKey>,
     pub max_connections: usize,
     pub max_queued_bytes: usize,
@@ -396,6 +412,23 @@ impl Config {
                 )));
             }
         }
+        if jwt_secret.is_none() && !listen.ip().is_loopback() && !f.auth.allow_anonymous_admin {
+            return Err(invalid(format!(
+                "listen: {listen} is not a loopback address and browser auth is off, so anyone \
+                 who reaches it would be an admin; set [auth] jwt_secret_file, or listen on \
+                 127.0.0.1, or set [auth] allow_anonymous_admin = true to accept that"
+            )));
+        }
+        let mut allowed_hosts = Vec::with_capacity(f.http.allowed_hosts.len());
+        for h in &f.http.allowed_hosts {
+            let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
+            if h.is_empty() || h.contains('/') || h.contains(char::is_whitespace) {
+                return Err(invalid(format!(
+                    "http.allowed_hosts: {h:?} is not a host name like \"dash.example.com\""
+                )));
+            }
+            allowed_hosts.push(h);
+        }
         for origin in &f.auth.allowed_origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) {
                 return Err(invalid(format!(
@@ -429,6 +462,8 @@ impl Config {
                 .iter()
                 .map(|o| o.trim_end_matches('/').to_string())
                 .collect(),
+            allowed_hosts,
+            allow_anonymous_admin: f.auth.allow_anonymous_admin,
             agents,
             max_connections,
             max_queued_bytes: size(

@@ -2,12 +2,14 @@
 //!
 //! Where things live:
 //! - [`server`]: the hand-rolled mio event loop that owns every socket.
-//! - [`http`]: HTTP/1.1 heads (httparse), the upgrade handshake, plain replies.
+//! - [`transport`]: a connection's bytes behind one trait (plain TCP).
+//! - [`http`]: HTTP/1.1 heads (httparse), the upgrade handshake, the router.
 //! - [`ws`]: WebSocket frame reading and encoding (RFC 6455).
-//! - [`writer`]: per-socket queue of shared frames, flushed with `writev`.
-//! - [`hub`]: subscriptions, fan-out, agents, commands, alerts.
+//! - [`writer`]: per-socket queue of shared frames, flushed with gather writes.
+//! - [`hub`]: sessions, topics and fan-out, agents, commands, alerts; logic
+//!   only, driven by inputs and answering through an outbox.
 //! - [`feed`]: the Docker (bollard) and host-metrics (sysinfo) threads.
-//! - [`protocol`]: the JSON and Socket.IO dialects on the wire.
+//! - [`protocol`]: the dialect seam, the JSON and Socket.IO dialects.
 //! - [`auth`]: JWT (HS256) for browsers, hashed API keys for agents.
 //! - [`agent`]: `dockwire agent`, the other side of the agent protocol.
 //! - [`config`]: file + flags -> one validated `Config`.
@@ -21,5 +23,6 @@ pub mod hub;
 pub mod protocol;
 pub mod server;
 pub mod stats;
+pub mod transport;
 pub mod writer;
 pub mod ws;

@@ -123,6 +123,26 @@ impl Stats {
     pub fn message_out(&mut self, kind: &'static str, n: u64) {
         *self.messages_out.entry(kind).or_default() += n;
     }
+    /// [`Stats::message_out`] for a name known only at run time: names not in
+    /// the protocol are bucketed as "other".
+    pub fn message_out_named(&mut self, kind: &str, n: u64) {
+        const KNOWN: [&str; 12] = [
+            "initial_state",
+            "container_state_change",
+            "log_update",
+            "log_stream_stopped",
+            "log_dropped",
+            "metrics",
+            "log",
+            "alert",
+            "error",
+            "pong",
+            "command_response",
+            "docker_response",
+        ];
+        let key = KNOWN.iter().find(|k| **k == kind).copied().unwrap_or("other");
+        self.message_out(key, n);
+    }
     pub fn bad_input(&mut self, kind: &'static str) {
         *self.bad_input.entry(kind).or_default() += 1;
     }

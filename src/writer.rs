@@ -11,7 +11,8 @@
 //! - Memory per socket is bounded: droppable frames (log lines) are refused past the soft
 //!   cap; anything else past the hard cap is refused with [`Offer::OverHardCap`] and the
 //!   caller closes the socket (1013). Only [`OutQueue::push`] ignores the caps, for the
-//!   handful of bytes of a close frame or a handshake reply.
+//!   handful of bytes of a close frame or a handshake reply; control frames a peer can
+//!   provoke (pongs) go through `offer` like everything else.
 //! - A partial write resumes at the exact byte it stopped at.
 //! - One `flush` makes at most [`MAX_WRITES_PER_FLUSH`] write calls, so one fast reader with
 //!   a deep queue cannot starve the other sockets of the event loop.
@@ -29,19 +30,7 @@ pub const IOV_BATCH: usize = 64;
 /// Write calls one [`OutQueue::flush`] may make before yielding to other sockets.
 pub const MAX_WRITES_PER_FLUSH: usize = 16;
 
-/// The outcome of socket I/O, shared by reads and writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SocketResult {
-    /// Keep going: for `flush`, the queue was drained or the call cap was reached with
-    /// more to write (tell them apart with [`OutQueue::is_empty`]).
-    Continue,
-    /// The kernel buffer is full (or empty, for reads): wait for the next readiness event.
-    WouldBlock,
-    /// The peer went away (reset, broken pipe, EOF). Normal; not logged as an error.
-    Closed,
-    /// Any other I/O error; the socket is unusable.
-    Error,
-}
+pub use crate::transport::{SocketResult, classify_io_error};
 
 /// How much a frame matters when the socket falls behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,20 +49,6 @@ pub enum Offer {
     Dropped,
     /// An essential frame refused at the hard cap: close the socket with 1013.
     OverHardCap,
-}
-
-/// Maps an I/O error to a [`SocketResult`]: the peer going away is `Closed`, a full or empty
-/// kernel buffer is `WouldBlock`, anything else is `Error`.
-pub fn classify_io_error(e: &io::Error) -> SocketResult {
-    match e.kind() {
-        io::ErrorKind::ConnectionReset
-        | io::ErrorKind::BrokenPipe
-        | io::ErrorKind::ConnectionAborted
-        | io::ErrorKind::NotConnected
-        | io::ErrorKind::UnexpectedEof => SocketResult::Closed,
-        io::ErrorKind::WouldBlock => SocketResult::WouldBlock,
-        _ => SocketResult::Error,
-    }
 }
 
 /// A socket's queue of frames waiting to be written.
@@ -119,7 +94,19 @@ impl OutQueue {
         }
     }
 
-    /// Queues `frame` regardless of the caps (close frames, handshake replies).
+    /// Drops every frame not yet started, keeping the remainder of a
+    /// partly written front frame (the stream must stay well-formed), so
+    /// what is queued next goes out at once.
+    pub fn discard_unsent(&mut self) {
+        let keep = if self.offset > 0 { 1 } else { 0 };
+        while self.frames.len() > keep {
+            self.frames.pop_back();
+        }
+        self.queued = self.frames.front().map_or(0, |f| f.len() - self.offset);
+    }
+
+    /// Queues `frame` regardless of the caps: only for the few bytes the
+    /// loop itself must send once (a handshake reply, a close frame).
     pub fn push(&mut self, frame: Frame) {
         if frame.is_empty() {
             return;

@@ -1,9 +1,12 @@
 //! HTTP/1.1 on the WebSocket port: request heads parsed with httparse, the
 //! RFC 6455 upgrade checks, and the few plain replies the daemon gives.
+//! Which request gets which answer is decided in [`router`].
 //!
 //! Invariant: nothing here blocks or allocates per byte; a head is parsed
 //! from the connection's input buffer, and bytes after the head stay there
 //! for the WebSocket reader (pipelined frames are not lost).
+
+pub mod router;
 
 use base64::Engine as _;
 use sha1_smol::Sha1;
@@ -25,6 +28,10 @@ pub struct RequestHead {
     pub connection_upgrade: bool,
     pub ws_key: Option<String>,
     pub ws_version: Option<String>,
+    /// The `Authorization` header, as sent.
+    pub authorization: Option<String>,
+    /// `Connection: close` was asked for.
+    pub connection_close: bool,
     /// Bytes the head took, to consume from the buffer.
     pub head_len: usize,
 }
@@ -79,6 +86,11 @@ pub fn parse_head(buf: &[u8]) -> Parse {
             head.connection_upgrade |= value
                 .split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+            head.connection_close |= value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("close"));
+        } else if name.eq_ignore_ascii_case("authorization") {
+            head.authorization = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             head.ws_key = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
@@ -188,6 +200,8 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        421 => "Misdirected Request",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -202,9 +216,21 @@ fn reason(status: u16) -> &'static str {
 
 /// A complete response that closes the connection.
 pub fn response(status: u16, content_type: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
+    reply(status, content_type, extra_headers, body, false)
+}
+
+/// A complete response; `keep_alive`: the connection takes another request.
+pub fn reply(
+    status: u16,
+    content_type: &str,
+    extra_headers: &str,
+    body: &[u8],
+    keep_alive: bool,
+) -> Vec<u8> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Connection: close\r\nCache-Control: no-store\r\n{extra_headers}\r\n",
+         Connection: {connection}\r\nCache-Control: no-store\r\n{extra_headers}\r\n",
         reason(status),
         body.len()
     )
@@ -215,8 +241,13 @@ pub fn response(status: u16, content_type: &str, extra_headers: &str, body: &[u8
 
 /// A JSON error reply: `{"error":"..."}`.
 pub fn error_response(status: u16, extra_headers: &str, message: &str) -> Vec<u8> {
+    error_reply(status, extra_headers, message, false)
+}
+
+/// [`error_response`] that may keep the connection open.
+pub fn error_reply(status: u16, extra_headers: &str, message: &str, keep_alive: bool) -> Vec<u8> {
     let body = serde_json::json!({ "error": message }).to_string();
-    response(status, "application/json", extra_headers, body.as_bytes())
+    reply(status, "application/json", extra_headers, body.as_bytes(), keep_alive)
 }
 
 #[cfg(test)]

@@ -6,15 +6,22 @@
 //! (the feed delivers them in order and the loop handles them in order).
 
 use crate::feed::DockerEvent;
-use crate::protocol::json::{Event, encode};
+use crate::protocol::json::Event;
 use crate::protocol::model::Container;
 use crate::writer::Priority;
 
-use super::{Hub, Io};
+use super::logs::LogEvent;
+use super::session::ConnId;
+use super::topics::{Publish, TopicKey};
+use super::{Io, State};
 
-impl Hub {
+impl State {
+    fn containers_key(&self) -> TopicKey {
+        TopicKey::Containers(self.config.server_id.clone())
+    }
+
     /// Applies one Docker feed event.
-    pub fn on_docker(&mut self, io: &mut Io<'_>, ev: DockerEvent) {
+    pub(super) fn on_docker(&mut self, io: &mut Io<'_>, ev: DockerEvent) {
         match ev {
             DockerEvent::Up { containers } => {
                 self.docker_up = true;
@@ -29,35 +36,27 @@ impl Hub {
                 self.end_all_topics(io, "Docker engine unavailable");
             }
             DockerEvent::Changed(c) => {
-                io.broadcast(
-                    &self.browsers,
-                    &Event::ContainerChanged(&c),
-                    Priority::Essential,
-                );
-                io.stats
-                    .message_out("container_state_change", self.browsers.len() as u64);
+                let key = self.containers_key();
+                let ev = Event::ContainerChanged(&c);
+                self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
                 self.containers.insert(c.id.clone(), c);
             }
             DockerEvent::Removed { id } => {
                 if self.containers.remove(&id).is_some() {
-                    io.broadcast(
-                        &self.browsers,
-                        &Event::ContainerRemoved { id: &id },
-                        Priority::Essential,
-                    );
-                    io.stats
-                        .message_out("container_state_change", self.browsers.len() as u64);
+                    let key = self.containers_key();
+                    let ev = Event::ContainerRemoved { id: &id };
+                    self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
                 }
             }
             DockerEvent::LogHistory {
                 follow_id, lines, ..
-            } => self.on_log_history(io, follow_id, lines),
+            } => self.on_log_event(io, LogEvent::History(follow_id, lines)),
             DockerEvent::LogLines {
                 follow_id, lines, ..
-            } => self.on_log_lines(io, follow_id, lines),
+            } => self.on_log_event(io, LogEvent::Lines(follow_id, lines)),
             DockerEvent::LogEnded {
                 follow_id, reason, ..
-            } => self.on_log_ended(io, follow_id, &reason),
+            } => self.on_log_event(io, LogEvent::Ended(follow_id, reason)),
             DockerEvent::ActionDone {
                 request_id,
                 success,
@@ -77,19 +76,20 @@ impl Hub {
 
     /// Sends `initial_state` to every ready browser (after a reconnect to the engine).
     fn broadcast_initial_state(&mut self, io: &mut Io<'_>) {
+        let key = self.containers_key();
+        let Some(topic) = self.topics.get(&key) else {
+            return;
+        };
         let list = self.sorted_containers();
         let ev = Event::InitialState { containers: &list };
-        io.broadcast(&self.browsers, &ev, Priority::Essential);
+        super::topics::fan_out(io, &key, &topic.subs, &ev, Publish::ESSENTIAL);
     }
 
     /// `initial_state` for one socket in its dialect.
-    pub fn send_initial_state(&self, io: &mut Io<'_>, token: usize) {
+    pub(super) fn send_initial_state(&self, io: &mut Io<'_>, conn: ConnId) {
         let list = self.sorted_containers();
-        let f = encode(
-            &Event::InitialState { containers: &list },
-            io.dialect(token),
-        );
-        io.send(token, &f, Priority::Essential);
+        let f = io.dialect(conn).encode(&Event::InitialState { containers: &list });
+        io.send(conn, &f, Priority::Essential);
     }
 
     /// Resolves a container reference like the Docker CLI: full id, then
@@ -125,7 +125,9 @@ impl Hub {
     }
 }
 
-/// The JSON dialect is the REST body too.
-pub fn containers_json(hub: &Hub) -> Vec<u8> {
-    serde_json::to_vec(&hub.sorted_containers()).unwrap_or_else(|_| b"[]".to_vec())
+impl State {
+    /// The local containers as the REST body (the JSON dialect's `Container`s).
+    pub fn containers_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.sorted_containers()).unwrap_or_else(|_| b"[]".to_vec())
+    }
 }

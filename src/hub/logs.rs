@@ -1,39 +1,43 @@
-//! Log topics: one Docker follower per container, shared by every subscriber.
+//! Container log topics: one Docker follower per container, shared by every
+//! subscriber.
 //!
-//! A topic starts a follower for its first subscriber and stops it when the
-//! last one leaves. It keeps the last `LOG_HISTORY_LINES` lines in a ring so
-//! a later subscriber gets its own `tail` from the ring and then joins the
-//! live stream in the same loop iteration: no gap, no duplicate.
-//! Live lines that arrive together leave together: one `log_update` frame per
-//! batch (split only between lines, at `MAX_LOG_FRAME_BYTES`), encoded once
-//! per dialect and shared. Coalescing adapts to the rate: a line arriving
-//! more than [`LOG_COALESCE`] after the topic's previous frame goes out at
-//! once; lines arriving faster are held until that much time has passed
-//! since the previous frame, so a busy container sends a few large frames
-//! instead of one per line, and a quiet one is never delayed.
+//! A log topic starts a follower for its first subscriber and stops it when
+//! the last one leaves. Its [`LogFollow`] keeps the last `LOG_HISTORY_LINES`
+//! lines in a ring so a later subscriber gets its own `tail` from the ring
+//! and then joins the live stream in the same loop iteration: no gap, no
+//! duplicate. Live lines that arrive together leave together: one
+//! `log_update` frame per batch (split only between lines, at
+//! `MAX_LOG_FRAME_BYTES`), published once through [`Topics::publish`].
+//! Coalescing adapts to the rate: a line arriving more than
+//! [`LOG_COALESCE`] after the topic's previous frame goes out at once; lines
+//! arriving faster are held until that much time has passed since the
+//! previous frame, so a busy container sends a few large frames instead of
+//! one per line, and a quiet one is never delayed.
+//!
+//! [`Topics::publish`]: super::Topics::publish
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::config::defaults::LOG_HISTORY_LINES;
 use crate::feed::{DockerRequest, LogLine};
-use crate::protocol::json::{Dialect, Event};
-use crate::writer::{Offer, Priority};
+use crate::protocol::json::Event;
 
-use super::{DialectSets, Hub, Io};
+use super::session::ConnId;
+use super::topics::{Publish, TopicKey, Topics};
+use super::{Io, State};
 
 /// A `log_update` frame carries at most this many bytes of lines.
 const MAX_LOG_FRAME_BYTES: usize = 64 << 10;
 /// Minimum spacing of a topic's frames while lines keep coming.
 pub const LOG_COALESCE: Duration = Duration::from_millis(2);
 
-/// One followed container.
-#[derive(Debug)]
-pub struct LogTopic {
+/// The follower behind one container's log topic.
+#[derive(Debug, Default)]
+pub struct LogFollow {
     pub follow_id: u64,
-    pub subs: DialectSets,
-    /// Subscribers waiting for the follower's history: (token, tail).
-    pub waiting: Vec<(usize, usize)>,
+    /// Subscribers waiting for the follower's history: (conn, tail).
+    pub waiting: Vec<(ConnId, usize)>,
     pub has_history: bool,
     pub ring: VecDeque<String>,
     /// When the last live frame went out.
@@ -42,7 +46,7 @@ pub struct LogTopic {
     pub held: Vec<LogLine>,
 }
 
-impl LogTopic {
+impl LogFollow {
     fn push_ring(&mut self, line: String) {
         if self.ring.len() == LOG_HISTORY_LINES {
             self.ring.pop_front();
@@ -83,318 +87,247 @@ fn chunks(lines: &[LogLine]) -> Vec<(String, u64)> {
     out
 }
 
-impl Hub {
-    /// `start_log_stream` for an already resolved container id.
-    pub fn subscribe_logs(&mut self, io: &mut Io<'_>, token: usize, id: &str, tail: usize) {
-        let dialect = io.dialect(token);
-        let Some(session) = io.conns.get_mut(token).and_then(|c| c.session.as_mut()) else {
-            return;
-        };
-        if session.log_streams.iter().any(|s| s == id) {
-            return; // already streaming: starting again is a no-op
-        }
-        session.log_streams.push(id.to_string());
-        let tail = tail.min(LOG_HISTORY_LINES);
-        let topic = match self.topics.get_mut(id) {
-            Some(t) => t,
-            None => {
-                let follow_id = self.next_follow_id;
-                self.next_follow_id += 1;
-                if let Some(d) = &self.docker {
-                    d.request(DockerRequest::Follow {
-                        follow_id,
-                        container_id: id.to_string(),
-                        tail: LOG_HISTORY_LINES,
-                    });
-                }
-                io.stats.log_followers += 1;
-                self.follows.insert(follow_id, id.to_string());
-                self.topics.entry(id.to_string()).or_insert(LogTopic {
-                    follow_id,
-                    subs: DialectSets::default(),
-                    waiting: Vec::new(),
-                    has_history: false,
-                    ring: VecDeque::new(),
-                    last_frame: None,
-                    held: Vec::new(),
-                })
-            }
-        };
-        if topic.has_history {
-            let h = topic.history(tail);
-            if !h.is_empty() {
-                io.event(
-                    token,
-                    &Event::LogUpdate {
-                        container_id: id,
-                        log: &h,
-                    },
-                );
-            }
-            topic.subs.set(dialect).insert(token);
-        } else {
-            topic.waiting.push((token, tail));
+impl State {
+    /// The log topic of a local container.
+    pub(super) fn log_key(&self, container: &str) -> TopicKey {
+        TopicKey::Logs {
+            server: self.config.server_id.clone(),
+            container: container.to_string(),
         }
     }
 
-    /// Removes one subscriber; stops the follower when it was the last.
-    pub fn unsubscribe_logs(&mut self, io: &mut Io<'_>, token: usize, id: &str) {
-        if let Some(s) = io.conns.get_mut(token).and_then(|c| c.session.as_mut()) {
-            s.log_streams.retain(|x| x != id);
-            s.dropped.retain(|(x, _)| x != id);
-        }
-        let Some(topic) = self.topics.get_mut(id) else {
+    /// Leaves any topic; a log topic left empty stops its follower.
+    pub(super) fn leave_topic(&mut self, io: &mut Io<'_>, key: &TopicKey, conn: ConnId) {
+        let Some(topic) = self.topics.unsubscribe(io, key, conn) else {
             return;
         };
-        topic.subs.remove(token);
-        topic.waiting.retain(|(t, _)| *t != token);
-        if topic.subs.is_empty() && topic.waiting.is_empty() {
-            let follow_id = topic.follow_id;
-            self.topics.remove(id);
-            self.follows.remove(&follow_id);
+        if let Some(f) = topic.log {
+            self.follows.remove(&f.follow_id);
             io.stats.log_followers = io.stats.log_followers.saturating_sub(1);
             if let Some(d) = &self.docker {
-                d.request(DockerRequest::Unfollow { follow_id });
+                d.request(DockerRequest::Unfollow {
+                    follow_id: f.follow_id,
+                });
             }
+        }
+    }
+
+    /// `start_log_stream` for an already resolved container id.
+    pub(super) fn subscribe_logs(&mut self, io: &mut Io<'_>, conn: ConnId, id: &str, tail: usize) {
+        let key = self.log_key(id);
+        if io.session(conn).is_some_and(|s| s.is_subscribed(&key)) {
+            return; // already streaming: starting again is a no-op
+        }
+        if !Topics::note_subscribed(io, &key, conn) {
+            return;
+        }
+        let tail = tail.min(LOG_HISTORY_LINES);
+        let topic = self.topics.entry(&key);
+        if topic.log.is_none() {
+            let follow_id = self.next_follow_id;
+            self.next_follow_id += 1;
+            if let Some(d) = &self.docker {
+                d.request(DockerRequest::Follow {
+                    follow_id,
+                    container_id: id.to_string(),
+                    tail: LOG_HISTORY_LINES,
+                });
+            }
+            io.stats.log_followers += 1;
+            self.follows.insert(follow_id, key.clone());
+            topic.log = Some(Box::new(LogFollow {
+                follow_id,
+                ..LogFollow::default()
+            }));
+        }
+        let Some(follow) = topic.log.as_mut() else {
+            return;
+        };
+        if follow.has_history {
+            let h = follow.history(tail);
+            if !h.is_empty() {
+                io.event(conn, &Event::LogUpdate { container_id: id, log: &h });
+            }
+            let d = io.dialect(conn);
+            topic.subs.set(d).insert(conn);
+        } else {
+            follow.waiting.push((conn, tail));
         }
     }
 
     /// The follower's history arrived: fill the ring, serve the waiting.
-    pub fn on_log_history(&mut self, io: &mut Io<'_>, follow_id: u64, lines: Vec<LogLine>) {
-        let Some(id) = self.follows.get(&follow_id).cloned() else {
+    fn on_log_history(&mut self, io: &mut Io<'_>, follow_id: u64, lines: Vec<LogLine>) {
+        let Some(key) = self.follows.get(&follow_id).cloned() else {
             return;
         };
-        let Some(topic) = self.topics.get_mut(&id) else {
+        let TopicKey::Logs { container, .. } = &key else {
+            return;
+        };
+        let Some(topic) = self.topics.get_mut(&key) else {
+            return;
+        };
+        let Some(follow) = topic.log.as_mut() else {
             return;
         };
         for l in lines {
-            topic.push_ring(l.text);
+            follow.push_ring(l.text);
         }
-        topic.has_history = true;
-        for (token, tail) in std::mem::take(&mut topic.waiting) {
-            let h = topic.history(tail);
+        follow.has_history = true;
+        for (conn, tail) in std::mem::take(&mut follow.waiting) {
+            let h = follow.history(tail);
             if !h.is_empty() {
-                io.event(
-                    token,
-                    &Event::LogUpdate {
-                        container_id: &id,
-                        log: &h,
-                    },
-                );
+                io.event(conn, &Event::LogUpdate { container_id: container, log: &h });
             }
-            let d = io.dialect(token);
-            topic.subs.set(d).insert(token);
+            let d = io.dialect(conn);
+            topic.subs.set(d).insert(conn);
         }
     }
 
     /// Live lines: sent now, or held briefly when the topic is busy.
-    pub fn on_log_lines(&mut self, io: &mut Io<'_>, follow_id: u64, lines: Vec<LogLine>) {
+    fn on_log_lines(&mut self, io: &mut Io<'_>, follow_id: u64, lines: Vec<LogLine>) {
         let now = io.now;
-        let Some(id) = self.follows.get(&follow_id) else {
+        let Some(key) = self.follows.get(&follow_id).cloned() else {
             return;
         };
-        let Some(topic) = self.topics.get_mut(id) else {
+        let Some(follow) = self.topics.get_mut(&key).and_then(|t| t.log.as_mut()) else {
             return;
         };
-        let busy = topic
+        let busy = follow
             .last_frame
             .is_some_and(|t| now.duration_since(t) < LOG_COALESCE);
-        if busy || !topic.held.is_empty() {
-            if topic.held.is_empty() {
-                topic.held = lines;
-            } else {
-                topic.held.extend(lines);
-            }
-            self.held_topics.insert(id.clone());
+        if busy || !follow.held.is_empty() {
+            follow.held.extend(lines);
+            self.held_logs.insert(key);
             return;
         }
-        topic.last_frame = Some(now);
-        let id = id.clone();
-        self.send_live(io, &id, lines);
+        follow.last_frame = Some(now);
+        self.send_live(io, &key, lines);
     }
 
     /// When the earliest held batch is due (the loop's poll deadline).
-    pub fn next_log_deadline(&self) -> Option<Instant> {
-        self.held_topics
+    pub(super) fn next_log_deadline(&self) -> Option<Instant> {
+        self.held_logs
             .iter()
-            .filter_map(|id| self.topics.get(id)?.last_frame)
+            .filter_map(|k| self.topics.get(k)?.log.as_ref())
+            .filter_map(|f| f.last_frame)
             .min()
             .map(|t| t + LOG_COALESCE)
     }
 
     /// Sends every held batch whose topic's spacing has passed.
-    pub fn flush_held_logs(&mut self, io: &mut Io<'_>) {
-        if self.held_topics.is_empty() {
+    pub(super) fn flush_held_logs(&mut self, io: &mut Io<'_>) {
+        if self.held_logs.is_empty() {
             return;
         }
         let now = io.now;
-        let due: Vec<String> = self
-            .held_topics
-            .iter()
-            .filter(|id| {
-                self.topics.get(*id).is_none_or(|t| {
-                    t.last_frame
-                        .is_none_or(|l| now.duration_since(l) >= LOG_COALESCE)
-                })
-            })
-            .cloned()
-            .collect();
-        for id in due {
-            self.held_topics.remove(&id);
-            let Some(topic) = self.topics.get_mut(&id) else {
+        let keys: Vec<TopicKey> = self.held_logs.iter().cloned().collect();
+        for key in keys {
+            let Some(follow) = self.topics.get_mut(&key).and_then(|t| t.log.as_mut()) else {
+                self.held_logs.remove(&key);
                 continue;
             };
-            let lines = std::mem::take(&mut topic.held);
-            topic.last_frame = Some(now);
-            self.send_live(io, &id, lines);
+            if follow
+                .last_frame
+                .is_some_and(|l| now.duration_since(l) < LOG_COALESCE)
+            {
+                continue;
+            }
+            self.held_logs.remove(&key);
+            let lines = std::mem::take(&mut follow.held);
+            follow.last_frame = Some(now);
+            self.send_live(io, &key, lines);
         }
     }
 
     /// One shared frame per chunk and dialect to every subscriber.
     /// The lines then join the ring: it holds only lines every subscriber
     /// has been sent, so a newcomer's history never repeats held lines.
-    fn send_live(&mut self, io: &mut Io<'_>, id: &str, lines: Vec<LogLine>) {
-        let resume_below = self.config.max_queued_bytes / 2;
-        let Some(topic) = self.topics.get(id) else {
+    fn send_live(&mut self, io: &mut Io<'_>, key: &TopicKey, lines: Vec<LogLine>) {
+        let TopicKey::Logs { container, .. } = key else {
             return;
         };
         for (log, n) in chunks(&lines) {
             let ev = Event::LogUpdate {
-                container_id: id,
+                container_id: container,
                 log: &log,
             };
-            for (dialect, set) in [
-                (Dialect::Json, &topic.subs.json),
-                (Dialect::SocketIo, &topic.subs.sio),
-            ] {
-                if set.is_empty() {
-                    continue;
-                }
-                let frame = crate::protocol::json::encode(&ev, dialect);
-                io.stats.log_frames_encoded += 1;
-                for &t in set.tokens() {
-                    // A socket that lost lines hears how many before it gets
-                    // new ones, and only once it has drained to half its cap.
-                    if has_dropped(io, t) && !report_dropped_if_drained(io, t, resume_below) {
-                        io.stats.log_lines_dropped += n;
-                        note_dropped(io, t, id, n);
-                        continue;
-                    }
-                    if io.send(t, &frame, Priority::Droppable) == Offer::Dropped {
-                        io.stats.log_lines_dropped += n;
-                        note_dropped(io, t, id, n);
-                    }
-                }
-            }
-            io.stats.message_out("log_update", topic.subs.len() as u64);
+            self.topics.publish(io, key, &ev, Publish::lines(n));
         }
-        if let Some(topic) = self.topics.get_mut(id) {
+        if let Some(follow) = self.topics.get_mut(key).and_then(|t| t.log.as_mut()) {
             for l in lines {
-                topic.push_ring(l.text);
+                follow.push_ring(l.text);
             }
         }
     }
 
     /// The follower ended: tell every subscriber, forget the topic.
-    pub fn on_log_ended(&mut self, io: &mut Io<'_>, follow_id: u64, reason: &str) {
-        let Some(id) = self.follows.get(&follow_id).cloned() else {
+    fn on_log_ended(&mut self, io: &mut Io<'_>, follow_id: u64, reason: &str) {
+        let Some(key) = self.follows.get(&follow_id).cloned() else {
             return;
         };
         // Lines held for coalescing go out before the stop notice.
-        self.held_topics.remove(&id);
+        self.held_logs.remove(&key);
         let held = self
             .topics
-            .get_mut(&id)
-            .map(|t| std::mem::take(&mut t.held));
+            .get_mut(&key)
+            .and_then(|t| t.log.as_mut())
+            .map(|f| std::mem::take(&mut f.held));
         if let Some(held) = held.filter(|h| !h.is_empty()) {
-            self.send_live(io, &id, held);
+            self.send_live(io, &key, held);
         }
         self.follows.remove(&follow_id);
-        let Some(topic) = self.topics.remove(&id) else {
+        let Some(topic) = self.topics.remove(&key) else {
             return;
         };
         io.stats.log_followers = io.stats.log_followers.saturating_sub(1);
+        let TopicKey::Logs { container, .. } = &key else {
+            return;
+        };
         let ev = Event::LogStreamStopped {
-            container_id: &id,
+            container_id: container,
             message: reason,
         };
-        io.broadcast(&topic.subs, &ev, Priority::Essential);
-        let waiting: Vec<usize> = topic.waiting.iter().map(|(t, _)| *t).collect();
-        for &t in &waiting {
-            io.event(t, &ev);
+        super::topics::fan_out(io, &key, &topic.subs, &ev, Publish::ESSENTIAL);
+        let waiting: Vec<ConnId> = topic
+            .log
+            .as_ref()
+            .map(|f| f.waiting.iter().map(|(c, _)| *c).collect())
+            .unwrap_or_default();
+        for &c in &waiting {
+            io.event(c, &ev);
         }
-        for t in topic
-            .subs
-            .json
-            .tokens()
-            .iter()
-            .chain(topic.subs.sio.tokens())
-            .chain(waiting.iter())
-        {
-            if let Some(s) = io.conns.get_mut(*t).and_then(|c| c.session.as_mut()) {
-                s.log_streams.retain(|x| x != &id);
+        let everyone: Vec<ConnId> = topic.subs.all().chain(waiting).collect();
+        for c in everyone {
+            if let Some(s) = io.session_mut(c) {
+                s.topics.retain(|k| k != &key);
+                s.dropped.retain(|(k, _)| k != &key);
             }
         }
     }
 
-    /// Ends every topic (the engine went away).
-    pub fn end_all_topics(&mut self, io: &mut Io<'_>, reason: &str) {
+    /// Ends every log topic (the engine went away).
+    pub(super) fn end_all_topics(&mut self, io: &mut Io<'_>, reason: &str) {
         let ids: Vec<u64> = self.follows.keys().copied().collect();
         for f in ids {
             self.on_log_ended(io, f, reason);
         }
     }
 
-    /// After a flush drained a socket below half its soft cap, report the
-    /// lines it missed with `log_dropped`.
-    pub fn report_dropped(io: &mut Io<'_>, token: usize) {
-        let Some(c) = io.conns.get_mut(token) else {
-            return;
-        };
-        let Some(s) = c.session.as_mut() else { return };
-        if s.dropped.is_empty() {
-            return;
-        }
-        let dropped = std::mem::take(&mut s.dropped);
-        for (id, lines) in dropped {
-            io.event(
-                token,
-                &Event::LogDropped {
-                    container_id: &id,
-                    lines,
-                },
-            );
+    /// Routes a log event from the Docker feed.
+    pub(super) fn on_log_event(&mut self, io: &mut Io<'_>, ev: LogEvent) {
+        match ev {
+            LogEvent::History(f, lines) => self.on_log_history(io, f, lines),
+            LogEvent::Lines(f, lines) => self.on_log_lines(io, f, lines),
+            LogEvent::Ended(f, reason) => self.on_log_ended(io, f, &reason),
         }
     }
 }
 
-fn has_dropped(io: &Io<'_>, token: usize) -> bool {
-    io.conns
-        .get(token)
-        .and_then(|c| c.session.as_ref())
-        .is_some_and(|s| !s.dropped.is_empty())
-}
-
-/// Sends the pending `log_dropped` notices when the queue is below `below`.
-fn report_dropped_if_drained(io: &mut Io<'_>, token: usize, below: usize) -> bool {
-    let queued = io
-        .conns
-        .get(token)
-        .map_or(usize::MAX, |c| c.out.queued_bytes());
-    if queued >= below {
-        return false;
-    }
-    Hub::report_dropped(io, token);
-    true
-}
-
-fn note_dropped(io: &mut Io<'_>, token: usize, id: &str, n: u64) {
-    if let Some(s) = io.conns.get_mut(token).and_then(|c| c.session.as_mut()) {
-        match s.dropped.iter_mut().find(|(x, _)| x == id) {
-            Some((_, c)) => *c += n,
-            None => s.dropped.push((id.to_string(), n)),
-        }
-    }
+/// The log part of a Docker feed event.
+pub(super) enum LogEvent {
+    History(u64, Vec<LogLine>),
+    Lines(u64, Vec<LogLine>),
+    Ended(u64, String),
 }
 
 #[cfg(test)]

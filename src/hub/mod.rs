@@ -1,259 +1,93 @@
-//! The hub: who is subscribed to what, and fan-out of every event.
+//! The hub: who is connected, what they are subscribed to, and everything
+//! that is fanned out to them. Logic only, no I/O.
 //!
-//! The hub owns the container table, log topics (one Docker follower per
-//! container, shared), the servers (local host plus agents), pending
-//! commands and alert states. It never touches a socket directly: it queues
-//! shared frames through [`Io`], and the event loop flushes them.
+//! The hub takes [`Input`]s from the event loop (a connection opened, a
+//! message, a feed event, a tick, a connection closed or drained) and
+//! answers through an [`Outbox`]: frames to queue (with a priority) and
+//! closes (with a code). It never sees a socket, so its tests drive it in
+//! memory with [`MemoryOutbox`] (`tests.rs`).
 //!
-//! Invariant: a frame for many subscribers is encoded once per dialect
-//! (`Bytes` clones are reference counts), and every subscription a socket
-//! holds is listed in its `Session`, so [`Hub::detach`] removes it from
-//! every set when the socket goes.
+//! It owns the sessions (keyed by [`ConnId`]), the topics (everything fanned
+//! out, one [`Topics::publish`] path), the container table, the servers
+//! (local host plus agents), pending commands and alert states.
 //!
-//! Files: `browser.rs` (browser requests), `logs.rs` (log topics),
-//! `docker.rs` (Docker feed events), `agents.rs` (agents, commands, alerts).
+//! Files: `session.rs` (a connection's state), `outbox.rs` (the way out),
+//! `topics.rs` (fan-out), `browser.rs` (browser requests), `logs.rs` (log
+//! followers), `docker.rs` (Docker feed events), `agents.rs` (agents and
+//! metrics), `commands.rs` (relayed commands and the audit trail),
+//! `alerts.rs` (alert rules).
 
 mod agents;
+mod alerts;
 mod browser;
+mod commands;
 mod docker;
 mod logs;
+mod outbox;
+mod session;
+mod topics;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use slab::Slab;
-
 use crate::auth::{ApiKeys, JwtVerifier};
 use crate::config::Config;
+use crate::feed::FeedEvent;
 use crate::feed::docker::DockerHandle;
-use crate::protocol::json::{self, Dialect};
 use crate::protocol::model::Container;
-use crate::server::conn::{AuthState, Conn, Phase};
-use crate::stats::Stats;
-use crate::writer::{Offer, Priority};
-use crate::ws::{self, Frame};
+use crate::stats::{Endpoint, Stats};
+use crate::ws::close_code;
 
-pub use agents::{Audit, PendingCommand};
+pub use agents::ServerState;
+pub use commands::{Audit, PendingCommand};
+pub use logs::{LOG_COALESCE, LogFollow};
+pub use outbox::{Close, Io, MemoryConn, MemoryOutbox, Outbox};
+pub use session::{AuthState, ConnId, Session};
 pub use browser::unix_now;
-pub use docker::containers_json;
-pub use logs::LogTopic;
+pub use topics::{DialectSets, Publish, SubscriberSet, Topic, TopicKey, Topics, drained_below};
 
-/// A set of subscriber tokens: O(1) insert/remove, dense for fan-out.
-#[derive(Debug, Default)]
-pub struct SubscriberSet {
-    list: Vec<usize>,
-    index: HashMap<usize, usize>,
-}
-
-impl SubscriberSet {
-    pub fn insert(&mut self, token: usize) -> bool {
-        if self.index.contains_key(&token) {
-            return false;
-        }
-        self.index.insert(token, self.list.len());
-        self.list.push(token);
-        true
-    }
-    pub fn remove(&mut self, token: usize) -> bool {
-        let Some(i) = self.index.remove(&token) else {
-            return false;
-        };
-        self.list.swap_remove(i);
-        if let Some(&moved) = self.list.get(i) {
-            self.index.insert(moved, i);
-        }
-        true
-    }
-    pub fn contains(&self, token: usize) -> bool {
-        self.index.contains_key(&token)
-    }
-    pub fn len(&self) -> usize {
-        self.list.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-    pub fn tokens(&self) -> &[usize] {
-        &self.list
-    }
-}
-
-/// One subscriber set per dialect, so each frame is encoded once per dialect.
-#[derive(Debug, Default)]
-pub struct DialectSets {
-    pub json: SubscriberSet,
-    pub sio: SubscriberSet,
-}
-
-impl DialectSets {
-    pub fn set(&mut self, d: Dialect) -> &mut SubscriberSet {
-        match d {
-            Dialect::Json => &mut self.json,
-            Dialect::SocketIo => &mut self.sio,
-        }
-    }
-    pub fn remove(&mut self, token: usize) -> bool {
-        self.json.remove(token) | self.sio.remove(token)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.json.is_empty() && self.sio.is_empty()
-    }
-    pub fn len(&self) -> usize {
-        self.json.len() + self.sio.len()
-    }
-}
-
-/// The loop's sockets as the hub sees them: queue frames, ask for closes.
-pub struct Io<'a> {
-    pub conns: &'a mut Slab<Conn>,
-    pub stats: &'a mut Stats,
-    /// Sockets with newly queued frames, flushed at the end of the iteration.
-    pub dirty: &'a mut Vec<usize>,
-    /// Sockets the hub closed; the loop calls [`Hub::detach`] for them.
-    pub closed: &'a mut Vec<usize>,
-    pub now: Instant,
-    /// Time between a socket's hard cap and its soft cap, see SPEC section 4.
-    pub linger: std::time::Duration,
-}
-
-impl Io<'_> {
-    /// Queues `frame` on `token`. Droppable frames past the soft cap are
-    /// refused; anything past the hard cap closes the socket with 1013.
-    pub fn send(&mut self, token: usize, frame: &Frame, prio: Priority) -> Offer {
-        let Some(c) = self.conns.get_mut(token) else {
-            return Offer::Dropped;
-        };
-        if c.is_closing() {
-            return Offer::Dropped;
-        }
-        let offer = c.out.offer(frame.clone(), prio);
-        match offer {
-            Offer::Queued => {
-                self.stats.messages_sent += 1;
-                if !c.dirty {
-                    c.dirty = true;
-                    self.dirty.push(token);
-                }
-            }
-            Offer::Dropped => self.stats.frames_dropped_slow += 1,
-            Offer::OverHardCap => {
-                self.stats.slow_consumers_closed += 1;
-                self.close(
-                    token,
-                    ws::close_code::TRY_AGAIN_LATER,
-                    "slow consumer: send queue full",
-                );
-            }
-        }
-        offer
-    }
-
-    /// Sends to every token of a set.
-    pub fn send_all(&mut self, set: &SubscriberSet, frame: &Frame, prio: Priority) {
-        for &t in set.tokens() {
-            self.send(t, frame, prio);
-        }
-    }
-
-    /// Sends an event to both dialect sets, encoding once per dialect used.
-    pub fn broadcast(&mut self, sets: &DialectSets, ev: &json::Event<'_>, prio: Priority) {
-        if !sets.json.is_empty() {
-            let f = json::encode(ev, Dialect::Json);
-            self.send_all(&sets.json, &f, prio);
-        }
-        if !sets.sio.is_empty() {
-            let f = json::encode(ev, Dialect::SocketIo);
-            self.send_all(&sets.sio, &f, prio);
-        }
-    }
-
-    /// The dialect of a socket (JSON for anything without a session).
-    pub fn dialect(&self, token: usize) -> Dialect {
-        self.conns
-            .get(token)
-            .and_then(|c| c.session.as_ref())
-            .map_or(Dialect::Json, |s| s.dialect)
-    }
-
-    /// Sends one event to one socket in its dialect.
-    pub fn event(&mut self, token: usize, ev: &json::Event<'_>) {
-        let f = json::encode(ev, self.dialect(token));
-        self.send(token, &f, Priority::Essential);
-    }
-
-    /// An `error` message; the socket stays open.
-    pub fn error(&mut self, token: usize, message: &str) {
-        self.event(token, &json::Event::Error { message });
-    }
-
-    /// Queues a close frame and moves the socket to its closing phase.
-    pub fn close(&mut self, token: usize, code: u16, reason: &str) {
-        let Some(c) = self.conns.get_mut(token) else {
-            return;
-        };
-        if c.is_closing() {
-            return;
-        }
-        c.out.push(ws::close_frame(code, reason));
-        c.phase = Phase::Closing {
-            deadline: self.now + self.linger,
-            drop_after_flush: false,
-        };
-        if !c.dirty {
-            c.dirty = true;
-            self.dirty.push(token);
-        }
-        self.closed.push(token);
-    }
-
-    /// An `error` message followed by a close (auth failures, 1008).
-    pub fn error_and_close(&mut self, token: usize, message: &str, code: u16) {
-        self.error(token, message);
-        self.close(token, code, message);
-    }
-
-    pub fn serial(&self, token: usize) -> Option<u64> {
-        self.conns.get(token).map(|c| c.serial)
-    }
-}
-
-/// A server whose metrics and logs browsers can watch: the local host or an agent's.
+/// What the event loop tells the hub.
 #[derive(Debug)]
-pub struct ServerState {
-    pub name: String,
-    pub is_local: bool,
-    /// The connected agent's (token, serial).
-    pub agent: Option<(usize, u64)>,
-    /// Since when the agent is offline (for the `agent_offline` alert).
-    pub offline_since: Option<Instant>,
-    /// Latest metrics `data` object, as JSON, so new subscribers see it at once.
-    pub latest_metrics: Option<String>,
-    /// `/api/v1/ws/metrics/{id}` sockets (plain form) and `/api/v1/ws` sockets (mux form).
-    pub metrics_plain: SubscriberSet,
-    pub metrics_mux: SubscriberSet,
-    /// `/api/v1/ws/logs/{id}` sockets.
-    pub logs: SubscriberSet,
-    /// Per alert rule: condition true since, and whether raised.
-    pub alerts: Vec<agents::AlertState>,
+pub enum Input<'a> {
+    /// A WebSocket was accepted on `endpoint` (`target`: the server id in its path).
+    Opened {
+        conn: ConnId,
+        serial: u64,
+        endpoint: Endpoint,
+        target: Option<String>,
+    },
+    /// One complete text message.
+    Text { conn: ConnId, text: &'a str },
+    /// One complete binary message (no endpoint takes them).
+    Binary { conn: ConnId },
+    /// The connection is gone or closing (not by the hub's own close).
+    Closed { conn: ConnId },
+    /// The connection's queue drained below half its cap after it lost frames.
+    Drained { conn: ConnId },
+    /// An event from a feed thread.
+    Feed(FeedEvent),
+    /// The periodic sweep: deadlines, token expiry, heartbeats, alerts.
+    Tick { unix_now: u64 },
+    /// A deadline of the hub's own came ([`Hub::next_deadline`]).
+    Timers,
 }
 
-/// All hub state.
-pub struct Hub {
+/// All hub state but the sessions.
+pub struct State {
     pub config: Config,
     pub jwt: Option<JwtVerifier>,
     pub api_keys: ApiKeys,
     pub docker: Option<DockerHandle>,
     pub docker_up: bool,
-    /// Container table by full id.
+    /// Local container table by full id.
     pub containers: HashMap<String, Container>,
-    /// Sockets that receive container state (ready `/api/v1/ws` and Socket.IO).
-    pub browsers: DialectSets,
-    /// Log topics by full container id.
-    pub topics: HashMap<String, LogTopic>,
-    /// follow_id -> container id.
-    pub follows: HashMap<u64, String>,
-    /// Topics holding lines back for coalescing (see `logs.rs`).
-    pub held_topics: HashSet<String>,
+    pub topics: Topics,
+    /// follow_id -> its log topic (an index into `topics`).
+    pub follows: HashMap<u64, TopicKey>,
+    /// Log topics holding lines back for coalescing (an index into `topics`).
+    pub held_logs: HashSet<TopicKey>,
     pub next_follow_id: u64,
     pub servers: HashMap<String, ServerState>,
     pub pending: HashMap<String, PendingCommand>,
@@ -261,6 +95,13 @@ pub struct Hub {
     pub local_actions: HashMap<u64, String>,
     pub next_request_id: u64,
     pub audit: Audit,
+}
+
+/// The hub: its state and the sessions of every connection.
+pub struct Hub {
+    state: State,
+    sessions: HashMap<ConnId, Session>,
+    closed: Vec<ConnId>,
 }
 
 impl Hub {
@@ -281,79 +122,139 @@ impl Hub {
         }
         let audit = Audit::open(config.audit_log.as_deref());
         Hub {
-            config,
-            jwt,
-            api_keys,
-            docker,
-            docker_up: false,
-            containers: HashMap::new(),
-            browsers: DialectSets::default(),
-            topics: HashMap::new(),
-            follows: HashMap::new(),
-            held_topics: HashSet::new(),
-            next_follow_id: 1,
-            servers,
-            pending: HashMap::new(),
-            local_actions: HashMap::new(),
-            next_request_id: 1,
-            audit,
+            state: State {
+                config,
+                jwt,
+                api_keys,
+                docker,
+                docker_up: false,
+                containers: HashMap::new(),
+                topics: Topics::default(),
+                follows: HashMap::new(),
+                held_logs: HashSet::new(),
+                next_follow_id: 1,
+                servers,
+                pending: HashMap::new(),
+                local_actions: HashMap::new(),
+                next_request_id: 1,
+                audit,
+            },
+            sessions: HashMap::new(),
+            closed: Vec::new(),
         }
     }
 
-    /// Removes a socket from every set it is in (it closed or is closing).
-    pub fn detach(&mut self, io: &mut Io<'_>, token: usize) {
-        let Some(conn) = io.conns.get_mut(token) else {
-            return;
-        };
-        let Some(session) = conn.session.as_mut() else {
-            return;
-        };
-        let streams = std::mem::take(&mut session.log_streams);
-        let servers = std::mem::take(&mut session.metrics_servers);
-        let target = session.target_server.take();
-        let agent = session.agent_server.take();
-        self.browsers.remove(token);
-        for id in streams {
-            self.unsubscribe_logs(io, token, &id);
-        }
-        for sid in servers.iter().chain(target.iter()) {
-            if let Some(s) = self.servers.get_mut(sid) {
-                s.metrics_plain.remove(token);
-                s.metrics_mux.remove(token);
-                s.logs.remove(token);
+    pub fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn session(&self, conn: ConnId) -> Option<&Session> {
+        self.sessions.get(&conn)
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// When the hub next needs `Input::Timers` (held log batches).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.state.next_log_deadline()
+    }
+
+    /// Applies one input; everything it causes goes to `out`.
+    pub fn handle(&mut self, out: &mut dyn Outbox, stats: &mut Stats, now: Instant, input: Input<'_>) {
+        let soft_cap = self.state.config.max_queued_bytes;
+        let mut io = Io::new(out, &mut self.sessions, stats, now, soft_cap, &mut self.closed);
+        let st = &mut self.state;
+        match input {
+            Input::Opened {
+                conn,
+                serial,
+                endpoint,
+                target,
+            } => st.on_open(&mut io, conn, serial, endpoint, target),
+            Input::Text { conn, text } => st.on_text(&mut io, conn, text),
+            Input::Binary { conn } => {
+                io.stats.bad_input("binary");
+                io.error(conn, "binary messages are not supported; send JSON text");
             }
+            Input::Closed { conn } => st.detach(&mut io, conn),
+            Input::Drained { conn } => topics::report_dropped(&mut io, conn),
+            Input::Feed(FeedEvent::Docker(d)) => st.on_docker(&mut io, d),
+            Input::Feed(FeedEvent::LocalMetrics(m)) => st.on_local_metrics(&mut io, &m),
+            Input::Tick { unix_now } => st.tick(&mut io, unix_now),
+            Input::Timers => st.flush_held_logs(&mut io),
+        }
+        // Sessions the hub closed leave every topic before the input returns.
+        while let Some(conn) = io.closed.pop() {
+            st.detach(&mut io, conn);
+        }
+    }
+}
+
+impl State {
+    /// Removes a session and takes it out of every topic (it closed or is closing).
+    fn detach(&mut self, io: &mut Io<'_>, conn: ConnId) {
+        let Some(session) = io.sessions.get(&conn) else {
+            return;
+        };
+        let keys = session.topics.clone();
+        let agent = session.agent_server.clone();
+        for key in keys {
+            self.leave_topic(io, &key, conn);
         }
         if let Some(sid) = agent {
-            self.agent_gone(io, token, &sid);
+            self.agent_gone(io, conn, &sid);
+        }
+        if let Some(mut s) = io.sessions.remove(&conn) {
+            self.audit.summarise_refusals(&mut s);
         }
     }
 
-    /// Periodic work: auth deadlines, token expiry, command timeouts, alerts.
-    pub fn tick(&mut self, io: &mut Io<'_>, now_unix: u64) {
+    /// Periodic work: auth deadlines, token expiry, Socket.IO heartbeats,
+    /// command timeouts, alerts.
+    fn tick(&mut self, io: &mut Io<'_>, now_unix: u64) {
         let now = io.now;
+        let leeway = crate::auth::DEFAULT_LEEWAY.as_secs();
+        let interval = self.config.sio_ping_interval;
+        let timeout = self.config.sio_ping_timeout;
         let mut expired = Vec::new();
-        for (t, c) in io.conns.iter() {
-            if let Some(s) = &c.session {
-                match &s.auth {
-                    AuthState::Pending { deadline } if *deadline <= now => {
-                        expired.push((t, "authentication timed out"))
-                    }
-                    AuthState::Ready { exp: Some(exp), .. }
-                        if *exp + crate::auth::DEFAULT_LEEWAY.as_secs() < now_unix =>
-                    {
-                        expired.push((t, "token expired"))
-                    }
-                    _ => {}
+        let mut pings = Vec::new();
+        let mut dead = Vec::new();
+        for (&conn, s) in io.sessions.iter_mut() {
+            match &s.auth {
+                AuthState::Pending { deadline } if *deadline <= now => {
+                    expired.push((conn, "authentication timed out"));
                 }
+                // A peer's number: saturate, never overflow (exp near 2^64).
+                AuthState::Ready { exp: Some(exp), .. } if exp.saturating_add(leeway) < now_unix => {
+                    expired.push((conn, "token expired"));
+                }
+                _ => {}
+            }
+            match s.dialect.heartbeat(&mut s.wire, now, interval, timeout) {
+                crate::protocol::Heartbeat::Idle => {}
+                crate::protocol::Heartbeat::Send(f) => pings.push((conn, f)),
+                crate::protocol::Heartbeat::TimedOut => dead.push(conn),
             }
         }
-        for (t, why) in expired {
+        for (conn, why) in expired {
             io.stats.auth_failure(if why == "token expired" {
                 "expired"
             } else {
                 "timeout"
             });
-            io.error_and_close(t, why, ws::close_code::POLICY_VIOLATION);
+            io.error_and_close(conn, why, close_code::POLICY_VIOLATION);
+        }
+        for (conn, f) in pings {
+            io.send(conn, &f, crate::writer::Priority::Essential);
+        }
+        for conn in dead {
+            io.close(conn, close_code::POLICY_VIOLATION, "Engine.IO ping timeout");
         }
         self.expire_commands(io);
         self.check_offline_alerts(io);

@@ -11,12 +11,7 @@ use serde_json::Value;
 use crate::protocol::model::Container;
 use crate::ws::{self, Frame, OpCode};
 
-/// Which wire dialect a browser socket speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Json,
-    SocketIo,
-}
+pub use super::dialect::Dialect;
 
 /// A request from a browser, whichever dialect carried it.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,11 +46,17 @@ pub enum BrowserRequest {
 }
 
 /// Largest string field accepted from a browser (ids, names, commands).
-const MAX_FIELD: usize = 4096;
+pub const MAX_FIELD: usize = 4096;
+/// Largest token accepted in `auth` (JWTs with many claims run past 4 KiB).
+pub const MAX_TOKEN: usize = 8192;
 
 fn field<'a>(obj: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a str, String> {
+    let max = if name == "token" { MAX_TOKEN } else { MAX_FIELD };
     match obj.get(name) {
-        Some(Value::String(s)) if s.len() > MAX_FIELD => Err(format!("field {name:?} is too long")),
+        Some(Value::String(s)) if s.len() > max => Err(format!(
+            "field {name:?} is too long: {} bytes, at most {max}",
+            s.len()
+        )),
         Some(Value::String(s)) if s.is_empty() => Err(format!("field {name:?} must not be empty")),
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(format!("field {name:?} must be a string")),
@@ -165,18 +166,34 @@ pub enum Event<'a> {
         container_id: &'a str,
         message: &'a str,
     },
+    /// Lines lost for a slow socket: a container's (`container_id`) or a
+    /// server's agent log entries (`container_id` absent).
     LogDropped {
-        container_id: &'a str,
+        server_id: &'a str,
+        container_id: Option<&'a str>,
         lines: u64,
     },
+    /// Host metrics: `data_json` is the serialized `Metrics` object.
+    Metrics {
+        server_id: &'a str,
+        data_json: &'a str,
+    },
+    /// The answer to a client's `ping` request.
+    Pong,
     Error {
         message: &'a str,
     },
+    /// Any other message, built as a JSON object: `name` is its `type` (JSON
+    /// dialect) or event name (Socket.IO), `fields` its payload.
+    Object {
+        name: &'a str,
+        fields: &'a serde_json::Map<String, Value>,
+    },
 }
 
-impl Event<'_> {
+impl<'a> Event<'a> {
     /// The event (and `type`) name.
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> &'a str {
         match self {
             Event::ConnectionEstablished { .. } => "connection_established",
             Event::InitialState { .. } => "initial_state",
@@ -184,7 +201,10 @@ impl Event<'_> {
             Event::LogUpdate { .. } => "log_update",
             Event::LogStreamStopped { .. } => "log_stream_stopped",
             Event::LogDropped { .. } => "log_dropped",
+            Event::Metrics { .. } => "metrics",
+            Event::Pong => "pong",
             Event::Error { .. } => "error",
+            Event::Object { name, .. } => name,
         }
     }
 }
@@ -236,11 +256,35 @@ fn write_fields(out: &mut Vec<u8>, ev: &Event<'_>, dialect: Dialect) {
             kv(out, false, "message", &message);
         }
         Event::LogDropped {
+            server_id,
             container_id,
             lines,
         } => {
-            kv(out, true, "container_id", &container_id);
+            kv(out, true, "server_id", &server_id);
+            if let Some(id) = container_id {
+                kv(out, false, "container_id", &id);
+            }
             kv(out, false, "lines", &lines);
+        }
+        Event::Metrics {
+            server_id,
+            data_json,
+        } => {
+            kv(out, true, "server_id", &server_id);
+            // Serialized once by the publisher; written as it is.
+            out.extend_from_slice(b",\"data\":");
+            out.extend_from_slice(data_json.as_bytes());
+        }
+        Event::Pong => {}
+        Event::Object { fields, .. } => {
+            let mut first = true;
+            for (k, v) in fields {
+                if k == "type" {
+                    continue;
+                }
+                kv(out, first, k, v);
+                first = false;
+            }
         }
         Event::Error { message } => {
             let key = if dialect == Dialect::SocketIo {
@@ -257,23 +301,28 @@ fn write_fields(out: &mut Vec<u8>, ev: &Event<'_>, dialect: Dialect) {
 pub fn encode(ev: &Event<'_>, dialect: Dialect) -> Frame {
     let hint = match ev {
         Event::LogUpdate { log, .. } => log.len() + 128,
+        Event::Metrics { data_json, .. } => data_json.len() + 96,
         Event::InitialState { containers } => containers.len() * 512 + 64,
         _ => 160,
     };
     let mut buf = ws::begin_frame(hint);
     match dialect {
         Dialect::Json => {
-            buf.extend_from_slice(b"{\"type\":\"");
-            buf.extend_from_slice(ev.name().as_bytes());
-            buf.extend_from_slice(b"\",");
+            buf.extend_from_slice(b"{\"type\":");
+            let _ = serde_json::to_writer(&mut buf, ev.name());
+            let mark = buf.len();
+            buf.push(b',');
             write_fields(&mut buf, ev, dialect);
+            if buf.len() == mark + 1 {
+                buf.truncate(mark); // no fields: no comma
+            }
             buf.push(b'}');
         }
         Dialect::SocketIo => {
             // Engine.IO message (4) + Socket.IO EVENT (2): 42["name",{...}]
-            buf.extend_from_slice(b"42[\"");
-            buf.extend_from_slice(ev.name().as_bytes());
-            buf.extend_from_slice(b"\",");
+            buf.extend_from_slice(b"42[");
+            let _ = serde_json::to_writer(&mut buf, ev.name());
+            buf.push(b',');
             match ev {
                 // The seed's container_state_change payload is the container itself.
                 Event::ContainerChanged(c) => {

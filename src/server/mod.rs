@@ -3,15 +3,26 @@
 //!
 //! Each iteration: poll; accept; read and dispatch what arrived; drain the
 //! feed channel when woken; run the timer sweep when due; then flush every
-//! socket that got frames this iteration (one `writev` of many shared frames
-//! per socket). No async runtime runs here.
+//! socket that got frames this iteration (one gather write of many shared
+//! frames per socket). No async runtime runs here.
+//!
+//! The loop owns sockets and their life; it hands requests to the HTTP
+//! router and WebSocket messages to the hub as [`Input`]s, and applies what
+//! the hub asks through [`LoopOutbox`]. Bytes come and go through a
+//! [`Transport`].
 //!
 //! Invariants: fixed tokens are [`LISTENER`] and [`WAKER`]; a connection's
 //! token is its slab key + [`FIRST_CONN`]; a socket is deregistered before
-//! it leaves the slab; unknown tokens are ignored. Every drain loop is capped
-//! so one busy socket cannot starve the others.
+//! it leaves the slab; unknown tokens are ignored. Every drain (accepts,
+//! reads, messages, feed events) is capped so one busy source cannot starve
+//! the others, and every capped drain comes back on the next iteration
+//! without waiting for a new readiness event (edge-triggered events do not
+//! repeat). A socket whose queue is over its soft cap is not read until it
+//! drains to half of it (backpressure), so a peer cannot make the daemon
+//! queue without bound, pongs included.
 
 pub mod conn;
+pub mod outbox;
 pub mod system;
 
 use std::io;
@@ -26,12 +37,16 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::feed::FeedEvent;
+use crate::http::router::{self, HttpApp, Route, RouterConfig};
 use crate::http::{self, Parse};
-use crate::hub::{Hub, Io};
+use crate::hub::{Hub, Input};
 use crate::stats::{Endpoint, Stats};
-use crate::writer::{OutQueue, SocketResult};
+use crate::transport::{SocketResult, Transport};
+use crate::transport::tcp::TcpTransport;
+use crate::writer::{Offer, OutQueue, Priority};
 use crate::ws::{self, Incoming, MessageReader, OpCode, close_code};
-use conn::{Conn, Phase, ReadOutcome};
+use conn::{Conn, Phase};
+use outbox::{LoopOutbox, mark_dirty};
 
 pub const LISTENER: Token = Token(0);
 pub const WAKER: Token = Token(1);
@@ -39,10 +54,12 @@ const FIRST_CONN: usize = 2;
 
 /// Reads per readable event before yielding to other sockets.
 const MAX_READS_PER_EVENT: usize = 8;
-/// Accepts per listener event before yielding.
+/// Accepts per iteration before yielding.
 const MAX_ACCEPTS_PER_EVENT: usize = 256;
 /// Messages handled per socket per iteration.
 const MAX_MESSAGES_PER_EVENT: usize = 256;
+/// Pipelined HTTP requests answered per socket per iteration.
+const MAX_REQUESTS_PER_EVENT: usize = 16;
 /// Feed events handled per iteration.
 const MAX_FEED_EVENTS: usize = 4096;
 /// How often timers (deadlines, pings, commands, alerts) are checked.
@@ -83,24 +100,26 @@ fn conn_token(key: usize) -> Token {
     Token(key + FIRST_CONN)
 }
 
-/// Routes a request path to a WebSocket endpoint (and the server id in it).
-fn route(path: &str, echo: bool) -> Option<(Endpoint, Option<String>)> {
-    match path {
-        "/api/v1/ws" => Some((Endpoint::Browser, None)),
-        "/api/v1/agents/ws" => Some((Endpoint::Agent, None)),
-        "/socket.io" | "/socket.io/" => Some((Endpoint::SocketIo, None)),
-        "/debug/echo" if echo => Some((Endpoint::Echo, None)),
-        _ => {
-            if let Some(id) = path.strip_prefix("/api/v1/ws/metrics/") {
-                return (!id.is_empty() && !id.contains('/'))
-                    .then(|| (Endpoint::ServerMetrics, Some(id.to_string())));
-            }
-            if let Some(id) = path.strip_prefix("/api/v1/ws/logs/") {
-                return (!id.is_empty() && !id.contains('/'))
-                    .then(|| (Endpoint::ServerLogs, Some(id.to_string())));
-            }
-            None
-        }
+/// The plain endpoints' bodies, from the loop's view of the daemon.
+struct AppView<'a> {
+    hub: &'a Hub,
+    stats: &'a Stats,
+    connections: usize,
+}
+
+impl HttpApp for AppView<'_> {
+    fn healthz(&self) -> serde_json::Value {
+        serde_json::json!({
+            "status": "ok",
+            "docker": if self.hub.state().docker_up { "up" } else { "down" },
+            "connections": self.connections,
+        })
+    }
+    fn metrics(&self) -> String {
+        self.stats.render()
+    }
+    fn containers(&self) -> Vec<u8> {
+        self.hub.state().containers_json()
     }
 }
 
@@ -115,9 +134,11 @@ pub struct Server {
     shutdown: Arc<AtomicBool>,
     scratch: Vec<u8>,
     dirty: Vec<usize>,
-    closed: Vec<usize>,
-    /// Sockets whose reads stopped at the per-event cap: serviced next iteration.
+    /// Sockets with input left after their per-iteration share: serviced
+    /// again next iteration without waiting for a readiness event.
     backlog: Vec<usize>,
+    /// The listener stopped at its per-iteration cap: accept again.
+    accept_pending: bool,
     /// The feed channel still holds events after this iteration's share.
     feed_pending: bool,
     next_serial: u64,
@@ -125,8 +146,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listener and creates the poll. `waker` must come from
-    /// [`Server::make_waker`] on the same poll.
+    /// Binds the listener and creates the poll and the waker.
     ///
     /// # Errors
     /// Bind and poll failures (fatal).
@@ -158,26 +178,22 @@ impl Server {
             shutdown,
             scratch: vec![0; conn::READ_CHUNK],
             dirty: Vec::new(),
-            closed: Vec::new(),
             backlog: Vec::new(),
+            accept_pending: false,
             feed_pending: false,
             next_serial: 1,
             ping_frame: ws::ping_frame(b""),
         }
     }
 
-    fn io(&mut self, now: Instant) -> (&mut Hub, Io<'_>) {
-        (
-            &mut self.hub,
-            Io {
-                conns: &mut self.conns,
-                stats: &mut self.stats,
-                dirty: &mut self.dirty,
-                closed: &mut self.closed,
-                now,
-                linger: LINGER,
-            },
-        )
+    /// Gives one input to the hub and applies what it asks.
+    fn to_hub(&mut self, now: Instant, input: Input<'_>) {
+        let mut out = LoopOutbox {
+            conns: &mut self.conns,
+            dirty: &mut self.dirty,
+            linger_until: now + LINGER,
+        };
+        self.hub.handle(&mut out, &mut self.stats, now, input);
     }
 
     /// Runs until SIGTERM/SIGINT, then closes every client with 1001.
@@ -192,12 +208,13 @@ impl Server {
             let now = Instant::now();
             let wake_at = self
                 .hub
-                .next_log_deadline()
+                .next_deadline()
                 .map_or(next_tick, |d| d.min(next_tick));
-            let timeout = if self.backlog.is_empty() && !self.feed_pending {
-                wake_at.saturating_duration_since(now)
-            } else {
+            let more_now = !self.backlog.is_empty() || self.feed_pending || self.accept_pending;
+            let timeout = if more_now {
                 Duration::ZERO
+            } else {
+                wake_at.saturating_duration_since(now)
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -209,8 +226,10 @@ impl Server {
             if std::mem::take(&mut self.feed_pending) {
                 self.drain_feed(started);
             }
-            let backlog = std::mem::take(&mut self.backlog);
-            for key in backlog {
+            if std::mem::take(&mut self.accept_pending) {
+                self.accept(started);
+            }
+            for key in std::mem::take(&mut self.backlog) {
                 self.on_readable(key, started);
             }
             for event in &events {
@@ -229,10 +248,7 @@ impl Server {
                     _ => {}
                 }
             }
-            {
-                let (hub, mut io) = self.io(started);
-                hub.flush_held_logs(&mut io);
-            }
+            self.to_hub(started, Input::Timers);
             if started >= next_tick {
                 self.tick(started);
                 next_tick = started + TICK;
@@ -267,41 +283,50 @@ impl Server {
                 }
             };
             self.stats.connections_accepted += 1;
-            if self.conns.len() >= self.hub.config.max_connections {
+            if self.conns.len() >= self.hub.config().max_connections {
                 self.stats.connections_refused_limit += 1;
                 let reply = http::error_response(503, "Retry-After: 5\r\n", "too many connections");
                 let _ = io::Write::write(&mut stream, &reply);
                 continue;
             }
-            let _ = stream.set_nodelay(true);
+            let mut transport = Box::new(TcpTransport::new(stream));
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             if let Err(e) =
                 self.poll
                     .registry()
-                    .register(&mut stream, conn_token(key), Interest::READABLE)
+                    .register(transport.source(), conn_token(key), Interest::READABLE)
             {
                 log::warn!("could not register a connection: {e}");
                 continue;
             }
-            let soft = self.hub.config.max_queued_bytes;
+            let soft = self.hub.config().max_queued_bytes;
             let out = OutQueue::new(soft, soft.saturating_mul(2).max(soft + (1 << 20)));
-            let deadline = now + self.hub.config.handshake_timeout;
-            entry.insert(Conn::new(stream, self.next_serial, out, now, deadline));
+            let deadline = now + self.hub.config().handshake_timeout;
+            entry.insert(Conn::new(transport, self.next_serial, out, now, deadline));
             self.next_serial += 1;
             self.stats.conn_opened(Endpoint::Http);
             // Bytes may already be waiting (edge-triggered): read now.
             self.on_readable(key, now);
         }
+        // Stopped at the cap with connections possibly still queued in the
+        // kernel: the listener's edge will not fire again for them.
+        self.accept_pending = true;
     }
 
     fn on_readable(&mut self, key: usize, now: Instant) {
-        let max_msg = self.hub.config.max_message_bytes;
+        let max_msg = self.hub.config().max_message_bytes;
+        let max_head = self.hub.config().max_head_bytes;
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
+        if !c.is_closing() && c.over_soft_cap() {
+            // Backpressure: the peer waits until its queue drains.
+            c.read_paused = true;
+            return;
+        }
         let limit = match c.phase {
-            Phase::Head { .. } => self.hub.config.max_head_bytes + 1,
+            Phase::Head { .. } => max_head + 1,
             _ => max_msg + 16 + conn::READ_CHUNK,
         };
         let outcome = c.read_some(&mut self.scratch, MAX_READS_PER_EVENT, limit);
@@ -311,160 +336,174 @@ impl Server {
         match c.phase {
             Phase::Head { .. } => self.on_head_bytes(key, now),
             Phase::Open => self.on_ws_bytes(key, now),
-            Phase::Closing { .. } => self.on_closing_bytes(key),
+            Phase::Closing { .. } => {
+                // Read and discard: we only wait for the peer's close or EOF.
+                c.inbuf.clear();
+                c.release_inbuf();
+            }
         }
         match outcome {
-            ReadOutcome::MoreLater => {
-                if self.conns.contains(key) && !self.backlog.contains(&key) {
-                    self.backlog.push(key);
-                }
-            }
-            ReadOutcome::Closed => {
+            SocketResult::Continue => self.come_back(key),
+            SocketResult::Closed | SocketResult::Error => {
                 if let Some(c) = self.conns.get(key) {
                     // A peer that half-closed may still take what we queued.
-                    if c.out.is_empty() || !matches!(c.phase, Phase::Closing { .. }) {
+                    if c.out.is_empty() || !c.is_closing() {
                         self.remove(key);
                     }
                 }
             }
-            ReadOutcome::Drained => {}
+            SocketResult::WouldBlock => {}
         }
     }
 
-    fn on_closing_bytes(&mut self, key: usize) {
-        // Read and discard: we only wait for the peer's close or EOF.
-        if let Some(c) = self.conns.get_mut(key) {
-            c.inbuf.clear();
-            c.release_inbuf();
+    /// Services `key` again next iteration (it stopped at a cap).
+    fn come_back(&mut self, key: usize) {
+        if self.conns.contains(key) && !self.backlog.contains(&key) {
+            self.backlog.push(key);
         }
     }
 
     /// Queues a plain HTTP reply and closes after it.
     fn reply_and_close(&mut self, key: usize, bytes: Vec<u8>, status: u16, now: Instant) {
         self.stats.http_request(status);
-        let Some(c) = self.conns.get_mut(key) else {
-            return;
-        };
-        c.inbuf.clear();
-        c.out.push(ws::Frame::from(bytes));
-        c.phase = Phase::Closing {
-            deadline: now + LINGER,
-            drop_after_flush: false,
-        };
-        if !c.dirty {
-            c.dirty = true;
-            self.dirty.push(key);
+        if let Some(c) = self.conns.get_mut(key) {
+            c.reply_and_close(bytes, now + LINGER);
+            mark_dirty(&mut self.dirty, c, key);
         }
     }
 
     fn on_head_bytes(&mut self, key: usize, now: Instant) {
-        let max_head = self.hub.config.max_head_bytes;
+        for _ in 0..MAX_REQUESTS_PER_EVENT {
+            let Some(c) = self.conns.get_mut(key) else {
+                return;
+            };
+            if !matches!(c.phase, Phase::Head { .. }) {
+                return;
+            }
+            if c.over_soft_cap() {
+                c.read_paused = true;
+                return;
+            }
+            if c.inbuf.is_empty() {
+                c.release_inbuf();
+                return;
+            }
+            if !self.on_one_head(key, now) {
+                return;
+            }
+        }
+        if self.conns.get(key).is_some_and(|c| !c.inbuf.is_empty()) {
+            self.come_back(key);
+        }
+    }
+
+    /// Handles one request head if complete; true when the connection can
+    /// take another request (keep-alive) right away.
+    fn on_one_head(&mut self, key: usize, now: Instant) -> bool {
+        let max_head = self.hub.config().max_head_bytes;
         let Some(c) = self.conns.get_mut(key) else {
-            return;
+            return false;
         };
+        let too_big = || http::error_response(431, "", "request head larger than 8 KiB");
         let head = match http::parse_head(&c.inbuf) {
             Parse::Partial if c.inbuf.len() > max_head => {
-                let r = http::error_response(431, "", "request head larger than 8 KiB");
-                return self.reply_and_close(key, r, 431, now);
+                self.reply_and_close(key, too_big(), 431, now);
+                return false;
             }
-            Parse::Partial => return,
+            Parse::Partial => return false,
             Parse::Invalid(why) => {
                 self.stats.bad_input("bad_http");
-                let r = http::error_response(400, "", why);
-                return self.reply_and_close(key, r, 400, now);
+                self.reply_and_close(key, http::error_response(400, "", why), 400, now);
+                return false;
             }
             Parse::Complete(h) if h.head_len > max_head => {
-                let r = http::error_response(431, "", "request head larger than 8 KiB");
-                return self.reply_and_close(key, r, 431, now);
+                self.reply_and_close(key, too_big(), 431, now);
+                return false;
             }
             Parse::Complete(h) => h,
         };
         let _ = c.inbuf.split_to(head.head_len);
-        let Some((endpoint, target)) = route(&head.path, self.hub.config.echo_endpoint) else {
-            return self.plain_request(key, &head, now);
+        let route = {
+            let app = AppView {
+                hub: &self.hub,
+                stats: &self.stats,
+                connections: self.conns.len(),
+            };
+            let rc = RouterConfig {
+                config: self.hub.config(),
+                jwt: self.hub.state().jwt.as_ref(),
+                now_unix: crate::hub::unix_now(),
+            };
+            router::route(&head, &rc, &app)
         };
-        if endpoint == Endpoint::SocketIo {
-            if let Err(why) = crate::protocol::socketio::check_query(&head.query) {
-                let r = http::error_response(400, "", why);
-                return self.reply_and_close(key, r, 400, now);
+        match route {
+            Route::Reply {
+                status,
+                bytes,
+                keep_alive,
+                refusal,
+            } => {
+                match refusal {
+                    Some(why @ ("origin" | "no_token" | "bad_token")) => self.stats.auth_failure(why),
+                    Some("host") => self.stats.bad_input("bad_host"),
+                    Some("bad_upgrade") => self.stats.bad_input("bad_upgrade"),
+                    _ => {}
+                }
+                if !keep_alive {
+                    self.reply_and_close(key, bytes, status, now);
+                    return false;
+                }
+                self.stats.http_request(status);
+                let deadline = now + self.hub.config().handshake_timeout;
+                let Some(c) = self.conns.get_mut(key) else {
+                    return false;
+                };
+                c.out.push(ws::Frame::from(bytes));
+                c.phase = Phase::Head { deadline };
+                mark_dirty(&mut self.dirty, c, key);
+                true
+            }
+            Route::Upgrade {
+                endpoint,
+                target,
+                accept,
+            } => {
+                self.upgrade(key, endpoint, target, &accept, now);
+                false
             }
         }
-        let accept = match http::check_upgrade(&head) {
-            Ok(a) => a,
-            Err(refusal) => {
-                self.stats.bad_input("bad_upgrade");
-                let r =
-                    http::error_response(refusal.status, refusal.extra_headers, &refusal.message);
-                return self.reply_and_close(key, r, refusal.status, now);
-            }
-        };
-        let browser = !matches!(endpoint, Endpoint::Agent | Endpoint::Echo);
-        if browser && !http::origin_allowed(&head, &self.hub.config.allowed_origins) {
-            self.stats.auth_failure("origin");
-            let r = http::error_response(403, "", "Origin not allowed");
-            return self.reply_and_close(key, r, 403, now);
-        }
+    }
+
+    /// Completes the WebSocket handshake and hands the socket to the hub.
+    fn upgrade(&mut self, key: usize, endpoint: Endpoint, target: Option<String>, accept: &str, now: Instant) {
+        let max_msg = self.hub.config().max_message_bytes;
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        c.out
-            .push(ws::Frame::from(http::switching_protocols(&accept)));
+        c.out.push(ws::Frame::from(http::switching_protocols(accept)));
         c.phase = Phase::Open;
         c.endpoint = endpoint;
-        c.reader = Some(MessageReader::new(self.hub.config.max_message_bytes));
+        c.reader = Some(MessageReader::new(max_msg));
         c.last_ping = now;
-        if !c.dirty {
-            c.dirty = true;
-            self.dirty.push(key);
-        }
+        c.in_hub = endpoint != Endpoint::Echo;
+        let serial = c.serial;
+        mark_dirty(&mut self.dirty, c, key);
         self.stats.conn_moved(Endpoint::Http, endpoint);
         if endpoint != Endpoint::Echo {
-            let (hub, mut io) = self.io(now);
-            hub.on_open(&mut io, key, endpoint, target);
-            self.settle(now);
+            self.to_hub(
+                now,
+                Input::Opened {
+                    conn: key,
+                    serial,
+                    endpoint,
+                    target,
+                },
+            );
         }
         // Frames pipelined after the head are already in the buffer.
         if self.conns.get(key).is_some_and(|c| !c.inbuf.is_empty()) {
             self.on_ws_bytes(key, now);
         }
-    }
-
-    fn plain_request(&mut self, key: usize, head: &http::RequestHead, now: Instant) {
-        let (status, ctype, body): (u16, &str, Vec<u8>) =
-            match (head.method.as_str(), head.path.as_str()) {
-                ("GET" | "HEAD", "/healthz") => {
-                    let body = serde_json::json!({
-                        "status": "ok",
-                        "docker": if self.hub.docker_up { "up" } else { "down" },
-                        "connections": self.conns.len(),
-                    });
-                    (200, "application/json", body.to_string().into_bytes())
-                }
-                ("GET" | "HEAD", "/metrics") => (
-                    200,
-                    "text/plain; version=0.0.4",
-                    self.stats.render().into_bytes(),
-                ),
-                ("GET" | "HEAD", "/api/v1/containers") => (
-                    200,
-                    "application/json",
-                    crate::hub::containers_json(&self.hub),
-                ),
-                (_, "/healthz" | "/metrics" | "/api/v1/containers") => {
-                    let r = http::error_response(405, "Allow: GET\r\n", "method not allowed");
-                    return self.reply_and_close(key, r, 405, now);
-                }
-                _ => {
-                    let r = http::error_response(404, "", "not found");
-                    return self.reply_and_close(key, r, 404, now);
-                }
-            };
-        let mut reply = http::response(status, ctype, "", &body);
-        if head.method == "HEAD" {
-            let cut = reply.len() - body.len();
-            reply.truncate(cut);
-        }
-        self.reply_and_close(key, reply, status, now);
     }
 
     fn on_ws_bytes(&mut self, key: usize, now: Instant) {
@@ -474,26 +513,35 @@ impl Server {
             };
             if !matches!(c.phase, Phase::Open) {
                 c.inbuf.clear();
-                break;
+                c.release_inbuf();
+                return;
+            }
+            if c.over_soft_cap() {
+                // Backpressure: the rest waits in `inbuf` until the queue drains.
+                c.read_paused = true;
+                return;
             }
             let Some(reader) = c.reader.as_mut() else {
                 return;
             };
             let msg = match reader.read(&mut c.inbuf) {
                 Ok(Some(m)) => m,
-                Ok(None) => break,
+                Ok(None) => {
+                    c.release_inbuf();
+                    return;
+                }
                 Err(e) => {
                     self.stats.bad_input("ws_protocol");
-                    let code = e.close_code();
                     let reason = e.to_string();
-                    self.close_conn(key, code, &reason, now);
-                    break;
+                    self.close_conn(key, e.close_code(), &reason, false, now);
+                    return;
                 }
             };
             self.on_message(key, msg, now);
         }
-        if let Some(c) = self.conns.get_mut(key) {
-            c.release_inbuf();
+        // More complete messages may be waiting with no new bytes to come.
+        if self.conns.get(key).is_some_and(|c| !c.inbuf.is_empty()) {
+            self.come_back(key);
         }
     }
 
@@ -503,81 +551,66 @@ impl Server {
         };
         let endpoint = c.endpoint;
         let reply = match msg {
-            Incoming::Ping(p) => Some(ws::pong_frame(&p)),
-            Incoming::Pong(_) => None,
+            Incoming::Ping(p) => ws::pong_frame(&p),
+            Incoming::Pong(_) => return,
             Incoming::Close(code) => {
                 // Echo the code (RFC 6455 5.5.1), then close once flushed.
                 let code = code.map_or(close_code::NORMAL, |(c, _)| c);
-                c.out.push(ws::close_frame(code, ""));
-                c.phase = Phase::Closing {
-                    deadline: now + LINGER,
-                    drop_after_flush: true,
-                };
-                self.mark_dirty(key);
-                self.closed.push(key);
-                self.settle(now);
-                None
+                c.answer_close(code, now + LINGER);
+                mark_dirty(&mut self.dirty, c, key);
+                self.leave_hub(key, now);
+                return;
             }
-            Incoming::Binary(b) if endpoint == Endpoint::Echo => {
-                Some(ws::encode_frame(OpCode::Binary, &b))
-            }
-            Incoming::Text(t) if endpoint == Endpoint::Echo => Some(ws::text_frame(t.as_bytes())),
-            Incoming::Binary(_) => {
-                self.stats.bad_input("binary");
-                let (_, mut io) = self.io(now);
-                io.error(key, "binary messages are not supported; send JSON text");
-                None
-            }
-            Incoming::Text(t) => {
-                let (hub, mut io) = self.io(now);
-                match endpoint {
-                    Endpoint::Agent => hub.on_agent_text(&mut io, key, &t),
-                    Endpoint::SocketIo => hub.on_socketio_text(&mut io, key, &t),
-                    _ => hub.on_browser_text(&mut io, key, endpoint, &t),
-                }
-                self.settle(now);
-                None
-            }
+            Incoming::Binary(b) if endpoint == Endpoint::Echo => ws::encode_frame(OpCode::Binary, &b),
+            Incoming::Text(t) if endpoint == Endpoint::Echo => ws::text_frame(t.as_bytes()),
+            Incoming::Binary(_) => return self.to_hub(now, Input::Binary { conn: key }),
+            Incoming::Text(t) => return self.to_hub(now, Input::Text { conn: key, text: &t }),
         };
-        if let Some(frame) = reply {
-            if let Some(c) = self.conns.get_mut(key) {
-                c.out.push(frame);
-            }
-            self.mark_dirty(key);
-        }
+        self.queue_own(key, reply, now);
     }
 
-    fn mark_dirty(&mut self, key: usize) {
-        if let Some(c) = self.conns.get_mut(key) {
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(key);
-            }
-        }
-    }
-
-    /// Starts a close handshake we initiate.
-    fn close_conn(&mut self, key: usize, code: u16, reason: &str, now: Instant) {
-        let (_, mut io) = self.io(now);
-        io.close(key, code, reason);
-        self.settle(now);
-    }
-
-    /// Detaches from the hub every socket closed during the last hub call.
-    fn settle(&mut self, now: Instant) {
-        while let Some(key) = self.closed.pop() {
-            let (hub, mut io) = self.io(now);
-            hub.detach(&mut io, key);
-        }
-    }
-
-    fn on_writable(&mut self, key: usize) {
+    /// Queues a frame the loop itself answers with (pong, echo) under the caps.
+    fn queue_own(&mut self, key: usize, frame: ws::Frame, now: Instant) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if !c.dirty {
-            c.dirty = true;
-            self.dirty.push(key);
+        match c.out.offer(frame, Priority::Essential) {
+            Offer::Queued => mark_dirty(&mut self.dirty, c, key),
+            Offer::Dropped | Offer::OverHardCap => {
+                self.stats.slow_consumers_closed += 1;
+                self.close_conn(
+                    key,
+                    close_code::TRY_AGAIN_LATER,
+                    "slow consumer: send queue full",
+                    true,
+                    now,
+                );
+            }
+        }
+    }
+
+    /// Tells the hub a connection it holds is going (once).
+    fn leave_hub(&mut self, key: usize, now: Instant) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if std::mem::take(&mut c.in_hub) {
+                self.to_hub(now, Input::Closed { conn: key });
+            }
+        }
+    }
+
+    /// Starts a close the loop initiates (protocol error, idle, shutdown).
+    fn close_conn(&mut self, key: usize, code: u16, reason: &str, discard: bool, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        c.begin_close(code, reason, discard, now + LINGER);
+        mark_dirty(&mut self.dirty, c, key);
+        self.leave_hub(key, now);
+    }
+
+    fn on_writable(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            mark_dirty(&mut self.dirty, c, key);
         }
     }
 
@@ -586,8 +619,7 @@ impl Server {
         let mut rounds = 0;
         while !self.dirty.is_empty() && rounds < 2 {
             rounds += 1;
-            let dirty = std::mem::take(&mut self.dirty);
-            for key in dirty {
+            for key in std::mem::take(&mut self.dirty) {
                 self.flush(key, now);
             }
         }
@@ -598,36 +630,32 @@ impl Server {
             return;
         };
         c.dirty = false;
-        let (written, result) = c.out.flush(&mut conn::SendMsg(&c.stream));
+        let (written, result) = c.out.flush(&mut *c.transport);
         self.stats.bytes_sent += written as u64;
         match result {
             SocketResult::Closed | SocketResult::Error => return self.remove(key),
             SocketResult::WouldBlock | SocketResult::Continue => {}
         }
         let empty = c.out.is_empty();
-        let want_write = !empty;
-        if want_write != c.want_write {
-            let interest = if want_write {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
+        if empty == c.want_write {
+            let interest = if empty {
                 Interest::READABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
             };
             if self
                 .poll
                 .registry()
-                .reregister(&mut c.stream, conn_token(key), interest)
+                .reregister(c.transport.source(), conn_token(key), interest)
                 .is_err()
             {
                 return self.remove(key);
             }
-            c.want_write = want_write;
+            c.want_write = !empty;
         }
-        if !empty && matches!(result, SocketResult::Continue) {
+        if !empty && result == SocketResult::Continue {
             // Hit the per-call syscall cap with more to write: continue next iteration.
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(key);
-            }
+            mark_dirty(&mut self.dirty, c, key);
             return;
         }
         if empty {
@@ -638,43 +666,38 @@ impl Server {
                 if drop_after_flush || c.eof {
                     return self.remove(key);
                 }
-                let _ = c.stream.shutdown(std::net::Shutdown::Write);
-            } else if c.session.as_ref().is_some_and(|s| !s.dropped.is_empty())
-                && c.out.queued_bytes() < self.hub.config.max_queued_bytes / 2
-            {
-                let (_, mut io) = self.io(now);
-                crate::hub::Hub::report_dropped(&mut io, key);
+                c.transport.shutdown_write();
+                return;
             }
+        }
+        let drained = c.out.queued_bytes() <= crate::hub::drained_below(c.out.soft_cap());
+        if drained && std::mem::take(&mut c.read_paused) {
+            // Backpressure released: what waits in the kernel or `inbuf` is read now.
+            self.come_back(key);
+        }
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if drained && c.in_hub && std::mem::take(&mut c.lossy) {
+            self.to_hub(now, Input::Drained { conn: key });
         }
     }
 
     fn remove(&mut self, key: usize) {
-        let now = Instant::now();
-        if let Some(c) = self.conns.get(key) {
-            if c.session.is_some() && !c.is_closing() {
-                let (hub, mut io) = self.io(now);
-                hub.detach(&mut io, key);
-            }
-        }
+        self.leave_hub(key, Instant::now());
         let Some(mut c) = self.conns.try_remove(key) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut c.stream);
+        let _ = self.poll.registry().deregister(c.transport.source());
         self.stats.conn_closed(c.endpoint);
         self.backlog.retain(|k| *k != key);
-        // Frames queued for others during detach stay in `dirty`; this key may be in it too
-        // but the slab lookup ignores it.
+        // This key may still be in `dirty`; the slab lookup ignores it.
     }
 
     fn drain_feed(&mut self, now: Instant) {
         for _ in 0..MAX_FEED_EVENTS {
             let Ok(ev) = self.feed.try_recv() else { return };
-            let (hub, mut io) = self.io(now);
-            match ev {
-                FeedEvent::Docker(d) => hub.on_docker(&mut io, d),
-                FeedEvent::LocalMetrics(m) => hub.on_local_metrics(&mut io, &m),
-            }
-            self.settle(now);
+            self.to_hub(now, Input::Feed(ev));
         }
         // More queued than one iteration's share: come back without waiting
         // (the waker is edge-triggered and will not fire again for these).
@@ -682,12 +705,11 @@ impl Server {
     }
 
     fn tick(&mut self, now: Instant) {
-        let ping_every = self.hub.config.ping_interval;
-        let idle = self.hub.config.idle_timeout;
+        let ping_every = self.hub.config().ping_interval;
+        let idle = self.hub.config().idle_timeout;
         let mut to_remove = Vec::new();
         let mut to_close = Vec::new();
         let mut to_ping = Vec::new();
-        let mut sio = Vec::new();
         for (key, c) in self.conns.iter_mut() {
             match c.phase {
                 Phase::Head { deadline } if now >= deadline => to_close.push((key, true)),
@@ -698,11 +720,6 @@ impl Server {
                     } else if now.duration_since(c.last_ping) >= ping_every {
                         c.last_ping = now;
                         to_ping.push(key);
-                    }
-                    if c.endpoint == Endpoint::SocketIo
-                        && c.session.as_ref().is_some_and(|s| s.sio_connected)
-                    {
-                        sio.push(key);
                     }
                 }
                 _ => {}
@@ -716,23 +733,21 @@ impl Server {
                 let r = http::error_response(408, "", "handshake not completed in time");
                 self.reply_and_close(key, r, 408, now);
             } else {
-                self.close_conn(key, close_code::GOING_AWAY, "idle timeout", now);
+                self.close_conn(key, close_code::GOING_AWAY, "idle timeout", false, now);
             }
         }
-        let ping = self.ping_frame.clone();
         for key in to_ping {
-            if let Some(c) = self.conns.get_mut(key) {
-                c.out.push(ping.clone());
-                self.mark_dirty(key);
-            }
+            let ping = self.ping_frame.clone();
+            self.queue_own(key, ping, now);
         }
-        let now_unix = crate::hub::unix_now();
-        let (hub, mut io) = self.io(now);
-        for key in sio {
-            hub.socketio_heartbeat(&mut io, key, now);
-        }
-        hub.tick(&mut io, now_unix);
-        self.settle(now);
+        // Accepts that failed (EMFILE) are retried once a tick.
+        self.accept(now);
+        self.to_hub(
+            now,
+            Input::Tick {
+                unix_now: crate::hub::unix_now(),
+            },
+        );
     }
 
     /// Stops accepting and sends 1001 to every WebSocket; HTTP sockets are dropped.
@@ -741,22 +756,15 @@ impl Server {
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
+        self.accept_pending = false;
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            match self.conns.get(key).map(|c| matches!(c.phase, Phase::Open)) {
-                Some(true) => {
-                    self.close_conn(key, close_code::GOING_AWAY, "server shutting down", now)
+            match self.conns.get(key).map(|c| &c.phase) {
+                Some(Phase::Open) => {
+                    self.close_conn(key, close_code::GOING_AWAY, "server shutting down", false, now)
                 }
-                Some(false) => {
-                    if self
-                        .conns
-                        .get(key)
-                        .is_some_and(|c| matches!(c.phase, Phase::Head { .. }))
-                    {
-                        self.remove(key);
-                    }
-                }
-                None => {}
+                Some(Phase::Head { .. }) => self.remove(key),
+                _ => {}
             }
         }
         now + SHUTDOWN_GRACE

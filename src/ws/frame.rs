@@ -123,6 +123,20 @@ pub fn finish_frame(mut buf: Vec<u8>, opcode: OpCode) -> Frame {
     frame
 }
 
+/// The payload of an unmasked (server) frame built here: the bytes after its
+/// header. Empty for anything shorter than its header says.
+pub fn frame_payload(frame: &[u8]) -> &[u8] {
+    if frame.len() < 2 {
+        return &[];
+    }
+    let skip = match frame[1] & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    frame.get(skip..).unwrap_or(&[])
+}
+
 /// Client→server frame (masked with `mask`), used by tests and the load generator.
 /// `fin = false` produces a fragment; follow it with [`OpCode::Continuation`] frames.
 pub fn encode_client_frame(opcode: OpCode, payload: &[u8], fin: bool, mask: [u8; 4]) -> Vec<u8> {

@@ -27,7 +27,7 @@ mod tests;
 pub use error::WsError;
 pub use frame::{
     HEADROOM, begin_frame, close_frame, encode_client_frame, encode_frame, finish_frame,
-    header_len, ping_frame, pong_frame, text_frame, write_header,
+    frame_payload, header_len, ping_frame, pong_frame, text_frame, write_header,
 };
 pub use mask::apply_mask;
 pub use reader::{Incoming, MAX_UNCONSUMED, MessageReader};

@@ -1,0 +1,130 @@
+//! A connection as the hub knows it: who it is, which dialect it speaks,
+//! what it is subscribed to and what it has missed.
+//!
+//! The hub owns every session, keyed by the connection id the event loop
+//! gave it ([`ConnId`]); the loop owns the socket itself. A session is
+//! created by `Input::Opened` and removed by `Input::Closed` or when the hub
+//! itself closes the connection.
+//!
+//! Invariant: `topics` lists every topic the connection is in (or waiting
+//! for), so removing a session removes it from every subscriber set.
+
+use std::time::Instant;
+
+use crate::auth::Role;
+use crate::protocol::{Dialect, DialectState};
+use crate::stats::Endpoint;
+
+use super::topics::TopicKey;
+
+/// The event loop's name for a connection (its slab key). Reused after the
+/// connection is gone; `Session::serial` is not.
+pub type ConnId = usize;
+
+/// Browser (or agent) authentication state of a WebSocket.
+#[derive(Debug, Clone)]
+pub enum AuthState {
+    /// Waiting for the first message (`auth`, or a Socket.IO CONNECT).
+    Pending { deadline: Instant },
+    /// Authenticated (or auth is off: `sub` is "anonymous", role admin).
+    Ready {
+        sub: String,
+        role: Role,
+        exp: Option<u64>,
+    },
+}
+
+/// How many refused commands one connection may have audited per window;
+/// the rest are counted and summarised in one record.
+pub const AUDITED_REFUSALS_PER_WINDOW: u32 = 10;
+/// The refusal window.
+pub const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Per-connection budget of audited refusals.
+#[derive(Debug, Default)]
+pub struct RefusalBudget {
+    pub window_start: Option<Instant>,
+    pub audited: u32,
+    pub suppressed: u64,
+}
+
+/// Per-socket protocol state used by the hub.
+#[derive(Debug)]
+pub struct Session {
+    /// Unique for the daemon's life (connection ids are reused, serials are not).
+    pub serial: u64,
+    pub endpoint: Endpoint,
+    pub dialect: Dialect,
+    pub wire: DialectState,
+    pub auth: AuthState,
+    /// Every topic this socket is subscribed to or waiting on.
+    pub topics: Vec<TopicKey>,
+    /// Lines dropped per topic, not yet reported with `log_dropped`.
+    pub dropped: Vec<(TopicKey, u64)>,
+    /// `/api/v1/ws/{metrics,logs}/{server_id}`: the server it watches.
+    pub target_server: Option<String>,
+    /// Agent sockets: the server id after `auth_success`.
+    pub agent_server: Option<String>,
+    pub refusals: RefusalBudget,
+}
+
+impl Session {
+    pub fn new(serial: u64, endpoint: Endpoint, dialect: Dialect, auth: AuthState) -> Self {
+        Session {
+            serial,
+            endpoint,
+            dialect,
+            wire: DialectState::default(),
+            auth,
+            topics: Vec::new(),
+            dropped: Vec::new(),
+            target_server: None,
+            agent_server: None,
+            refusals: RefusalBudget::default(),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        matches!(self.auth, AuthState::Ready { .. })
+    }
+
+    pub fn role(&self) -> Option<Role> {
+        match &self.auth {
+            AuthState::Ready { role, .. } => Some(*role),
+            AuthState::Pending { .. } => None,
+        }
+    }
+
+    pub fn who(&self) -> &str {
+        match &self.auth {
+            AuthState::Ready { sub, .. } => sub,
+            AuthState::Pending { .. } => "unauthenticated",
+        }
+    }
+
+    pub fn is_subscribed(&self, key: &TopicKey) -> bool {
+        self.topics.iter().any(|k| k == key)
+    }
+
+    /// Counts one refusal. Returns whether to audit it in full, and the
+    /// number suppressed in the window that just ended (to summarise).
+    pub fn audit_refusal(&mut self, now: Instant) -> (bool, u64) {
+        let b = &mut self.refusals;
+        let fresh = b
+            .window_start
+            .is_none_or(|s| now.duration_since(s) >= REFUSAL_WINDOW);
+        let mut ended = 0;
+        if fresh {
+            b.window_start = Some(now);
+            b.audited = 0;
+            ended = std::mem::take(&mut b.suppressed);
+        }
+        if b.audited < AUDITED_REFUSALS_PER_WINDOW {
+            b.audited += 1;
+            (true, ended)
+        } else {
+            b.suppressed = b.suppressed.saturating_add(1);
+            (false, ended)
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Topics: everything the hub fans out, and the one path that publishes it.
+//!
+//! A topic is keyed by what it carries and whose it is ([`TopicKey`], always
+//! with the `server_id`): a server's container table, one container's logs,
+//! a server's metrics, a server's agent log entries. It holds its
+//! subscribers in one set per dialect and a sequence number that counts
+//! what it published (lines, for log topics).
+//!
+//! [`Topics::publish`] is the only fan-out: it encodes the event once per
+//! dialect in use, queues that one frame on every subscriber by reference,
+//! and, for droppable frames (log lines), keeps each slow subscriber's count
+//! of lost lines and tells it (`log_dropped`) before it gets new lines, once
+//! it has drained to half its cap.
+//!
+//! Invariant: a connection is in a topic's set (or its log follower's
+//! waiting list) exactly when the topic's key is in its session's `topics`.
+
+use std::collections::HashMap;
+
+use crate::protocol::Dialect;
+use crate::protocol::json::Event;
+use crate::writer::{Offer, Priority};
+
+use super::logs::LogFollow;
+use super::outbox::Io;
+use super::session::ConnId;
+
+/// What a topic carries, and for which server.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TopicKey {
+    /// A server's containers: `initial_state`, then `container_state_change`.
+    Containers(String),
+    /// One container's log lines.
+    Logs { server: String, container: String },
+    /// A server's host metrics (and its alerts).
+    Metrics(String),
+    /// A server's agent log entries, `/api/v1/ws/logs/{id}` (and its alerts).
+    AgentLogs(String),
+}
+
+impl TopicKey {
+    pub fn server(&self) -> &str {
+        match self {
+            TopicKey::Containers(s)
+            | TopicKey::Metrics(s)
+            | TopicKey::AgentLogs(s)
+            | TopicKey::Logs { server: s, .. } => s,
+        }
+    }
+}
+
+/// A set of subscriber connections: O(1) insert/remove, dense for fan-out.
+#[derive(Debug, Default)]
+pub struct SubscriberSet {
+    list: Vec<ConnId>,
+    index: HashMap<ConnId, usize>,
+}
+
+impl SubscriberSet {
+    pub fn insert(&mut self, conn: ConnId) -> bool {
+        if self.index.contains_key(&conn) {
+            return false;
+        }
+        self.index.insert(conn, self.list.len());
+        self.list.push(conn);
+        true
+    }
+    pub fn remove(&mut self, conn: ConnId) -> bool {
+        let Some(i) = self.index.remove(&conn) else {
+            return false;
+        };
+        self.list.swap_remove(i);
+        if let Some(&moved) = self.list.get(i) {
+            self.index.insert(moved, i);
+        }
+        true
+    }
+    pub fn contains(&self, conn: ConnId) -> bool {
+        self.index.contains_key(&conn)
+    }
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+    pub fn conns(&self) -> &[ConnId] {
+        &self.list
+    }
+}
+
+/// One subscriber set per dialect, so each frame is encoded once per dialect.
+#[derive(Debug, Default)]
+pub struct DialectSets {
+    pub json: SubscriberSet,
+    pub sio: SubscriberSet,
+}
+
+impl DialectSets {
+    pub fn set(&mut self, d: Dialect) -> &mut SubscriberSet {
+        match d {
+            Dialect::Json => &mut self.json,
+            Dialect::SocketIo => &mut self.sio,
+        }
+    }
+    pub fn iter(&self) -> [(Dialect, &SubscriberSet); 2] {
+        [(Dialect::Json, &self.json), (Dialect::SocketIo, &self.sio)]
+    }
+    pub fn remove(&mut self, conn: ConnId) -> bool {
+        self.json.remove(conn) | self.sio.remove(conn)
+    }
+    pub fn contains(&self, conn: ConnId) -> bool {
+        self.json.contains(conn) || self.sio.contains(conn)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.json.is_empty() && self.sio.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.json.len() + self.sio.len()
+    }
+    pub fn all(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.json.conns().iter().chain(self.sio.conns()).copied()
+    }
+}
+
+/// One topic.
+#[derive(Debug, Default)]
+pub struct Topic {
+    pub subs: DialectSets,
+    /// What was published so far: lines for log topics, messages otherwise.
+    pub seq: u64,
+    /// Log topics: the follower feeding it (history ring, held lines).
+    pub log: Option<Box<LogFollow>>,
+}
+
+/// How a publish counts.
+#[derive(Debug, Clone, Copy)]
+pub struct Publish {
+    pub prio: Priority,
+    /// Lines this message carries (log topics): what a dropped frame costs
+    /// the subscriber, and how far `seq` moves. 0 for other messages.
+    pub lines: u64,
+}
+
+impl Publish {
+    pub const ESSENTIAL: Publish = Publish {
+        prio: Priority::Essential,
+        lines: 0,
+    };
+    pub fn lines(n: u64) -> Publish {
+        Publish {
+            prio: Priority::Droppable,
+            lines: n,
+        }
+    }
+}
+
+/// Every topic with at least one subscriber (or a follower starting).
+#[derive(Debug, Default)]
+pub struct Topics {
+    map: HashMap<TopicKey, Topic>,
+}
+
+impl Topics {
+    pub fn get(&self, key: &TopicKey) -> Option<&Topic> {
+        self.map.get(key)
+    }
+
+    pub fn get_mut(&mut self, key: &TopicKey) -> Option<&mut Topic> {
+        self.map.get_mut(key)
+    }
+
+    pub fn contains(&self, key: &TopicKey) -> bool {
+        self.map.contains_key(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &TopicKey> {
+        self.map.keys()
+    }
+
+    /// The topic, created empty when absent.
+    pub fn entry(&mut self, key: &TopicKey) -> &mut Topic {
+        if !self.map.contains_key(key) {
+            self.map.insert(key.clone(), Topic::default());
+        }
+        self.map.get_mut(key).expect("inserted above")
+    }
+
+    /// Records `key` in the session's list (the caller puts the connection in
+    /// the topic's set or its follower's waiting list). False when the
+    /// connection was already subscribed or has no session.
+    pub fn note_subscribed(io: &mut Io<'_>, key: &TopicKey, conn: ConnId) -> bool {
+        match io.session_mut(conn) {
+            Some(s) if !s.is_subscribed(key) => {
+                s.topics.push(key.clone());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Adds `conn` to the topic's set for its dialect. False when it was
+    /// already subscribed or has no session.
+    pub fn subscribe(&mut self, io: &mut Io<'_>, key: &TopicKey, conn: ConnId) -> bool {
+        if !Self::note_subscribed(io, key, conn) {
+            return false;
+        }
+        let d = io.dialect(conn);
+        self.entry(key).subs.set(d).insert(conn);
+        true
+    }
+
+    /// Removes `conn` from the topic (set and waiting list) and from its
+    /// session's list. Returns the topic when that left it with nobody, so
+    /// the caller can stop what feeds it; a topic is kept while anyone is
+    /// subscribed or waiting.
+    pub fn unsubscribe(&mut self, io: &mut Io<'_>, key: &TopicKey, conn: ConnId) -> Option<Topic> {
+        if let Some(s) = io.session_mut(conn) {
+            s.topics.retain(|k| k != key);
+            s.dropped.retain(|(k, _)| k != key);
+        }
+        let topic = self.map.get_mut(key)?;
+        topic.subs.remove(conn);
+        if let Some(f) = topic.log.as_mut() {
+            f.waiting.retain(|(c, _)| *c != conn);
+        }
+        let idle = topic.subs.is_empty() && topic.log.as_ref().is_none_or(|f| f.waiting.is_empty());
+        if idle { self.map.remove(key) } else { None }
+    }
+
+    /// Removes a topic outright (its source ended); returns it so the caller
+    /// can tell its subscribers and clean their sessions.
+    pub fn remove(&mut self, key: &TopicKey) -> Option<Topic> {
+        self.map.remove(key)
+    }
+
+    /// Publishes `ev` to every subscriber of `key`: one encode per dialect in
+    /// use, one shared frame. Returns how many subscribers it was offered to.
+    pub fn publish(&mut self, io: &mut Io<'_>, key: &TopicKey, ev: &Event<'_>, how: Publish) -> usize {
+        let Some(topic) = self.map.get_mut(key) else {
+            return 0;
+        };
+        topic.seq = topic.seq.saturating_add(how.lines.max(1));
+        fan_out(io, key, &topic.subs, ev, how)
+    }
+}
+
+/// Sends one event to a set of subscribers under the publish rules.
+pub fn fan_out(io: &mut Io<'_>, key: &TopicKey, subs: &DialectSets, ev: &Event<'_>, how: Publish) -> usize {
+    for (dialect, set) in subs.iter() {
+        if set.is_empty() {
+            continue;
+        }
+        let frame = dialect.encode(ev);
+        if matches!(key, TopicKey::Logs { .. }) {
+            io.stats.log_frames_encoded += 1;
+        }
+        for &conn in set.conns() {
+            if how.prio == Priority::Essential {
+                io.send(conn, &frame, how.prio);
+                continue;
+            }
+            // A socket that lost lines hears how many before it gets new
+            // ones, and only once it has drained to half its cap.
+            let behind = io.session(conn).is_some_and(|s| !s.dropped.is_empty());
+            if behind && !report_dropped_if_drained(io, conn) {
+                note_dropped(io, conn, key, how.lines);
+                continue;
+            }
+            if io.send(conn, &frame, how.prio) == Offer::Dropped {
+                note_dropped(io, conn, key, how.lines);
+            }
+        }
+    }
+    let n = subs.len();
+    io.stats.message_out_named(ev.name(), n as u64);
+    n
+}
+
+/// Half the soft cap: below it a lossy socket is told what it missed.
+pub const fn drained_below(soft_cap: usize) -> usize {
+    soft_cap / 2
+}
+
+fn report_dropped_if_drained(io: &mut Io<'_>, conn: ConnId) -> bool {
+    if io.queued_bytes(conn) >= drained_below(io.soft_cap) {
+        return false;
+    }
+    report_dropped(io, conn);
+    true
+}
+
+fn note_dropped(io: &mut Io<'_>, conn: ConnId, key: &TopicKey, lines: u64) {
+    io.stats.log_lines_dropped = io.stats.log_lines_dropped.saturating_add(lines);
+    if let Some(s) = io.session_mut(conn) {
+        match s.dropped.iter_mut().find(|(k, _)| k == key) {
+            Some((_, n)) => *n = n.saturating_add(lines),
+            None => s.dropped.push((key.clone(), lines)),
+        }
+    }
+}
+
+/// Tells a socket how many lines it lost per topic (`log_dropped`).
+pub fn report_dropped(io: &mut Io<'_>, conn: ConnId) {
+    let Some(s) = io.session_mut(conn) else {
+        return;
+    };
+    if s.dropped.is_empty() {
+        return;
+    }
+    for (key, lines) in std::mem::take(&mut s.dropped) {
+        let container_id = match &key {
+            TopicKey::Logs { container, .. } => Some(container.as_str()),
+            _ => None,
+        };
+        io.event(
+            conn,
+            &Event::LogDropped {
+                server_id: key.server(),
+                container_id,
+                lines,
+            },
+        );
+    }
+}

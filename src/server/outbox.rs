@@ -1,0 +1,61 @@
+//! The hub's outbox as the event loop applies it: frames onto sockets'
+//! queues (under their caps) and closes, and the one place a socket is
+//! marked for flushing.
+
+use std::time::Instant;
+
+use slab::Slab;
+
+use crate::hub::{Close, ConnId, Outbox};
+use crate::writer::{Offer, Priority};
+use crate::ws::Frame;
+
+use super::conn::Conn;
+
+/// Puts a socket with newly queued bytes on the iteration's flush list, once.
+pub fn mark_dirty(dirty: &mut Vec<usize>, c: &mut Conn, key: usize) {
+    if !c.dirty {
+        c.dirty = true;
+        dirty.push(key);
+    }
+}
+
+/// The loop's sockets, as the hub's [`Outbox`].
+pub struct LoopOutbox<'a> {
+    pub conns: &'a mut Slab<Conn>,
+    pub dirty: &'a mut Vec<usize>,
+    /// When a closing socket stops waiting for its peer.
+    pub linger_until: Instant,
+}
+
+impl Outbox for LoopOutbox<'_> {
+    fn send(&mut self, conn: ConnId, frame: &Frame, prio: Priority) -> Offer {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return Offer::Dropped;
+        };
+        if c.is_closing() {
+            return Offer::Dropped;
+        }
+        let offer = c.out.offer(frame.clone(), prio);
+        match offer {
+            Offer::Queued => mark_dirty(self.dirty, c, conn),
+            Offer::Dropped => c.lossy = true,
+            Offer::OverHardCap => {}
+        }
+        offer
+    }
+
+    fn queued_bytes(&self, conn: ConnId) -> usize {
+        self.conns.get(conn).map_or(0, |c| c.out.queued_bytes())
+    }
+
+    fn close(&mut self, conn: ConnId, close: Close<'_>) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        // The hub forgets the session itself.
+        c.in_hub = false;
+        c.begin_close(close.code, close.reason, close.discard_queued, self.linger_until);
+        mark_dirty(self.dirty, c, conn);
+    }
+}
