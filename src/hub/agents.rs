@@ -173,12 +173,16 @@ impl State {
         if !self.servers.contains_key(server_id) {
             return;
         }
-        let key = TopicKey::Metrics(server_id.to_string());
-        let ev = Event::Metrics {
-            server_id,
-            data_json: &data_json,
-        };
-        self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
+        for (key, id) in [
+            (TopicKey::Metrics(server_id.to_string()), Some(server_id)),
+            (TopicKey::SeedMetrics(server_id.to_string()), None),
+        ] {
+            let ev = Event::Metrics {
+                server_id: id,
+                data_json: &data_json,
+            };
+            self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
+        }
         if let Some(state) = self.servers.get_mut(server_id) {
             state.latest_metrics = Some(data_json);
         }

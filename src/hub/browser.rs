@@ -95,7 +95,7 @@ impl State {
                 self.topics
                     .subscribe(io, &TopicKey::Containers(local.clone()), conn);
                 if dialect == Dialect::Json {
-                    self.watch_metrics(io, conn, &local);
+                    self.watch_metrics(io, conn, &local, false);
                 }
             }
             Endpoint::ServerMetrics | Endpoint::ServerLogs => {
@@ -110,7 +110,7 @@ impl State {
                     return;
                 }
                 if endpoint == Endpoint::ServerMetrics {
-                    self.watch_metrics(io, conn, &target);
+                    self.watch_metrics(io, conn, &target, true);
                 } else {
                     self.topics.subscribe(io, &TopicKey::AgentLogs(target), conn);
                 }
@@ -292,7 +292,7 @@ impl State {
                 Err(format!("Unknown server_id: {}", shown(&server_id)))
             }
             BrowserRequest::SubscribeMetrics { server_id } => {
-                self.watch_metrics(io, conn, &server_id);
+                self.watch_metrics(io, conn, &server_id, false);
                 Ok(())
             }
             BrowserRequest::UnsubscribeMetrics { server_id } => {
@@ -307,9 +307,14 @@ impl State {
         }
     }
 
-    /// Adds a socket to a server's metrics topic and sends it the latest sample.
-    pub(super) fn watch_metrics(&mut self, io: &mut Io<'_>, conn: ConnId, server_id: &str) {
-        let key = TopicKey::Metrics(server_id.to_string());
+    /// Adds a socket to a server's metrics topic (`seed_form`: the
+    /// single-server endpoint's) and sends it the latest sample.
+    pub(super) fn watch_metrics(&mut self, io: &mut Io<'_>, conn: ConnId, server_id: &str, seed_form: bool) {
+        let key = if seed_form {
+            TopicKey::SeedMetrics(server_id.to_string())
+        } else {
+            TopicKey::Metrics(server_id.to_string())
+        };
         if !self.topics.subscribe(io, &key, conn) {
             return;
         }
@@ -317,7 +322,7 @@ impl State {
             io.event(
                 conn,
                 &Event::Metrics {
-                    server_id,
+                    server_id: (!seed_form).then_some(server_id),
                     data_json: data,
                 },
             );
@@ -328,6 +333,7 @@ impl State {
     pub(super) fn publish_to_watchers(&mut self, io: &mut Io<'_>, server_id: &str, ev: &Event<'_>) {
         for key in [
             TopicKey::Metrics(server_id.to_string()),
+            TopicKey::SeedMetrics(server_id.to_string()),
             TopicKey::AgentLogs(server_id.to_string()),
         ] {
             self.topics.publish(io, &key, ev, Publish::ESSENTIAL);

@@ -32,8 +32,11 @@ pub enum TopicKey {
     Containers(String),
     /// One container's log lines.
     Logs { server: String, container: String },
-    /// A server's host metrics (and its alerts).
+    /// A server's host metrics (and its alerts), with `server_id`.
     Metrics(String),
+    /// The same metrics in the second seed's form, without `server_id`
+    /// (`/api/v1/ws/metrics/{id}`), and its alerts.
+    SeedMetrics(String),
     /// A server's agent log entries, `/api/v1/ws/logs/{id}` (and its alerts).
     AgentLogs(String),
 }
@@ -43,6 +46,7 @@ impl TopicKey {
         match self {
             TopicKey::Containers(s)
             | TopicKey::Metrics(s)
+            | TopicKey::SeedMetrics(s)
             | TopicKey::AgentLogs(s)
             | TopicKey::Logs { server: s, .. } => s,
         }

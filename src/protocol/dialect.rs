@@ -266,7 +266,7 @@ mod tests {
         let events = [
             Event::Pong,
             Event::Metrics {
-                server_id: "s",
+                server_id: Some("s"),
                 data_json: r#"{"cpu_percent":1.0}"#,
             },
             Event::Object {

@@ -173,9 +173,10 @@ pub enum Event<'a> {
         container_id: Option<&'a str>,
         lines: u64,
     },
-    /// Host metrics: `data_json` is the serialized `Metrics` object.
+    /// Host metrics: `data_json` is the serialized `Metrics` object;
+    /// `server_id` is left out in the second seed's single-server form.
     Metrics {
-        server_id: &'a str,
+        server_id: Option<&'a str>,
         data_json: &'a str,
     },
     /// The answer to a client's `ping` request.
@@ -270,9 +271,12 @@ fn write_fields(out: &mut Vec<u8>, ev: &Event<'_>, dialect: Dialect) {
             server_id,
             data_json,
         } => {
-            kv(out, true, "server_id", &server_id);
+            if let Some(id) = server_id {
+                kv(out, true, "server_id", &id);
+                out.push(b',');
+            }
             // Serialized once by the publisher; written as it is.
-            out.extend_from_slice(b",\"data\":");
+            out.extend_from_slice(b"\"data\":");
             out.extend_from_slice(data_json.as_bytes());
         }
         Event::Pong => {}

@@ -66,6 +66,19 @@ const MAX_FEED_EVENTS: usize = 4096;
 const TICK: Duration = Duration::from_millis(250);
 /// How long a closing socket may linger for the peer's close/EOF.
 const LINGER: Duration = Duration::from_secs(2);
+/// The same for a slow consumer closed with 1013: its close frame waits
+/// behind what the kernel already holds, so give the peer time to read it.
+/// It costs a socket and one frame, nothing more.
+const SLOW_CONSUMER_LINGER: Duration = Duration::from_secs(15);
+
+/// When a socket closed now stops waiting for its peer.
+fn linger_until(now: Instant, slow_consumer: bool) -> Instant {
+    now + if slow_consumer {
+        SLOW_CONSUMER_LINGER
+    } else {
+        LINGER
+    }
+}
 /// After SIGTERM, how long to wait for clients to take their close frames.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -191,7 +204,7 @@ impl Server {
         let mut out = LoopOutbox {
             conns: &mut self.conns,
             dirty: &mut self.dirty,
-            linger_until: now + LINGER,
+            now,
         };
         self.hub.handle(&mut out, &mut self.stats, now, input);
     }
@@ -603,7 +616,7 @@ impl Server {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        c.begin_close(code, reason, discard, now + LINGER);
+        c.begin_close(code, reason, discard, linger_until(now, discard));
         mark_dirty(&mut self.dirty, c, key);
         self.leave_hub(key, now);
     }

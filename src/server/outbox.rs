@@ -24,8 +24,7 @@ pub fn mark_dirty(dirty: &mut Vec<usize>, c: &mut Conn, key: usize) {
 pub struct LoopOutbox<'a> {
     pub conns: &'a mut Slab<Conn>,
     pub dirty: &'a mut Vec<usize>,
-    /// When a closing socket stops waiting for its peer.
-    pub linger_until: Instant,
+    pub now: Instant,
 }
 
 impl Outbox for LoopOutbox<'_> {
@@ -55,7 +54,12 @@ impl Outbox for LoopOutbox<'_> {
         };
         // The hub forgets the session itself.
         c.in_hub = false;
-        c.begin_close(close.code, close.reason, close.discard_queued, self.linger_until);
+        c.begin_close(
+            close.code,
+            close.reason,
+            close.discard_queued,
+            super::linger_until(self.now, close.discard_queued),
+        );
         mark_dirty(self.dirty, c, conn);
     }
 }

@@ -171,7 +171,7 @@ impl Drop for Daemon {
 pub fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let raw = raw_request(
         addr,
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
     )?;
     Ok(split_response(&raw))
 }
