@@ -140,7 +140,11 @@ impl Stats {
             "command_response",
             "docker_response",
         ];
-        let key = KNOWN.iter().find(|k| **k == kind).copied().unwrap_or("other");
+        let key = KNOWN
+            .iter()
+            .find(|k| **k == kind)
+            .copied()
+            .unwrap_or("other");
         self.message_out(key, n);
     }
     pub fn bad_input(&mut self, kind: &'static str) {

@@ -333,7 +333,7 @@ fn ping_flood(d: &Daemon, path: &str) -> (u64, u64, String) {
             }
         }
         n += 1;
-        if n % 8 == 0 {
+        if n.is_multiple_of(8) {
             peak = peak.max(d.rss_kib());
             if peak > start + GROWTH_LIMIT_KIB {
                 ended = "stopped early: RSS limit exceeded".into();

@@ -247,7 +247,13 @@ pub fn error_response(status: u16, extra_headers: &str, message: &str) -> Vec<u8
 /// [`error_response`] that may keep the connection open.
 pub fn error_reply(status: u16, extra_headers: &str, message: &str, keep_alive: bool) -> Vec<u8> {
     let body = serde_json::json!({ "error": message }).to_string();
-    reply(status, "application/json", extra_headers, body.as_bytes(), keep_alive)
+    reply(
+        status,
+        "application/json",
+        extra_headers,
+        body.as_bytes(),
+        keep_alive,
+    )
 }
 
 #[cfg(test)]

@@ -90,9 +90,10 @@ fn split_host(host: &str) -> (String, Option<u16>) {
         return (addr.to_ascii_lowercase(), port);
     }
     match host.rsplit_once(':') {
-        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            (name.trim_end_matches('.').to_ascii_lowercase(), port.parse().ok())
-        }
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => (
+            name.trim_end_matches('.').to_ascii_lowercase(),
+            port.parse().ok(),
+        ),
         _ => (host.trim_end_matches('.').to_ascii_lowercase(), None),
     }
 }
@@ -148,10 +149,10 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
         );
     }
     if let Some((endpoint, target)) = websocket_endpoint(&head.path, config.echo_endpoint) {
-        if endpoint == Endpoint::SocketIo {
-            if let Err(why) = socketio::check_query(&head.query) {
-                return refuse(400, "", why, false, "bad_upgrade");
-            }
+        if endpoint == Endpoint::SocketIo
+            && let Err(why) = socketio::check_query(&head.query)
+        {
+            return refuse(400, "", why, false, "bad_upgrade");
         }
         let accept = match check_upgrade(head) {
             Ok(a) => a,
@@ -175,26 +176,36 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
         _ => return refuse(404, "", "not found", keep_alive, "not_found"),
     };
     if !readable {
-        return refuse(405, "Allow: GET, HEAD\r\n", "method not allowed", keep_alive, "method");
+        return refuse(
+            405,
+            "Allow: GET, HEAD\r\n",
+            "method not allowed",
+            keep_alive,
+            "method",
+        );
     }
-    if needs_auth {
-        if let Some(verifier) = rc.jwt {
-            let checked = bearer(head).map(|t| verifier.verify(t, rc.now_unix));
-            match checked {
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    let msg = format!("Authentication failed: {e}");
-                    return refuse(401, "WWW-Authenticate: Bearer\r\n", &msg, keep_alive, "bad_token");
-                }
-                None => {
-                    return refuse(
-                        401,
-                        "WWW-Authenticate: Bearer\r\n",
-                        "Authentication required: send Authorization: Bearer <token>",
-                        keep_alive,
-                        "no_token",
-                    );
-                }
+    if needs_auth && let Some(verifier) = rc.jwt {
+        let checked = bearer(head).map(|t| verifier.verify(t, rc.now_unix));
+        match checked {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                let msg = format!("Authentication failed: {e}");
+                return refuse(
+                    401,
+                    "WWW-Authenticate: Bearer\r\n",
+                    &msg,
+                    keep_alive,
+                    "bad_token",
+                );
+            }
+            None => {
+                return refuse(
+                    401,
+                    "WWW-Authenticate: Bearer\r\n",
+                    "Authentication required: send Authorization: Bearer <token>",
+                    keep_alive,
+                    "no_token",
+                );
             }
         }
     }
@@ -236,7 +247,12 @@ mod tests {
         ] {
             assert!(host_allowed(Some(ok), listen(), &none), "{ok}");
         }
-        for bad in ["rebind.evil.example", "rebind.evil.example:7575", "10.0.0.5:7575", "[2001:db8::1]"] {
+        for bad in [
+            "rebind.evil.example",
+            "rebind.evil.example:7575",
+            "10.0.0.5:7575",
+            "[2001:db8::1]",
+        ] {
             assert!(!host_allowed(Some(bad), listen(), &none), "{bad}");
         }
         let on_lan: SocketAddr = "10.0.0.5:7575".parse().unwrap();
@@ -244,7 +260,11 @@ mod tests {
         assert!(host_allowed(Some("10.0.0.5"), on_lan, &none));
         assert!(!host_allowed(Some("10.0.0.5:8080"), on_lan, &none));
         let listed = vec!["dash.example.com".to_string()];
-        assert!(host_allowed(Some("Dash.Example.com:443"), listen(), &listed));
+        assert!(host_allowed(
+            Some("Dash.Example.com:443"),
+            listen(),
+            &listed
+        ));
         assert!(host_allowed(None, listen(), &none));
     }
 

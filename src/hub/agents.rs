@@ -146,7 +146,13 @@ impl State {
         let mut fields = Map::new();
         fields.insert("server_id".into(), Value::from(agent.server_id.clone()));
         fields.insert("message".into(), Value::from("Connected successfully"));
-        io.event(conn, &Event::Object { name: "auth_success", fields: &fields });
+        io.event(
+            conn,
+            &Event::Object {
+                name: "auth_success",
+                fields: &fields,
+            },
+        );
         log::info!("agent {:?} connected as {}", agent.name, agent.server_id);
         self.resolve_offline_alert(io, &agent.server_id);
     }
@@ -222,7 +228,10 @@ impl State {
         }
         let mut fields = Map::new();
         fields.insert("data".into(), Value::Object(data));
-        let ev = Event::Object { name: "log", fields: &fields };
+        let ev = Event::Object {
+            name: "log",
+            fields: &fields,
+        };
         self.topics.publish(io, &key, &ev, Publish::lines(1));
     }
 }

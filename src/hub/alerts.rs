@@ -23,7 +23,12 @@ pub struct AlertState {
 }
 
 /// The `alert` message's fields.
-fn alert_fields(server_id: &str, rule: &AlertRule, state: &str, value: Option<f64>) -> Map<String, Value> {
+fn alert_fields(
+    server_id: &str,
+    rule: &AlertRule,
+    state: &str,
+    value: Option<f64>,
+) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("server_id".into(), Value::from(server_id));
     m.insert(

@@ -60,7 +60,8 @@ impl State {
         } else {
             Dialect::Json
         };
-        let needs_auth = endpoint == Endpoint::Agent || dialect.needs_connect() || self.jwt.is_some();
+        let needs_auth =
+            endpoint == Endpoint::Agent || dialect.needs_connect() || self.jwt.is_some();
         let auth = if needs_auth {
             AuthState::Pending { deadline }
         } else {
@@ -112,7 +113,8 @@ impl State {
                 if endpoint == Endpoint::ServerMetrics {
                     self.watch_metrics(io, conn, &target, true);
                 } else {
-                    self.topics.subscribe(io, &TopicKey::AgentLogs(target), conn);
+                    self.topics
+                        .subscribe(io, &TopicKey::AgentLogs(target), conn);
                 }
             }
             _ => {}
@@ -188,9 +190,13 @@ impl State {
     /// A Socket.IO CONNECT: authenticate with its token, then serve.
     fn on_connect(&mut self, io: &mut Io<'_>, conn: ConnId, token: Option<&str>) {
         let result = self.authenticate(io, conn, token.unwrap_or(""));
-        let Some(s) = io.session_mut(conn) else { return };
+        let now = io.now;
+        let Some(s) = io.session_mut(conn) else {
+            return;
+        };
         let dialect = s.dialect;
-        let reply = dialect.connect_reply(&mut s.wire, result.as_ref().map(|_| ()).map_err(String::as_str));
+        let outcome = result.as_ref().map(|_| ()).map_err(String::as_str);
+        let reply = dialect.connect_reply(&mut s.wire, now, outcome);
         if let Some(f) = reply {
             io.send(conn, &f, Priority::Essential);
         }
@@ -217,7 +223,13 @@ impl State {
                     Ok(()) => {
                         let mut fields = Map::new();
                         fields.insert("message".into(), Value::from("Authenticated"));
-                        io.event(conn, &Event::Object { name: "auth_success", fields: &fields });
+                        io.event(
+                            conn,
+                            &Event::Object {
+                                name: "auth_success",
+                                fields: &fields,
+                            },
+                        );
                         self.on_ready(io, conn);
                         return;
                     }
@@ -252,7 +264,12 @@ impl State {
     }
 
     /// A parsed request from a ready browser.
-    fn on_request(&mut self, io: &mut Io<'_>, conn: ConnId, req: BrowserRequest) -> Result<(), String> {
+    fn on_request(
+        &mut self,
+        io: &mut Io<'_>,
+        conn: ConnId,
+        req: BrowserRequest,
+    ) -> Result<(), String> {
         let endpoint = io.session(conn).map_or(Endpoint::Browser, |s| s.endpoint);
         let multiplexed = matches!(endpoint, Endpoint::Browser | Endpoint::SocketIo);
         match req {
@@ -309,7 +326,13 @@ impl State {
 
     /// Adds a socket to a server's metrics topic (`seed_form`: the
     /// single-server endpoint's) and sends it the latest sample.
-    pub(super) fn watch_metrics(&mut self, io: &mut Io<'_>, conn: ConnId, server_id: &str, seed_form: bool) {
+    pub(super) fn watch_metrics(
+        &mut self,
+        io: &mut Io<'_>,
+        conn: ConnId,
+        server_id: &str,
+        seed_form: bool,
+    ) {
         let key = if seed_form {
             TopicKey::SeedMetrics(server_id.to_string())
         } else {
@@ -318,7 +341,11 @@ impl State {
         if !self.topics.subscribe(io, &key, conn) {
             return;
         }
-        if let Some(data) = self.servers.get(server_id).and_then(|s| s.latest_metrics.as_ref()) {
+        if let Some(data) = self
+            .servers
+            .get(server_id)
+            .and_then(|s| s.latest_metrics.as_ref())
+        {
             io.event(
                 conn,
                 &Event::Metrics {

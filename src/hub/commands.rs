@@ -150,7 +150,13 @@ impl Audit {
 
 impl State {
     /// Audits a refused command within the connection's budget.
-    fn audit_refusal(&mut self, io: &mut Io<'_>, p: &PendingCommand, command_id: &str, result: &str) {
+    fn audit_refusal(
+        &mut self,
+        io: &mut Io<'_>,
+        p: &PendingCommand,
+        command_id: &str,
+        result: &str,
+    ) {
         let now = io.now;
         let (full, ended) = io
             .session_mut(p.requester)
@@ -190,7 +196,12 @@ impl State {
                 let mut msg = Map::new();
                 msg.insert("action".into(), Value::from(act.as_str()));
                 msg.insert("container_id".into(), Value::from(container_id.clone()));
-                (sid, "docker_command", format!("{} {container_id}", act.as_str()), msg)
+                (
+                    sid,
+                    "docker_command",
+                    format!("{} {container_id}", act.as_str()),
+                    msg,
+                )
             }
             BrowserRequest::Command { server_id, command } => {
                 let mut msg = Map::new();
@@ -259,7 +270,13 @@ impl State {
         };
         let mut msg = outgoing;
         msg.insert("command_id".into(), Value::from(command_id.clone()));
-        io.event(agent, &Event::Object { name: kind, fields: &msg });
+        io.event(
+            agent,
+            &Event::Object {
+                name: kind,
+                fields: &msg,
+            },
+        );
         io.stats.command("sent");
         self.pending.insert(command_id, pending);
         Ok(())
@@ -314,7 +331,13 @@ impl State {
         obj.remove("type");
         obj.insert("server_id".into(), Value::from(server_id));
         if alive {
-            io.event(p.requester, &Event::Object { name: p.answer_kind(), fields: &obj });
+            io.event(
+                p.requester,
+                &Event::Object {
+                    name: p.answer_kind(),
+                    fields: &obj,
+                },
+            );
         }
     }
 
@@ -342,7 +365,13 @@ impl State {
         reply.insert("success".into(), Value::from(success));
         reply.insert("message".into(), Value::from(message));
         if io.serial(p.requester) == Some(p.requester_serial) {
-            io.event(p.requester, &Event::Object { name: "docker_response", fields: &reply });
+            io.event(
+                p.requester,
+                &Event::Object {
+                    name: "docker_response",
+                    fields: &reply,
+                },
+            );
         }
     }
 

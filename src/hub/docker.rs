@@ -88,7 +88,9 @@ impl State {
     /// `initial_state` for one socket in its dialect.
     pub(super) fn send_initial_state(&self, io: &mut Io<'_>, conn: ConnId) {
         let list = self.sorted_containers();
-        let f = io.dialect(conn).encode(&Event::InitialState { containers: &list });
+        let f = io
+            .dialect(conn)
+            .encode(&Event::InitialState { containers: &list });
         io.send(conn, &f, Priority::Essential);
     }
 

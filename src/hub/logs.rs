@@ -146,7 +146,13 @@ impl State {
         if follow.has_history {
             let h = follow.history(tail);
             if !h.is_empty() {
-                io.event(conn, &Event::LogUpdate { container_id: id, log: &h });
+                io.event(
+                    conn,
+                    &Event::LogUpdate {
+                        container_id: id,
+                        log: &h,
+                    },
+                );
             }
             let d = io.dialect(conn);
             topic.subs.set(d).insert(conn);
@@ -176,7 +182,13 @@ impl State {
         for (conn, tail) in std::mem::take(&mut follow.waiting) {
             let h = follow.history(tail);
             if !h.is_empty() {
-                io.event(conn, &Event::LogUpdate { container_id: container, log: &h });
+                io.event(
+                    conn,
+                    &Event::LogUpdate {
+                        container_id: container,
+                        log: &h,
+                    },
+                );
             }
             let d = io.dialect(conn);
             topic.subs.set(d).insert(conn);

@@ -25,9 +25,9 @@ mod docker;
 mod logs;
 mod outbox;
 mod session;
-mod topics;
 #[cfg(test)]
 mod tests;
+mod topics;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -41,11 +41,11 @@ use crate::stats::{Endpoint, Stats};
 use crate::ws::close_code;
 
 pub use agents::ServerState;
+pub use browser::unix_now;
 pub use commands::{Audit, PendingCommand};
 pub use logs::{LOG_COALESCE, LogFollow};
 pub use outbox::{Close, Io, MemoryConn, MemoryOutbox, Outbox};
 pub use session::{AuthState, ConnId, Session};
-pub use browser::unix_now;
 pub use topics::{DialectSets, Publish, SubscriberSet, Topic, TopicKey, Topics, drained_below};
 
 /// What the event loop tells the hub.
@@ -166,9 +166,22 @@ impl Hub {
     }
 
     /// Applies one input; everything it causes goes to `out`.
-    pub fn handle(&mut self, out: &mut dyn Outbox, stats: &mut Stats, now: Instant, input: Input<'_>) {
+    pub fn handle(
+        &mut self,
+        out: &mut dyn Outbox,
+        stats: &mut Stats,
+        now: Instant,
+        input: Input<'_>,
+    ) {
         let soft_cap = self.state.config.max_queued_bytes;
-        let mut io = Io::new(out, &mut self.sessions, stats, now, soft_cap, &mut self.closed);
+        let mut io = Io::new(
+            out,
+            &mut self.sessions,
+            stats,
+            now,
+            soft_cap,
+            &mut self.closed,
+        );
         let st = &mut self.state;
         match input {
             Input::Opened {
@@ -231,7 +244,9 @@ impl State {
                     expired.push((conn, "authentication timed out"));
                 }
                 // A peer's number: saturate, never overflow (exp near 2^64).
-                AuthState::Ready { exp: Some(exp), .. } if exp.saturating_add(leeway) < now_unix => {
+                AuthState::Ready { exp: Some(exp), .. }
+                    if exp.saturating_add(leeway) < now_unix =>
+                {
                     expired.push((conn, "token expired"));
                 }
                 _ => {}

@@ -110,7 +110,9 @@ impl<'a> Io<'a> {
 
     /// The dialect of a socket (JSON for anything without a session).
     pub fn dialect(&self, conn: ConnId) -> Dialect {
-        self.sessions.get(&conn).map_or(Dialect::Json, |s| s.dialect)
+        self.sessions
+            .get(&conn)
+            .map_or(Dialect::Json, |s| s.dialect)
     }
 
     pub fn serial(&self, conn: ConnId) -> Option<u64> {

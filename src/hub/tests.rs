@@ -1,1 +1,646 @@
+//! The hub driven in memory: inputs in, frames and closes out through a
+//! [`MemoryOutbox`]; no sockets, no threads, no clock but the one passed in.
 
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::auth::{Role, hash_api_key, sign_token};
+use crate::config::{FileConfig, Overrides};
+use crate::feed::{DockerEvent, LogLine, LogStream};
+use crate::stats::Endpoint;
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+const AGENT_KEY: &str = "agent-key-for-tests";
+
+fn temp_file(tag: &str, bytes: &[u8]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!(
+        "dockwire-hub-{tag}-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("file");
+    std::fs::write(&p, bytes).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+/// A hub, its outbox and a clock.
+struct Harness {
+    hub: Hub,
+    out: MemoryOutbox,
+    stats: Stats,
+    now: Instant,
+    next_conn: ConnId,
+}
+
+impl Harness {
+    fn new(toml_text: &str) -> Self {
+        let f: FileConfig = toml::from_str(toml_text).unwrap();
+        let config = Config::from_file(f, &Overrides::default()).unwrap();
+        let now = Instant::now();
+        let soft = config.max_queued_bytes;
+        Harness {
+            hub: Hub::new(config, None, now),
+            out: MemoryOutbox::new(soft),
+            stats: Stats::default(),
+            now,
+            next_conn: 1,
+        }
+    }
+
+    fn with_auth(extra: &str) -> Self {
+        let secret = temp_file("secret", SECRET);
+        Self::new(&format!(
+            "server_id = \"local\"\n{extra}\n[auth]\njwt_secret_file = {:?}\n",
+            secret.display().to_string()
+        ))
+    }
+
+    fn input(&mut self, input: Input<'_>) {
+        self.hub
+            .handle(&mut self.out, &mut self.stats, self.now, input);
+    }
+
+    fn open(&mut self, endpoint: Endpoint, target: Option<&str>) -> ConnId {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.out.open(conn);
+        self.input(Input::Opened {
+            conn,
+            serial: conn as u64,
+            endpoint,
+            target: target.map(str::to_string),
+        });
+        conn
+    }
+
+    fn send(&mut self, conn: ConnId, v: &Value) {
+        let text = v.to_string();
+        self.input(Input::Text { conn, text: &text });
+    }
+
+    fn send_text(&mut self, conn: ConnId, text: &str) {
+        self.input(Input::Text { conn, text });
+    }
+
+    fn docker(&mut self, ev: DockerEvent) {
+        self.input(Input::Feed(crate::feed::FeedEvent::Docker(ev)));
+    }
+
+    fn tick(&mut self, advance: Duration) {
+        self.now += advance;
+        let unix_now = unix_now() + advance.as_secs();
+        self.input(Input::Tick { unix_now });
+    }
+
+    /// Everything queued for `conn`, as JSON (close frames skipped).
+    fn take(&mut self, conn: ConnId) -> Vec<Value> {
+        self.out
+            .take_texts(conn)
+            .iter()
+            .filter_map(|t| serde_json::from_str(t).ok())
+            .collect()
+    }
+
+    fn take_raw(&mut self, conn: ConnId) -> Vec<String> {
+        self.out.take_texts(conn)
+    }
+
+    fn types(&mut self, conn: ConnId) -> Vec<String> {
+        self.take(conn)
+            .iter()
+            .map(|v| v["type"].as_str().unwrap_or("?").to_string())
+            .collect()
+    }
+
+    fn token(&self, role: Role, ttl: Duration) -> String {
+        sign_token(SECRET, "tester", role, ttl, unix_now())
+    }
+
+    /// An authenticated `/api/v1/ws` socket.
+    fn browser(&mut self, role: Role) -> ConnId {
+        let c = self.open(Endpoint::Browser, None);
+        let t = self.token(role, Duration::from_secs(3600));
+        self.send(c, &json!({"type": "auth", "token": t}));
+        let types = self.types(c);
+        assert_eq!(types[0], "auth_success", "{types:?}");
+        c
+    }
+
+    /// An authenticated agent socket.
+    fn agent(&mut self) -> ConnId {
+        let c = self.open(Endpoint::Agent, None);
+        self.send(c, &json!({"type": "auth", "api_key": AGENT_KEY}));
+        let v = self.take(c);
+        assert_eq!(v[0]["type"], "auth_success", "{v:?}");
+        c
+    }
+
+    fn topic_count(&self) -> usize {
+        self.hub.state().topics.len()
+    }
+}
+
+fn agent_config() -> String {
+    format!(
+        "[[agents]]\nname = \"web-1\"\nkey_sha256 = \"{}\"\nserver_id = \"srv-1\"\n",
+        hash_api_key(AGENT_KEY)
+    )
+}
+
+fn container(id: &str, name: &str) -> crate::protocol::model::Container {
+    crate::protocol::model::Container {
+        id: id.into(),
+        name: name.into(),
+        image: "busybox".into(),
+        state: "running".into(),
+        status: "Up".into(),
+        created: "2026-01-01T00:00:00Z".into(),
+        labels: Default::default(),
+    }
+}
+
+/// A host metrics sample whose timestamp is `stamp` (any size).
+fn sample(stamp: &str) -> crate::protocol::model::Metrics {
+    serde_json::from_value(json!({
+        "cpu_percent": 1.0, "memory_percent": 1.0, "memory_used": 1, "memory_total": 2,
+        "disk_usage": [], "network": [], "load_average": [0.0, 0.0, 0.0],
+        "timestamp": stamp,
+    }))
+    .unwrap()
+}
+
+fn lines(range: std::ops::Range<u32>) -> Vec<LogLine> {
+    range
+        .map(|i| LogLine {
+            stream: LogStream::Stdout,
+            timestamp: String::new(),
+            text: format!("line {i}"),
+        })
+        .collect()
+}
+
+fn log_text(frames: &[Value]) -> String {
+    frames
+        .iter()
+        .filter(|v| v["type"] == "log_update")
+        .map(|v| v["log"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn metrics_subscribe_and_unsubscribe_leave_no_topic_behind() {
+    let mut h = Harness::new(&format!("server_id = \"local\"\n{}", agent_config()));
+    let b = h.open(Endpoint::Browser, None);
+    let types = h.types(b);
+    assert_eq!(types, ["connection_established", "initial_state"]);
+    let a = h.agent();
+    h.send(
+        b,
+        &json!({"type": "subscribe_metrics", "server_id": "srv-1"}),
+    );
+    h.send(
+        a,
+        &json!({"type": "metrics", "cpu_percent": 5.0, "memory_percent": 1.0}),
+    );
+    let got = h.take(b);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["server_id"], "srv-1");
+    assert_eq!(got[0]["data"]["cpu_percent"], 5.0);
+    h.send(
+        b,
+        &json!({"type": "unsubscribe_metrics", "server_id": "srv-1"}),
+    );
+    h.send(a, &json!({"type": "metrics", "cpu_percent": 6.0}));
+    assert!(h.take(b).is_empty());
+    // The browser is still in the local containers and metrics topics.
+    assert_eq!(h.topic_count(), 2);
+    h.input(Input::Closed { conn: b });
+    assert_eq!(h.topic_count(), 0, "a closed socket leaves every topic");
+    assert!(h.hub.session(b).is_none());
+    // Unknown servers are refused with an error, the socket stays.
+    let c = h.open(Endpoint::Browser, None);
+    h.take(c);
+    h.send(
+        c,
+        &json!({"type": "subscribe_metrics", "server_id": "nope"}),
+    );
+    let e = h.take(c);
+    assert_eq!(e[0]["type"], "error");
+    assert!(h.out.closed(c).is_none());
+}
+
+#[test]
+fn log_history_then_live_lines_without_gap_or_duplicate() {
+    let mut h = Harness::new("server_id = \"local\"\n");
+    let id = "a".repeat(64);
+    h.docker(DockerEvent::Up {
+        containers: vec![container(&id, "web")],
+    });
+    let first = h.open(Endpoint::Browser, None);
+    h.take(first);
+    h.send(
+        first,
+        &json!({"type": "start_log_stream", "container_id": "web", "tail": 3}),
+    );
+    // The follower's history arrives, then live lines.
+    h.docker(DockerEvent::LogHistory {
+        follow_id: 1,
+        container_id: id.clone(),
+        lines: lines(0..10),
+    });
+    h.docker(DockerEvent::LogLines {
+        follow_id: 1,
+        container_id: id.clone(),
+        lines: lines(10..12),
+    });
+    assert_eq!(
+        log_text(&h.take(first)),
+        "line 7\nline 8\nline 9\nline 10\nline 11\n"
+    );
+    // A later subscriber: its tail from the ring, then the same live stream.
+    let second = h.open(Endpoint::Browser, None);
+    h.take(second);
+    h.send(
+        second,
+        &json!({"type": "start_log_stream", "container_id": id, "tail": 2}),
+    );
+    h.now += Duration::from_millis(10);
+    h.docker(DockerEvent::LogLines {
+        follow_id: 1,
+        container_id: id.clone(),
+        lines: lines(12..13),
+    });
+    assert_eq!(log_text(&h.take(second)), "line 10\nline 11\nline 12\n");
+    assert_eq!(log_text(&h.take(first)), "line 12\n");
+    let key = TopicKey::Logs {
+        server: "local".into(),
+        container: id.clone(),
+    };
+    assert_eq!(
+        h.hub.state().topics.get(&key).unwrap().seq,
+        3,
+        "one per live line"
+    );
+    // Leaving: the last subscriber stops the follower and the topic.
+    h.send(
+        first,
+        &json!({"type": "stop_log_stream", "container_id": "web"}),
+    );
+    assert_eq!(h.types(first), ["log_stream_stopped"]);
+    h.input(Input::Closed { conn: second });
+    assert!(h.hub.state().topics.get(&key).is_none());
+    assert!(h.hub.state().follows.is_empty());
+}
+
+#[test]
+fn slow_consumer_loses_log_lines_is_told_and_is_closed_past_the_hard_cap() {
+    let mut h = Harness::new("server_id = \"local\"\n[limits]\nmax_queued_bytes = 2048\n");
+    let id = "b".repeat(64);
+    h.docker(DockerEvent::Up {
+        containers: vec![container(&id, "busy")],
+    });
+    let slow = h.open(Endpoint::Browser, None);
+    h.take(slow);
+    h.send(
+        slow,
+        &json!({"type": "start_log_stream", "container_id": "busy", "tail": 0}),
+    );
+    h.docker(DockerEvent::LogHistory {
+        follow_id: 1,
+        container_id: id.clone(),
+        lines: vec![],
+    });
+    for i in 0..40u32 {
+        h.now += Duration::from_millis(10);
+        h.docker(DockerEvent::LogLines {
+            follow_id: 1,
+            container_id: id.clone(),
+            lines: lines(i * 10..i * 10 + 10),
+        });
+    }
+    let queued = h.out.queued_bytes(slow);
+    assert!(queued <= 2048, "log lines obey the soft cap: {queued}");
+    assert!(h.stats.log_lines_dropped > 0);
+    // The reader catches up: the hub reports what was lost before new lines.
+    let seen = log_text(&h.take(slow)).lines().count() as u64;
+    h.input(Input::Drained { conn: slow });
+    let report = h.take(slow);
+    assert_eq!(report[0]["type"], "log_dropped", "{report:?}");
+    assert_eq!(report[0]["container_id"], id.as_str());
+    assert_eq!(report[0]["server_id"], "local");
+    assert_eq!(report[0]["lines"].as_u64().unwrap() + seen, 400);
+    // Essential frames past the hard cap close with 1013, queue discarded.
+    let sid = "local".to_string();
+    let big = "x".repeat(600 << 10);
+    for _ in 0..4 {
+        h.input(Input::Feed(crate::feed::FeedEvent::LocalMetrics(sample(
+            &big,
+        ))));
+    }
+    let closed = h.out.closed(slow).cloned().expect("closed");
+    assert_eq!(closed.0, 1013);
+    assert!(closed.2, "the close goes ahead of the queue");
+    assert!(h.hub.session(slow).is_none(), "and the session is gone");
+    assert_eq!(h.topic_count(), 0, "{sid}: no topic keeps a closed socket");
+}
+
+#[test]
+fn auth_roles_and_command_relay_with_timeout_and_answer_kinds() {
+    let mut h = Harness::with_auth(&agent_config());
+    let viewer = h.browser(Role::Viewer);
+    let admin = h.browser(Role::Admin);
+    let agent = h.agent();
+    h.take(viewer);
+    h.take(admin);
+    // A viewer may not command.
+    h.send(
+        viewer,
+        &json!({"type": "command", "server_id": "srv-1", "command": "uptime"}),
+    );
+    let e = h.take(viewer);
+    assert!(e[0]["message"].as_str().unwrap().contains("admin"), "{e:?}");
+    assert!(h.take(agent).is_empty());
+    // An admin's command reaches the agent; the answer comes back to it only.
+    h.send(
+        admin,
+        &json!({"type": "command", "server_id": "srv-1", "command": "uptime"}),
+    );
+    let cmd = h.take(agent);
+    assert_eq!(cmd[0]["type"], "command");
+    let id = cmd[0]["command_id"].as_str().unwrap().to_string();
+    h.send(
+        agent,
+        &json!({"type": "command_response", "command_id": id, "output": "up", "exit_code": 0}),
+    );
+    let r = h.take(admin);
+    assert_eq!(r[0]["type"], "command_response");
+    assert_eq!(r[0]["server_id"], "srv-1");
+    assert!(h.take(viewer).is_empty());
+    // The wrong kind of answer is refused, not relayed as a success (hole 10).
+    h.send(
+        admin,
+        &json!({"type": "command", "server_id": "srv-1", "command": "uptime"}),
+    );
+    let id = h.take(agent)[0]["command_id"].as_str().unwrap().to_string();
+    h.send(
+        agent,
+        &json!({"type": "docker_response", "command_id": id, "success": true, "message": "ok"}),
+    );
+    let r = h.take(admin);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["type"], "error");
+    assert!(
+        r[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("docker_response")
+    );
+    // Unanswered: an error after the timeout, and nothing more.
+    h.send(
+        admin,
+        &json!({"type": "command", "server_id": "srv-1", "command": "uptime"}),
+    );
+    h.take(agent);
+    h.tick(Duration::from_secs(31));
+    let r = h.take(admin);
+    assert!(
+        r[0]["message"].as_str().unwrap().contains("timed out"),
+        "{r:?}"
+    );
+    assert!(h.hub.state().pending.is_empty());
+}
+
+#[test]
+fn a_token_expiring_near_the_end_of_time_does_not_overflow() {
+    // Hole 4: exp + leeway overflowed in the sweep (a panic in debug builds).
+    let mut h = Harness::with_auth("");
+    let c = h.open(Endpoint::Browser, None);
+    let t = h.token(Role::Admin, Duration::from_secs(u64::MAX));
+    h.send(c, &json!({"type": "auth", "token": t}));
+    assert_eq!(h.types(c)[0], "auth_success");
+    h.tick(Duration::from_secs(1));
+    assert!(h.out.closed(c).is_none());
+    // An expired token is closed by the sweep.
+    let d = h.open(Endpoint::Browser, None);
+    let short = h.token(Role::Admin, Duration::from_secs(1));
+    h.send(d, &json!({"type": "auth", "token": short}));
+    h.tick(Duration::from_secs(40));
+    assert_eq!(h.out.closed(d).map(|c| c.0), Some(1008));
+}
+
+#[test]
+fn long_tokens_get_an_authentication_error_not_send_auth_first() {
+    // Hole 11.
+    let mut h = Harness::with_auth("");
+    let c = h.open(Endpoint::Browser, None);
+    h.send(c, &json!({"type": "auth", "token": "x".repeat(6 << 10)}));
+    let e = h.take(c);
+    let msg = e[0]["message"].as_str().unwrap();
+    assert!(msg.starts_with("Authentication failed"), "{msg}");
+    assert!(!msg.contains("first"), "{msg}");
+    let d = h.open(Endpoint::Browser, None);
+    h.send(d, &json!({"type": "auth", "token": "x".repeat(10 << 10)}));
+    let e = h.take(d);
+    let msg = e[0]["message"].as_str().unwrap();
+    assert!(msg.contains("token") && msg.contains("too long"), "{msg}");
+    assert_eq!(h.out.closed(d).map(|c| c.0), Some(1008));
+}
+
+#[test]
+fn refused_commands_are_audited_within_a_budget_and_summarised() {
+    // Hole 6: a viewer flooding refused commands.
+    let audit = temp_file("audit", b"");
+    let mut h = Harness::with_auth(&format!(
+        "{}\n[commands]\naudit_log = {:?}\n",
+        agent_config(),
+        audit.display().to_string()
+    ));
+    let viewer = h.browser(Role::Viewer);
+    for _ in 0..100 {
+        h.send(
+            viewer,
+            &json!({"type": "command", "server_id": "srv-1", "command": "id"}),
+        );
+    }
+    assert_eq!(h.take(viewer).len(), 100, "each refusal is answered");
+    assert_eq!(h.stats.commands.get("forbidden"), Some(&100));
+    assert_eq!(h.stats.commands.get("refusal_not_audited"), Some(&90));
+    h.input(Input::Closed { conn: viewer });
+    // The writer thread appends 10 records and one summary of the other 90.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        text = std::fs::read_to_string(&audit).unwrap();
+        if text.lines().count() >= 11 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 11, "{text}");
+    assert_eq!(records[10]["kind"], "refusals_suppressed");
+    assert_eq!(records[10]["count"], 90);
+}
+
+#[test]
+fn socketio_gets_every_reply_as_socketio_packets() {
+    // Hole 7: pong, metrics and errors in the dialect of the socket.
+    let mut h = Harness::new("server_id = \"local\"\n");
+    let c = h.open(Endpoint::SocketIo, None);
+    assert!(h.take_raw(c)[0].starts_with("0{\"sid\""));
+    h.send_text(c, "40");
+    let hello = h.take_raw(c);
+    assert!(hello[0].starts_with("40{\"sid\""), "{hello:?}");
+    h.send_text(c, r#"42["ping"]"#);
+    assert_eq!(h.take_raw(c), [r#"42["pong",{}]"#]);
+    h.send_text(c, r#"421["subscribe_metrics",{"server_id":"local"}]"#);
+    assert_eq!(h.take_raw(c), [r#"431[{"ok":true}]"#]);
+    h.input(Input::Feed(crate::feed::FeedEvent::LocalMetrics(sample(
+        "now",
+    ))));
+    let m = h.take_raw(c);
+    assert!(
+        m[0].starts_with(r#"42["metrics",{"server_id":"local","data":"#),
+        "{m:?}"
+    );
+    h.send_text(c, r#"42["command",{"server_id":"local","command":"id"}]"#);
+    let e = h.take_raw(c);
+    assert!(e[0].starts_with(r#"42["error",{"error":"#), "{e:?}");
+    // Heartbeat: ping, then a close when the pong does not come.
+    h.tick(Duration::from_secs(26));
+    assert_eq!(h.take_raw(c), ["2"]);
+    h.tick(Duration::from_secs(21));
+    assert!(h.out.closed(c).is_some());
+}
+
+#[test]
+fn agent_log_entries_dropped_for_a_slow_watcher_are_reported() {
+    // Hole 9.
+    let mut h = Harness::new(&format!(
+        "server_id = \"local\"\n{}\n[limits]\nmax_queued_bytes = 4096\n",
+        agent_config()
+    ));
+    let watcher = h.open(Endpoint::ServerLogs, Some("srv-1"));
+    let agent = h.agent();
+    for i in 0..200 {
+        h.send(
+            agent,
+            &json!({"type": "log", "level": "INFO", "message": format!("entry {i}")}),
+        );
+    }
+    let got = h.take(watcher);
+    let entries = got.iter().filter(|v| v["type"] == "log").count() as u64;
+    assert!(entries < 200);
+    h.input(Input::Drained { conn: watcher });
+    let r = h.take(watcher);
+    assert_eq!(r[0]["type"], "log_dropped", "{r:?}");
+    assert_eq!(r[0]["server_id"], "srv-1");
+    assert!(r[0].get("container_id").is_none());
+    assert_eq!(r[0]["lines"].as_u64().unwrap() + entries, 200);
+}
+
+#[test]
+fn one_encode_per_dialect_for_any_number_of_subscribers() {
+    let mut h = Harness::new("server_id = \"local\"\n");
+    let id = "c".repeat(64);
+    h.docker(DockerEvent::Up {
+        containers: vec![container(&id, "web")],
+    });
+    let mut socks = Vec::new();
+    for i in 0..6 {
+        let c = if i % 2 == 0 {
+            h.open(Endpoint::Browser, None)
+        } else {
+            let c = h.open(Endpoint::SocketIo, None);
+            h.send_text(c, "40");
+            c
+        };
+        h.send_text(
+            c,
+            &if i % 2 == 0 {
+                json!({"type": "start_log_stream", "container_id": "web", "tail": 0}).to_string()
+            } else {
+                r#"42["start_log_stream",{"container_id":"web","tail":0}]"#.to_string()
+            },
+        );
+        socks.push(c);
+    }
+    h.docker(DockerEvent::LogHistory {
+        follow_id: 1,
+        container_id: id.clone(),
+        lines: vec![],
+    });
+    let before = h.stats.log_frames_encoded;
+    h.docker(DockerEvent::LogLines {
+        follow_id: 1,
+        container_id: id,
+        lines: lines(0..5),
+    });
+    assert_eq!(
+        h.stats.log_frames_encoded - before,
+        2,
+        "one JSON and one Socket.IO encode"
+    );
+    for c in socks {
+        assert!(h.take_raw(c).iter().any(|t| t.contains("line 4")));
+    }
+}
+
+#[test]
+fn cpu_alert_fires_after_its_hold_and_resolves() {
+    let mut h = Harness::new(&format!(
+        "server_id = \"local\"\n{}\n[[alerts]]\nrule = \"cpu_percent > 80 for 10s\"\n",
+        agent_config()
+    ));
+    let b = h.open(Endpoint::Browser, None);
+    let a = h.agent();
+    h.send(
+        b,
+        &json!({"type": "subscribe_metrics", "server_id": "srv-1"}),
+    );
+    h.take(b);
+    h.send(a, &json!({"type": "metrics", "cpu_percent": 95.0}));
+    h.now += Duration::from_secs(11);
+    h.send(a, &json!({"type": "metrics", "cpu_percent": 96.0}));
+    let alerts: Vec<Value> = h
+        .take(b)
+        .into_iter()
+        .filter(|v| v["type"] == "alert")
+        .collect();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["data"]["state"], "firing");
+    h.send(a, &json!({"type": "metrics", "cpu_percent": 5.0}));
+    let alerts: Vec<Value> = h
+        .take(b)
+        .into_iter()
+        .filter(|v| v["type"] == "alert")
+        .collect();
+    assert_eq!(alerts[0]["data"]["state"], "resolved");
+}
+
+#[test]
+fn a_newer_agent_connection_replaces_the_older() {
+    let mut h = Harness::new(&format!("server_id = \"local\"\n{}", agent_config()));
+    let first = h.agent();
+    let second = h.agent();
+    assert_eq!(h.out.closed(first).map(|c| c.0), Some(1008));
+    assert!(h.out.closed(second).is_none());
+    assert!(h.hub.session(first).is_none());
+    assert_eq!(
+        h.hub.state().servers["srv-1"].agent.map(|a| a.0),
+        Some(second)
+    );
+    // A wrong key is refused and closed.
+    let bad = h.open(Endpoint::Agent, None);
+    h.send(bad, &json!({"type": "auth", "api_key": "nope"}));
+    assert_eq!(h.out.closed(bad).map(|c| c.0), Some(1008));
+}

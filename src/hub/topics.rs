@@ -248,7 +248,13 @@ impl Topics {
 
     /// Publishes `ev` to every subscriber of `key`: one encode per dialect in
     /// use, one shared frame. Returns how many subscribers it was offered to.
-    pub fn publish(&mut self, io: &mut Io<'_>, key: &TopicKey, ev: &Event<'_>, how: Publish) -> usize {
+    pub fn publish(
+        &mut self,
+        io: &mut Io<'_>,
+        key: &TopicKey,
+        ev: &Event<'_>,
+        how: Publish,
+    ) -> usize {
         let Some(topic) = self.map.get_mut(key) else {
             return 0;
         };
@@ -258,7 +264,13 @@ impl Topics {
 }
 
 /// Sends one event to a set of subscribers under the publish rules.
-pub fn fan_out(io: &mut Io<'_>, key: &TopicKey, subs: &DialectSets, ev: &Event<'_>, how: Publish) -> usize {
+pub fn fan_out(
+    io: &mut Io<'_>,
+    key: &TopicKey,
+    subs: &DialectSets,
+    ev: &Event<'_>,
+    how: Publish,
+) -> usize {
     for (dialect, set) in subs.iter() {
         if set.is_empty() {
             continue;

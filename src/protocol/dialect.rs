@@ -127,12 +127,18 @@ impl Dialect {
         }
     }
 
-    /// The answer to a CONNECT: joined (`Ok`) or refused with a message.
-    pub fn connect_reply(self, state: &mut DialectState, result: Result<(), &str>) -> Option<Frame> {
+    /// The answer to a CONNECT at `now`: joined (`Ok`) or refused with a message.
+    pub fn connect_reply(
+        self,
+        state: &mut DialectState,
+        now: Instant,
+        result: Result<(), &str>,
+    ) -> Option<Frame> {
         match (self, result) {
             (Dialect::Json, _) => None,
             (Dialect::SocketIo, Ok(())) => {
                 state.connected = true;
+                state.last_ping = Some(now);
                 let sid = uuid::Uuid::new_v4().simple().to_string();
                 Some(text(&sio::connect_ok(&sid)))
             }
@@ -288,8 +294,14 @@ mod tests {
             let j: Value = serde_json::from_str(&payload(&Dialect::Json.encode(ev))).unwrap();
             assert_eq!(j["type"], ev.name());
         }
-        assert_eq!(payload(&Dialect::Json.encode(&Event::Pong)), r#"{"type":"pong"}"#);
-        assert_eq!(payload(&Dialect::SocketIo.encode(&Event::Pong)), r#"42["pong",{}]"#);
+        assert_eq!(
+            payload(&Dialect::Json.encode(&Event::Pong)),
+            r#"{"type":"pong"}"#
+        );
+        assert_eq!(
+            payload(&Dialect::SocketIo.encode(&Event::Pong)),
+            r#"42["pong",{}]"#
+        );
     }
 
     #[test]
@@ -303,7 +315,11 @@ mod tests {
             Inbound::Connect { token } => assert_eq!(token.as_deref(), Some("t")),
             other => panic!("{other:?}"),
         }
-        assert!(Dialect::SocketIo.connect_reply(&mut st, Ok(())).is_some());
+        assert!(
+            Dialect::SocketIo
+                .connect_reply(&mut st, Instant::now(), Ok(()))
+                .is_some()
+        );
         match Dialect::SocketIo.decode(r#"421["ping"]"#, &st) {
             Inbound::Request { kind, ack, .. } => {
                 assert_eq!(kind, "ping");
@@ -322,7 +338,10 @@ mod tests {
         let t0 = Instant::now();
         let i = Duration::from_secs(25);
         let to = Duration::from_secs(20);
-        assert_eq!(Dialect::SocketIo.heartbeat(&mut st, t0, i, to), Heartbeat::Idle);
+        assert_eq!(
+            Dialect::SocketIo.heartbeat(&mut st, t0, i, to),
+            Heartbeat::Idle
+        );
         assert!(matches!(
             Dialect::SocketIo.heartbeat(&mut st, t0 + i, i, to),
             Heartbeat::Send(_)
@@ -336,6 +355,9 @@ mod tests {
             Dialect::SocketIo.heartbeat(&mut st, t0 + i + to, i, to),
             Heartbeat::Idle
         );
-        assert_eq!(Dialect::Json.heartbeat(&mut st, t0 + i * 9, i, to), Heartbeat::Idle);
+        assert_eq!(
+            Dialect::Json.heartbeat(&mut st, t0 + i * 9, i, to),
+            Heartbeat::Idle
+        );
     }
 }

@@ -51,7 +51,11 @@ pub const MAX_FIELD: usize = 4096;
 pub const MAX_TOKEN: usize = 8192;
 
 fn field<'a>(obj: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a str, String> {
-    let max = if name == "token" { MAX_TOKEN } else { MAX_FIELD };
+    let max = if name == "token" {
+        MAX_TOKEN
+    } else {
+        MAX_FIELD
+    };
     match obj.get(name) {
         Some(Value::String(s)) if s.len() > max => Err(format!(
             "field {name:?} is too long: {} bytes, at most {max}",

@@ -141,7 +141,12 @@ impl Conn {
     /// Reads into `inbuf` until WouldBlock, at most `max_reads` times, or
     /// until `inbuf` holds `limit` bytes. `WouldBlock`: drained;
     /// `Continue`: stopped at a cap with more to read; `Closed`/`Error`: gone.
-    pub fn read_some(&mut self, scratch: &mut [u8], max_reads: usize, limit: usize) -> SocketResult {
+    pub fn read_some(
+        &mut self,
+        scratch: &mut [u8],
+        max_reads: usize,
+        limit: usize,
+    ) -> SocketResult {
         for _ in 0..max_reads {
             if self.inbuf.len() >= limit {
                 return SocketResult::Continue;

@@ -41,8 +41,8 @@ use crate::http::router::{self, HttpApp, Route, RouterConfig};
 use crate::http::{self, Parse};
 use crate::hub::{Hub, Input};
 use crate::stats::{Endpoint, Stats};
-use crate::transport::{SocketResult, Transport};
 use crate::transport::tcp::TcpTransport;
+use crate::transport::{SocketResult, Transport};
 use crate::writer::{Offer, OutQueue, Priority};
 use crate::ws::{self, Incoming, MessageReader, OpCode, close_code};
 use conn::{Conn, Phase};
@@ -200,7 +200,7 @@ impl Server {
     }
 
     /// Gives one input to the hub and applies what it asks.
-    fn to_hub(&mut self, now: Instant, input: Input<'_>) {
+    fn hub_input(&mut self, now: Instant, input: Input<'_>) {
         let mut out = LoopOutbox {
             conns: &mut self.conns,
             dirty: &mut self.dirty,
@@ -261,7 +261,7 @@ impl Server {
                     _ => {}
                 }
             }
-            self.to_hub(started, Input::Timers);
+            self.hub_input(started, Input::Timers);
             if started >= next_tick {
                 self.tick(started);
                 next_tick = started + TICK;
@@ -271,11 +271,11 @@ impl Server {
             }
             self.flush_dirty(started);
             self.stats.loop_iteration(started.elapsed());
-            if let Some(d) = shutdown_deadline {
-                if self.conns.is_empty() || Instant::now() >= d {
-                    log::info!("shutdown complete ({} connections left)", self.conns.len());
-                    return Ok(());
-                }
+            if let Some(d) = shutdown_deadline
+                && (self.conns.is_empty() || Instant::now() >= d)
+            {
+                log::info!("shutdown complete ({} connections left)", self.conns.len());
+                return Ok(());
             }
         }
     }
@@ -305,11 +305,11 @@ impl Server {
             let mut transport = Box::new(TcpTransport::new(stream));
             let entry = self.conns.vacant_entry();
             let key = entry.key();
-            if let Err(e) =
-                self.poll
-                    .registry()
-                    .register(transport.source(), conn_token(key), Interest::READABLE)
-            {
+            if let Err(e) = self.poll.registry().register(
+                transport.source(),
+                conn_token(key),
+                Interest::READABLE,
+            ) {
                 log::warn!("could not register a connection: {e}");
                 continue;
             }
@@ -457,7 +457,9 @@ impl Server {
                 refusal,
             } => {
                 match refusal {
-                    Some(why @ ("origin" | "no_token" | "bad_token")) => self.stats.auth_failure(why),
+                    Some(why @ ("origin" | "no_token" | "bad_token")) => {
+                        self.stats.auth_failure(why)
+                    }
                     Some("host") => self.stats.bad_input("bad_host"),
                     Some("bad_upgrade") => self.stats.bad_input("bad_upgrade"),
                     _ => {}
@@ -488,12 +490,20 @@ impl Server {
     }
 
     /// Completes the WebSocket handshake and hands the socket to the hub.
-    fn upgrade(&mut self, key: usize, endpoint: Endpoint, target: Option<String>, accept: &str, now: Instant) {
+    fn upgrade(
+        &mut self,
+        key: usize,
+        endpoint: Endpoint,
+        target: Option<String>,
+        accept: &str,
+        now: Instant,
+    ) {
         let max_msg = self.hub.config().max_message_bytes;
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        c.out.push(ws::Frame::from(http::switching_protocols(accept)));
+        c.out
+            .push(ws::Frame::from(http::switching_protocols(accept)));
         c.phase = Phase::Open;
         c.endpoint = endpoint;
         c.reader = Some(MessageReader::new(max_msg));
@@ -503,7 +513,7 @@ impl Server {
         mark_dirty(&mut self.dirty, c, key);
         self.stats.conn_moved(Endpoint::Http, endpoint);
         if endpoint != Endpoint::Echo {
-            self.to_hub(
+            self.hub_input(
                 now,
                 Input::Opened {
                     conn: key,
@@ -574,10 +584,20 @@ impl Server {
                 self.leave_hub(key, now);
                 return;
             }
-            Incoming::Binary(b) if endpoint == Endpoint::Echo => ws::encode_frame(OpCode::Binary, &b),
+            Incoming::Binary(b) if endpoint == Endpoint::Echo => {
+                ws::encode_frame(OpCode::Binary, &b)
+            }
             Incoming::Text(t) if endpoint == Endpoint::Echo => ws::text_frame(t.as_bytes()),
-            Incoming::Binary(_) => return self.to_hub(now, Input::Binary { conn: key }),
-            Incoming::Text(t) => return self.to_hub(now, Input::Text { conn: key, text: &t }),
+            Incoming::Binary(_) => return self.hub_input(now, Input::Binary { conn: key }),
+            Incoming::Text(t) => {
+                return self.hub_input(
+                    now,
+                    Input::Text {
+                        conn: key,
+                        text: &t,
+                    },
+                );
+            }
         };
         self.queue_own(key, reply, now);
     }
@@ -604,10 +624,10 @@ impl Server {
 
     /// Tells the hub a connection it holds is going (once).
     fn leave_hub(&mut self, key: usize, now: Instant) {
-        if let Some(c) = self.conns.get_mut(key) {
-            if std::mem::take(&mut c.in_hub) {
-                self.to_hub(now, Input::Closed { conn: key });
-            }
+        if let Some(c) = self.conns.get_mut(key)
+            && std::mem::take(&mut c.in_hub)
+        {
+            self.hub_input(now, Input::Closed { conn: key });
         }
     }
 
@@ -671,17 +691,16 @@ impl Server {
             mark_dirty(&mut self.dirty, c, key);
             return;
         }
-        if empty {
-            if let Phase::Closing {
+        if empty
+            && let Phase::Closing {
                 drop_after_flush, ..
             } = c.phase
-            {
-                if drop_after_flush || c.eof {
-                    return self.remove(key);
-                }
-                c.transport.shutdown_write();
-                return;
+        {
+            if drop_after_flush || c.eof {
+                return self.remove(key);
             }
+            c.transport.shutdown_write();
+            return;
         }
         let drained = c.out.queued_bytes() <= crate::hub::drained_below(c.out.soft_cap());
         if drained && std::mem::take(&mut c.read_paused) {
@@ -692,7 +711,7 @@ impl Server {
             return;
         };
         if drained && c.in_hub && std::mem::take(&mut c.lossy) {
-            self.to_hub(now, Input::Drained { conn: key });
+            self.hub_input(now, Input::Drained { conn: key });
         }
     }
 
@@ -710,7 +729,7 @@ impl Server {
     fn drain_feed(&mut self, now: Instant) {
         for _ in 0..MAX_FEED_EVENTS {
             let Ok(ev) = self.feed.try_recv() else { return };
-            self.to_hub(now, Input::Feed(ev));
+            self.hub_input(now, Input::Feed(ev));
         }
         // More queued than one iteration's share: come back without waiting
         // (the waker is edge-triggered and will not fire again for these).
@@ -755,7 +774,7 @@ impl Server {
         }
         // Accepts that failed (EMFILE) are retried once a tick.
         self.accept(now);
-        self.to_hub(
+        self.hub_input(
             now,
             Input::Tick {
                 unix_now: crate::hub::unix_now(),
@@ -773,9 +792,13 @@ impl Server {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             match self.conns.get(key).map(|c| &c.phase) {
-                Some(Phase::Open) => {
-                    self.close_conn(key, close_code::GOING_AWAY, "server shutting down", false, now)
-                }
+                Some(Phase::Open) => self.close_conn(
+                    key,
+                    close_code::GOING_AWAY,
+                    "server shutting down",
+                    false,
+                    now,
+                ),
                 Some(Phase::Head { .. }) => self.remove(key),
                 _ => {}
             }
