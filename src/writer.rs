@@ -301,6 +301,36 @@ mod tests {
     }
 
     #[test]
+    fn discard_unsent_keeps_the_half_written_frame_and_lets_a_close_go_next() {
+        let fs = frames(5, 100);
+        let mut q = queue_of(&fs);
+        let mut w = Trickle {
+            k: 150,
+            blocked: false,
+            out: Vec::new(),
+            calls: 0,
+        };
+        let _ = q.flush(&mut w); // frame 0 whole, frame 1 half
+        q.discard_unsent();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.queued_bytes(), 50);
+        q.push(Frame::from_static(b"CLOSE"));
+        w.blocked = false;
+        w.k = 1000;
+        let _ = q.flush(&mut w);
+        assert!(q.is_empty());
+        let mut want = fs[0].to_vec();
+        want.extend_from_slice(&fs[1]);
+        want.extend_from_slice(b"CLOSE");
+        assert_eq!(w.out, want, "the stream stays whole: no frame is cut");
+        // Nothing started: everything goes.
+        let mut q = queue_of(&fs);
+        q.discard_unsent();
+        assert!(q.is_empty());
+        assert_eq!(q.queued_bytes(), 0);
+    }
+
+    #[test]
     fn many_frames_go_out_in_one_writev() {
         let fs = frames(50, 150);
         let mut q = queue_of(&fs);

@@ -213,3 +213,32 @@ fn sigterm_closes_clients_with_1001_and_exits_zero() {
     assert_eq!(wait_close(&mut a, Duration::from_secs(2)), Some(1001));
     assert_eq!(wait_close(&mut b, Duration::from_secs(2)), Some(1001));
 }
+
+#[test]
+fn keep_alive_serves_pipelined_requests_on_one_connection() {
+    let d = Daemon::start("");
+    let mut s = std::net::TcpStream::connect(d.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let host = d.addr;
+    // Two requests in one write (pipelined), the second asks to close.
+    let reqs = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n\
+         GET /nope HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    );
+    std::io::Write::write_all(&mut s, reqs.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut out);
+    let text = String::from_utf8_lossy(&out);
+    // A body has no newline of its own: the next status line follows it.
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| text[i..].lines().next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        statuses,
+        ["HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found"],
+        "{text}"
+    );
+    assert!(text.contains("Connection: keep-alive"));
+    assert!(text.contains("Connection: close"));
+}
