@@ -55,11 +55,7 @@ impl State {
         target: Option<String>,
     ) {
         let deadline = io.now + self.config.auth_timeout;
-        let dialect = if endpoint == Endpoint::SocketIo {
-            Dialect::SocketIo
-        } else {
-            Dialect::Json
-        };
+        let dialect = Dialect::for_endpoint(endpoint);
         let needs_auth =
             endpoint == Endpoint::Agent || dialect.needs_connect() || self.jwt.is_some();
         let auth = if needs_auth {

@@ -77,12 +77,10 @@ impl State {
     /// Sends `initial_state` to every ready browser (after a reconnect to the engine).
     fn broadcast_initial_state(&mut self, io: &mut Io<'_>) {
         let key = self.containers_key();
-        let Some(topic) = self.topics.get(&key) else {
-            return;
-        };
-        let list = self.sorted_containers();
+        let mut list: Vec<&Container> = self.containers.values().collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
         let ev = Event::InitialState { containers: &list };
-        super::topics::fan_out(io, &key, &topic.subs, &ev, Publish::ESSENTIAL);
+        self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
     }
 
     /// `initial_state` for one socket in its dialect.

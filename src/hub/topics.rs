@@ -96,34 +96,32 @@ impl SubscriberSet {
 /// One subscriber set per dialect, so each frame is encoded once per dialect.
 #[derive(Debug, Default)]
 pub struct DialectSets {
-    pub json: SubscriberSet,
-    pub sio: SubscriberSet,
+    sets: [SubscriberSet; Dialect::ALL.len()],
 }
 
 impl DialectSets {
     pub fn set(&mut self, d: Dialect) -> &mut SubscriberSet {
-        match d {
-            Dialect::Json => &mut self.json,
-            Dialect::SocketIo => &mut self.sio,
-        }
+        &mut self.sets[d.index()]
     }
-    pub fn iter(&self) -> [(Dialect, &SubscriberSet); 2] {
-        [(Dialect::Json, &self.json), (Dialect::SocketIo, &self.sio)]
+    pub fn iter(&self) -> impl Iterator<Item = (Dialect, &SubscriberSet)> {
+        Dialect::ALL.into_iter().zip(self.sets.iter())
     }
     pub fn remove(&mut self, conn: ConnId) -> bool {
-        self.json.remove(conn) | self.sio.remove(conn)
+        self.sets
+            .iter_mut()
+            .fold(false, |acc, s| s.remove(conn) | acc)
     }
     pub fn contains(&self, conn: ConnId) -> bool {
-        self.json.contains(conn) || self.sio.contains(conn)
+        self.sets.iter().any(|s| s.contains(conn))
     }
     pub fn is_empty(&self) -> bool {
-        self.json.is_empty() && self.sio.is_empty()
+        self.sets.iter().all(SubscriberSet::is_empty)
     }
     pub fn len(&self) -> usize {
-        self.json.len() + self.sio.len()
+        self.sets.iter().map(SubscriberSet::len).sum()
     }
     pub fn all(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.json.conns().iter().chain(self.sio.conns()).copied()
+        self.sets.iter().flat_map(|s| s.conns().iter().copied())
     }
 }
 

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use super::json::{self, Event};
 use super::socketio::{self as sio, EioPacket, OpenParams, SioPacket};
+use crate::stats::Endpoint;
 use crate::ws::{self, Frame};
 
 /// Which wire dialect a socket speaks.
@@ -76,6 +77,22 @@ fn text(s: &str) -> Frame {
 }
 
 impl Dialect {
+    /// Every dialect, in [`Dialect::index`] order.
+    pub const ALL: [Dialect; 2] = [Dialect::Json, Dialect::SocketIo];
+
+    /// A dense index (for per-dialect arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The dialect a WebSocket endpoint speaks.
+    pub fn for_endpoint(endpoint: Endpoint) -> Dialect {
+        match endpoint {
+            Endpoint::SocketIo => Dialect::SocketIo,
+            _ => Dialect::Json,
+        }
+    }
+
     /// One message in this dialect, as a complete WebSocket text frame.
     pub fn encode(self, ev: &Event<'_>) -> Frame {
         json::encode(ev, self)

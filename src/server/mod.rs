@@ -7,9 +7,9 @@
 //! frames per socket). No async runtime runs here.
 //!
 //! The loop owns sockets and their life; it hands requests to the HTTP
-//! router and WebSocket messages to the hub as [`Input`]s, and applies what
-//! the hub asks through [`LoopOutbox`]. Bytes come and go through a
-//! [`Transport`].
+//! router (`requests.rs`) and WebSocket messages to the hub as [`Input`]s
+//! (`messages.rs`), and applies what the hub asks through [`LoopOutbox`]
+//! (`outbox.rs`). Bytes come and go through a [`Transport`].
 //!
 //! Invariants: fixed tokens are [`LISTENER`] and [`WAKER`]; a connection's
 //! token is its slab key + [`FIRST_CONN`]; a socket is deregistered before
@@ -22,7 +22,9 @@
 //! queue without bound, pongs included.
 
 pub mod conn;
+mod messages;
 pub mod outbox;
+mod requests;
 pub mod system;
 
 use std::io;
@@ -37,14 +39,13 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::feed::FeedEvent;
-use crate::http::router::{self, HttpApp, Route, RouterConfig};
-use crate::http::{self, Parse};
+use crate::http;
 use crate::hub::{Hub, Input};
 use crate::stats::{Endpoint, Stats};
 use crate::transport::tcp::TcpTransport;
 use crate::transport::{SocketResult, Transport};
-use crate::writer::{Offer, OutQueue, Priority};
-use crate::ws::{self, Incoming, MessageReader, OpCode, close_code};
+use crate::writer::OutQueue;
+use crate::ws::{self, close_code};
 use conn::{Conn, Phase};
 use outbox::{LoopOutbox, mark_dirty};
 
@@ -113,29 +114,6 @@ fn conn_token(key: usize) -> Token {
     Token(key + FIRST_CONN)
 }
 
-/// The plain endpoints' bodies, from the loop's view of the daemon.
-struct AppView<'a> {
-    hub: &'a Hub,
-    stats: &'a Stats,
-    connections: usize,
-}
-
-impl HttpApp for AppView<'_> {
-    fn healthz(&self) -> serde_json::Value {
-        serde_json::json!({
-            "status": "ok",
-            "docker": if self.hub.state().docker_up { "up" } else { "down" },
-            "connections": self.connections,
-        })
-    }
-    fn metrics(&self) -> String {
-        self.stats.render()
-    }
-    fn containers(&self) -> Vec<u8> {
-        self.hub.state().containers_json()
-    }
-}
-
 /// The daemon's event loop and everything it owns.
 pub struct Server {
     poll: Poll,
@@ -200,7 +178,7 @@ impl Server {
     }
 
     /// Gives one input to the hub and applies what it asks.
-    fn hub_input(&mut self, now: Instant, input: Input<'_>) {
+    pub(super) fn hub_input(&mut self, now: Instant, input: Input<'_>) {
         let mut out = LoopOutbox {
             conns: &mut self.conns,
             dirty: &mut self.dirty,
@@ -370,260 +348,14 @@ impl Server {
     }
 
     /// Services `key` again next iteration (it stopped at a cap).
-    fn come_back(&mut self, key: usize) {
+    pub(super) fn come_back(&mut self, key: usize) {
         if self.conns.contains(key) && !self.backlog.contains(&key) {
             self.backlog.push(key);
         }
     }
 
-    /// Queues a plain HTTP reply and closes after it.
-    fn reply_and_close(&mut self, key: usize, bytes: Vec<u8>, status: u16, now: Instant) {
-        self.stats.http_request(status);
-        if let Some(c) = self.conns.get_mut(key) {
-            c.reply_and_close(bytes, now + LINGER);
-            mark_dirty(&mut self.dirty, c, key);
-        }
-    }
-
-    fn on_head_bytes(&mut self, key: usize, now: Instant) {
-        for _ in 0..MAX_REQUESTS_PER_EVENT {
-            let Some(c) = self.conns.get_mut(key) else {
-                return;
-            };
-            if !matches!(c.phase, Phase::Head { .. }) {
-                return;
-            }
-            if c.over_soft_cap() {
-                c.read_paused = true;
-                return;
-            }
-            if c.inbuf.is_empty() {
-                c.release_inbuf();
-                return;
-            }
-            if !self.on_one_head(key, now) {
-                return;
-            }
-        }
-        if self.conns.get(key).is_some_and(|c| !c.inbuf.is_empty()) {
-            self.come_back(key);
-        }
-    }
-
-    /// Handles one request head if complete; true when the connection can
-    /// take another request (keep-alive) right away.
-    fn on_one_head(&mut self, key: usize, now: Instant) -> bool {
-        let max_head = self.hub.config().max_head_bytes;
-        let Some(c) = self.conns.get_mut(key) else {
-            return false;
-        };
-        let too_big = || http::error_response(431, "", "request head larger than 8 KiB");
-        let head = match http::parse_head(&c.inbuf) {
-            Parse::Partial if c.inbuf.len() > max_head => {
-                self.reply_and_close(key, too_big(), 431, now);
-                return false;
-            }
-            Parse::Partial => return false,
-            Parse::Invalid(why) => {
-                self.stats.bad_input("bad_http");
-                self.reply_and_close(key, http::error_response(400, "", why), 400, now);
-                return false;
-            }
-            Parse::Complete(h) if h.head_len > max_head => {
-                self.reply_and_close(key, too_big(), 431, now);
-                return false;
-            }
-            Parse::Complete(h) => h,
-        };
-        let _ = c.inbuf.split_to(head.head_len);
-        let route = {
-            let app = AppView {
-                hub: &self.hub,
-                stats: &self.stats,
-                connections: self.conns.len(),
-            };
-            let rc = RouterConfig {
-                config: self.hub.config(),
-                jwt: self.hub.state().jwt.as_ref(),
-                now_unix: crate::hub::unix_now(),
-            };
-            router::route(&head, &rc, &app)
-        };
-        match route {
-            Route::Reply {
-                status,
-                bytes,
-                keep_alive,
-                refusal,
-            } => {
-                match refusal {
-                    Some(why @ ("origin" | "no_token" | "bad_token")) => {
-                        self.stats.auth_failure(why)
-                    }
-                    Some("host") => self.stats.bad_input("bad_host"),
-                    Some("bad_upgrade") => self.stats.bad_input("bad_upgrade"),
-                    _ => {}
-                }
-                if !keep_alive {
-                    self.reply_and_close(key, bytes, status, now);
-                    return false;
-                }
-                self.stats.http_request(status);
-                let deadline = now + self.hub.config().handshake_timeout;
-                let Some(c) = self.conns.get_mut(key) else {
-                    return false;
-                };
-                c.out.push(ws::Frame::from(bytes));
-                c.phase = Phase::Head { deadline };
-                mark_dirty(&mut self.dirty, c, key);
-                true
-            }
-            Route::Upgrade {
-                endpoint,
-                target,
-                accept,
-            } => {
-                self.upgrade(key, endpoint, target, &accept, now);
-                false
-            }
-        }
-    }
-
-    /// Completes the WebSocket handshake and hands the socket to the hub.
-    fn upgrade(
-        &mut self,
-        key: usize,
-        endpoint: Endpoint,
-        target: Option<String>,
-        accept: &str,
-        now: Instant,
-    ) {
-        let max_msg = self.hub.config().max_message_bytes;
-        let Some(c) = self.conns.get_mut(key) else {
-            return;
-        };
-        c.out
-            .push(ws::Frame::from(http::switching_protocols(accept)));
-        c.phase = Phase::Open;
-        c.endpoint = endpoint;
-        c.reader = Some(MessageReader::new(max_msg));
-        c.last_ping = now;
-        c.in_hub = endpoint != Endpoint::Echo;
-        let serial = c.serial;
-        mark_dirty(&mut self.dirty, c, key);
-        self.stats.conn_moved(Endpoint::Http, endpoint);
-        if endpoint != Endpoint::Echo {
-            self.hub_input(
-                now,
-                Input::Opened {
-                    conn: key,
-                    serial,
-                    endpoint,
-                    target,
-                },
-            );
-        }
-        // Frames pipelined after the head are already in the buffer.
-        if self.conns.get(key).is_some_and(|c| !c.inbuf.is_empty()) {
-            self.on_ws_bytes(key, now);
-        }
-    }
-
-    fn on_ws_bytes(&mut self, key: usize, now: Instant) {
-        for _ in 0..MAX_MESSAGES_PER_EVENT {
-            let Some(c) = self.conns.get_mut(key) else {
-                return;
-            };
-            if !matches!(c.phase, Phase::Open) {
-                c.inbuf.clear();
-                c.release_inbuf();
-                return;
-            }
-            if c.over_soft_cap() {
-                // Backpressure: the rest waits in `inbuf` until the queue drains.
-                c.read_paused = true;
-                return;
-            }
-            let Some(reader) = c.reader.as_mut() else {
-                return;
-            };
-            let msg = match reader.read(&mut c.inbuf) {
-                Ok(Some(m)) => m,
-                Ok(None) => {
-                    c.release_inbuf();
-                    return;
-                }
-                Err(e) => {
-                    self.stats.bad_input("ws_protocol");
-                    let reason = e.to_string();
-                    self.close_conn(key, e.close_code(), &reason, false, now);
-                    return;
-                }
-            };
-            self.on_message(key, msg, now);
-        }
-        // More complete messages may be waiting with no new bytes to come.
-        if self.conns.get(key).is_some_and(|c| !c.inbuf.is_empty()) {
-            self.come_back(key);
-        }
-    }
-
-    fn on_message(&mut self, key: usize, msg: Incoming, now: Instant) {
-        let Some(c) = self.conns.get_mut(key) else {
-            return;
-        };
-        let endpoint = c.endpoint;
-        let reply = match msg {
-            Incoming::Ping(p) => ws::pong_frame(&p),
-            Incoming::Pong(_) => return,
-            Incoming::Close(code) => {
-                // Echo the code (RFC 6455 5.5.1), then close once flushed.
-                let code = code.map_or(close_code::NORMAL, |(c, _)| c);
-                c.answer_close(code, now + LINGER);
-                mark_dirty(&mut self.dirty, c, key);
-                self.leave_hub(key, now);
-                return;
-            }
-            Incoming::Binary(b) if endpoint == Endpoint::Echo => {
-                ws::encode_frame(OpCode::Binary, &b)
-            }
-            Incoming::Text(t) if endpoint == Endpoint::Echo => ws::text_frame(t.as_bytes()),
-            Incoming::Binary(_) => return self.hub_input(now, Input::Binary { conn: key }),
-            Incoming::Text(t) => {
-                return self.hub_input(
-                    now,
-                    Input::Text {
-                        conn: key,
-                        text: &t,
-                    },
-                );
-            }
-        };
-        self.queue_own(key, reply, now);
-    }
-
-    /// Queues a frame the loop itself answers with (pong, echo) under the caps.
-    fn queue_own(&mut self, key: usize, frame: ws::Frame, now: Instant) {
-        let Some(c) = self.conns.get_mut(key) else {
-            return;
-        };
-        match c.out.offer(frame, Priority::Essential) {
-            Offer::Queued => mark_dirty(&mut self.dirty, c, key),
-            Offer::Dropped | Offer::OverHardCap => {
-                self.stats.slow_consumers_closed += 1;
-                self.close_conn(
-                    key,
-                    close_code::TRY_AGAIN_LATER,
-                    "slow consumer: send queue full",
-                    true,
-                    now,
-                );
-            }
-        }
-    }
-
     /// Tells the hub a connection it holds is going (once).
-    fn leave_hub(&mut self, key: usize, now: Instant) {
+    pub(super) fn leave_hub(&mut self, key: usize, now: Instant) {
         if let Some(c) = self.conns.get_mut(key)
             && std::mem::take(&mut c.in_hub)
         {
@@ -632,7 +364,14 @@ impl Server {
     }
 
     /// Starts a close the loop initiates (protocol error, idle, shutdown).
-    fn close_conn(&mut self, key: usize, code: u16, reason: &str, discard: bool, now: Instant) {
+    pub(super) fn close_conn(
+        &mut self,
+        key: usize,
+        code: u16,
+        reason: &str,
+        discard: bool,
+        now: Instant,
+    ) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };

@@ -1,0 +1,199 @@
+//! HTTP requests on a connection: request heads are parsed, the router
+//! decides, and the answer is queued (keep-alive or close) or the socket is
+//! upgraded to a WebSocket and handed to the hub.
+
+use std::time::Instant;
+
+use crate::http::router::{self, HttpApp, Route, RouterConfig};
+use crate::http::{self, Parse};
+use crate::hub::{Hub, Input};
+use crate::stats::{Endpoint, Stats};
+use crate::ws::{self, MessageReader};
+
+use super::conn::Phase;
+use super::outbox::mark_dirty;
+use super::{LINGER, MAX_REQUESTS_PER_EVENT, Server};
+
+/// The plain endpoints' bodies, from the loop's view of the daemon.
+struct AppView<'a> {
+    hub: &'a Hub,
+    stats: &'a Stats,
+    connections: usize,
+}
+
+impl HttpApp for AppView<'_> {
+    fn healthz(&self) -> serde_json::Value {
+        serde_json::json!({
+            "status": "ok",
+            "docker": if self.hub.state().docker_up { "up" } else { "down" },
+            "connections": self.connections,
+        })
+    }
+    fn metrics(&self) -> String {
+        self.stats.render()
+    }
+    fn containers(&self) -> Vec<u8> {
+        self.hub.state().containers_json()
+    }
+}
+
+impl Server {
+    /// Queues a plain HTTP reply and closes after it.
+    pub(super) fn reply_and_close(
+        &mut self,
+        key: usize,
+        bytes: Vec<u8>,
+        status: u16,
+        now: Instant,
+    ) {
+        self.stats.http_request(status);
+        if let Some(c) = self.conns.get_mut(key) {
+            c.reply_and_close(bytes, now + LINGER);
+            mark_dirty(&mut self.dirty, c, key);
+        }
+    }
+
+    pub(super) fn on_head_bytes(&mut self, key: usize, now: Instant) {
+        for _ in 0..MAX_REQUESTS_PER_EVENT {
+            let Some(c) = self.conns.get_mut(key) else {
+                return;
+            };
+            if !matches!(c.phase, Phase::Head { .. }) {
+                return;
+            }
+            if c.over_soft_cap() {
+                c.read_paused = true;
+                return;
+            }
+            if c.inbuf.is_empty() {
+                c.release_inbuf();
+                return;
+            }
+            if !self.on_one_head(key, now) {
+                return;
+            }
+        }
+        if self.conns.get(key).is_some_and(|c| !c.inbuf.is_empty()) {
+            self.come_back(key);
+        }
+    }
+
+    /// Handles one request head if complete; true when the connection can
+    /// take another request (keep-alive) right away.
+    fn on_one_head(&mut self, key: usize, now: Instant) -> bool {
+        let max_head = self.hub.config().max_head_bytes;
+        let Some(c) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let too_big = || http::error_response(431, "", "request head larger than 8 KiB");
+        let head = match http::parse_head(&c.inbuf) {
+            Parse::Partial if c.inbuf.len() > max_head => {
+                self.reply_and_close(key, too_big(), 431, now);
+                return false;
+            }
+            Parse::Partial => return false,
+            Parse::Invalid(why) => {
+                self.stats.bad_input("bad_http");
+                self.reply_and_close(key, http::error_response(400, "", why), 400, now);
+                return false;
+            }
+            Parse::Complete(h) if h.head_len > max_head => {
+                self.reply_and_close(key, too_big(), 431, now);
+                return false;
+            }
+            Parse::Complete(h) => h,
+        };
+        let _ = c.inbuf.split_to(head.head_len);
+        let route = {
+            let app = AppView {
+                hub: &self.hub,
+                stats: &self.stats,
+                connections: self.conns.len(),
+            };
+            let rc = RouterConfig {
+                config: self.hub.config(),
+                jwt: self.hub.state().jwt.as_ref(),
+                now_unix: crate::hub::unix_now(),
+            };
+            router::route(&head, &rc, &app)
+        };
+        match route {
+            Route::Reply {
+                status,
+                bytes,
+                keep_alive,
+                refusal,
+            } => {
+                match refusal {
+                    Some(why @ ("origin" | "no_token" | "bad_token")) => {
+                        self.stats.auth_failure(why)
+                    }
+                    Some("host") => self.stats.bad_input("bad_host"),
+                    Some("bad_upgrade") => self.stats.bad_input("bad_upgrade"),
+                    _ => {}
+                }
+                if !keep_alive {
+                    self.reply_and_close(key, bytes, status, now);
+                    return false;
+                }
+                self.stats.http_request(status);
+                let deadline = now + self.hub.config().handshake_timeout;
+                let Some(c) = self.conns.get_mut(key) else {
+                    return false;
+                };
+                c.out.push(ws::Frame::from(bytes));
+                c.phase = Phase::Head { deadline };
+                mark_dirty(&mut self.dirty, c, key);
+                true
+            }
+            Route::Upgrade {
+                endpoint,
+                target,
+                accept,
+            } => {
+                self.upgrade(key, endpoint, target, &accept, now);
+                false
+            }
+        }
+    }
+
+    /// Completes the WebSocket handshake and hands the socket to the hub.
+    fn upgrade(
+        &mut self,
+        key: usize,
+        endpoint: Endpoint,
+        target: Option<String>,
+        accept: &str,
+        now: Instant,
+    ) {
+        let max_msg = self.hub.config().max_message_bytes;
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        c.out
+            .push(ws::Frame::from(http::switching_protocols(accept)));
+        c.phase = Phase::Open;
+        c.endpoint = endpoint;
+        c.reader = Some(MessageReader::new(max_msg));
+        c.last_ping = now;
+        c.in_hub = endpoint != Endpoint::Echo;
+        let serial = c.serial;
+        mark_dirty(&mut self.dirty, c, key);
+        self.stats.conn_moved(Endpoint::Http, endpoint);
+        if endpoint != Endpoint::Echo {
+            self.hub_input(
+                now,
+                Input::Opened {
+                    conn: key,
+                    serial,
+                    endpoint,
+                    target,
+                },
+            );
+        }
+        // Frames pipelined after the head are already in the buffer.
+        if self.conns.get(key).is_some_and(|c| !c.inbuf.is_empty()) {
+            self.on_ws_bytes(key, now);
+        }
+    }
+}
