@@ -45,7 +45,7 @@ pub use browser::unix_now;
 pub use commands::{Audit, PendingCommand};
 pub use logs::{LOG_COALESCE, LogFollow};
 pub use outbox::{Close, Io, MemoryConn, MemoryOutbox, Outbox};
-pub use session::{AuthState, ConnId, Session};
+pub use session::{AuthState, ConnId, Session, Sessions};
 pub use topics::{DialectSets, Publish, SubscriberSet, Topic, TopicKey, Topics, drained_below};
 
 /// What the event loop tells the hub.
@@ -100,7 +100,7 @@ pub struct State {
 /// The hub: its state and the sessions of every connection.
 pub struct Hub {
     state: State,
-    sessions: HashMap<ConnId, Session>,
+    sessions: Sessions,
     closed: Vec<ConnId>,
 }
 
@@ -139,7 +139,7 @@ impl Hub {
                 next_request_id: 1,
                 audit,
             },
-            sessions: HashMap::new(),
+            sessions: Sessions::default(),
             closed: Vec::new(),
         }
     }
@@ -153,7 +153,7 @@ impl Hub {
     }
 
     pub fn session(&self, conn: ConnId) -> Option<&Session> {
-        self.sessions.get(&conn)
+        self.sessions.get(conn)
     }
 
     pub fn session_count(&self) -> usize {
@@ -212,7 +212,7 @@ impl Hub {
 impl State {
     /// Removes a session and takes it out of every topic (it closed or is closing).
     fn detach(&mut self, io: &mut Io<'_>, conn: ConnId) {
-        let Some(session) = io.sessions.get(&conn) else {
+        let Some(session) = io.sessions.get(conn) else {
             return;
         };
         let keys = session.topics.clone();
@@ -223,7 +223,7 @@ impl State {
         if let Some(sid) = agent {
             self.agent_gone(io, conn, &sid);
         }
-        if let Some(mut s) = io.sessions.remove(&conn) {
+        if let Some(mut s) = io.sessions.remove(conn) {
             self.audit.summarise_refusals(&mut s);
         }
     }
@@ -238,7 +238,7 @@ impl State {
         let mut expired = Vec::new();
         let mut pings = Vec::new();
         let mut dead = Vec::new();
-        for (&conn, s) in io.sessions.iter_mut() {
+        for (conn, s) in io.sessions.iter_mut() {
             match &s.auth {
                 AuthState::Pending { deadline } if *deadline <= now => {
                     expired.push((conn, "authentication timed out"));

@@ -20,7 +20,7 @@ use crate::stats::Stats;
 use crate::writer::{Offer, Priority};
 use crate::ws::{self, Frame, close_code};
 
-use super::session::{ConnId, Session};
+use super::session::{ConnId, Session, Sessions};
 
 /// A close the hub asks for.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +46,7 @@ pub trait Outbox {
 /// The hub's context for one input: the outbox, the sessions, the counters.
 pub struct Io<'a> {
     out: &'a mut dyn Outbox,
-    pub sessions: &'a mut HashMap<ConnId, Session>,
+    pub sessions: &'a mut Sessions,
     pub stats: &'a mut Stats,
     pub now: Instant,
     /// The per-socket soft cap (`[limits] max_queued_bytes`).
@@ -58,7 +58,7 @@ pub struct Io<'a> {
 impl<'a> Io<'a> {
     pub(super) fn new(
         out: &'a mut dyn Outbox,
-        sessions: &'a mut HashMap<ConnId, Session>,
+        sessions: &'a mut Sessions,
         stats: &'a mut Stats,
         now: Instant,
         soft_cap: usize,
@@ -101,22 +101,20 @@ impl<'a> Io<'a> {
     }
 
     pub fn session(&self, conn: ConnId) -> Option<&Session> {
-        self.sessions.get(&conn)
+        self.sessions.get(conn)
     }
 
     pub fn session_mut(&mut self, conn: ConnId) -> Option<&mut Session> {
-        self.sessions.get_mut(&conn)
+        self.sessions.get_mut(conn)
     }
 
     /// The dialect of a socket (JSON for anything without a session).
     pub fn dialect(&self, conn: ConnId) -> Dialect {
-        self.sessions
-            .get(&conn)
-            .map_or(Dialect::Json, |s| s.dialect)
+        self.sessions.get(conn).map_or(Dialect::Json, |s| s.dialect)
     }
 
     pub fn serial(&self, conn: ConnId) -> Option<u64> {
-        self.sessions.get(&conn).map(|s| s.serial)
+        self.sessions.get(conn).map(|s| s.serial)
     }
 
     /// Sends one event to one socket in its dialect.
@@ -143,7 +141,7 @@ impl<'a> Io<'a> {
     }
 
     fn close_with(&mut self, conn: ConnId, close: Close<'_>) {
-        if self.closed.contains(&conn) || !self.sessions.contains_key(&conn) {
+        if self.closed.contains(&conn) || !self.sessions.contains(conn) {
             return;
         }
         self.out.close(conn, close);

@@ -128,3 +128,57 @@ impl Session {
         }
     }
 }
+
+/// Every session, indexed by connection id. Connection ids are the loop's
+/// slab keys (small and dense), so a slot vector finds a session with one
+/// index on the fan-out path; each slot is a pointer until used.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    slots: Vec<Option<Box<Session>>>,
+    len: usize,
+}
+
+impl Sessions {
+    pub fn get(&self, conn: ConnId) -> Option<&Session> {
+        self.slots.get(conn)?.as_deref()
+    }
+
+    pub fn get_mut(&mut self, conn: ConnId) -> Option<&mut Session> {
+        self.slots.get_mut(conn)?.as_deref_mut()
+    }
+
+    pub fn contains(&self, conn: ConnId) -> bool {
+        self.get(conn).is_some()
+    }
+
+    /// Adds (or replaces) the session of `conn`.
+    pub fn insert(&mut self, conn: ConnId, s: Session) {
+        if conn >= self.slots.len() {
+            self.slots.resize_with(conn + 1, || None);
+        }
+        if self.slots[conn].replace(Box::new(s)).is_none() {
+            self.len += 1;
+        }
+    }
+
+    pub fn remove(&mut self, conn: ConnId) -> Option<Session> {
+        let s = self.slots.get_mut(conn)?.take()?;
+        self.len -= 1;
+        Some(*s)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (ConnId, &mut Session)> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, s.as_deref_mut()?)))
+    }
+}

@@ -61,6 +61,8 @@ pub struct Conn {
     pub lossy: bool,
     /// Reading stopped because the queue is over its soft cap (backpressure).
     pub read_paused: bool,
+    /// Plain HTTP requests answered on this connection (keep-alive).
+    pub requests_served: u32,
 }
 
 impl Conn {
@@ -87,6 +89,7 @@ impl Conn {
             in_hub: false,
             lossy: false,
             read_paused: false,
+            requests_served: 0,
         }
     }
 

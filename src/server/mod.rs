@@ -483,6 +483,12 @@ impl Server {
         let mut to_ping = Vec::new();
         for (key, c) in self.conns.iter_mut() {
             match c.phase {
+                // An idle keep-alive connection just ends; a half-sent head gets 408.
+                Phase::Head { deadline }
+                    if now >= deadline && c.requests_served > 0 && c.inbuf.is_empty() =>
+                {
+                    to_remove.push(key)
+                }
                 Phase::Head { deadline } if now >= deadline => to_close.push((key, true)),
                 Phase::Closing { deadline, .. } if now >= deadline => to_remove.push(key),
                 Phase::Open => {

@@ -143,6 +143,7 @@ impl Server {
                 };
                 c.out.push(ws::Frame::from(bytes));
                 c.phase = Phase::Head { deadline };
+                c.requests_served = c.requests_served.saturating_add(1);
                 mark_dirty(&mut self.dirty, c, key);
                 true
             }
