@@ -15,13 +15,14 @@
 //! `topics.rs` (fan-out), `browser.rs` (browser requests), `logs.rs` (log
 //! followers), `docker.rs` (Docker feed events), `agents.rs` (agents and
 //! metrics), `commands.rs` (relayed commands and the audit trail),
-//! `alerts.rs` (alert rules).
+//! `alerts.rs` (alert rules), `drive.rs` (arbitrary inputs, for fuzzing).
 
 mod agents;
 mod alerts;
 mod browser;
 mod commands;
 mod docker;
+mod drive;
 mod logs;
 mod outbox;
 mod session;
@@ -43,6 +44,7 @@ use crate::ws::close_code;
 pub use agents::ServerState;
 pub use browser::unix_now;
 pub use commands::{Audit, PendingCommand};
+pub use drive::{DRIVE_AGENT_KEY, drive_hub};
 pub use logs::{LOG_COALESCE, LogFollow};
 pub use outbox::{Close, Io, MemoryConn, MemoryOutbox, Outbox};
 pub use session::{AuthState, ConnId, Session, Sessions};

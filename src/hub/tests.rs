@@ -644,3 +644,40 @@ fn a_newer_agent_connection_replaces_the_older() {
     h.send(bad, &json!({"type": "auth", "api_key": "nope"}));
     assert_eq!(h.out.closed(bad).map(|c| c.0), Some(1008));
 }
+
+#[test]
+fn random_inputs_keep_the_invariants() {
+    use rand::{RngExt, SeedableRng};
+    // Messages a fuzzer would take long to find, mixed with random bytes.
+    let seeds: [&str; 12] = [
+        r#"{"type":"auth","api_key":"drive-agent-key"}"#,
+        r#"{"type":"metrics","cpu_percent":90}"#,
+        r#"{"type":"log","message":"x"}"#,
+        r#"{"type":"subscribe_metrics","server_id":"srv"}"#,
+        r#"{"type":"unsubscribe_metrics","server_id":"local"}"#,
+        r#"{"type":"start_log_stream","container_id":"web"}"#,
+        r#"{"type":"command","server_id":"srv","command":"id"}"#,
+        r#"{"type":"command_response","command_id":"x","exit_code":0}"#,
+        r#"{"type":"ping"}"#,
+        "40",
+        r#"42["subscribe_metrics",{"server_id":"srv"}]"#,
+        "3",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+    for _ in 0..300 {
+        let mut data = Vec::new();
+        for _ in 0..rng.random_range(1..80) {
+            data.push(rng.random::<u8>());
+            if rng.random_bool(0.7) {
+                let s = seeds[rng.random_range(0..seeds.len())].as_bytes();
+                data.push(s.len() as u8);
+                data.extend_from_slice(s);
+            } else {
+                let n: u8 = rng.random_range(0..40);
+                data.push(n);
+                data.extend((0..n).map(|_| rng.random::<u8>()));
+            }
+        }
+        drive_hub(&data);
+    }
+}

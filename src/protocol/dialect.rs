@@ -278,8 +278,7 @@ mod tests {
     use super::*;
 
     fn payload(f: &Frame) -> String {
-        let skip = if f[1] & 0x7f == 126 { 4 } else { 2 };
-        String::from_utf8(f[skip..].to_vec()).unwrap()
+        String::from_utf8(ws::frame_payload(f).to_vec()).unwrap()
     }
 
     #[test]

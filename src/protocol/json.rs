@@ -371,9 +371,7 @@ mod tests {
     use super::*;
 
     fn payload(f: &Frame) -> String {
-        // Server frames are unmasked: skip the 2 or 4 byte header.
-        let skip = if f[1] & 0x7f == 126 { 4 } else { 2 };
-        String::from_utf8(f[skip..].to_vec()).unwrap()
+        String::from_utf8(ws::frame_payload(f).to_vec()).unwrap()
     }
 
     #[test]
