@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::*;
-use dockwire::auth::{Role, hash_api_key, sign_token};
+use dockwire::auth::{Role, sign_token};
 use serde_json::{Value, json};
 
-const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
+/// The secret of every `agent_hub` (tokens here are signed directly).
+const SECRET: &[u8] = TEST_SECRET;
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -25,45 +26,7 @@ fn token(role: Role) -> String {
     sign_token(SECRET, "tester", role, Duration::from_secs(3600), now())
 }
 
-struct Hub {
-    d: Daemon,
-    keys: Vec<(String, String)>, // (key, server_id)
-}
-
-/// A hub with `n` agent keys and browser auth on.
-fn hub(n: usize, extra: &str) -> Hub {
-    let dir = temp_dir("hub");
-    let secret = dir.join("jwt.secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    let mut cfg = format!(
-        "metrics_interval = \"1h\"\n{extra}\n[auth]\njwt_secret_file = \"{}\"\n",
-        secret.display()
-    );
-    let mut keys = Vec::new();
-    for i in 0..n {
-        let key = format!("dwk_agent_key_{i}_{}", "k".repeat(20));
-        let sid = format!("srv-{i}");
-        cfg.push_str(&format!(
-            "[[agents]]\nname = \"agent-{i}\"\nkey_sha256 = \"{}\"\nserver_id = \"{sid}\"\n",
-            hash_api_key(&key)
-        ));
-        keys.push((key, sid));
-    }
-    Hub {
-        d: Daemon::start(&cfg),
-        keys,
-    }
-}
-
-fn fake_agent(h: &Hub, i: usize) -> Ws {
-    let mut a = connect(&h.d.url("/api/v1/agents/ws"));
-    send_json(&mut a, &json!({"type": "auth", "api_key": h.keys[i].0}));
-    let ok = wait_type(&mut a, "auth_success", Duration::from_secs(5));
-    assert_eq!(ok["server_id"], h.keys[i].1.as_str());
-    a
-}
-
-fn browser(h: &Hub, path: &str, role: Role) -> Ws {
+fn browser(h: &AgentHub, path: &str, role: Role) -> Ws {
     let mut b = connect(&h.d.url(path));
     send_json(&mut b, &json!({"type": "auth", "token": token(role)}));
     wait_type(&mut b, "auth_success", Duration::from_secs(5));
@@ -82,7 +45,7 @@ fn assert_silent(ws: &mut Ws, kind: &str, within: Duration) {
 
 #[test]
 fn agent_keys_good_bad_and_replacement() {
-    let h = hub(2, "");
+    let h = agent_hub(2, "");
     let mut a = fake_agent(&h, 0);
 
     for bad in [
@@ -110,7 +73,7 @@ fn agent_keys_good_bad_and_replacement() {
 
 #[test]
 fn agent_bad_input_gets_error_and_stays() {
-    let h = hub(1, "");
+    let h = agent_hub(1, "");
     let mut a = fake_agent(&h, 0);
     for bad in ["not json", r#"{"type":"dance"}"#, "[1,2]"] {
         a.send(tungstenite::Message::text(bad)).unwrap();
@@ -142,7 +105,7 @@ fn b64(v: &Value) -> String {
 
 #[test]
 fn every_bad_token_kind_is_refused_with_1008() {
-    let h = hub(0, "");
+    let h = agent_hub(0, "");
     let payload = json!({"sub": "x", "role": "admin", "exp": now() + 3600});
     let other_secret = sign_token(
         b"another-secret-another-secret-xx",
@@ -243,7 +206,7 @@ fn every_bad_token_kind_is_refused_with_1008() {
 
 #[test]
 fn unauthenticated_socket_is_closed_after_auth_timeout() {
-    let h = hub(0, "[limits]\nauth_timeout = \"1s\"\n");
+    let h = agent_hub(0, "[limits]\nauth_timeout = \"1s\"\n");
     let mut b = connect(&h.d.url("/api/v1/ws"));
     let e = wait_type(&mut b, "error", Duration::from_secs(5));
     assert!(e["message"].as_str().unwrap().contains("timed out"));
@@ -252,7 +215,7 @@ fn unauthenticated_socket_is_closed_after_auth_timeout() {
 
 #[test]
 fn metrics_and_logs_reach_the_right_browsers_only() {
-    let h = hub(2, "");
+    let h = agent_hub(2, "");
     let mut a0 = fake_agent(&h, 0);
     let mut a1 = fake_agent(&h, 1);
     let mut m0 = browser(&h, "/api/v1/ws/metrics/srv-0", Role::Viewer);
@@ -313,7 +276,7 @@ fn metrics_and_logs_reach_the_right_browsers_only() {
 #[test]
 fn commands_roles_relay_timeout_and_disconnect() {
     let audit = temp_dir("audit").join("audit.jsonl");
-    let h = hub(
+    let h = agent_hub(
         1,
         &format!(
             "[commands]\ntimeout = \"1s\"\naudit_log = \"{}\"\n",
@@ -425,7 +388,7 @@ fn commands_roles_relay_timeout_and_disconnect() {
 
 #[test]
 fn alerts_fire_and_resolve() {
-    let h = hub(
+    let h = agent_hub(
         1,
         "[[alerts]]\nrule = \"cpu_percent > 90 for 300ms\"\n[[alerts]]\nrule = \"agent_offline for 500ms\"\n",
     );
@@ -455,7 +418,7 @@ fn alerts_fire_and_resolve() {
 #[test]
 fn thousand_agents_with_metrics_flowing() {
     let n = 1000;
-    let h = hub(n, "");
+    let h = agent_hub(n, "");
     let mut watchers: Vec<Ws> = (0..10)
         .map(|i| {
             browser(
@@ -490,7 +453,7 @@ impl Drop for AgentProc {
     }
 }
 
-fn spawn_agent(h: &Hub, i: usize, args: &[&str]) -> AgentProc {
+fn spawn_agent(h: &AgentHub, i: usize, args: &[&str]) -> AgentProc {
     let dir = temp_dir("agent");
     let key_file = dir.join("key");
     std::fs::write(&key_file, format!("{}\n", h.keys[i].0)).unwrap();
@@ -508,7 +471,7 @@ fn spawn_agent(h: &Hub, i: usize, args: &[&str]) -> AgentProc {
     AgentProc(child)
 }
 
-fn wait_agents(h: &Hub, n: f64, within: Duration) {
+fn wait_agents(h: &AgentHub, n: f64, within: Duration) {
     let deadline = Instant::now() + within;
     while h.d.metric("dockwire_agents_connected") != Some(n) {
         assert!(
@@ -521,7 +484,7 @@ fn wait_agents(h: &Hub, n: f64, within: Duration) {
 
 #[test]
 fn real_agent_metrics_allowlist_and_kill_mid_command() {
-    let h = hub(1, "");
+    let h = agent_hub(1, "");
     let _agent = spawn_agent(
         &h,
         0,
@@ -563,7 +526,7 @@ fn real_agent_metrics_allowlist_and_kill_mid_command() {
 
 #[test]
 fn real_agent_killed_mid_command() {
-    let h = hub(1, "");
+    let h = agent_hub(1, "");
     let mut agent = spawn_agent(&h, 0, &["--allow-command", "sleep 5"]);
     wait_agents(&h, 1.0, Duration::from_secs(10));
     let mut admin = browser(&h, "/api/v1/ws", Role::Admin);
@@ -582,7 +545,7 @@ fn real_agent_killed_mid_command() {
 
 #[test]
 fn real_agent_follows_rotated_log_file() {
-    let h = hub(1, "");
+    let h = agent_hub(1, "");
     let dir = temp_dir("logs");
     let log = dir.join("app.log");
     std::fs::write(&log, "old line before start\n").unwrap();
@@ -623,7 +586,7 @@ fn real_agent_follows_rotated_log_file() {
 
 #[test]
 fn real_agent_reconnects_after_hub_restart() {
-    let mut h = hub(1, "");
+    let mut h = agent_hub(1, "");
     let _agent = spawn_agent(&h, 0, &["--metrics-interval", "300ms"]);
     wait_agents(&h, 1.0, Duration::from_secs(10));
     // Restart the hub on the same port with the same config.

@@ -23,25 +23,6 @@ use tungstenite::stream::MaybeTlsStream;
 
 // ---------------------------------------------------------------- helpers
 
-/// A masked (client-to-server) WebSocket frame.
-fn masked(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-    let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
-    let len = payload.len();
-    if len < 126 {
-        f.push(0x80 | len as u8);
-    } else if len < 65536 {
-        f.push(0x80 | 126);
-        f.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        f.push(0x80 | 127);
-        f.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
-}
-
 fn masked_text(s: &str) -> Vec<u8> {
     masked(0x1, true, s.as_bytes())
 }
@@ -99,14 +80,6 @@ fn raw_ws(addr: SocketAddr, path: &str) -> TcpStream {
     s
 }
 
-fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// `dockwire token --secret-file F --sub NAME --role ROLE --ttl 1h`.
 fn make_token(secret_file: &Path, role: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_dockwire"))
@@ -124,50 +97,15 @@ fn make_token(secret_file: &Path, role: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A daemon with browser auth on and `agents` agent keys (server ids srv-0...).
-struct Hub {
-    d: Daemon,
-    secret: PathBuf,
-    keys: Vec<(String, String)>, // (key, server_id)
-}
-
-/// `top`: top-level keys; `tables`: extra TOML tables (e.g. `[limits]`).
-fn hub(agents: usize, top: &str, tables: &str) -> Hub {
-    let sdir = temp_dir("attack-secret");
-    let secret = write_secret(&sdir);
-    let mut cfg = format!(
-        "metrics_interval = \"1h\"\n{top}\n{tables}\n[auth]\njwt_secret_file = \"{}\"\n",
-        secret.display()
-    );
-    let mut keys = Vec::new();
-    for i in 0..agents {
-        let key = format!("dwk_attack_key_{i}_{}", "q".repeat(24));
-        let sid = format!("srv-{i}");
-        cfg.push_str(&format!(
-            "[[agents]]\nname = \"agent-{i}\"\nkey_sha256 = \"{}\"\nserver_id = \"{sid}\"\n",
-            sha256_hex(&key)
-        ));
-        keys.push((key, sid));
-    }
-    Hub {
-        d: Daemon::start(&cfg),
-        secret,
-        keys,
-    }
-}
-
-fn fake_agent(h: &Hub, i: usize) -> Ws {
-    let mut a = connect(&h.d.url("/api/v1/agents/ws"));
-    send_json(&mut a, &json!({"type": "auth", "api_key": h.keys[i].0}));
-    let ok = wait_type(&mut a, "auth_success", Duration::from_secs(5));
-    assert_eq!(ok["server_id"], h.keys[i].1.as_str());
-    if let MaybeTlsStream::Plain(s) = a.get_ref() {
-        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    }
+/// `fake_agent` whose writes fail after 10 s instead of blocking (some tests
+/// push megabytes through it).
+fn bounded_agent(h: &AgentHub, i: usize) -> Ws {
+    let a = fake_agent(h, i);
+    set_write_timeout(&a, Duration::from_secs(10));
     a
 }
 
-fn authenticate(h: &Hub, ws: &mut Ws, role: &str) {
+fn authenticate(h: &AgentHub, ws: &mut Ws, role: &str) {
     send_json(
         ws,
         &json!({"type": "auth", "token": make_token(&h.secret, role)}),
@@ -175,7 +113,7 @@ fn authenticate(h: &Hub, ws: &mut Ws, role: &str) {
     wait_type(ws, "auth_success", Duration::from_secs(5));
 }
 
-fn browser(h: &Hub, path: &str, role: &str) -> Ws {
+fn browser(h: &AgentHub, path: &str, role: &str) -> Ws {
     let mut b = connect(&h.d.url(path));
     authenticate(h, &mut b, role);
     b
@@ -202,37 +140,6 @@ fn connect_small_rcvbuf(d: &Daemon, path: &str) -> Ws {
 fn write_raw(ws: &mut Ws, bytes: &[u8]) {
     ws.get_mut().write_all(bytes).expect("raw write");
     ws.get_mut().flush().unwrap();
-}
-
-/// How a read-until-close ended (fields are shown through Debug).
-#[derive(Debug)]
-#[allow(dead_code)]
-enum CloseSeen {
-    Code(u16),
-    NoCloseFrame(String),
-    Timeout,
-}
-
-/// Reads everything until a close frame, the end of the connection or the
-/// deadline; returns how it ended and the text messages seen on the way.
-fn read_to_close(ws: &mut Ws, within: Duration) -> (CloseSeen, Vec<String>) {
-    let deadline = Instant::now() + within;
-    let mut texts = Vec::new();
-    while Instant::now() < deadline {
-        match ws.read() {
-            Ok(Message::Close(Some(f))) => return (CloseSeen::Code(f.code.into()), texts),
-            Ok(Message::Close(None)) => return (CloseSeen::Code(1005), texts),
-            Ok(Message::Text(t)) => texts.push(t.as_str().to_string()),
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return (CloseSeen::NoCloseFrame(e.to_string()), texts),
-        }
-    }
-    (CloseSeen::Timeout, texts)
 }
 
 /// Spawns `dockwire serve --config F` for a config we write in full.
@@ -372,7 +279,7 @@ fn assert_flood_bounded(path: &str, (start, peak, ended): (u64, u64, String)) {
 
 #[test]
 fn hole01_ping_flood_before_auth_is_bounded_agent_endpoint() {
-    let h = hub(0, "", "");
+    let h = agent_hub(0, "");
     let r = ping_flood(&h.d, "/api/v1/agents/ws");
     assert_flood_bounded("/api/v1/agents/ws", r);
     h.d.healthz();
@@ -380,7 +287,7 @@ fn hole01_ping_flood_before_auth_is_bounded_agent_endpoint() {
 
 #[test]
 fn hole01_ping_flood_before_auth_is_bounded_browser_endpoint() {
-    let h = hub(0, "", "");
+    let h = agent_hub(0, "");
     let r = ping_flood(&h.d, "/api/v1/ws");
     assert_flood_bounded("/api/v1/ws", r);
     h.d.healthz();
@@ -509,7 +416,7 @@ fn hole02_non_loopback_listen_without_auth_refuses_to_start() {
 
 #[test]
 fn hole03_containers_api_requires_a_token_when_auth_is_on() {
-    let h = hub(0, "", "");
+    let h = agent_hub(0, "");
     let host = h.d.addr.to_string();
     let (st, head) = request_head(h.d.addr, &get_with_host("/api/v1/containers", &host, ""));
     assert_eq!(
@@ -539,8 +446,8 @@ fn hole03_containers_api_requires_a_token_when_auth_is_on() {
 
 #[test]
 fn hole05_agent_burst_over_256_messages_still_delivers_command_response() {
-    let h = hub(1, "", "");
-    let mut agent = fake_agent(&h, 0);
+    let h = agent_hub(1, "");
+    let mut agent = bounded_agent(&h, 0);
     let mut admin = browser(&h, "/api/v1/ws", "admin");
     send_json(
         &mut admin,
@@ -605,36 +512,6 @@ fn hole05_browser_300_pings_in_one_write_get_300_pongs() {
 
 // ---------------------------------- 7. Socket.IO gets Socket.IO packets
 
-/// A raw Socket.IO v4 client: OPEN, CONNECT, CONNECT ack.
-fn sio_connect(d: &Daemon) -> Ws {
-    let mut ws = connect(&d.url("/socket.io/?EIO=4&transport=websocket"));
-    let open = sio_text(&mut ws, Duration::from_secs(5)).expect("open packet");
-    assert!(open.starts_with("0{"), "{open}");
-    ws.send(Message::text("40")).unwrap();
-    let ok = sio_text(&mut ws, Duration::from_secs(5)).expect("connect ack");
-    assert!(ok.starts_with("40"), "{ok}");
-    ws
-}
-
-/// Next text frame (Engine.IO pings answered).
-fn sio_text(ws: &mut Ws, within: Duration) -> Option<String> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        match ws.read() {
-            Ok(Message::Text(t)) if t.as_str() == "2" => ws.send(Message::text("3")).unwrap(),
-            Ok(Message::Text(t)) => return Some(t.as_str().to_string()),
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return None,
-        }
-    }
-    None
-}
-
 /// Every text frame within `within`.
 fn sio_collect(ws: &mut Ws, within: Duration) -> Vec<String> {
     let deadline = Instant::now() + within;
@@ -693,8 +570,8 @@ fn hole07_socketio_ping_and_metrics_are_socketio_packets() {
 
 #[test]
 fn hole08_slow_consumer_past_hard_cap_gets_close_1013() {
-    let h = hub(1, "", "[limits]\nmax_queued_bytes = \"64KiB\"\n");
-    let mut agent = fake_agent(&h, 0);
+    let h = agent_hub(1, "[limits]\nmax_queued_bytes = \"64KiB\"\n");
+    let mut agent = bounded_agent(&h, 0);
     let mut slow = connect_small_rcvbuf(&h.d, "/api/v1/ws");
     authenticate(&h, &mut slow, "viewer");
     send_json(
@@ -742,8 +619,8 @@ fn hole08_slow_consumer_past_hard_cap_gets_close_1013() {
 
 #[test]
 fn hole09_slow_server_logs_subscriber_is_told_log_dropped() {
-    let h = hub(1, "", "[limits]\nmax_queued_bytes = \"64KiB\"\n");
-    let mut agent = fake_agent(&h, 0);
+    let h = agent_hub(1, "[limits]\nmax_queued_bytes = \"64KiB\"\n");
+    let mut agent = bounded_agent(&h, 0);
     let mut slow = connect_small_rcvbuf(&h.d, "/api/v1/ws/logs/srv-0");
     authenticate(&h, &mut slow, "viewer");
     std::thread::sleep(Duration::from_millis(300));
@@ -788,8 +665,8 @@ fn hole09_slow_server_logs_subscriber_is_told_log_dropped() {
 
 #[test]
 fn hole10_docker_response_to_a_shell_command_is_not_forwarded() {
-    let h = hub(1, "", "[commands]\ntimeout = \"2s\"\n");
-    let mut agent = fake_agent(&h, 0);
+    let h = agent_hub(1, "[commands]\ntimeout = \"2s\"\n");
+    let mut agent = bounded_agent(&h, 0);
     let mut admin = browser(&h, "/api/v1/ws", "admin");
     send_json(
         &mut admin,
@@ -835,7 +712,7 @@ fn jwt_like(total: usize) -> String {
     )
 }
 
-fn auth_error_for(h: &Hub, token: &str) -> String {
+fn auth_error_for(h: &AgentHub, token: &str) -> String {
     let mut b = connect(&h.d.url("/api/v1/ws"));
     send_json(&mut b, &json!({"type": "auth", "token": token}));
     let e = wait_type(&mut b, "error", Duration::from_secs(5));
@@ -844,7 +721,7 @@ fn auth_error_for(h: &Hub, token: &str) -> String {
 
 #[test]
 fn hole11_long_token_gets_an_invalid_token_error() {
-    let h = hub(0, "", "");
+    let h = agent_hub(0, "");
     let mut wrong = Vec::new();
     let six = jwt_like(6 * 1024);
     assert_eq!(six.len(), 6 * 1024);

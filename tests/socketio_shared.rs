@@ -10,32 +10,15 @@ use common::*;
 use serde_json::{Value, json};
 use tungstenite::Message;
 
-/// A raw Socket.IO v4 client over WebSocket: open packet, CONNECT, events.
-fn sio_connect(d: &Daemon) -> Ws {
-    let mut ws = connect(&d.url("/socket.io/?EIO=4&transport=websocket"));
-    let open = read_text(&mut ws, Duration::from_secs(5)).expect("open packet");
-    assert!(open.starts_with("0{"), "{open}");
+/// A raw Socket.IO v4 client (`sio_handshake`), checking the open packet's
+/// parameters and the CONNECT ack's sid too.
+fn sio_client(d: &Daemon) -> Ws {
+    let (ws, open, ack) = sio_handshake(d);
     let params: Value = serde_json::from_str(&open[1..]).unwrap();
     assert_eq!(params["upgrades"], json!([]));
     assert!(params["pingInterval"].as_u64().is_some());
-    ws.send(Message::text("40")).unwrap();
-    let ok = read_text(&mut ws, Duration::from_secs(5)).expect("connect ack");
-    assert!(ok.starts_with("40{\"sid\""), "{ok}");
+    assert!(ack.starts_with("40{\"sid\""), "{ack}");
     ws
-}
-
-fn read_text(ws: &mut Ws, within: Duration) -> Option<String> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        match ws.read() {
-            Ok(Message::Text(t)) if t.as_str() == "2" => ws.send(Message::text("3")).unwrap(),
-            Ok(Message::Text(t)) => return Some(t.as_str().to_string()),
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return None,
-        }
-    }
-    None
 }
 
 /// Log lines from a Socket.IO `42["log_update",{...}]` event.
@@ -43,7 +26,7 @@ fn sio_lines(ws: &mut Ws, id: &str, want: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while lines.len() < want && Instant::now() < deadline {
-        let Some(t) = read_text(ws, Duration::from_millis(200)) else {
+        let Some(t) = sio_text(ws, Duration::from_millis(200)) else {
             continue;
         };
         let Some(body) = t.strip_prefix("42") else {
@@ -94,7 +77,7 @@ fn each_batch_is_encoded_once_per_dialect() {
         .collect();
     let mut sio_clients: Vec<Ws> = (0..5)
         .map(|_| {
-            let mut ws = sio_connect(&d);
+            let mut ws = sio_client(&d);
             ws.send(Message::text(format!(
                 r#"42["start_log_stream",{{"container_id":"{name}"}}]"#
             )))

@@ -63,6 +63,8 @@ pub struct Conn {
     pub read_paused: bool,
     /// Plain HTTP requests answered on this connection (keep-alive).
     pub requests_served: u32,
+    /// In the loop's backlog (serviced again next iteration).
+    pub in_backlog: bool,
 }
 
 impl Conn {
@@ -90,6 +92,7 @@ impl Conn {
             lossy: false,
             read_paused: false,
             requests_served: 0,
+            in_backlog: false,
         }
     }
 

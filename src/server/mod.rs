@@ -221,7 +221,10 @@ impl Server {
                 self.accept(started);
             }
             for key in std::mem::take(&mut self.backlog) {
-                self.on_readable(key, started);
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.in_backlog = false;
+                    self.on_readable(key, started);
+                }
             }
             for event in &events {
                 match event.token() {
@@ -337,6 +340,11 @@ impl Server {
             SocketResult::Continue => self.come_back(key),
             SocketResult::Closed | SocketResult::Error => {
                 if let Some(c) = self.conns.get(key) {
+                    if matches!(c.phase, Phase::Open) && !c.inbuf.is_empty() {
+                        // Messages it sent before its EOF are still handled
+                        // (the backlog brings it back); then it goes.
+                        return self.come_back(key);
+                    }
                     // A peer that half-closed may still take what we queued.
                     if c.out.is_empty() || !c.is_closing() {
                         self.remove(key);
@@ -349,7 +357,9 @@ impl Server {
 
     /// Services `key` again next iteration (it stopped at a cap).
     pub(super) fn come_back(&mut self, key: usize) {
-        if self.conns.contains(key) && !self.backlog.contains(&key) {
+        if let Some(c) = self.conns.get_mut(key)
+            && !std::mem::replace(&mut c.in_backlog, true)
+        {
             self.backlog.push(key);
         }
     }
@@ -461,8 +471,8 @@ impl Server {
         };
         let _ = self.poll.registry().deregister(c.transport.source());
         self.stats.conn_closed(c.endpoint);
-        self.backlog.retain(|k| *k != key);
-        // This key may still be in `dirty`; the slab lookup ignores it.
+        // This key may still be in `dirty` or `backlog`; the slab lookup
+        // ignores it, or a new connection with the key gets one spare read.
     }
 
     fn drain_feed(&mut self, now: Instant) {

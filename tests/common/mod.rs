@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
@@ -216,25 +216,38 @@ pub fn set_timeout(ws: &Ws, d: Duration) {
     }
 }
 
+/// Makes writes on `ws` fail after `d` instead of blocking.
+pub fn set_write_timeout(ws: &Ws, d: Duration) {
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_write_timeout(Some(d)).unwrap();
+    }
+}
+
 pub fn send_json(ws: &mut Ws, v: &Value) {
     ws.send(Message::text(v.to_string())).expect("send");
 }
 
-/// Next WebSocket message before `deadline`: `None` on timeout or when the
-/// connection is gone.
-fn read_until(ws: &mut Ws, deadline: Instant) -> Option<Message> {
+/// Next WebSocket message before `deadline`: `Ok(None)` on timeout, the
+/// error when the connection failed or is gone.
+fn try_read_until(ws: &mut Ws, deadline: Instant) -> Result<Option<Message>, tungstenite::Error> {
     while Instant::now() < deadline {
         match ws.read() {
-            Ok(m) => return Some(m),
+            Ok(m) => return Ok(Some(m)),
             Err(tungstenite::Error::Io(e))
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
-            Err(_) => return None,
+            Err(e) => return Err(e),
         }
     }
-    None
+    Ok(None)
+}
+
+/// Next WebSocket message before `deadline`: `None` on timeout or when the
+/// connection is gone.
+fn read_until(ws: &mut Ws, deadline: Instant) -> Option<Message> {
+    try_read_until(ws, deadline).ok().flatten()
 }
 
 /// Next JSON text message within `within`, or None.
@@ -273,6 +286,83 @@ pub fn wait_close(ws: &mut Ws, within: Duration) -> Option<u16> {
     }
 }
 
+/// How a read-until-close ended (fields are shown through Debug).
+#[derive(Debug)]
+pub enum CloseSeen {
+    Code(u16),
+    NoCloseFrame(String),
+    Timeout,
+}
+
+/// Reads everything until a close frame, the end of the connection or the
+/// deadline; returns how it ended and the text messages seen on the way.
+pub fn read_to_close(ws: &mut Ws, within: Duration) -> (CloseSeen, Vec<String>) {
+    let deadline = Instant::now() + within;
+    let mut texts = Vec::new();
+    loop {
+        match try_read_until(ws, deadline) {
+            Ok(Some(Message::Close(Some(f)))) => return (CloseSeen::Code(f.code.into()), texts),
+            Ok(Some(Message::Close(None))) => return (CloseSeen::Code(1005), texts),
+            Ok(Some(Message::Text(t))) => texts.push(t.as_str().to_string()),
+            Ok(Some(_)) => {}
+            Ok(None) => return (CloseSeen::Timeout, texts),
+            Err(e) => return (CloseSeen::NoCloseFrame(e.to_string()), texts),
+        }
+    }
+}
+
+/// A masked (client-to-server) WebSocket frame, built here rather than by the
+/// library so the tests check the daemon against the wire format itself.
+pub fn masked(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
+    let len = payload.len();
+    if len < 126 {
+        f.push(0x80 | len as u8);
+    } else if len < 65536 {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        f.push(0x80 | 127);
+        f.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// A raw Socket.IO v4 client over WebSocket: the Engine.IO open packet
+/// (`0{...}`), CONNECT (`40`) and its ack (`40...`). Returns the socket, the
+/// open packet and the ack, for callers that check more of them.
+pub fn sio_handshake(d: &Daemon) -> (Ws, String, String) {
+    let mut ws = connect(&d.url("/socket.io/?EIO=4&transport=websocket"));
+    let open = sio_text(&mut ws, Duration::from_secs(5)).expect("open packet");
+    assert!(open.starts_with("0{"), "{open}");
+    ws.send(Message::text("40")).unwrap();
+    let ack = sio_text(&mut ws, Duration::from_secs(5)).expect("connect ack");
+    assert!(ack.starts_with("40"), "{ack}");
+    (ws, open, ack)
+}
+
+/// A connected raw Socket.IO v4 client (see [`sio_handshake`]).
+pub fn sio_connect(d: &Daemon) -> Ws {
+    sio_handshake(d).0
+}
+
+/// Next Socket.IO text frame within `within` (Engine.IO pings `2` are
+/// answered with `3` on the way); `None` on timeout or when the connection
+/// is gone.
+pub fn sio_text(ws: &mut Ws, within: Duration) -> Option<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        match read_until(ws, deadline)? {
+            Message::Text(t) if t.as_str() == "2" => ws.send(Message::text("3")).unwrap(),
+            Message::Text(t) => return Some(t.as_str().to_string()),
+            _ => {}
+        }
+    }
+}
+
 /// A valid raw upgrade request for `path`.
 pub fn upgrade_request(addr: SocketAddr, path: &str, extra: &str) -> String {
     format!(
@@ -281,11 +371,72 @@ pub fn upgrade_request(addr: SocketAddr, path: &str, extra: &str) -> String {
     )
 }
 
-/// Writes a secret file and returns its path.
+/// The JWT secret of the test daemons (as the daemon loads it from the file
+/// [`write_secret`] writes: trailing newlines stripped).
+pub const TEST_SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
+
+/// Writes a secret file (`TEST_SECRET` and a newline) and returns its path.
 pub fn write_secret(dir: &Path) -> PathBuf {
     let p = dir.join("jwt.secret");
-    std::fs::write(&p, "0123456789abcdef0123456789abcdef-test-secret\n").unwrap();
+    let mut contents = TEST_SECRET.to_vec();
+    contents.push(b'\n');
+    std::fs::write(&p, contents).unwrap();
     p
+}
+
+/// Lowercase hex SHA-256, as a `key_sha256` config value wants (computed
+/// here, not by the library, so the tests follow the documented format).
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A daemon with browser auth on (`[auth] jwt_secret_file` at `secret`,
+/// holding [`TEST_SECRET`]) and agent keys: `keys[i]` is (key, server id)
+/// for `[[agents]]` entry `agent-{i}` with server id `srv-{i}`.
+pub struct AgentHub {
+    pub d: Daemon,
+    pub secret: PathBuf,
+    pub keys: Vec<(String, String)>,
+}
+
+/// An [`AgentHub`] with `n` agent keys and `metrics_interval = "1h"`.
+/// `extra` is TOML placed before `[auth]`: top-level keys first, then any
+/// tables (e.g. `[limits]`).
+pub fn agent_hub(n: usize, extra: &str) -> AgentHub {
+    let secret = write_secret(&temp_dir("hub"));
+    let mut cfg = format!(
+        "metrics_interval = \"1h\"\n{extra}\n[auth]\njwt_secret_file = \"{}\"\n",
+        secret.display()
+    );
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let key = format!("dwk_agent_key_{i}_{}", "k".repeat(20));
+        let sid = format!("srv-{i}");
+        cfg.push_str(&format!(
+            "[[agents]]\nname = \"agent-{i}\"\nkey_sha256 = \"{}\"\nserver_id = \"{sid}\"\n",
+            sha256_hex(&key)
+        ));
+        keys.push((key, sid));
+    }
+    AgentHub {
+        d: Daemon::start(&cfg),
+        secret,
+        keys,
+    }
+}
+
+/// A fake agent on `/api/v1/agents/ws`, authenticated with key `i` of `h`
+/// (its `auth_success` names the key's server id).
+pub fn fake_agent(h: &AgentHub, i: usize) -> Ws {
+    let mut a = connect(&h.d.url("/api/v1/agents/ws"));
+    send_json(&mut a, &json!({"type": "auth", "api_key": h.keys[i].0}));
+    let ok = wait_type(&mut a, "auth_success", Duration::from_secs(5));
+    assert_eq!(ok["server_id"], h.keys[i].1.as_str());
+    a
 }
 
 /// Docker: env for tests that need the engine; None when not configured.
