@@ -14,7 +14,7 @@
 #             when that file exists.
 #   build     cargo build --workspace --bins
 # Stages (DOCKWIRE_STAGES, space-separated, default "systemd cargo autobahn
-# clients loadtest"):
+# clients loadtest fuzz"):
 #   systemd   scripts/check-systemd.sh: systemd/dockwire.service hardening
 #             (systemd-analyze security exposure at most 2.0).
 #   cargo     cargo nextest run --workspace --no-fail-fast (settings in
@@ -28,6 +28,8 @@
 #             DOCKWIRE_TEST_IMAGE, DOCKWIRE_TESTENV and DOCKWIRE_BIN (absolute
 #             path of target/debug/dockwire) in its environment.
 #   loadtest  scripts/loadtest-smoke.sh when present, same environment.
+#   fuzz      scripts/fuzz.sh with DOCKWIRE_FUZZ_SECONDS (default 10) per
+#             target: every fuzz target briefly, from its seed corpus.
 # Every step has a time limit. A summary of the steps, with their times, is
 # printed at the end.
 # shellcheck disable=SC2317  # functions run indirectly, through stage()
@@ -36,12 +38,12 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
-STAGES=${DOCKWIRE_STAGES:-"systemd cargo autobahn clients loadtest"}
+STAGES=${DOCKWIRE_STAGES:-"systemd cargo autobahn clients loadtest fuzz"}
 for s in $STAGES; do
     case $s in
-    systemd | cargo | autobahn | clients | loadtest) ;;
+    systemd | cargo | autobahn | clients | loadtest | fuzz) ;;
     *)
-        echo "test.sh: unknown stage '$s' (known: systemd cargo autobahn clients loadtest)" >&2
+        echo "test.sh: unknown stage '$s' (known: systemd cargo autobahn clients loadtest fuzz)" >&2
         exit 2
         ;;
     esac
@@ -253,6 +255,10 @@ if want loadtest; then
     else
         skip loadtest "no scripts/loadtest-smoke.sh"
     fi
+fi
+
+if want fuzz; then
+    stage fuzz timeout -k 30 2400 scripts/fuzz.sh "${DOCKWIRE_FUZZ_SECONDS:-10}" || true
 fi
 
 summary

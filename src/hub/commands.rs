@@ -53,17 +53,30 @@ impl PendingCommand {
 const AUDIT_QUEUE: usize = 4096;
 
 /// Where audit records go: a JSON-lines file, or the `audit` log target,
-/// written by a thread of its own.
+/// written by a thread of its own (started with the first record).
 pub struct Audit {
+    path: Option<std::path::PathBuf>,
     tx: Option<Sender<String>>,
+    started: bool,
     /// Records lost because the writer fell behind (queue full).
     pub lost: u64,
 }
 
 impl Audit {
     pub fn open(path: Option<&Path>) -> Self {
-        let file = path.and_then(
-            |p| match OpenOptions::new().create(true).append(true).open(p) {
+        Audit {
+            path: path.map(Path::to_path_buf),
+            tx: None,
+            started: false,
+            lost: 0,
+        }
+    }
+
+    /// Opens the file and starts the writer thread.
+    fn start(&mut self) {
+        self.started = true;
+        let file = self.path.as_deref().and_then(|p| {
+            match OpenOptions::new().create(true).append(true).open(p) {
                 Ok(f) => Some(f),
                 Err(e) => {
                     log::error!(
@@ -72,8 +85,8 @@ impl Audit {
                     );
                     None
                 }
-            },
-        );
+            }
+        });
         let (tx, rx) = crossbeam_channel::bounded::<String>(AUDIT_QUEUE);
         let spawned = std::thread::Builder::new()
             .name("dockwire-audit".into())
@@ -90,17 +103,16 @@ impl Audit {
                     }
                 }
             });
-        let tx = match spawned {
-            Ok(_) => Some(tx),
-            Err(e) => {
-                log::error!("could not start the audit writer: {e}; auditing to stderr");
-                None
-            }
-        };
-        Audit { tx, lost: 0 }
+        match spawned {
+            Ok(_) => self.tx = Some(tx),
+            Err(e) => log::error!("could not start the audit writer: {e}; auditing to stderr"),
+        }
     }
 
     fn write(&mut self, line: String) {
+        if !self.started {
+            self.start();
+        }
         let Some(tx) = &self.tx else {
             log::info!(target: "audit", "{line}");
             return;

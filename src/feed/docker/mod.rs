@@ -30,7 +30,7 @@
 
 mod engine;
 mod follow;
-mod lines;
+pub mod lines;
 mod runtime;
 
 use std::sync::Arc;
