@@ -285,7 +285,8 @@ impl State {
                     .resolve_container(&container_id)
                     .unwrap_or(container_id.clone());
                 let key = self.log_key(&id);
-                if !io.session(conn).is_some_and(|s| s.is_subscribed(&key)) {
+                let topic_id = self.topics.id_of(&key);
+                if !io.session(conn).is_some_and(|s| s.is_subscribed(topic_id)) {
                     return Err(format!("no log stream for {}", shown(&container_id)));
                 }
                 self.leave_topic(io, &key, conn);

@@ -24,7 +24,7 @@ use crate::feed::{DockerRequest, LogLine};
 use crate::protocol::json::Event;
 
 use super::session::ConnId;
-use super::topics::{Publish, TopicKey, Topics};
+use super::topics::{Publish, TopicKey};
 use super::{Io, State};
 
 /// A `log_update` frame carries at most this many bytes of lines.
@@ -115,10 +115,11 @@ impl State {
     /// `start_log_stream` for an already resolved container id.
     pub(super) fn subscribe_logs(&mut self, io: &mut Io<'_>, conn: ConnId, id: &str, tail: usize) {
         let key = self.log_key(id);
-        if io.session(conn).is_some_and(|s| s.is_subscribed(&key)) {
+        let topic_id = self.topics.id_of(&key);
+        if io.session(conn).is_some_and(|s| s.is_subscribed(topic_id)) {
             return; // already streaming: starting again is a no-op
         }
-        if !Topics::note_subscribed(io, &key, conn) {
+        if !self.topics.note_subscribed(io, &key, conn) {
             return;
         }
         let tail = tail.min(LOG_HISTORY_LINES);
@@ -288,6 +289,9 @@ impl State {
             self.send_live(io, &key, held);
         }
         self.follows.remove(&follow_id);
+        let Some(id) = self.topics.id_of(&key) else {
+            return;
+        };
         let Some(topic) = self.topics.remove(&key) else {
             return;
         };
@@ -311,9 +315,9 @@ impl State {
         let everyone: Vec<ConnId> = topic.subs.all().chain(waiting).collect();
         for c in everyone {
             if let Some(s) = io.session_mut(c) {
-                s.topics.retain(|k| k != &key);
-                s.dropped.retain(|(k, _)| k != &key);
+                s.topics.retain(|t| *t != id);
             }
+            io.sessions.forget_dropped(c, &key);
         }
     }
 

@@ -48,7 +48,9 @@ pub use drive::{DRIVE_AGENT_KEY, drive_hub};
 pub use logs::{LOG_COALESCE, LogFollow};
 pub use outbox::{Close, Io, MemoryConn, MemoryOutbox, Outbox};
 pub use session::{AuthState, ConnId, Session, Sessions};
-pub use topics::{DialectSets, Publish, SubscriberSet, Topic, TopicKey, Topics, drained_below};
+pub use topics::{
+    DialectSets, Publish, SubscriberSet, Topic, TopicId, TopicKey, Topics, drained_below,
+};
 
 /// What the event loop tells the hub.
 #[derive(Debug)]
@@ -217,7 +219,11 @@ impl State {
         let Some(session) = io.sessions.get(conn) else {
             return;
         };
-        let keys = session.topics.clone();
+        let keys: Vec<TopicKey> = session
+            .topics
+            .iter()
+            .filter_map(|id| self.topics.key_of(*id).cloned())
+            .collect();
         let agent = session.agent_server.clone();
         for key in keys {
             self.leave_topic(io, &key, conn);

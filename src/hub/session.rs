@@ -15,7 +15,7 @@ use crate::auth::Role;
 use crate::protocol::{Dialect, DialectState};
 use crate::stats::Endpoint;
 
-use super::topics::TopicKey;
+use super::topics::{TopicId, TopicKey};
 
 /// The event loop's name for a connection (its slab key). Reused after the
 /// connection is gone; `Session::serial` is not.
@@ -58,9 +58,10 @@ pub struct Session {
     pub wire: DialectState,
     pub auth: AuthState,
     /// Every topic this socket is subscribed to or waiting on.
-    pub topics: Vec<TopicKey>,
-    /// Lines dropped per topic, not yet reported with `log_dropped`.
-    pub dropped: Vec<(TopicKey, u64)>,
+    pub topics: Vec<TopicId>,
+    /// Lines dropped per topic, not yet reported with `log_dropped`
+    /// (changed only through [`Sessions`], which keeps its `behind` bit).
+    dropped: Vec<(TopicKey, u64)>,
     /// `/api/v1/ws/{metrics,logs}/{server_id}`: the server it watches.
     pub target_server: Option<String>,
     /// Agent sockets: the server id after `auth_success`.
@@ -102,8 +103,8 @@ impl Session {
         }
     }
 
-    pub fn is_subscribed(&self, key: &TopicKey) -> bool {
-        self.topics.iter().any(|k| k == key)
+    pub fn is_subscribed(&self, id: Option<TopicId>) -> bool {
+        id.is_some_and(|id| self.topics.contains(&id))
     }
 
     /// Counts one refusal. Returns whether to audit it in full, and the
@@ -131,10 +132,13 @@ impl Session {
 
 /// Every session, indexed by connection id. Connection ids are the loop's
 /// slab keys (small and dense), so a slot vector finds a session with one
-/// index on the fan-out path; each slot is a pointer until used.
+/// index; each slot is a pointer until used. A bit per connection says
+/// whether it has unreported lost lines, so the fan-out of a log line asks
+/// one bit, not the session, for every subscriber.
 #[derive(Debug, Default)]
 pub struct Sessions {
     slots: Vec<Option<Box<Session>>>,
+    behind: Vec<u64>,
     len: usize,
 }
 
@@ -155,7 +159,9 @@ impl Sessions {
     pub fn insert(&mut self, conn: ConnId, s: Session) {
         if conn >= self.slots.len() {
             self.slots.resize_with(conn + 1, || None);
+            self.behind.resize(conn / 64 + 1, 0);
         }
+        self.set_behind(conn, !s.dropped.is_empty());
         if self.slots[conn].replace(Box::new(s)).is_none() {
             self.len += 1;
         }
@@ -164,6 +170,7 @@ impl Sessions {
     pub fn remove(&mut self, conn: ConnId) -> Option<Session> {
         let s = self.slots.get_mut(conn)?.take()?;
         self.len -= 1;
+        self.set_behind(conn, false);
         Some(*s)
     }
 
@@ -180,5 +187,52 @@ impl Sessions {
             .iter_mut()
             .enumerate()
             .filter_map(|(i, s)| Some((i, s.as_deref_mut()?)))
+    }
+
+    /// The connection lost lines it has not been told about yet.
+    pub fn is_behind(&self, conn: ConnId) -> bool {
+        self.behind
+            .get(conn / 64)
+            .is_some_and(|w| w & (1 << (conn % 64)) != 0)
+    }
+
+    fn set_behind(&mut self, conn: ConnId, on: bool) {
+        if let Some(w) = self.behind.get_mut(conn / 64) {
+            if on {
+                *w |= 1 << (conn % 64);
+            } else {
+                *w &= !(1 << (conn % 64));
+            }
+        }
+    }
+
+    /// Counts `lines` lost by `conn` on `key`.
+    pub fn note_dropped(&mut self, conn: ConnId, key: &TopicKey, lines: u64) {
+        let Some(s) = self.get_mut(conn) else { return };
+        match s.dropped.iter_mut().find(|(k, _)| k == key) {
+            Some((_, n)) => *n = n.saturating_add(lines),
+            None => s.dropped.push((key.clone(), lines)),
+        }
+        self.set_behind(conn, true);
+    }
+
+    /// What `conn` lost, per topic; it is then no longer behind.
+    pub fn take_dropped(&mut self, conn: ConnId) -> Vec<(TopicKey, u64)> {
+        let taken = self
+            .get_mut(conn)
+            .map(|s| std::mem::take(&mut s.dropped))
+            .unwrap_or_default();
+        self.set_behind(conn, false);
+        taken
+    }
+
+    /// Forgets what `conn` lost on `key` (it left that topic).
+    pub fn forget_dropped(&mut self, conn: ConnId, key: &TopicKey) {
+        let Some(s) = self.get_mut(conn) else { return };
+        s.dropped.retain(|(k, _)| k != key);
+        let empty = s.dropped.is_empty();
+        if empty {
+            self.set_behind(conn, false);
+        }
     }
 }

@@ -13,7 +13,8 @@
 //! it has drained to half its cap.
 //!
 //! Invariant: a connection is in a topic's set (or its log follower's
-//! waiting list) exactly when the topic's key is in its session's `topics`.
+//! waiting list) exactly when the topic's id is in its session's `topics`;
+//! a topic exists while anyone is in it.
 
 use std::collections::HashMap;
 
@@ -125,9 +126,14 @@ impl DialectSets {
     }
 }
 
+/// A topic's number while it exists (interned: a session lists its topics
+/// by id, so subscribing costs a few bytes, not a copy of the key).
+pub type TopicId = u32;
+
 /// One topic.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Topic {
+    pub key: TopicKey,
     pub subs: DialectSets,
     /// What was published so far: lines for log topics, messages otherwise.
     pub seq: u64,
@@ -160,59 +166,85 @@ impl Publish {
 /// Every topic with at least one subscriber (or a follower starting).
 #[derive(Debug, Default)]
 pub struct Topics {
-    map: HashMap<TopicKey, Topic>,
+    ids: HashMap<TopicKey, TopicId>,
+    slots: slab::Slab<Topic>,
 }
 
 impl Topics {
+    pub fn id_of(&self, key: &TopicKey) -> Option<TopicId> {
+        self.ids.get(key).copied()
+    }
+
+    pub fn key_of(&self, id: TopicId) -> Option<&TopicKey> {
+        self.slots.get(id as usize).map(|t| &t.key)
+    }
+
     pub fn get(&self, key: &TopicKey) -> Option<&Topic> {
-        self.map.get(key)
+        self.slots.get(*self.ids.get(key)? as usize)
     }
 
     pub fn get_mut(&mut self, key: &TopicKey) -> Option<&mut Topic> {
-        self.map.get_mut(key)
+        self.slots.get_mut(*self.ids.get(key)? as usize)
     }
 
     pub fn contains(&self, key: &TopicKey) -> bool {
-        self.map.contains_key(key)
+        self.ids.contains_key(key)
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.slots.is_empty()
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &TopicKey> {
-        self.map.keys()
+        self.ids.keys()
+    }
+
+    /// The topic's id, the topic created empty when absent.
+    fn intern(&mut self, key: &TopicKey) -> TopicId {
+        if let Some(&id) = self.ids.get(key) {
+            return id;
+        }
+        let id = self.slots.insert(Topic {
+            key: key.clone(),
+            subs: DialectSets::default(),
+            seq: 0,
+            log: None,
+        }) as TopicId;
+        self.ids.insert(key.clone(), id);
+        id
     }
 
     /// The topic, created empty when absent.
     pub fn entry(&mut self, key: &TopicKey) -> &mut Topic {
-        if !self.map.contains_key(key) {
-            self.map.insert(key.clone(), Topic::default());
-        }
-        self.map.get_mut(key).expect("inserted above")
+        let id = self.intern(key);
+        &mut self.slots[id as usize]
     }
 
-    /// Records `key` in the session's list (the caller puts the connection in
-    /// the topic's set or its follower's waiting list). False when the
-    /// connection was already subscribed or has no session.
-    pub fn note_subscribed(io: &mut Io<'_>, key: &TopicKey, conn: ConnId) -> bool {
-        match io.session_mut(conn) {
-            Some(s) if !s.is_subscribed(key) => {
-                s.topics.push(key.clone());
-                true
-            }
-            _ => false,
+    /// Records the topic in the session's list (the caller puts the
+    /// connection in the topic's set or its follower's waiting list),
+    /// creating the topic when absent. False when the connection was
+    /// already subscribed or has no session (then nothing is created).
+    pub fn note_subscribed(&mut self, io: &mut Io<'_>, key: &TopicKey, conn: ConnId) -> bool {
+        let known = self.id_of(key);
+        match io.session(conn) {
+            Some(s) if known.is_none_or(|id| !s.topics.contains(&id)) => {}
+            _ => return false,
         }
+        let id = self.intern(key);
+        if let Some(s) = io.session_mut(conn) {
+            s.topics.push(id);
+        }
+        true
     }
 
     /// Adds `conn` to the topic's set for its dialect. False when it was
     /// already subscribed or has no session.
     pub fn subscribe(&mut self, io: &mut Io<'_>, key: &TopicKey, conn: ConnId) -> bool {
-        if !Self::note_subscribed(io, key, conn) {
+        if !self.note_subscribed(io, key, conn) {
             return false;
         }
         let d = io.dialect(conn);
@@ -225,23 +257,25 @@ impl Topics {
     /// the caller can stop what feeds it; a topic is kept while anyone is
     /// subscribed or waiting.
     pub fn unsubscribe(&mut self, io: &mut Io<'_>, key: &TopicKey, conn: ConnId) -> Option<Topic> {
+        let id = self.id_of(key)?;
         if let Some(s) = io.session_mut(conn) {
-            s.topics.retain(|k| k != key);
-            s.dropped.retain(|(k, _)| k != key);
+            s.topics.retain(|t| *t != id);
         }
-        let topic = self.map.get_mut(key)?;
+        io.sessions.forget_dropped(conn, key);
+        let topic = &mut self.slots[id as usize];
         topic.subs.remove(conn);
         if let Some(f) = topic.log.as_mut() {
             f.waiting.retain(|(c, _)| *c != conn);
         }
         let idle = topic.subs.is_empty() && topic.log.as_ref().is_none_or(|f| f.waiting.is_empty());
-        if idle { self.map.remove(key) } else { None }
+        if idle { self.remove(key) } else { None }
     }
 
     /// Removes a topic outright (its source ended); returns it so the caller
     /// can tell its subscribers and clean their sessions.
     pub fn remove(&mut self, key: &TopicKey) -> Option<Topic> {
-        self.map.remove(key)
+        let id = self.ids.remove(key)?;
+        self.slots.try_remove(id as usize)
     }
 
     /// Publishes `ev` to every subscriber of `key`: one encode per dialect in
@@ -253,11 +287,11 @@ impl Topics {
         ev: &Event<'_>,
         how: Publish,
     ) -> usize {
-        let Some(topic) = self.map.get_mut(key) else {
+        let Some(topic) = self.get_mut(key) else {
             return 0;
         };
         topic.seq = topic.seq.saturating_add(how.lines.max(1));
-        fan_out(io, key, &topic.subs, ev, how)
+        fan_out(io, &topic.key, &topic.subs, ev, how)
     }
 }
 
@@ -284,8 +318,7 @@ pub fn fan_out(
             }
             // A socket that lost lines hears how many before it gets new
             // ones, and only once it has drained to half its cap.
-            let behind = io.session(conn).is_some_and(|s| !s.dropped.is_empty());
-            if behind && !report_dropped_if_drained(io, conn) {
+            if io.sessions.is_behind(conn) && !report_dropped_if_drained(io, conn) {
                 note_dropped(io, conn, key, how.lines);
                 continue;
             }
@@ -314,23 +347,12 @@ fn report_dropped_if_drained(io: &mut Io<'_>, conn: ConnId) -> bool {
 
 fn note_dropped(io: &mut Io<'_>, conn: ConnId, key: &TopicKey, lines: u64) {
     io.stats.log_lines_dropped = io.stats.log_lines_dropped.saturating_add(lines);
-    if let Some(s) = io.session_mut(conn) {
-        match s.dropped.iter_mut().find(|(k, _)| k == key) {
-            Some((_, n)) => *n = n.saturating_add(lines),
-            None => s.dropped.push((key.clone(), lines)),
-        }
-    }
+    io.sessions.note_dropped(conn, key, lines);
 }
 
 /// Tells a socket how many lines it lost per topic (`log_dropped`).
 pub fn report_dropped(io: &mut Io<'_>, conn: ConnId) {
-    let Some(s) = io.session_mut(conn) else {
-        return;
-    };
-    if s.dropped.is_empty() {
-        return;
-    }
-    for (key, lines) in std::mem::take(&mut s.dropped) {
+    for (key, lines) in io.sessions.take_dropped(conn) {
         let container_id = match &key {
             TopicKey::Logs { container, .. } => Some(container.as_str()),
             _ => None,
