@@ -444,17 +444,24 @@ fn hole03_containers_api_requires_a_token_when_auth_is_on() {
 
 // ------------------------------- 5. more than 256 messages in one read
 
-#[test]
-fn hole05_agent_burst_over_256_messages_still_delivers_command_response() {
-    let h = agent_hub(1, "");
-    let mut agent = bounded_agent(&h, 0);
-    let mut admin = browser(&h, "/api/v1/ws", "admin");
+/// Agent 0 and an admin browser; the admin's `uptime` command has reached the
+/// agent: (agent, admin, command_id).
+fn relayed_command(h: &AgentHub) -> (Ws, Ws, String) {
+    let mut agent = bounded_agent(h, 0);
+    let mut admin = browser(h, "/api/v1/ws", "admin");
     send_json(
         &mut admin,
         &json!({"type": "command", "server_id": "srv-0", "command": "uptime"}),
     );
     let cmd = wait_type(&mut agent, "command", Duration::from_secs(5));
     let id = cmd["command_id"].as_str().unwrap().to_string();
+    (agent, admin, id)
+}
+
+#[test]
+fn hole05_agent_burst_over_256_messages_still_delivers_command_response() {
+    let h = agent_hub(1, "");
+    let (mut agent, mut admin, id) = relayed_command(&h);
     // 300 small logs then the answer, all in one write (one loopback segment).
     let mut burst = Vec::new();
     for i in 0..300 {
@@ -666,14 +673,7 @@ fn hole09_slow_server_logs_subscriber_is_told_log_dropped() {
 #[test]
 fn hole10_docker_response_to_a_shell_command_is_not_forwarded() {
     let h = agent_hub(1, "[commands]\ntimeout = \"2s\"\n");
-    let mut agent = bounded_agent(&h, 0);
-    let mut admin = browser(&h, "/api/v1/ws", "admin");
-    send_json(
-        &mut admin,
-        &json!({"type": "command", "server_id": "srv-0", "command": "uptime"}),
-    );
-    let cmd = wait_type(&mut agent, "command", Duration::from_secs(5));
-    let id = cmd["command_id"].as_str().unwrap().to_string();
+    let (mut agent, mut admin, id) = relayed_command(&h);
     send_json(
         &mut agent,
         &json!({"type": "docker_response", "command_id": id, "success": true, "message": "Container restarted"}),

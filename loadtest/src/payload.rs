@@ -168,7 +168,30 @@ pub fn for_each_escaped_line(content: &[u8], mut f: impl FnMut(&[u8])) {
 }
 
 /// The JSON-dialect `type` of a server message, if any.
+///
+/// Constant time when `type` is the object's first or last member (what
+/// servers write: dockwire writes it first, serde_json maps sort it last),
+/// so the load generator spends the same per frame whatever the key order
+/// of the server it measures; any other place is found by a scan.
 pub fn msg_type(buf: &[u8]) -> Option<&[u8]> {
+    const FIRST: &[u8] = br#"{"type":""#;
+    const LAST: &[u8] = br#","type":""#;
+    if let Some(rest) = buf.strip_prefix(FIRST)
+        && let Some(end) = rest.iter().position(|b| *b == b'"' || *b == b'\\')
+        && rest[end] == b'"'
+    {
+        return Some(&rest[..end]);
+    }
+    // `..,"type":"name"}`: the value is a plain name (no quote, no escape).
+    if let Some(body) = buf.strip_suffix(b"\"}") {
+        let tail = &body[body.len().saturating_sub(64)..];
+        if let Some(at) = tail.windows(LAST.len()).rposition(|w| w == LAST)
+            && let name = &tail[at + LAST.len()..]
+            && !name.iter().any(|b| *b == b'"' || *b == b'\\')
+        {
+            return Some(name);
+        }
+    }
     str_field(buf, "type")
 }
 
@@ -333,6 +356,13 @@ mod tests {
         // A key name that appears escaped inside a string value is not a key.
         let tricky = br#"{"log":"say \"type\":\"x\" now","type":"log_update"}"#;
         assert_eq!(msg_type(tricky), Some(&b"log_update"[..]));
+        // First or last member, either key order of the same message.
+        let last = br#"{"data":{"level":"INFO","message":"m"},"type":"log"}"#;
+        assert_eq!(msg_type(last), Some(&b"log"[..]));
+        let nested_last = br#"{"type":"log","data":{"type":"inner"}}"#;
+        assert_eq!(msg_type(nested_last), Some(&b"log"[..]));
+        let escaped_tail = br#"{"type":"alert","data":{"x":"a,\"type\":\"no"}}"#;
+        assert_eq!(msg_type(escaped_tail), Some(&b"alert"[..]));
         assert_eq!(
             str_field(tricky, "log"),
             Some(&br#"say \"type\":\"x\" now"#[..])
