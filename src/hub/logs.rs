@@ -115,10 +115,7 @@ impl State {
     /// `start_log_stream` for an already resolved container id.
     pub(super) fn subscribe_logs(&mut self, io: &mut Io<'_>, conn: ConnId, id: &str, tail: usize) {
         let key = self.log_key(id);
-        let topic_id = self.topics.id_of(&key);
-        if io.session(conn).is_some_and(|s| s.is_subscribed(topic_id)) {
-            return; // already streaming: starting again is a no-op
-        }
+        // Already streaming (or no session): starting again is a no-op.
         if !self.topics.note_subscribed(io, &key, conn) {
             return;
         }
