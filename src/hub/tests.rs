@@ -162,6 +162,9 @@ fn container(id: &str, name: &str) -> crate::protocol::model::Container {
         status: "Up".into(),
         created: "2026-01-01T00:00:00Z".into(),
         labels: Default::default(),
+        started_at: None,
+        exit_code: None,
+        health: None,
     }
 }
 

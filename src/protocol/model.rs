@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// One local container, as browsers see it.
+/// One container of a server, as browsers see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Container {
     /// Full 64-hex id.
@@ -19,6 +19,15 @@ pub struct Container {
     /// RFC 3339 creation time.
     pub created: String,
     pub labels: BTreeMap<String, String>,
+    /// RFC 3339 time the container last started; null when it never ran.
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// The last exit code; null while it never exited.
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    /// `healthy`, `unhealthy` or `starting`; null without a health check.
+    #[serde(default)]
+    pub health: Option<String>,
 }
 
 /// One mounted filesystem's usage.

@@ -340,7 +340,29 @@ fn from_inspect(
         status: human_status(&state, now),
         created: rfc3339(created),
         labels: config.labels.unwrap_or_default().into_iter().collect(),
+        started_at: set_time(&state.started_at),
+        exit_code: set_time(&state.finished_at).and(state.exit_code),
+        health: state
+            .health
+            .as_ref()
+            .and_then(|h| h.status)
+            .filter(|h| {
+                matches!(
+                    h,
+                    HealthStatusEnum::HEALTHY
+                        | HealthStatusEnum::UNHEALTHY
+                        | HealthStatusEnum::STARTING
+                )
+            })
+            .map(|h| h.to_string()),
     })
+}
+
+/// Docker's time, or `None` for its zero time ("0001-01-01T00:00:00Z").
+fn set_time(t: &Option<String>) -> Option<String> {
+    t.as_deref()
+        .filter(|t| !t.is_empty() && !t.starts_with("0001-01-01"))
+        .map(str::to_string)
 }
 
 /// Docker's human status ("Up 3 minutes (healthy)", "Exited (0) 2 seconds
@@ -423,7 +445,30 @@ pub(super) async fn list_containers(
         filters,
     };
     let list = docker.list_containers(Some(opts)).await?;
-    Ok(list.into_iter().filter_map(to_container).collect())
+    let table: Vec<Container> = list.into_iter().filter_map(to_container).collect();
+    Ok(with_start_times(docker, table).await)
+}
+
+/// Inspections run at once while completing a listing.
+const INSPECT_CONCURRENCY: usize = 16;
+
+/// A listing has no start time; containers that ever ran get theirs (and
+/// the exact exit code and health) from an inspection, a few at a time. A
+/// container that vanished meanwhile keeps its listed form.
+async fn with_start_times(docker: &Docker, table: Vec<Container>) -> Vec<Container> {
+    futures_util::stream::iter(table)
+        .map(|c| async move {
+            if c.state == "created" {
+                return c;
+            }
+            match inspect_container(docker, &c.id, Some(c.image.clone())).await {
+                Ok(Some(full)) => full,
+                _ => c,
+            }
+        })
+        .buffered(INSPECT_CONCURRENCY)
+        .collect()
+        .await
 }
 
 /// Maps Docker's listing entry to the wire model.
@@ -439,19 +484,45 @@ fn to_container(s: ContainerSummary) -> Option<Container> {
         .or_else(|| names.first().map(|n| n.trim_start_matches('/')))
         .unwrap_or_default()
         .to_string();
+    let status = s.status.unwrap_or_default();
     Some(Container {
         id,
         name,
         image: s.image.unwrap_or_default(),
         state: s.state.map(|st| st.to_string()).unwrap_or_default(),
-        status: s.status.unwrap_or_default(),
         created: rfc3339(s.created.unwrap_or(0)),
         labels: s
             .labels
             .unwrap_or_default()
             .into_iter()
             .collect::<BTreeMap<_, _>>(),
+        started_at: None,
+        exit_code: exit_code_in(&status),
+        health: health_in(&status),
+        status,
     })
+}
+
+/// The exit code in a listing's status ("Exited (137) 2 hours ago").
+fn exit_code_in(status: &str) -> Option<i64> {
+    let rest = status
+        .strip_prefix("Exited (")
+        .or_else(|| status.strip_prefix("Restarting ("))?;
+    rest.split(')').next()?.parse().ok()
+}
+
+/// The health in a listing's status ("Up 3 minutes (healthy)").
+fn health_in(status: &str) -> Option<String> {
+    let h = if status.ends_with("(health: starting)") {
+        "starting"
+    } else if status.ends_with("(unhealthy)") {
+        "unhealthy"
+    } else if status.ends_with("(healthy)") {
+        "healthy"
+    } else {
+        return None;
+    };
+    Some(h.to_string())
 }
 
 /// Unix seconds as RFC 3339 UTC.
