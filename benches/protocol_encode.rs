@@ -31,6 +31,7 @@ fn log_update(c: &mut Criterion) {
         b.iter(|| {
             encode(
                 black_box(&Event::LogUpdate {
+                    server_id: "7b0c5d1e-0000-4000-8000-000000000001",
                     container_id: &id,
                     log: &log,
                 }),
@@ -42,6 +43,7 @@ fn log_update(c: &mut Criterion) {
         b.iter(|| {
             encode(
                 black_box(&Event::LogUpdate {
+                    server_id: "7b0c5d1e-0000-4000-8000-000000000001",
                     container_id: &id,
                     log: &log,
                 }),

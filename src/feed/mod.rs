@@ -7,7 +7,9 @@
 pub mod docker;
 pub mod metrics;
 
-use crate::protocol::model::{Container, Metrics};
+use std::time::Duration;
+
+use crate::protocol::model::{Container, ContainerStats, Metrics};
 
 /// Everything a feed thread can tell the event loop.
 #[derive(Debug)]
@@ -66,6 +68,9 @@ pub enum DockerEvent {
         container_id: String,
         reason: String,
     },
+    /// One round of per-container usage (running containers), while
+    /// sampling is on ([`DockerRequest::Stats`]).
+    Stats(Vec<ContainerStats>),
     /// The result of a [`DockerRequest::Action`].
     ActionDone {
         request_id: u64,
@@ -112,6 +117,8 @@ pub enum DockerRequest {
     },
     /// Stop the follower with this id (no `LogEnded` is sent for it).
     Unfollow { follow_id: u64 },
+    /// Sample running containers' usage every `interval` (`None`: stop).
+    Stats { interval: Option<Duration> },
     /// Run a container action; answered with `ActionDone`.
     Action {
         request_id: u64,

@@ -30,6 +30,18 @@ pub trait HttpApp {
     fn metrics(&self) -> String;
     /// `/api/v1/containers` as JSON.
     fn containers(&self) -> Vec<u8>;
+    /// `/api/v1/servers` as JSON.
+    fn servers(&self) -> Vec<u8>;
+    /// `/api/v1/servers/{id}/containers` as JSON; `None`: unknown server.
+    fn server_containers(&self, server_id: &str) -> Option<Vec<u8>>;
+}
+
+/// The server id in `/api/v1/servers/{id}/containers`.
+fn server_containers_path(path: &str) -> Option<&str> {
+    let id = path
+        .strip_prefix("/api/v1/servers/")?
+        .strip_suffix("/containers")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
 }
 
 /// What to do with a request.
@@ -172,7 +184,8 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
     let readable = matches!(head.method.as_str(), "GET" | "HEAD");
     let needs_auth = match head.path.as_str() {
         "/healthz" | "/metrics" => false,
-        "/api/v1/containers" => true,
+        "/api/v1/containers" | "/api/v1/servers" => true,
+        p if server_containers_path(p).is_some() => true,
         _ => return refuse(404, "", "not found", keep_alive, "not_found"),
     };
     if !readable {
@@ -212,7 +225,15 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
     let (ctype, body): (&str, Vec<u8>) = match head.path.as_str() {
         "/healthz" => ("application/json", app.healthz().to_string().into_bytes()),
         "/metrics" => ("text/plain; version=0.0.4", app.metrics().into_bytes()),
-        _ => ("application/json", app.containers()),
+        "/api/v1/servers" => ("application/json", app.servers()),
+        "/api/v1/containers" => ("application/json", app.containers()),
+        p => {
+            let id = server_containers_path(p).unwrap_or_default();
+            match app.server_containers(id) {
+                Some(body) => ("application/json", body),
+                None => return refuse(404, "", "Unknown server_id", keep_alive, "not_found"),
+            }
+        }
     };
     let mut bytes = reply(200, ctype, "", &body, keep_alive);
     if head.method == "HEAD" {

@@ -15,6 +15,7 @@ use crate::protocol::model::Metrics;
 use crate::ws::close_code;
 
 use super::alerts::AlertState;
+use super::servers::{DockerStatus, RemoteTable};
 use super::session::{AuthState, ConnId};
 use super::topics::{Publish, TopicKey};
 use super::{Io, State};
@@ -32,6 +33,17 @@ pub struct ServerState {
     pub latest_metrics: Option<String>,
     /// Per alert rule: condition true since, and whether raised.
     pub alerts: Vec<AlertState>,
+    /// From the agent's `hello` (the local host: `docker`).
+    pub capabilities: Vec<String>,
+    pub version: Option<String>,
+    /// Unix seconds of the agent's last message.
+    pub last_seen: Option<u64>,
+    /// The agent's Docker engine, as it reports it.
+    pub docker: DockerStatus,
+    /// The agent's containers (the local host's are `State::containers`).
+    pub table: RemoteTable,
+    /// Whether its containers are being sampled (`container_stats`).
+    pub stats_on: bool,
 }
 
 impl ServerState {
@@ -48,6 +60,12 @@ impl ServerState {
             offline_since,
             latest_metrics: None,
             alerts: vec![AlertState::default(); alerts],
+            capabilities: Vec::new(),
+            version: None,
+            last_seen: None,
+            docker: DockerStatus::Absent,
+            table: RemoteTable::default(),
+            stats_on: false,
         }
     }
 }
@@ -75,6 +93,12 @@ impl State {
             self.agent_auth(io, conn, &kind, &obj);
             return;
         };
+        if let Some(s) = self.servers.get_mut(&server_id) {
+            s.last_seen = Some(super::unix_now());
+        }
+        if self.on_agent_extension(io, conn, &server_id, &kind, &obj) {
+            return;
+        }
         match kind.as_str() {
             "metrics" => {
                 obj.remove("type");
@@ -132,8 +156,18 @@ impl State {
                 "replaced by a newer connection with the same key",
             );
             io.stats.agents_connected = io.stats.agents_connected.saturating_sub(1);
+            // The older socket's followers are gone with it.
+            self.end_server_logs(io, &agent.server_id, "agent reconnected");
         }
+        let Some(state) = self.servers.get_mut(&agent.server_id) else {
+            return;
+        };
         state.offline_since = None;
+        state.last_seen = Some(super::unix_now());
+        // Until its `hello` says otherwise, an agent is a second-seed one.
+        state.capabilities.clear();
+        state.docker = DockerStatus::Absent;
+        state.stats_on = false;
         io.stats.agents_connected += 1;
         if let Some(s) = io.session_mut(conn) {
             s.agent_server = Some(agent.server_id.clone());
@@ -155,6 +189,7 @@ impl State {
         );
         log::info!("agent {:?} connected as {}", agent.name, agent.server_id);
         self.resolve_offline_alert(io, &agent.server_id);
+        self.publish_server_state(io, &agent.server_id);
     }
 
     /// The agent socket of `server_id` went away.
@@ -165,8 +200,11 @@ impl State {
         if state.agent.is_some_and(|(c, _)| c == conn) {
             state.agent = None;
             state.offline_since = Some(io.now);
+            state.stats_on = false;
             io.stats.agents_connected = io.stats.agents_connected.saturating_sub(1);
             log::info!("agent {:?} ({server_id}) disconnected", state.name);
+            self.end_server_logs(io, server_id, "agent disconnected");
+            self.publish_server_state(io, server_id);
         }
         self.fail_commands_of(io, server_id);
     }

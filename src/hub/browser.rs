@@ -91,6 +91,7 @@ impl State {
                 self.send_initial_state(io, conn);
                 self.topics
                     .subscribe(io, &TopicKey::Containers(local.clone()), conn);
+                self.topics.subscribe(io, &TopicKey::Servers, conn);
                 if dialect == Dialect::Json {
                     self.watch_metrics(io, conn, &local, false);
                 }
@@ -245,14 +246,24 @@ impl State {
             io.error_and_close(conn, &failure, close_code::POLICY_VIOLATION);
             return;
         }
+        let (request_id, req) = match json::request_id(obj) {
+            Ok(r) => (r, req),
+            Err(msg) => (None, Err(msg)),
+        };
         let result = match req {
-            Ok(r) => self.on_request(io, conn, r),
+            Ok(r) => self.on_request(io, conn, r, request_id),
             Err(msg) => Err(msg),
         };
         let dialect = io.dialect(conn);
         if let Err(msg) = &result {
             io.stats.bad_input("bad_request");
-            io.error(conn, msg);
+            io.event(
+                conn,
+                &Event::Error {
+                    message: msg,
+                    request_id,
+                },
+            );
         }
         if let Some(f) = dialect.ack(ack, result.as_ref().map(|_| ()).map_err(String::as_str)) {
             io.send(conn, &f, Priority::Essential);
@@ -265,6 +276,7 @@ impl State {
         io: &mut Io<'_>,
         conn: ConnId,
         req: BrowserRequest,
+        request_id: Option<&str>,
     ) -> Result<(), String> {
         let endpoint = io.session(conn).map_or(Endpoint::Browser, |s| s.endpoint);
         let multiplexed = matches!(endpoint, Endpoint::Browser | Endpoint::SocketIo);
@@ -275,16 +287,28 @@ impl State {
             }
             BrowserRequest::Auth { .. } => Ok(()), // already authenticated: harmless
             _ if !multiplexed => Err("this endpoint only streams; it accepts ping".into()),
-            BrowserRequest::StartLogStream { container_id, tail } => {
-                let id = self.resolve_container(&container_id)?;
-                self.subscribe_logs(io, conn, &id, tail.unwrap_or(100));
+            BrowserRequest::StartLogStream {
+                server_id,
+                container_id,
+                tail,
+            } => {
+                let sid = server_id.unwrap_or_else(|| self.config.server_id.clone());
+                let id = self.resolve_on(&sid, &container_id)?;
+                self.subscribe_logs(io, conn, &sid, &id, tail.unwrap_or(100));
                 Ok(())
             }
-            BrowserRequest::StopLogStream { container_id } => {
+            BrowserRequest::StopLogStream {
+                server_id,
+                container_id,
+            } => {
+                let sid = server_id.unwrap_or_else(|| self.config.server_id.clone());
                 let id = self
-                    .resolve_container(&container_id)
+                    .resolve_on(&sid, &container_id)
                     .unwrap_or(container_id.clone());
-                let key = self.log_key(&id);
+                let key = TopicKey::Logs {
+                    server: sid.clone(),
+                    container: id.clone(),
+                };
                 let topic_id = self.topics.id_of(&key);
                 if !io.session(conn).is_some_and(|s| s.is_subscribed(topic_id)) {
                     return Err(format!("no log stream for {}", shown(&container_id)));
@@ -293,11 +317,22 @@ impl State {
                 io.event(
                     conn,
                     &Event::LogStreamStopped {
+                        server_id: &sid,
                         container_id: &id,
                         message: "Log stream stopped",
                     },
                 );
                 Ok(())
+            }
+            BrowserRequest::ListServers => {
+                self.send_servers(io, conn, request_id);
+                Ok(())
+            }
+            BrowserRequest::SubscribeContainers { server_id } => {
+                self.subscribe_containers(io, conn, &server_id, request_id)
+            }
+            BrowserRequest::UnsubscribeContainers { server_id } => {
+                self.unsubscribe_containers(io, conn, &server_id)
             }
             BrowserRequest::SubscribeMetrics { server_id }
             | BrowserRequest::UnsubscribeMetrics { server_id }
@@ -316,7 +351,20 @@ impl State {
             BrowserRequest::DockerCommand { .. } | BrowserRequest::Command { .. } => {
                 let role = io.session(conn).and_then(Session::role);
                 let allowed = self.jwt.is_none() || role == Some(Role::Admin);
-                self.browser_command(io, conn, req, allowed)
+                let command_id = self.browser_command(io, conn, req, allowed, request_id)?;
+                let mut fields = Map::new();
+                if let Some(r) = request_id {
+                    fields.insert("request_id".into(), Value::from(r));
+                }
+                fields.insert("command_id".into(), Value::from(command_id));
+                io.event(
+                    conn,
+                    &Event::Object {
+                        name: "command_accepted",
+                        fields: &fields,
+                    },
+                );
+                Ok(())
             }
         }
     }

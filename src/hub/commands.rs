@@ -36,6 +36,19 @@ pub struct PendingCommand {
     /// `command` or `docker_command`.
     pub kind: &'static str,
     pub deadline: Instant,
+    /// The browser's `request_id`, echoed in the answer.
+    pub request_id: Option<String>,
+}
+
+/// An `error` for the browser that asked, echoing its `request_id`.
+fn answer_error(io: &mut Io<'_>, p: &PendingCommand, message: &str) {
+    io.event(
+        p.requester,
+        &Event::Error {
+            message,
+            request_id: p.request_id.as_deref(),
+        },
+    );
 }
 
 impl PendingCommand {
@@ -189,7 +202,8 @@ impl State {
         conn: ConnId,
         req: BrowserRequest,
         allowed: bool,
-    ) -> Result<(), String> {
+        request_id: Option<&str>,
+    ) -> Result<String, String> {
         let local = self.config.server_id.clone();
         let who = io.session(conn).map_or("?", |s| s.who()).to_string();
         let (server_id, kind, what, outgoing) = match req {
@@ -220,7 +234,7 @@ impl State {
                 msg.insert("command".into(), Value::from(command.clone()));
                 (server_id, "command", command, msg)
             }
-            _ => return Ok(()),
+            _ => return Err("not a command".into()),
         };
         let command_id = uuid::Uuid::new_v4().to_string();
         let pending = PendingCommand {
@@ -231,6 +245,7 @@ impl State {
             what,
             kind,
             deadline: io.now + self.config.command_timeout,
+            request_id: request_id.map(str::to_string),
         };
         if !allowed {
             io.stats.command("forbidden");
@@ -272,8 +287,8 @@ impl State {
                 container_id: id,
             });
             self.local_actions.insert(request_id, command_id.clone());
-            self.pending.insert(command_id, pending);
-            return Ok(());
+            self.pending.insert(command_id.clone(), pending);
+            return Ok(command_id);
         }
         let Some((agent, _)) = state.agent else {
             io.stats.command("agent_offline");
@@ -290,8 +305,8 @@ impl State {
             },
         );
         io.stats.command("sent");
-        self.pending.insert(command_id, pending);
-        Ok(())
+        self.pending.insert(command_id.clone(), pending);
+        Ok(command_id)
     }
 
     /// An agent's `command_response` / `docker_response`.
@@ -323,8 +338,9 @@ impl State {
             self.audit
                 .record(&p, &id, &format!("failed: the agent answered with {kind}"));
             if alive {
-                io.error(
-                    p.requester,
+                answer_error(
+                    io,
+                    &p,
                     &format!(
                         "command {id} failed: the agent answered a {} with a {kind}",
                         p.kind
@@ -342,6 +358,9 @@ impl State {
             .record(&p, &id, if ok { "succeeded" } else { "failed" });
         obj.remove("type");
         obj.insert("server_id".into(), Value::from(server_id));
+        if let Some(r) = &p.request_id {
+            obj.insert("request_id".into(), Value::from(r.clone()));
+        }
         if alive {
             io.event(
                 p.requester,
@@ -376,6 +395,9 @@ impl State {
         reply.insert("server_id".into(), Value::from(p.server_id.clone()));
         reply.insert("success".into(), Value::from(success));
         reply.insert("message".into(), Value::from(message));
+        if let Some(r) = &p.request_id {
+            reply.insert("request_id".into(), Value::from(r.clone()));
+        }
         if io.serial(p.requester) == Some(p.requester_serial) {
             io.event(
                 p.requester,
@@ -405,8 +427,9 @@ impl State {
             self.audit.record(&p, &id, "timeout");
             if io.serial(p.requester) == Some(p.requester_serial) {
                 let secs = self.config.command_timeout.as_secs_f64();
-                io.error(
-                    p.requester,
+                answer_error(
+                    io,
+                    &p,
                     &format!("command {id} timed out after {secs}s without an answer"),
                 );
             }
@@ -429,8 +452,9 @@ impl State {
                 io.stats.command("agent_disconnected");
                 self.audit.record(&p, &id, "agent disconnected");
                 if io.serial(p.requester) == Some(p.requester_serial) {
-                    io.error(
-                        p.requester,
+                    answer_error(
+                        io,
+                        &p,
                         &format!("command {id} failed: the agent disconnected before answering"),
                     );
                 }

@@ -28,25 +28,39 @@ impl State {
                 io.stats.docker_up = true;
                 self.containers = containers.into_iter().map(|c| (c.id.clone(), c)).collect();
                 self.broadcast_initial_state(io);
+                let sid = self.config.server_id.clone();
+                self.publish_server_state(io, &sid);
             }
             DockerEvent::Down { reason } => {
                 log::warn!("docker engine unavailable: {reason}");
                 self.docker_up = false;
                 io.stats.docker_up = false;
                 self.end_all_topics(io, "Docker engine unavailable");
+                let sid = self.config.server_id.clone();
+                self.publish_server_state(io, &sid);
             }
             DockerEvent::Changed(c) => {
                 let key = self.containers_key();
-                let ev = Event::ContainerChanged(&c);
+                let ev = Event::ContainerChanged {
+                    server_id: &self.config.server_id,
+                    container: &c,
+                };
                 self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
                 self.containers.insert(c.id.clone(), c);
             }
             DockerEvent::Removed { id } => {
                 if self.containers.remove(&id).is_some() {
                     let key = self.containers_key();
-                    let ev = Event::ContainerRemoved { id: &id };
+                    let ev = Event::ContainerRemoved {
+                        server_id: &self.config.server_id,
+                        id: &id,
+                    };
                     self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
                 }
+            }
+            DockerEvent::Stats(stats) => {
+                let sid = self.config.server_id.clone();
+                self.publish_stats(io, &sid, &stats);
             }
             DockerEvent::LogHistory {
                 follow_id, lines, ..
@@ -79,16 +93,22 @@ impl State {
         let key = self.containers_key();
         let mut list: Vec<&Container> = self.containers.values().collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
-        let ev = Event::InitialState { containers: &list };
+        let ev = Event::InitialState {
+            server_id: &self.config.server_id,
+            containers: &list,
+            request_id: None,
+        };
         self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
     }
 
     /// `initial_state` for one socket in its dialect.
     pub(super) fn send_initial_state(&self, io: &mut Io<'_>, conn: ConnId) {
         let list = self.sorted_containers();
-        let f = io
-            .dialect(conn)
-            .encode(&Event::InitialState { containers: &list });
+        let f = io.dialect(conn).encode(&Event::InitialState {
+            server_id: &self.config.server_id,
+            containers: &list,
+            request_id: None,
+        });
         io.send(conn, &f, Priority::Essential);
     }
 

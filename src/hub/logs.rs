@@ -1,5 +1,7 @@
-//! Container log topics: one Docker follower per container, shared by every
-//! subscriber.
+//! Container log topics: one follower per container, shared by every
+//! subscriber. The follower of a local container is the Docker feed's
+//! (`DockerRequest::Follow`); an agent's container is followed by its agent
+//! (`subscribe_logs` / `unsubscribe_logs`, answered with `log_batch`).
 //!
 //! A log topic starts a follower for its first subscriber and stops it when
 //! the last one leaves. Its [`LogFollow`] keeps the last `LOG_HISTORY_LINES`
@@ -35,6 +37,7 @@ pub const LOG_COALESCE: Duration = Duration::from_millis(2);
 /// The follower behind one container's log topic.
 #[derive(Debug, Default)]
 pub struct LogFollow {
+    /// The Docker feed's follower id (local containers); 0 for an agent's.
     pub follow_id: u64,
     /// Subscribers waiting for the follower's history: (conn, tail).
     pub waiting: Vec<(ConnId, usize)>,
@@ -88,56 +91,71 @@ fn chunks(lines: &[LogLine]) -> Vec<(String, u64)> {
 }
 
 impl State {
-    /// The log topic of a local container.
-    pub(super) fn log_key(&self, container: &str) -> TopicKey {
-        TopicKey::Logs {
-            server: self.config.server_id.clone(),
-            container: container.to_string(),
-        }
-    }
-
     /// Leaves any topic; a log topic left empty stops its follower.
     pub(super) fn leave_topic(&mut self, io: &mut Io<'_>, key: &TopicKey, conn: ConnId) {
         let Some(topic) = self.topics.unsubscribe(io, key, conn) else {
             return;
         };
         if let Some(f) = topic.log {
-            self.follows.remove(&f.follow_id);
+            self.held_logs.remove(key);
             io.stats.log_followers = io.stats.log_followers.saturating_sub(1);
-            if let Some(d) = &self.docker {
-                d.request(DockerRequest::Unfollow {
-                    follow_id: f.follow_id,
-                });
+            if f.follow_id != 0 {
+                self.follows.remove(&f.follow_id);
+                if let Some(d) = &self.docker {
+                    d.request(DockerRequest::Unfollow {
+                        follow_id: f.follow_id,
+                    });
+                }
+            } else if let TopicKey::Logs { server, container } = key {
+                self.tell_agent(io, server, "unsubscribe_logs", container, None);
             }
         }
     }
 
-    /// `start_log_stream` for an already resolved container id.
-    pub(super) fn subscribe_logs(&mut self, io: &mut Io<'_>, conn: ConnId, id: &str, tail: usize) {
-        let key = self.log_key(id);
+    /// `start_log_stream` for an already resolved container id of `server_id`
+    /// (the local host's or an online agent's).
+    pub(super) fn subscribe_logs(
+        &mut self,
+        io: &mut Io<'_>,
+        conn: ConnId,
+        server_id: &str,
+        id: &str,
+        tail: usize,
+    ) {
+        let key = TopicKey::Logs {
+            server: server_id.to_string(),
+            container: id.to_string(),
+        };
         // Already streaming (or no session): starting again is a no-op.
         if !self.topics.note_subscribed(io, &key, conn) {
             return;
         }
         let tail = tail.min(LOG_HISTORY_LINES);
-        let topic = self.topics.entry(&key);
-        if topic.log.is_none() {
-            let follow_id = self.next_follow_id;
-            self.next_follow_id += 1;
-            if let Some(d) = &self.docker {
-                d.request(DockerRequest::Follow {
-                    follow_id,
-                    container_id: id.to_string(),
-                    tail: LOG_HISTORY_LINES,
-                });
-            }
+        let local = server_id == self.config.server_id;
+        if self.topics.entry(&key).log.is_none() {
+            let follow_id = if local {
+                let follow_id = self.next_follow_id;
+                self.next_follow_id += 1;
+                if let Some(d) = &self.docker {
+                    d.request(DockerRequest::Follow {
+                        follow_id,
+                        container_id: id.to_string(),
+                        tail: LOG_HISTORY_LINES,
+                    });
+                }
+                self.follows.insert(follow_id, key.clone());
+                follow_id
+            } else {
+                self.tell_agent(io, server_id, "subscribe_logs", id, Some(LOG_HISTORY_LINES));
+                0
+            };
             io.stats.log_followers += 1;
-            self.follows.insert(follow_id, key.clone());
-            topic.log = Some(Box::new(LogFollow {
+            self.topics.entry(&key).log = Some(Box::new(LogFollow {
                 follow_id,
                 ..LogFollow::default()
             }));
         }
+        let topic = self.topics.entry(&key);
         let Some(follow) = topic.log.as_mut() else {
             return;
         };
@@ -147,6 +165,7 @@ impl State {
                 io.event(
                     conn,
                     &Event::LogUpdate {
+                        server_id,
                         container_id: id,
                         log: &h,
                     },
@@ -159,15 +178,18 @@ impl State {
         }
     }
 
-    /// The follower's history arrived: fill the ring, serve the waiting.
-    fn on_log_history(&mut self, io: &mut Io<'_>, follow_id: u64, lines: Vec<LogLine>) {
-        let Some(key) = self.follows.get(&follow_id).cloned() else {
+    /// History arrived: fill the ring; when it is `complete`, serve the waiting.
+    pub(super) fn on_log_history(
+        &mut self,
+        io: &mut Io<'_>,
+        key: &TopicKey,
+        lines: Vec<LogLine>,
+        complete: bool,
+    ) {
+        let TopicKey::Logs { server, container } = key else {
             return;
         };
-        let TopicKey::Logs { container, .. } = &key else {
-            return;
-        };
-        let Some(topic) = self.topics.get_mut(&key) else {
+        let Some(topic) = self.topics.get_mut(key) else {
             return;
         };
         let Some(follow) = topic.log.as_mut() else {
@@ -176,6 +198,9 @@ impl State {
         for l in lines {
             follow.push_ring(l.text);
         }
+        if !complete {
+            return;
+        }
         follow.has_history = true;
         for (conn, tail) in std::mem::take(&mut follow.waiting) {
             let h = follow.history(tail);
@@ -183,6 +208,7 @@ impl State {
                 io.event(
                     conn,
                     &Event::LogUpdate {
+                        server_id: server,
                         container_id: container,
                         log: &h,
                     },
@@ -194,12 +220,9 @@ impl State {
     }
 
     /// Live lines: sent now, or held briefly when the topic is busy.
-    fn on_log_lines(&mut self, io: &mut Io<'_>, follow_id: u64, lines: Vec<LogLine>) {
+    pub(super) fn on_log_lines(&mut self, io: &mut Io<'_>, key: &TopicKey, lines: Vec<LogLine>) {
         let now = io.now;
-        let Some(key) = self.follows.get(&follow_id).cloned() else {
-            return;
-        };
-        let Some(follow) = self.topics.get_mut(&key).and_then(|t| t.log.as_mut()) else {
+        let Some(follow) = self.topics.get_mut(key).and_then(|t| t.log.as_mut()) else {
             return;
         };
         let busy = follow
@@ -207,11 +230,11 @@ impl State {
             .is_some_and(|t| now.duration_since(t) < LOG_COALESCE);
         if busy || !follow.held.is_empty() {
             follow.held.extend(lines);
-            self.held_logs.insert(key);
+            self.held_logs.insert(key.clone());
             return;
         }
         follow.last_frame = Some(now);
-        self.send_live(io, &key, lines);
+        self.send_live(io, key, lines);
     }
 
     /// When the earliest held batch is due (the loop's poll deadline).
@@ -253,11 +276,12 @@ impl State {
     /// The lines then join the ring: it holds only lines every subscriber
     /// has been sent, so a newcomer's history never repeats held lines.
     fn send_live(&mut self, io: &mut Io<'_>, key: &TopicKey, lines: Vec<LogLine>) {
-        let TopicKey::Logs { container, .. } = key else {
+        let TopicKey::Logs { server, container } = key else {
             return;
         };
         for (log, n) in chunks(&lines) {
             let ev = Event::LogUpdate {
+                server_id: server,
                 container_id: container,
                 log: &log,
             };
@@ -271,10 +295,8 @@ impl State {
     }
 
     /// The follower ended: tell every subscriber, forget the topic.
-    fn on_log_ended(&mut self, io: &mut Io<'_>, follow_id: u64, reason: &str) {
-        let Some(key) = self.follows.get(&follow_id).cloned() else {
-            return;
-        };
+    pub(super) fn on_log_ended(&mut self, io: &mut Io<'_>, key: &TopicKey, reason: &str) {
+        let key = key.clone();
         // Lines held for coalescing go out before the stop notice.
         self.held_logs.remove(&key);
         let held = self
@@ -285,18 +307,21 @@ impl State {
         if let Some(held) = held.filter(|h| !h.is_empty()) {
             self.send_live(io, &key, held);
         }
-        self.follows.remove(&follow_id);
         let Some(id) = self.topics.id_of(&key) else {
             return;
         };
         let Some(topic) = self.topics.remove(&key) else {
             return;
         };
+        if let Some(f) = topic.log.as_ref().filter(|f| f.follow_id != 0) {
+            self.follows.remove(&f.follow_id);
+        }
         io.stats.log_followers = io.stats.log_followers.saturating_sub(1);
-        let TopicKey::Logs { container, .. } = &key else {
+        let TopicKey::Logs { server, container } = &key else {
             return;
         };
         let ev = Event::LogStreamStopped {
+            server_id: server,
             container_id: container,
             message: reason,
         };
@@ -318,20 +343,26 @@ impl State {
         }
     }
 
-    /// Ends every log topic (the engine went away).
+    /// Ends every local log topic (the engine went away).
     pub(super) fn end_all_topics(&mut self, io: &mut Io<'_>, reason: &str) {
-        let ids: Vec<u64> = self.follows.keys().copied().collect();
-        for f in ids {
-            self.on_log_ended(io, f, reason);
+        let keys: Vec<TopicKey> = self.follows.values().cloned().collect();
+        for key in keys {
+            self.on_log_ended(io, &key, reason);
         }
     }
 
     /// Routes a log event from the Docker feed.
     pub(super) fn on_log_event(&mut self, io: &mut Io<'_>, ev: LogEvent) {
+        let f = match &ev {
+            LogEvent::History(f, _) | LogEvent::Lines(f, _) | LogEvent::Ended(f, _) => *f,
+        };
+        let Some(key) = self.follows.get(&f).cloned() else {
+            return;
+        };
         match ev {
-            LogEvent::History(f, lines) => self.on_log_history(io, f, lines),
-            LogEvent::Lines(f, lines) => self.on_log_lines(io, f, lines),
-            LogEvent::Ended(f, reason) => self.on_log_ended(io, f, &reason),
+            LogEvent::History(_, lines) => self.on_log_history(io, &key, lines, true),
+            LogEvent::Lines(_, lines) => self.on_log_lines(io, &key, lines),
+            LogEvent::Ended(_, reason) => self.on_log_ended(io, &key, &reason),
         }
     }
 }

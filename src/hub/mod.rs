@@ -15,7 +15,8 @@
 //! `topics.rs` (fan-out), `browser.rs` (browser requests), `logs.rs` (log
 //! followers), `docker.rs` (Docker feed events), `agents.rs` (agents and
 //! metrics), `commands.rs` (relayed commands and the audit trail),
-//! `alerts.rs` (alert rules), `drive.rs` (arbitrary inputs, for fuzzing).
+//! `servers.rs` (the server directory, agents' containers, container
+//! stats), `alerts.rs` (alert rules), `drive.rs` (arbitrary inputs, for fuzzing).
 
 mod agents;
 mod alerts;
@@ -25,6 +26,9 @@ mod docker;
 mod drive;
 mod logs;
 mod outbox;
+mod servers;
+#[cfg(test)]
+mod servers_tests;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -47,6 +51,7 @@ pub use commands::{Audit, PendingCommand};
 pub use drive::{DRIVE_AGENT_KEY, drive_hub};
 pub use logs::{LOG_COALESCE, LogFollow};
 pub use outbox::{Close, Io, MemoryConn, MemoryOutbox, Outbox};
+pub use servers::{DockerStatus, MAX_REMOTE_CONTAINERS, RemoteTable};
 pub use session::{AuthState, ConnId, Session, Sessions};
 pub use topics::{
     DialectSets, Publish, SubscriberSet, Topic, TopicId, TopicKey, Topics, drained_below,
@@ -281,5 +286,6 @@ impl State {
         }
         self.expire_commands(io);
         self.check_offline_alerts(io);
+        self.reconcile_stats(io);
     }
 }

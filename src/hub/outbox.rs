@@ -125,7 +125,13 @@ impl<'a> Io<'a> {
 
     /// An `error` message; the socket stays open.
     pub fn error(&mut self, conn: ConnId, message: &str) {
-        self.event(conn, &Event::Error { message });
+        self.event(
+            conn,
+            &Event::Error {
+                message,
+                request_id: None,
+            },
+        );
     }
 
     /// Closes after what is already queued (a reply, an `error`).

@@ -12,8 +12,8 @@ use crate::config::{FileConfig, Overrides};
 use crate::feed::{DockerEvent, LogLine, LogStream};
 use crate::stats::Endpoint;
 
-const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
-const AGENT_KEY: &str = "agent-key-for-tests";
+pub(super) const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+pub(super) const AGENT_KEY: &str = "agent-key-for-tests";
 
 fn temp_file(tag: &str, bytes: &[u8]) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
@@ -30,16 +30,16 @@ fn temp_file(tag: &str, bytes: &[u8]) -> PathBuf {
 }
 
 /// A hub, its outbox and a clock.
-struct Harness {
-    hub: Hub,
-    out: MemoryOutbox,
+pub(super) struct Harness {
+    pub(super) hub: Hub,
+    pub(super) out: MemoryOutbox,
     stats: Stats,
     now: Instant,
     next_conn: ConnId,
 }
 
 impl Harness {
-    fn new(toml_text: &str) -> Self {
+    pub(super) fn new(toml_text: &str) -> Self {
         let f: FileConfig = toml::from_str(toml_text).unwrap();
         let config = Config::from_file(f, &Overrides::default()).unwrap();
         let now = Instant::now();
@@ -61,12 +61,12 @@ impl Harness {
         ))
     }
 
-    fn input(&mut self, input: Input<'_>) {
+    pub(super) fn input(&mut self, input: Input<'_>) {
         self.hub
             .handle(&mut self.out, &mut self.stats, self.now, input);
     }
 
-    fn open(&mut self, endpoint: Endpoint, target: Option<&str>) -> ConnId {
+    pub(super) fn open(&mut self, endpoint: Endpoint, target: Option<&str>) -> ConnId {
         let conn = self.next_conn;
         self.next_conn += 1;
         self.out.open(conn);
@@ -79,27 +79,27 @@ impl Harness {
         conn
     }
 
-    fn send(&mut self, conn: ConnId, v: &Value) {
+    pub(super) fn send(&mut self, conn: ConnId, v: &Value) {
         let text = v.to_string();
         self.input(Input::Text { conn, text: &text });
     }
 
-    fn send_text(&mut self, conn: ConnId, text: &str) {
+    pub(super) fn send_text(&mut self, conn: ConnId, text: &str) {
         self.input(Input::Text { conn, text });
     }
 
-    fn docker(&mut self, ev: DockerEvent) {
+    pub(super) fn docker(&mut self, ev: DockerEvent) {
         self.input(Input::Feed(crate::feed::FeedEvent::Docker(ev)));
     }
 
-    fn tick(&mut self, advance: Duration) {
+    pub(super) fn tick(&mut self, advance: Duration) {
         self.now += advance;
         let unix_now = unix_now() + advance.as_secs();
         self.input(Input::Tick { unix_now });
     }
 
     /// Everything queued for `conn`, as JSON (close frames skipped).
-    fn take(&mut self, conn: ConnId) -> Vec<Value> {
+    pub(super) fn take(&mut self, conn: ConnId) -> Vec<Value> {
         self.out
             .take_texts(conn)
             .iter()
@@ -107,23 +107,23 @@ impl Harness {
             .collect()
     }
 
-    fn take_raw(&mut self, conn: ConnId) -> Vec<String> {
+    pub(super) fn take_raw(&mut self, conn: ConnId) -> Vec<String> {
         self.out.take_texts(conn)
     }
 
-    fn types(&mut self, conn: ConnId) -> Vec<String> {
+    pub(super) fn types(&mut self, conn: ConnId) -> Vec<String> {
         self.take(conn)
             .iter()
             .map(|v| v["type"].as_str().unwrap_or("?").to_string())
             .collect()
     }
 
-    fn token(&self, role: Role, ttl: Duration) -> String {
+    pub(super) fn token(&self, role: Role, ttl: Duration) -> String {
         sign_token(SECRET, "tester", role, ttl, unix_now())
     }
 
     /// An authenticated `/api/v1/ws` socket.
-    fn browser(&mut self, role: Role) -> ConnId {
+    pub(super) fn browser(&mut self, role: Role) -> ConnId {
         let c = self.open(Endpoint::Browser, None);
         let t = self.token(role, Duration::from_secs(3600));
         self.send(c, &json!({"type": "auth", "token": t}));
@@ -133,7 +133,7 @@ impl Harness {
     }
 
     /// An authenticated agent socket.
-    fn agent(&mut self) -> ConnId {
+    pub(super) fn agent(&mut self) -> ConnId {
         let c = self.open(Endpoint::Agent, None);
         self.send(c, &json!({"type": "auth", "api_key": AGENT_KEY}));
         let v = self.take(c);
@@ -141,19 +141,19 @@ impl Harness {
         c
     }
 
-    fn topic_count(&self) -> usize {
+    pub(super) fn topic_count(&self) -> usize {
         self.hub.state().topics.len()
     }
 }
 
-fn agent_config() -> String {
+pub(super) fn agent_config() -> String {
     format!(
         "[[agents]]\nname = \"web-1\"\nkey_sha256 = \"{}\"\nserver_id = \"srv-1\"\n",
         hash_api_key(AGENT_KEY)
     )
 }
 
-fn container(id: &str, name: &str) -> crate::protocol::model::Container {
+pub(super) fn container(id: &str, name: &str) -> crate::protocol::model::Container {
     crate::protocol::model::Container {
         id: id.into(),
         name: name.into(),
@@ -203,6 +203,11 @@ fn metrics_subscribe_and_unsubscribe_leave_no_topic_behind() {
     let types = h.types(b);
     assert_eq!(types, ["connection_established", "initial_state"]);
     let a = h.agent();
+    // Every browser hears that the agent's server came online.
+    let online = h.take(b);
+    assert_eq!(online[0]["type"], "server_state_change", "{online:?}");
+    assert_eq!(online[0]["server"]["server_id"], "srv-1");
+    assert_eq!(online[0]["server"]["online"], true);
     h.send(
         b,
         &json!({"type": "subscribe_metrics", "server_id": "srv-1"}),
@@ -221,8 +226,8 @@ fn metrics_subscribe_and_unsubscribe_leave_no_topic_behind() {
     );
     h.send(a, &json!({"type": "metrics", "cpu_percent": 6.0}));
     assert!(h.take(b).is_empty());
-    // The browser is still in the local containers and metrics topics.
-    assert_eq!(h.topic_count(), 2);
+    // The browser is still in the local containers, metrics and servers topics.
+    assert_eq!(h.topic_count(), 3);
     h.input(Input::Closed { conn: b });
     assert_eq!(h.topic_count(), 0, "a closed socket leaves every topic");
     assert!(h.hub.session(b).is_none());
@@ -382,8 +387,10 @@ fn auth_roles_and_command_relay_with_timeout_and_answer_kinds() {
         &json!({"type": "command_response", "command_id": id, "output": "up", "exit_code": 0}),
     );
     let r = h.take(admin);
-    assert_eq!(r[0]["type"], "command_response");
-    assert_eq!(r[0]["server_id"], "srv-1");
+    assert_eq!(r[0]["type"], "command_accepted");
+    assert_eq!(r[0]["command_id"], id.as_str());
+    assert_eq!(r[1]["type"], "command_response");
+    assert_eq!(r[1]["server_id"], "srv-1");
     assert!(h.take(viewer).is_empty());
     // The wrong kind of answer is refused, not relayed as a success (hole 10).
     h.send(
@@ -396,10 +403,11 @@ fn auth_roles_and_command_relay_with_timeout_and_answer_kinds() {
         &json!({"type": "docker_response", "command_id": id, "success": true, "message": "ok"}),
     );
     let r = h.take(admin);
-    assert_eq!(r.len(), 1, "{r:?}");
-    assert_eq!(r[0]["type"], "error");
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r[0]["type"], "command_accepted");
+    assert_eq!(r[1]["type"], "error");
     assert!(
-        r[0]["message"]
+        r[1]["message"]
             .as_str()
             .unwrap()
             .contains("docker_response")
@@ -410,6 +418,7 @@ fn auth_roles_and_command_relay_with_timeout_and_answer_kinds() {
         &json!({"type": "command", "server_id": "srv-1", "command": "uptime"}),
     );
     h.take(agent);
+    assert_eq!(h.take(admin)[0]["type"], "command_accepted");
     h.tick(Duration::from_secs(31));
     let r = h.take(admin);
     assert!(

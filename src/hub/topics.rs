@@ -40,6 +40,11 @@ pub enum TopicKey {
     SeedMetrics(String),
     /// A server's agent log entries, `/api/v1/ws/logs/{id}` (and its alerts).
     AgentLogs(String),
+    /// A server's per-container usage (`container_stats`), sampled only
+    /// while this topic has subscribers.
+    Stats(String),
+    /// Every server's `server_state_change` (every multiplexed browser).
+    Servers,
 }
 
 impl TopicKey {
@@ -49,7 +54,9 @@ impl TopicKey {
             | TopicKey::Metrics(s)
             | TopicKey::SeedMetrics(s)
             | TopicKey::AgentLogs(s)
+            | TopicKey::Stats(s)
             | TopicKey::Logs { server: s, .. } => s,
+            TopicKey::Servers => "",
         }
     }
 }

@@ -20,11 +20,21 @@ pub enum BrowserRequest {
         token: String,
     },
     StartLogStream {
+        server_id: Option<String>,
         container_id: String,
         tail: Option<usize>,
     },
     StopLogStream {
+        server_id: Option<String>,
         container_id: String,
+    },
+    /// `list_servers` (SPEC 6).
+    ListServers,
+    SubscribeContainers {
+        server_id: String,
+    },
+    UnsubscribeContainers {
+        server_id: String,
     },
     DockerCommand {
         server_id: Option<String>,
@@ -68,6 +78,34 @@ fn field<'a>(obj: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a 
     }
 }
 
+/// An optional string field: absent or null is `None`.
+fn optional_field(
+    obj: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<String>, String> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => field(obj, name).map(|s| Some(s.to_string())),
+    }
+}
+
+/// Longest `request_id` a client may send (SPEC 6).
+pub const MAX_REQUEST_ID: usize = 64;
+
+/// The request's `request_id`, when it has a valid one.
+///
+/// # Errors
+/// A message for the client when it is not a string of at most 64 bytes.
+pub fn request_id(obj: &serde_json::Map<String, Value>) -> Result<Option<&str>, String> {
+    match obj.get("request_id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() <= MAX_REQUEST_ID => Ok(Some(s)),
+        Some(_) => Err(format!(
+            "field \"request_id\" must be a string of at most {MAX_REQUEST_ID} bytes"
+        )),
+    }
+}
+
 /// Parses the named request from its payload object (shared by both dialects).
 ///
 /// # Errors
@@ -90,18 +128,24 @@ pub fn request_from(
                 ),
             };
             BrowserRequest::StartLogStream {
+                server_id: optional_field(obj, "server_id")?,
                 container_id: field(obj, "container_id")?.to_string(),
                 tail,
             }
         }
         "stop_log_stream" => BrowserRequest::StopLogStream {
+            server_id: optional_field(obj, "server_id")?,
             container_id: field(obj, "container_id")?.to_string(),
         },
+        "list_servers" => BrowserRequest::ListServers,
+        "subscribe_containers" => BrowserRequest::SubscribeContainers {
+            server_id: field(obj, "server_id")?.to_string(),
+        },
+        "unsubscribe_containers" => BrowserRequest::UnsubscribeContainers {
+            server_id: field(obj, "server_id")?.to_string(),
+        },
         "docker_command" => BrowserRequest::DockerCommand {
-            server_id: obj
-                .get("server_id")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            server_id: optional_field(obj, "server_id")?,
             action: field(obj, "action")?.to_string(),
             container_id: field(obj, "container_id")?.to_string(),
         },
@@ -155,18 +199,28 @@ pub enum Event<'a> {
     ConnectionEstablished {
         server_id: &'a str,
     },
+    /// A server's whole container table; `request_id` echoes the
+    /// `subscribe_containers` that asked for it.
     InitialState {
+        server_id: &'a str,
         containers: &'a [&'a Container],
+        request_id: Option<&'a str>,
     },
-    ContainerChanged(&'a Container),
+    ContainerChanged {
+        server_id: &'a str,
+        container: &'a Container,
+    },
     ContainerRemoved {
+        server_id: &'a str,
         id: &'a str,
     },
     LogUpdate {
+        server_id: &'a str,
         container_id: &'a str,
         log: &'a str,
     },
     LogStreamStopped {
+        server_id: &'a str,
         container_id: &'a str,
         message: &'a str,
     },
@@ -185,8 +239,10 @@ pub enum Event<'a> {
     },
     /// The answer to a client's `ping` request.
     Pong,
+    /// `request_id` echoes the request the error answers, when it had one.
     Error {
         message: &'a str,
+        request_id: Option<&'a str>,
     },
     /// Any other message, built as a JSON object: `name` is its `type` (JSON
     /// dialect) or event name (Socket.IO), `fields` its payload.
@@ -202,7 +258,9 @@ impl<'a> Event<'a> {
         match self {
             Event::ConnectionEstablished { .. } => "connection_established",
             Event::InitialState { .. } => "initial_state",
-            Event::ContainerChanged(_) | Event::ContainerRemoved { .. } => "container_state_change",
+            Event::ContainerChanged { .. } | Event::ContainerRemoved { .. } => {
+                "container_state_change"
+            }
             Event::LogUpdate { .. } => "log_update",
             Event::LogStreamStopped { .. } => "log_stream_stopped",
             Event::LogDropped { .. } => "log_dropped",
@@ -238,26 +296,52 @@ fn write_fields(out: &mut Vec<u8>, ev: &Event<'_>, dialect: Dialect) {
             kv(out, true, "message", &"Connected to dockwire");
             kv(out, false, "server_id", &server_id);
         }
-        Event::InitialState { containers } => kv(out, true, "containers", &containers),
-        Event::ContainerChanged(c) => kv(out, true, "container", c),
-        Event::ContainerRemoved { id } => kv(
-            out,
-            true,
-            "container",
-            &Removed {
-                id,
-                state: "removed",
-            },
-        ),
-        Event::LogUpdate { container_id, log } => {
-            kv(out, true, "container_id", &container_id);
+        Event::InitialState {
+            server_id,
+            containers,
+            request_id,
+        } => {
+            kv(out, true, "server_id", &server_id);
+            kv(out, false, "containers", &containers);
+            if let Some(r) = request_id {
+                kv(out, false, "request_id", &r);
+            }
+        }
+        Event::ContainerChanged {
+            server_id,
+            container,
+        } => {
+            kv(out, true, "server_id", &server_id);
+            kv(out, false, "container", container);
+        }
+        Event::ContainerRemoved { server_id, id } => {
+            kv(out, true, "server_id", &server_id);
+            kv(
+                out,
+                false,
+                "container",
+                &Removed {
+                    id,
+                    state: "removed",
+                },
+            );
+        }
+        Event::LogUpdate {
+            server_id,
+            container_id,
+            log,
+        } => {
+            kv(out, true, "server_id", &server_id);
+            kv(out, false, "container_id", &container_id);
             kv(out, false, "log", &log);
         }
         Event::LogStreamStopped {
+            server_id,
             container_id,
             message,
         } => {
-            kv(out, true, "container_id", &container_id);
+            kv(out, true, "server_id", &server_id);
+            kv(out, false, "container_id", &container_id);
             kv(out, false, "message", &message);
         }
         Event::LogDropped {
@@ -294,13 +378,19 @@ fn write_fields(out: &mut Vec<u8>, ev: &Event<'_>, dialect: Dialect) {
                 first = false;
             }
         }
-        Event::Error { message } => {
+        Event::Error {
+            message,
+            request_id,
+        } => {
             let key = if dialect == Dialect::SocketIo {
                 "error"
             } else {
                 "message"
             };
             kv(out, true, key, &message);
+            if let Some(r) = request_id {
+                kv(out, false, "request_id", &r);
+            }
         }
     }
 }
@@ -310,7 +400,7 @@ pub fn encode(ev: &Event<'_>, dialect: Dialect) -> Frame {
     let hint = match ev {
         Event::LogUpdate { log, .. } => log.len() + 128,
         Event::Metrics { data_json, .. } => data_json.len() + 96,
-        Event::InitialState { containers } => containers.len() * 512 + 64,
+        Event::InitialState { containers, .. } => containers.len() * 512 + 96,
         _ => 160,
     };
     let mut buf = ws::begin_frame(hint);
@@ -332,14 +422,25 @@ pub fn encode(ev: &Event<'_>, dialect: Dialect) -> Frame {
             let _ = serde_json::to_writer(&mut buf, ev.name());
             buf.push(b',');
             match ev {
-                // The seed's container_state_change payload is the container itself.
-                Event::ContainerChanged(c) => {
-                    let _ = serde_json::to_writer(&mut buf, c);
+                // The seed's container_state_change payload is the container
+                // itself; `server_id` joins its fields.
+                Event::ContainerChanged {
+                    server_id,
+                    container,
+                } => {
+                    let _ = serde_json::to_writer(&mut buf, container);
+                    if buf.last() == Some(&b'}') {
+                        buf.pop();
+                        kv_into(&mut buf, "server_id", server_id);
+                        buf.push(b'}');
+                    }
                 }
-                Event::ContainerRemoved { id } => {
+                Event::ContainerRemoved { server_id, id } => {
                     let _ = serde_json::to_writer(
                         &mut buf,
-                        &serde_json::json!({"container_id": id, "id": id, "state": "removed"}),
+                        &serde_json::json!({
+                            "container_id": id, "id": id, "state": "removed", "server_id": server_id,
+                        }),
                     );
                 }
                 _ => {
@@ -354,6 +455,14 @@ pub fn encode(ev: &Event<'_>, dialect: Dialect) -> Frame {
     ws::finish_frame(buf, OpCode::Text)
 }
 
+/// Appends `,"key":"value"` to an object being written.
+fn kv_into(out: &mut Vec<u8>, key: &str, value: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
 /// Encodes any serializable value as a JSON text frame.
 pub fn encode_value(v: &impl Serialize) -> Frame {
     let mut buf = ws::begin_frame(256);
@@ -363,7 +472,13 @@ pub fn encode_value(v: &impl Serialize) -> Frame {
 
 /// `{"type":"error","message":...}` (or the Socket.IO `error` event).
 pub fn error_frame(message: &str, dialect: Dialect) -> Frame {
-    encode(&Event::Error { message }, dialect)
+    encode(
+        &Event::Error {
+            message,
+            request_id: None,
+        },
+        dialect,
+    )
 }
 
 #[cfg(test)]
@@ -377,19 +492,20 @@ mod tests {
     #[test]
     fn log_update_in_both_dialects() {
         let ev = Event::LogUpdate {
+            server_id: "s1",
             container_id: "abc",
             log: "a\n\"b\"\n",
         };
         let j: Value = serde_json::from_str(&payload(&encode(&ev, Dialect::Json))).unwrap();
         assert_eq!(
             j,
-            serde_json::json!({"type":"log_update","container_id":"abc","log":"a\n\"b\"\n"})
+            serde_json::json!({"type":"log_update","server_id":"s1","container_id":"abc","log":"a\n\"b\"\n"})
         );
         let s = payload(&encode(&ev, Dialect::SocketIo));
         let arr: Value = serde_json::from_str(s.strip_prefix("42").unwrap()).unwrap();
         assert_eq!(
             arr,
-            serde_json::json!(["log_update", {"container_id":"abc","log":"a\n\"b\"\n"}])
+            serde_json::json!(["log_update", {"server_id":"s1","container_id":"abc","log":"a\n\"b\"\n"}])
         );
     }
 
@@ -410,6 +526,7 @@ mod tests {
         assert_eq!(
             parse_browser(r#"{"type":"start_log_stream","container_id":"web","tail":5}"#).unwrap(),
             BrowserRequest::StartLogStream {
+                server_id: None,
                 container_id: "web".into(),
                 tail: Some(5)
             }

@@ -11,13 +11,17 @@ pub struct Container {
     pub id: String,
     /// Name without Docker's leading `/`.
     pub name: String,
+    #[serde(default)]
     pub image: String,
     /// Docker's state: created, running, paused, restarting, removing, exited, dead.
     pub state: String,
     /// Docker's human status, e.g. "Up 3 minutes".
+    #[serde(default)]
     pub status: String,
     /// RFC 3339 creation time.
+    #[serde(default)]
     pub created: String,
+    #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// RFC 3339 time the container last started; null when it never ran.
     #[serde(default)]
@@ -59,4 +63,21 @@ pub struct Metrics {
     pub load_average: [f64; 3],
     /// RFC 3339 time of the sample.
     pub timestamp: String,
+}
+
+/// One running container's usage (`container_stats`, SPEC 6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerStats {
+    pub id: String,
+    #[serde(default)]
+    pub cpu_percent: f64,
+    /// Bytes in use, page cache excluded (as `docker stats` shows).
+    #[serde(default)]
+    pub memory_used: u64,
+    #[serde(default)]
+    pub memory_limit: u64,
+    #[serde(default)]
+    pub net_rx_bytes: u64,
+    #[serde(default)]
+    pub net_tx_bytes: u64,
 }

@@ -35,6 +35,12 @@ impl HttpApp for AppView<'_> {
     fn containers(&self) -> Vec<u8> {
         self.hub.state().containers_json()
     }
+    fn servers(&self) -> Vec<u8> {
+        self.hub.state().servers_body()
+    }
+    fn server_containers(&self, server_id: &str) -> Option<Vec<u8>> {
+        self.hub.state().server_containers_body(server_id)
+    }
 }
 
 impl Server {

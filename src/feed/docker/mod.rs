@@ -26,12 +26,14 @@
 //!
 //! Files: `engine` (connect, container table, events), `follow` (log
 //! followers), `lines` (record parsing and the history/live seam),
-//! `runtime` (the thread's main loop: requests, reconnects, followers).
+//! `runtime` (the thread's main loop: requests, reconnects, followers),
+//! `stats` (per-container usage while someone subscribes).
 
 mod engine;
 mod follow;
 pub mod lines;
 mod runtime;
+mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;

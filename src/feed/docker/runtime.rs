@@ -20,7 +20,7 @@ use tokio::task::{AbortHandle, Id, JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::engine::{self, SessionEnd};
-use super::{BACKOFF_MAX, BACKOFF_MIN, Sink, follow, run_action};
+use super::{BACKOFF_MAX, BACKOFF_MIN, Sink, follow, run_action, stats};
 use crate::feed::{DockerEvent, DockerRequest};
 
 struct FollowerEntry {
@@ -37,6 +37,10 @@ struct State {
     tasks: JoinSet<(u64, String)>,
     /// `Down` was sent and no `Up` since.
     down_reported: bool,
+    /// Container sampling period while someone wants `container_stats`.
+    stats_interval: Option<Duration>,
+    /// The sampler task, while sampling is on and the engine is up.
+    sampler: Option<AbortHandle>,
     backoff: Duration,
     /// A send failed: nobody listens any more.
     gone: bool,
@@ -55,6 +59,8 @@ pub(super) async fn run(
         followers: HashMap::new(),
         tasks: JoinSet::new(),
         down_reported: false,
+        stats_interval: None,
+        sampler: None,
         backoff: BACKOFF_MIN,
         gone: false,
     };
@@ -69,6 +75,7 @@ pub(super) async fn run(
                 st.docker = Some(docker);
                 st.down_reported = false;
                 st.backoff = BACKOFF_MIN;
+                st.restart_sampler();
             }
             end = wait_session(&mut session) => {
                 session = None;
@@ -92,6 +99,9 @@ pub(super) async fn run(
         }
     }
     if let Some(s) = session {
+        s.abort();
+    }
+    if let Some(s) = st.sampler.take() {
         s.abort();
     }
     st.tasks.abort_all();
@@ -126,9 +136,21 @@ impl State {
         ))
     }
 
+    /// (Re)starts the sampler for the current engine and interval, or stops it.
+    fn restart_sampler(&mut self) {
+        if let Some(s) = self.sampler.take() {
+            s.abort();
+        }
+        if let (Some(docker), Some(every)) = (self.docker.clone(), self.stats_interval) {
+            let task = tokio::spawn(stats::sample_loop(docker, self.sink.clone(), every));
+            self.sampler = Some(task.abort_handle());
+        }
+    }
+
     /// The session ended: report `Down` once and end every follower.
     fn lost(&mut self, end: SessionEnd) {
         self.docker = None;
+        self.restart_sampler();
         if end.was_up || !self.down_reported {
             log::warn!("docker is down: {}", end.reason);
             self.down_reported = true;
@@ -178,6 +200,10 @@ impl State {
                     .insert(follow_id, FollowerEntry { container_id, task });
             }
             DockerRequest::Unfollow { follow_id } => self.unfollow(follow_id),
+            DockerRequest::Stats { interval } => {
+                self.stats_interval = interval;
+                self.restart_sampler();
+            }
             DockerRequest::Action {
                 request_id,
                 action,
