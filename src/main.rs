@@ -48,7 +48,10 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
-    /// Run as an agent connected to a hub.
+    /// Run as an agent connected to a hub: pushes host metrics and followed log
+    /// files and, with a Docker engine (--docker-host, DOCKER_HOST or the local
+    /// socket), its containers, their logs and usage; runs the allowed commands
+    /// and the docker actions the hub relays.
     Agent(AgentArgs),
 }
 
@@ -79,6 +82,15 @@ struct AgentArgs {
     metrics_interval: Duration,
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     command_timeout: Duration,
+    /// The Docker engine whose containers, logs and usage this agent serves
+    /// (and that docker_command acts on): unix:///path or tcp://host:port.
+    /// Default: DOCKER_HOST, else unix:///var/run/docker.sock when it exists.
+    /// Without an engine the agent serves metrics, log files and commands only.
+    #[arg(long)]
+    docker_host: Option<String>,
+    /// Serve no Docker at all, even when a socket is there.
+    #[arg(long, conflicts_with = "docker_host")]
+    no_docker: bool,
 }
 
 fn main() {
@@ -181,6 +193,8 @@ fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
     opts.log_files = a.log_file;
     opts.metrics_interval = a.metrics_interval;
     opts.command_timeout = a.command_timeout;
+    opts.docker_host = a.docker_host;
+    opts.no_docker = a.no_docker;
     let shutdown = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(libc::SIGTERM, shutdown.clone())?;
     signal_hook::flag::register(libc::SIGINT, shutdown.clone())?;

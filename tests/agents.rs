@@ -4,34 +4,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::*;
 use dockwire::auth::{Role, sign_token};
 use serde_json::{Value, json};
-
-/// The secret of every `agent_hub` (tokens here are signed directly).
-const SECRET: &[u8] = TEST_SECRET;
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn token(role: Role) -> String {
-    sign_token(SECRET, "tester", role, Duration::from_secs(3600), now())
-}
-
-fn browser(h: &AgentHub, path: &str, role: Role) -> Ws {
-    let mut b = connect(&h.d.url(path));
-    send_json(&mut b, &json!({"type": "auth", "token": token(role)}));
-    wait_type(&mut b, "auth_success", Duration::from_secs(5));
-    b
-}
 
 /// Asserts no message of `kind` arrives within `within`.
 fn assert_silent(ws: &mut Ws, kind: &str, within: Duration) {
@@ -106,24 +84,24 @@ fn b64(v: &Value) -> String {
 #[test]
 fn every_bad_token_kind_is_refused_with_1008() {
     let h = agent_hub(0, "");
-    let payload = json!({"sub": "x", "role": "admin", "exp": now() + 3600});
+    let payload = json!({"sub": "x", "role": "admin", "exp": unix_now() + 3600});
     let other_secret = sign_token(
         b"another-secret-another-secret-xx",
         "x",
         Role::Admin,
         Duration::from_secs(3600),
-        now(),
+        unix_now(),
     );
     let expired = sign_token(
-        SECRET,
+        TEST_SECRET,
         "x",
         Role::Admin,
         Duration::from_secs(60),
-        now() - 7200,
+        unix_now() - 7200,
     );
     let good = token(Role::Admin);
     let mut tampered: Vec<&str> = good.split('.').collect();
-    let forged_payload = b64(&json!({"sub": "root", "role": "admin", "exp": now() + 3600}));
+    let forged_payload = b64(&json!({"sub": "root", "role": "admin", "exp": unix_now() + 3600}));
     tampered[1] = &forged_payload;
     let cases = [
         (
@@ -150,7 +128,7 @@ fn every_bad_token_kind_is_refused_with_1008() {
             use hmac::{KeyInit, Mac};
             let head = b64(&json!({"alg": "HS256", "typ": "JWT"}));
             let body = b64(&json!({"sub": "x", "role": "admin"}));
-            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET).unwrap();
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(TEST_SECRET).unwrap();
             mac.update(format!("{head}.{body}").as_bytes());
             let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .encode(mac.finalize().into_bytes());
@@ -443,44 +421,6 @@ fn thousand_agents_with_metrics_flowing() {
 }
 
 // ---- real `dockwire agent` processes ----
-
-struct AgentProc(Child);
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_agent(h: &AgentHub, i: usize, args: &[&str]) -> AgentProc {
-    let dir = temp_dir("agent");
-    let key_file = dir.join("key");
-    std::fs::write(&key_file, format!("{}\n", h.keys[i].0)).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_dockwire"))
-        .arg("agent")
-        .arg("--hub")
-        .arg(h.d.url("/api/v1/agents/ws"))
-        .arg("--api-key-file")
-        .arg(&key_file)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    AgentProc(child)
-}
-
-fn wait_agents(h: &AgentHub, n: f64, within: Duration) {
-    let deadline = Instant::now() + within;
-    while h.d.metric("dockwire_agents_connected") != Some(n) {
-        assert!(
-            Instant::now() < deadline,
-            "agents connected never reached {n}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn real_agent_metrics_allowlist_and_kill_mid_command() {

@@ -24,6 +24,9 @@ use dockwire::feed::{ContainerAction, DockerEvent, DockerRequest, FeedEvent, Log
 use dockwire::protocol::model::Container;
 use mio::{Events, Poll, Token, Waker};
 
+mod common;
+use common::OwnEngine;
+
 const WAKER: Token = Token(0);
 
 /// `DOCKER_HOST`, or `None` after a loud message (the test then passes
@@ -940,66 +943,6 @@ fn follower_ends_when_the_container_stops_or_is_unknown() {
     assert!(got.history.is_none());
     let reason = got.ended.expect("LogEnded for an unknown container");
     assert!(reason.contains("No such container"), "{reason}");
-}
-
-/// An engine of this test's own (scripts/docker-env.sh with its own state
-/// dir), stopped and deleted on drop.
-struct OwnEngine {
-    state: std::path::PathBuf,
-    host: String,
-}
-
-impl OwnEngine {
-    fn script() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/docker-env.sh")
-    }
-
-    fn run(state: &std::path::Path, cmd: &str) -> String {
-        let out = Command::new("bash")
-            .arg(Self::script())
-            .arg(cmd)
-            .env("DOCKWIRE_TESTENV", state)
-            .output()
-            .expect("run docker-env.sh");
-        assert!(
-            out.status.success(),
-            "docker-env.sh {cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn start() -> OwnEngine {
-        let state = std::env::temp_dir().join(unique("engine"));
-        Self::run(&state, "start");
-        let env = Self::run(&state, "env");
-        let host = env
-            .lines()
-            .find_map(|l| l.strip_prefix("export DOCKER_HOST="))
-            .map(|h| h.trim_matches(|c| c == '\'' || c == '"').to_string())
-            .expect("DOCKER_HOST from docker-env.sh env");
-        OwnEngine { state, host }
-    }
-
-    fn kill9(&self) {
-        let pid = std::fs::read_to_string(self.state.join("dockerd.pid")).unwrap();
-        let st = Command::new("kill")
-            .args(["-9", pid.trim()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-}
-
-impl Drop for OwnEngine {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(Self::script())
-            .arg("stop")
-            .env("DOCKWIRE_TESTENV", &self.state)
-            .output();
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
 }
 
 #[test]

@@ -50,6 +50,7 @@ impl Backlog {
     /// Keeps `item` for later, dropping what the bounds require.
     pub fn push(&mut self, item: Outgoing) {
         match item {
+            Outgoing::Raw(_) => {}
             Outgoing::Metrics(_) => self.metrics = Some(item),
             Outgoing::Log(_) => {
                 if self.log_cap == 0 {
@@ -98,6 +99,7 @@ impl Backlog {
     /// Bounds still hold: a log beyond the cap is dropped and counted.
     pub fn unpop(&mut self, item: Outgoing) {
         match item {
+            Outgoing::Raw(_) => {}
             Outgoing::Metrics(_) => {
                 // A newer sample already waiting wins.
                 if self.metrics.is_none() {
@@ -175,6 +177,7 @@ mod tests {
             Outgoing::Metrics(m) => format!("cpu {}", m.cpu_percent),
             Outgoing::Command(r) => format!("cmd {}", r.command_id),
             Outgoing::Docker(r) => format!("docker {}", r.command_id),
+            Outgoing::Raw(t) => t.clone(),
         }
     }
 

@@ -25,6 +25,7 @@
 
 pub mod backlog;
 pub mod backoff;
+pub mod containers;
 pub mod docker;
 pub mod level;
 pub mod runner;
@@ -91,9 +92,11 @@ pub struct AgentOptions {
     pub allow_commands: Vec<String>,
     pub log_files: Vec<PathBuf>,
     pub metrics_interval: Duration,
-    /// Docker engine for `docker_command`; `None`: `DOCKER_HOST` or the
-    /// local socket.
+    /// Docker engine for the containers, logs, stats and `docker_command`;
+    /// `None`: `DOCKER_HOST` or the local socket.
     pub docker_host: Option<String>,
+    /// No Docker at all (`--no-docker`): the agent announces no `docker`.
+    pub no_docker: bool,
     pub command_timeout: Duration,
     pub max_output_bytes: usize,
 }
@@ -108,6 +111,7 @@ impl AgentOptions {
             log_files: Vec::new(),
             metrics_interval: DEFAULT_METRICS_INTERVAL,
             docker_host: None,
+            no_docker: false,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
         }
@@ -124,6 +128,7 @@ impl fmt::Debug for AgentOptions {
             .field("log_files", &self.log_files)
             .field("metrics_interval", &self.metrics_interval)
             .field("docker_host", &self.docker_host)
+            .field("no_docker", &self.no_docker)
             .field("command_timeout", &self.command_timeout)
             .field("max_output_bytes", &self.max_output_bytes)
             .finish()
@@ -303,13 +308,43 @@ pub fn run_with(
         return Err(e);
     }
 
+    let docker_host = docker_engine(&opts);
+    let mut capabilities = vec!["metrics"];
+    if !opts.log_files.is_empty() {
+        capabilities.push("log_files");
+    }
+    if !allowlist.is_empty() {
+        capabilities.push("commands");
+    }
+    let mut bridge = None;
+    if let Some(host) = docker_host.clone() {
+        match containers::DockerBridge::start(
+            host.clone(),
+            tx.clone(),
+            Arc::clone(&shutdown),
+            tuning.max_frame,
+            tuning.max_line,
+        ) {
+            Ok((b, thread)) => {
+                log::info!("docker: containers, logs and stats from {host}");
+                capabilities.push("docker");
+                threads.push(thread);
+                bridge = Some(Arc::new(b));
+            }
+            Err(e) => {
+                shutdown.store(true, Ordering::Relaxed);
+                join_all(threads);
+                return Err(AgentError::Thread("docker", e));
+            }
+        }
+    }
     let tasks = TaskContext {
         allowlist: Arc::new(allowlist),
         limits: Limits {
             timeout: opts.command_timeout,
             max_output_bytes: opts.max_output_bytes,
         },
-        docker_host: opts.docker_host.clone(),
+        docker_host: docker_host.or_else(|| opts.docker_host.clone()),
         max_tasks: tuning.max_tasks.max(1),
         in_flight: Arc::new(AtomicUsize::new(0)),
     };
@@ -321,10 +356,37 @@ pub fn run_with(
         (tx, rx),
         tasks,
         Arc::clone(&shutdown),
-    );
+    )
+    .with_extensions(&capabilities, bridge);
     session.run();
     join_all(threads);
     Ok(())
+}
+
+/// The Docker engine the agent serves, if any: `--docker-host`, else
+/// `DOCKER_HOST`, else the local socket when it exists. `--no-docker`, or
+/// no engine named and no socket, means none (logged once).
+fn docker_engine(opts: &AgentOptions) -> Option<String> {
+    if opts.no_docker {
+        log::info!("--no-docker: this agent reports no containers");
+        return None;
+    }
+    let named = opts.docker_host.is_some()
+        || std::env::var("DOCKER_HOST").is_ok_and(|h| !h.trim().is_empty());
+    // The flag wins over DOCKER_HOST (unlike `[docker] host` for `serve`).
+    let host = match &opts.docker_host {
+        Some(h) => h.trim().to_string(),
+        None => crate::feed::docker::resolve_host(None),
+    };
+    let socket = host.strip_prefix("unix://").unwrap_or(&host);
+    if !named && !Path::new(socket).exists() {
+        log::info!(
+            "no Docker socket at {socket}: this agent reports no containers \
+             (use --docker-host or DOCKER_HOST to name an engine)"
+        );
+        return None;
+    }
+    Some(host)
 }
 
 fn join_all(threads: Vec<JoinHandle<()>>) {

@@ -33,6 +33,7 @@ use tungstenite::{HandshakeError, Message, WebSocket};
 
 use super::backlog::Backlog;
 use super::backoff::Backoff;
+use super::containers::DockerBridge;
 use super::docker::docker_action;
 use super::runner::{self, Allowlist, Limits};
 use super::wire::{self, CommandResponse, DockerResponse, Incoming, Outgoing};
@@ -80,6 +81,10 @@ pub struct Session {
     /// Items written to the socket but not yet flushed: put back in the
     /// backlog if the flush fails.
     unflushed: Vec<Outgoing>,
+    /// The Docker side, when this agent announces `docker`.
+    docker: Option<Arc<DockerBridge>>,
+    /// The `hello` message sent after every `auth_success`.
+    hello: String,
 }
 
 impl Session {
@@ -102,7 +107,21 @@ impl Session {
             tasks,
             shutdown,
             unflushed: Vec::new(),
+            docker: None,
+            hello: wire::encode_hello(&[]),
         }
+    }
+
+    /// Announces `capabilities` in `hello`; `docker`: the Docker bridge.
+    #[must_use]
+    pub fn with_extensions(
+        mut self,
+        capabilities: &[&str],
+        docker: Option<Arc<DockerBridge>>,
+    ) -> Self {
+        self.hello = wire::encode_hello(capabilities);
+        self.docker = docker;
+        self
     }
 
     /// Connects, serves, and reconnects until `shutdown` is set.
@@ -203,6 +222,12 @@ impl Session {
             Err(end) => return (end, Duration::ZERO),
         };
         log::info!("connected to hub {} as server {server_id}", self.hub.url);
+        if let Err(e) = self.announce(&mut ws) {
+            return (
+                End::Lost(format!("could not send hello: {e}")),
+                Duration::ZERO,
+            );
+        }
         let up = Instant::now();
         let end = self.serve(&mut ws, &server_id);
         (end, up.elapsed())
@@ -397,6 +422,22 @@ impl Session {
         }
     }
 
+    /// After `auth_success`: `hello`, then (with Docker) the engine state and
+    /// the whole container table. Docker messages queued for the previous
+    /// connection are dropped first: the table supersedes them.
+    fn announce(&mut self, ws: &mut Socket) -> Result<(), tungstenite::Error> {
+        while let Ok(item) = self.rx.try_recv() {
+            self.backlog.push(item);
+        }
+        ws.write(Message::text(self.hello.clone()))?;
+        if let Some(d) = &self.docker {
+            for text in d.on_connected() {
+                ws.write(Message::text(text))?;
+            }
+        }
+        ws.flush()
+    }
+
     /// Handles one text frame from the hub.
     fn handle(&mut self, text: &str) {
         match wire::decode(text) {
@@ -412,6 +453,25 @@ impl Session {
                 action,
                 container_id,
             }) => self.start_docker(command_id, action, container_id),
+            Ok(Incoming::SubscribeLogs { container_id, tail }) => match &self.docker {
+                Some(d) if super::docker::valid_container_ref(&container_id) => {
+                    d.subscribe_logs(&container_id, tail);
+                }
+                Some(_) => log::warn!("ignoring subscribe_logs for an invalid container id"),
+                None => log::debug!("ignoring subscribe_logs: this agent has no Docker"),
+            },
+            Ok(Incoming::UnsubscribeLogs { container_id }) => {
+                if let Some(d) = &self.docker {
+                    d.unsubscribe_logs(&container_id);
+                }
+            }
+            Ok(Incoming::SampleStats { interval_ms }) => {
+                if let Some(d) = &self.docker {
+                    // At least 1 s between rounds, whatever the hub asks.
+                    let every = interval_ms.map(|ms| Duration::from_millis(ms.max(1000)));
+                    d.sample_stats(every);
+                }
+            }
             Ok(Incoming::Malformed { kind, reason }) => {
                 log::warn!("ignoring a {kind} message from the hub: {reason}");
             }

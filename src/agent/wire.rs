@@ -44,6 +44,10 @@ pub enum Outgoing {
     Log(LogEntry),
     Command(CommandResponse),
     Docker(DockerResponse),
+    /// A message already encoded by the Docker bridge ([`super::containers`]):
+    /// sent as it is while connected, never kept while offline (the table
+    /// is sent whole on reconnect, followers restart on the hub's request).
+    Raw(String),
 }
 
 #[derive(Serialize)]
@@ -82,6 +86,22 @@ pub fn encode_auth(api_key: &str) -> String {
     serde_json::json!({"type": "auth", "api_key": api_key}).to_string()
 }
 
+/// The `hello` message (SPEC 6) sent after every `auth_success`.
+pub fn encode_hello(capabilities: &[&str]) -> String {
+    serde_json::json!({
+        "type": "hello",
+        "name": hostname(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "capabilities": capabilities,
+    })
+    .to_string()
+}
+
+/// This host's name (informational: the hub names an agent by its key).
+fn hostname() -> String {
+    sysinfo::System::host_name().unwrap_or_default()
+}
+
 /// Encodes one outgoing item as the JSON text frame the hub expects.
 pub fn encode(item: &Outgoing, server_id: &str) -> String {
     match item {
@@ -97,6 +117,7 @@ pub fn encode(item: &Outgoing, server_id: &str) -> String {
         ),
         Outgoing::Command(r) => typed("command_response", None, r),
         Outgoing::Docker(r) => typed("docker_response", None, r),
+        Outgoing::Raw(text) => text.clone(),
     }
 }
 
@@ -118,6 +139,18 @@ pub enum Incoming {
         command_id: Value,
         action: Option<String>,
         container_id: Option<String>,
+    },
+    /// Follow a container's logs (SPEC 6): history of `tail` lines, then live.
+    SubscribeLogs {
+        container_id: String,
+        tail: usize,
+    },
+    UnsubscribeLogs {
+        container_id: String,
+    },
+    /// Sample container usage every `interval_ms` (`None`: stop).
+    SampleStats {
+        interval_ms: Option<u64>,
     },
     /// A known type whose required fields are missing (nothing to answer).
     Malformed {
@@ -184,6 +217,31 @@ pub fn decode(text: &str) -> Result<Incoming, String> {
                 }
             }
         }
+        "subscribe_logs" | "unsubscribe_logs" => match take_str(&mut obj, "container_id") {
+            Some(container_id) if !container_id.is_empty() => {
+                if kind == "subscribe_logs" {
+                    let tail = obj.get("tail").and_then(Value::as_u64).unwrap_or(100);
+                    Incoming::SubscribeLogs {
+                        container_id,
+                        tail: usize::try_from(tail).unwrap_or(usize::MAX),
+                    }
+                } else {
+                    Incoming::UnsubscribeLogs { container_id }
+                }
+            }
+            _ => Incoming::Malformed {
+                kind,
+                reason: "missing container_id",
+            },
+        },
+        "subscribe_stats" => Incoming::SampleStats {
+            interval_ms: Some(
+                obj.get("interval_ms")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(5000),
+            ),
+        },
+        "unsubscribe_stats" => Incoming::SampleStats { interval_ms: None },
         _ => Incoming::Unknown { kind },
     };
     Ok(msg)

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use dockwire::auth::{Role, sign_token};
 use serde_json::{Value, json};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
@@ -495,4 +496,133 @@ pub fn run_container(name: &str, extra: &[&str], cmd: &str) -> (Container, Strin
     args.extend_from_slice(&["sh", "-c", cmd]);
     let id = docker(&args);
     (Container(name.to_string()), id)
+}
+
+/// An engine of this test's own (scripts/docker-env.sh with its own state
+/// dir), stopped and deleted on drop.
+pub struct OwnEngine {
+    pub state: std::path::PathBuf,
+    pub host: String,
+}
+
+impl OwnEngine {
+    pub fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/docker-env.sh")
+    }
+
+    pub fn run(state: &std::path::Path, cmd: &str) -> String {
+        let out = Command::new("bash")
+            .arg(Self::script())
+            .arg(cmd)
+            .env("DOCKWIRE_TESTENV", state)
+            .output()
+            .expect("run docker-env.sh");
+        assert!(
+            out.status.success(),
+            "docker-env.sh {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn start() -> OwnEngine {
+        let state = std::env::temp_dir().join(unique_name("engine"));
+        Self::run(&state, "start");
+        let env = Self::run(&state, "env");
+        let host = env
+            .lines()
+            .find_map(|l| l.strip_prefix("export DOCKER_HOST="))
+            .map(|h| h.trim_matches(|c| c == '\'' || c == '"').to_string())
+            .expect("DOCKER_HOST from docker-env.sh env");
+        OwnEngine { state, host }
+    }
+
+    pub fn kill9(&self) {
+        let pid = std::fs::read_to_string(self.state.join("dockerd.pid")).unwrap();
+        let st = Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for OwnEngine {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(Self::script())
+            .arg("stop")
+            .env("DOCKWIRE_TESTENV", &self.state)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+// ---- agents and browsers of an AgentHub ----
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A browser JWT signed with [`TEST_SECRET`] (the secret of every [`agent_hub`]).
+pub fn token(role: Role) -> String {
+    sign_token(
+        TEST_SECRET,
+        "tester",
+        role,
+        Duration::from_secs(3600),
+        unix_now(),
+    )
+}
+
+/// An authenticated browser socket on `path` of the hub.
+pub fn browser(h: &AgentHub, path: &str, role: Role) -> Ws {
+    let mut b = connect(&h.d.url(path));
+    send_json(&mut b, &json!({"type": "auth", "token": token(role)}));
+    wait_type(&mut b, "auth_success", Duration::from_secs(5));
+    b
+}
+
+/// A real `dockwire agent` process, killed on drop.
+pub struct AgentProc(pub Child);
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `dockwire agent` with key `i` of `h` and `args`.
+pub fn spawn_agent(h: &AgentHub, i: usize, args: &[&str]) -> AgentProc {
+    let dir = temp_dir("agent");
+    let key_file = dir.join("key");
+    std::fs::write(&key_file, format!("{}\n", h.keys[i].0)).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_dockwire"))
+        .arg("agent")
+        .arg("--hub")
+        .arg(h.d.url("/api/v1/agents/ws"))
+        .arg("--api-key-file")
+        .arg(&key_file)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    AgentProc(child)
+}
+
+/// Waits until the hub counts `n` connected agents.
+pub fn wait_agents(h: &AgentHub, n: f64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while h.d.metric("dockwire_agents_connected") != Some(n) {
+        assert!(
+            Instant::now() < deadline,
+            "agents connected never reached {n}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

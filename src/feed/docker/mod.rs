@@ -132,11 +132,29 @@ pub fn spawn_at(
     tx: Sender<FeedEvent>,
     waker: Arc<mio::Waker>,
 ) -> std::io::Result<DockerHandle> {
+    start(
+        host,
+        Sink {
+            tx,
+            waker: Some(waker),
+        },
+    )
+}
+
+/// Like [`spawn_at`] for a consumer that is not a mio loop (the agent): it
+/// blocks on the channel, so nothing needs waking.
+///
+/// # Errors
+/// Only when the OS cannot start the thread or its runtime.
+pub fn spawn_for_channel(host: String, tx: Sender<FeedEvent>) -> std::io::Result<DockerHandle> {
+    start(host, Sink { tx, waker: None })
+}
+
+fn start(host: String, sink: Sink) -> std::io::Result<DockerHandle> {
     let (req_tx, req_rx) = tokio::sync::mpsc::unbounded_channel();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let sink = Sink { tx, waker };
     std::thread::Builder::new()
         .name("docker-feed".into())
         .spawn(move || {
@@ -147,18 +165,21 @@ pub fn spawn_at(
     Ok(DockerHandle { requests: req_tx })
 }
 
-/// Where every event of the thread goes: the loop's channel plus its waker.
+/// Where every event of the thread goes: the consumer's channel plus, for
+/// the event loop, its waker.
 #[derive(Debug, Clone)]
 pub(crate) struct Sink {
     tx: Sender<FeedEvent>,
-    waker: Arc<mio::Waker>,
+    waker: Option<Arc<mio::Waker>>,
 }
 
 impl Sink {
     /// Sends and wakes the loop. `false` when the loop is gone.
     fn send(&self, ev: DockerEvent) -> bool {
         let ok = self.tx.send(FeedEvent::Docker(ev)).is_ok();
-        if let Err(e) = self.waker.wake() {
+        if let Some(w) = &self.waker
+            && let Err(e) = w.wake()
+        {
             log::debug!("docker feed: could not wake the loop: {e}");
         }
         ok
@@ -194,11 +215,50 @@ async fn connect(host: &str) -> Result<Docker, bollard::errors::Error> {
 }
 
 /// The engine's own words for an error (e.g. "No such container: x").
+///
+/// Connection failures name what the operator can do about them: a socket
+/// the daemon may not open, a socket that is not there, an engine that
+/// refuses connections, instead of the HTTP client's "client error (Connect)".
 fn error_text(e: &bollard::errors::Error) -> String {
     match e {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
-        other => other.to_string(),
+        other => match io_cause(other) {
+            Some(io) => actionable(io).unwrap_or_else(|| format!("{other}: {io}")),
+            None => other.to_string(),
+        },
     }
+}
+
+/// The I/O error at the root of a client error, if any.
+fn io_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// What to do about a connection failure, in the operator's terms (the
+/// caller names the engine address).
+fn actionable(io: &std::io::Error) -> Option<String> {
+    use std::io::ErrorKind;
+    Some(
+        match io.kind() {
+            ErrorKind::PermissionDenied => {
+                "permission denied on the Docker socket: add the dockwire user to the docker \
+                 group (or point [docker] host / DOCKER_HOST at an engine it may use)"
+            }
+            ErrorKind::NotFound => {
+                "no Docker socket there: is Docker running? (set [docker] host or DOCKER_HOST)"
+            }
+            ErrorKind::ConnectionRefused => "the engine refused the connection: is it running?",
+            _ => return None,
+        }
+        .to_string(),
+    )
 }
 
 /// Runs a container action; `Ok` holds the message for the user.
@@ -240,7 +300,15 @@ impl DockerClient {
     /// [`DockerError::Thread`] when no runtime can be built,
     /// [`DockerError::Connect`] when the engine does not answer.
     pub fn connect(host: Option<String>) -> Result<Self, DockerError> {
-        let host = resolve_host(host);
+        Self::connect_exact(resolve_host(host))
+    }
+
+    /// Like [`DockerClient::connect`] but talks to exactly `host`, whatever
+    /// `DOCKER_HOST` says (the agent's `--docker-host`).
+    ///
+    /// # Errors
+    /// When the runtime cannot start or the engine cannot be reached.
+    pub fn connect_exact(host: String) -> Result<Self, DockerError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -273,14 +341,18 @@ impl DockerClient {
 ///
 /// # Errors
 /// A message for the user: the connect error or the engine's error text.
+/// `host`: exactly that engine; `None`: `DOCKER_HOST` or the default socket.
 pub fn run_action_blocking(
     host: Option<String>,
     action: ContainerAction,
     container_id: &str,
 ) -> Result<String, String> {
-    DockerClient::connect(host)
-        .map_err(|e| e.to_string())?
-        .action(action, container_id)
+    match host {
+        Some(h) => DockerClient::connect_exact(h),
+        None => DockerClient::connect(None),
+    }
+    .map_err(|e| e.to_string())?
+    .action(action, container_id)
 }
 
 #[cfg(test)]

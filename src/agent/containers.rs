@@ -1,0 +1,434 @@
+//! The agent's Docker side (SPEC 6): the daemon's own Docker feed
+//! ([`crate::feed::docker`], bollard on its own thread) turned into the
+//! agent protocol's extension messages.
+//!
+//! Owns the bridge thread, which reads the feed's events, keeps the
+//! container table (sent whole on every (re)connect), and hands each change
+//! to the session as a ready-to-send message: `docker_status`, `containers`
+//! (in chunks that fit one frame, `"more": true` on all but the last),
+//! `container_state_change`, `container_stats`, `log_batch` (history chunks
+//! flagged `"history": true`, the last also `"last": true`) and
+//! `log_stream_stopped`.
+//!
+//! Invariants: one follower per container whatever the number of browsers
+//! behind the hub (the hub asks once; a repeated `subscribe_logs` restarts
+//! it); followers and sampling stop when the connection to the hub is lost
+//! (the hub asks again after it reconnects); every message fits the hub's
+//! frame limit (lines are cut to `max_line`, batches split).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+use crate::feed::docker::{DockerHandle, MAX_TAIL};
+use crate::feed::{DockerEvent, DockerRequest, FeedEvent, LogLine, LogStream};
+use crate::protocol::model::{Container, ContainerStats};
+
+use super::wire::{Outgoing, cap_json_len};
+
+/// Bytes left for a message's envelope when packing a frame.
+const ENVELOPE: usize = 512;
+
+/// What the session tells the bridge and asks of it.
+pub struct DockerBridge {
+    handle: DockerHandle,
+    state: Arc<Mutex<Table>>,
+    max_frame: usize,
+}
+
+#[derive(Default)]
+struct Table {
+    /// `None` until the engine was first reached or missed.
+    up: Option<Result<(), String>>,
+    containers: HashMap<String, Container>,
+    /// Container id -> its follower id.
+    follows: HashMap<String, u64>,
+    next_follow: u64,
+}
+
+impl DockerBridge {
+    /// Starts the Docker feed for `host` and the bridge thread feeding `tx`.
+    ///
+    /// # Errors
+    /// When a thread cannot start.
+    pub fn start(
+        host: String,
+        tx: Sender<Outgoing>,
+        shutdown: Arc<AtomicBool>,
+        max_frame: usize,
+        max_line: usize,
+    ) -> std::io::Result<(Self, JoinHandle<()>)> {
+        let (feed_tx, feed_rx) = crossbeam_channel::unbounded();
+        let handle = crate::feed::docker::spawn_for_channel(host, feed_tx)?;
+        let state = Arc::new(Mutex::new(Table {
+            next_follow: 1,
+            ..Table::default()
+        }));
+        let bridge = Bridge {
+            rx: feed_rx,
+            tx,
+            shutdown,
+            state: Arc::clone(&state),
+            max_frame,
+            max_line,
+        };
+        let thread = thread::Builder::new()
+            .name("agent-docker".into())
+            .spawn(move || bridge.run())?;
+        Ok((
+            DockerBridge {
+                handle,
+                state,
+                max_frame,
+            },
+            thread,
+        ))
+    }
+
+    /// A new connection to the hub: forget the old one's followers and
+    /// sampling, and return what the hub must hear first (engine state and
+    /// the whole table).
+    pub fn on_connected(&self) -> Vec<String> {
+        let mut t = self.state.lock();
+        for (_, follow_id) in t.follows.drain() {
+            self.handle.request(DockerRequest::Unfollow { follow_id });
+        }
+        self.handle.request(DockerRequest::Stats { interval: None });
+        let mut out = Vec::new();
+        match &t.up {
+            Some(Ok(())) => {
+                out.push(json!({"type": "docker_status", "up": true}).to_string());
+                let mut list: Vec<&Container> = t.containers.values().collect();
+                list.sort_by(|a, b| a.name.cmp(&b.name));
+                out.extend(table_messages(&list, self.max_frame));
+            }
+            Some(Err(why)) => {
+                out.push(json!({"type": "docker_status", "up": false, "reason": why}).to_string())
+            }
+            None => {}
+        }
+        out
+    }
+
+    /// `subscribe_logs`: (re)start the container's one follower.
+    pub fn subscribe_logs(&self, container_id: &str, tail: usize) {
+        let mut t = self.state.lock();
+        let follow_id = t.next_follow;
+        t.next_follow += 1;
+        if let Some(old) = t.follows.insert(container_id.to_string(), follow_id) {
+            self.handle
+                .request(DockerRequest::Unfollow { follow_id: old });
+        }
+        self.handle.request(DockerRequest::Follow {
+            follow_id,
+            container_id: container_id.to_string(),
+            tail: tail.min(MAX_TAIL),
+        });
+    }
+
+    /// `unsubscribe_logs`.
+    pub fn unsubscribe_logs(&self, container_id: &str) {
+        if let Some(follow_id) = self.state.lock().follows.remove(container_id) {
+            self.handle.request(DockerRequest::Unfollow { follow_id });
+        }
+    }
+
+    /// `subscribe_stats` / `unsubscribe_stats`.
+    pub fn sample_stats(&self, interval: Option<Duration>) {
+        self.handle.request(DockerRequest::Stats { interval });
+    }
+}
+
+/// The bridge thread: feed events in, messages for the hub out.
+struct Bridge {
+    rx: Receiver<FeedEvent>,
+    tx: Sender<Outgoing>,
+    shutdown: Arc<AtomicBool>,
+    state: Arc<Mutex<Table>>,
+    max_frame: usize,
+    max_line: usize,
+}
+
+impl Bridge {
+    fn run(self) {
+        while !self.shutdown.load(Ordering::Relaxed) {
+            let ev = match self.rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(FeedEvent::Docker(ev)) => ev,
+                Ok(FeedEvent::LocalMetrics(_)) | Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            for msg in self.messages(ev) {
+                if !self.send(msg) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands one message to the session; waits while its queue is full
+    /// (the feed then holds log lines back), gives up at shutdown.
+    fn send(&self, text: String) -> bool {
+        let mut item = Outgoing::Raw(text);
+        loop {
+            match self.tx.send_timeout(item, Duration::from_millis(200)) {
+                Ok(()) => return true,
+                Err(SendTimeoutError::Timeout(back)) => {
+                    if self.shutdown.load(Ordering::Relaxed) {
+                        return false;
+                    }
+                    item = back;
+                }
+                Err(SendTimeoutError::Disconnected(_)) => return false,
+            }
+        }
+    }
+
+    /// The messages one feed event becomes (the table is updated here).
+    fn messages(&self, ev: DockerEvent) -> Vec<String> {
+        let mut t = self.state.lock();
+        match ev {
+            DockerEvent::Up { containers } => {
+                t.up = Some(Ok(()));
+                t.containers = containers.into_iter().map(|c| (c.id.clone(), c)).collect();
+                let mut out = vec![json!({"type": "docker_status", "up": true}).to_string()];
+                let mut list: Vec<&Container> = t.containers.values().collect();
+                list.sort_by(|a, b| a.name.cmp(&b.name));
+                out.extend(table_messages(&list, self.max_frame));
+                out
+            }
+            DockerEvent::Down { reason } => {
+                log::warn!("docker is down: {reason}");
+                t.up = Some(Err(reason.clone()));
+                vec![json!({"type": "docker_status", "up": false, "reason": reason}).to_string()]
+            }
+            DockerEvent::Changed(c) => {
+                let msg = json!({"type": "container_state_change", "container": c}).to_string();
+                t.containers.insert(c.id.clone(), c);
+                vec![msg]
+            }
+            DockerEvent::Removed { id } => {
+                t.containers.remove(&id);
+                vec![
+                    json!({"type": "container_state_change", "container": {"id": id, "state": "removed"}})
+                        .to_string(),
+                ]
+            }
+            DockerEvent::Stats(stats) => stats_messages(&stats, self.max_frame),
+            DockerEvent::LogHistory {
+                follow_id,
+                container_id,
+                lines,
+            } => {
+                if t.follows.get(&container_id) != Some(&follow_id) {
+                    return Vec::new();
+                }
+                self.log_messages(&container_id, lines, true)
+            }
+            DockerEvent::LogLines {
+                follow_id,
+                container_id,
+                lines,
+            } => {
+                if t.follows.get(&container_id) != Some(&follow_id) {
+                    return Vec::new();
+                }
+                self.log_messages(&container_id, lines, false)
+            }
+            DockerEvent::LogEnded {
+                follow_id,
+                container_id,
+                reason,
+            } => {
+                if t.follows.get(&container_id) != Some(&follow_id) {
+                    return Vec::new();
+                }
+                t.follows.remove(&container_id);
+                vec![
+                    json!({"type": "log_stream_stopped", "container_id": container_id, "message": reason})
+                        .to_string(),
+                ]
+            }
+            DockerEvent::ActionDone { .. } => Vec::new(),
+        }
+    }
+
+    /// `log_batch` messages that each fit one frame, lines in order.
+    fn log_messages(&self, container_id: &str, lines: Vec<LogLine>, history: bool) -> Vec<String> {
+        let budget = self
+            .max_frame
+            .saturating_sub(ENVELOPE + container_id.len())
+            .max(1024);
+        let mut out = Vec::new();
+        let mut batch: Vec<Value> = Vec::new();
+        let mut size = 0;
+        let finish = |batch: Vec<Value>, last: bool| -> String {
+            let mut m = json!({"type": "log_batch", "container_id": container_id, "lines": batch});
+            if history {
+                m["history"] = Value::from(true);
+                if last {
+                    m["last"] = Value::from(true);
+                }
+            }
+            m.to_string()
+        };
+        for l in lines {
+            let mut text = l.text;
+            cap_json_len(&mut text, self.max_line.min(budget / 2));
+            let stream = match l.stream {
+                LogStream::Stdout => "stdout",
+                LogStream::Stderr => "stderr",
+                LogStream::Console => "console",
+            };
+            let v = json!({"stream": stream, "timestamp": l.timestamp, "line": text});
+            let n = v.to_string().len() + 1;
+            if size + n > budget && !batch.is_empty() {
+                out.push(finish(std::mem::take(&mut batch), false));
+                size = 0;
+            }
+            size += n;
+            batch.push(v);
+        }
+        // History always ends with a batch marked last, even an empty one.
+        if !batch.is_empty() || history {
+            out.push(finish(batch, true));
+        }
+        out
+    }
+}
+
+/// The whole table as `containers` messages that fit one frame each.
+fn table_messages(list: &[&Container], max_frame: usize) -> Vec<String> {
+    let budget = max_frame.saturating_sub(ENVELOPE).max(1024);
+    let mut out = Vec::new();
+    let mut chunk: Vec<Value> = Vec::new();
+    let mut size = 0;
+    for c in list {
+        let v = serde_json::to_value(c).unwrap_or(Value::Null);
+        let n = v.to_string().len() + 1;
+        if n > budget {
+            log::warn!(
+                "container {} is too large to describe to the hub; left out",
+                c.id
+            );
+            continue;
+        }
+        if size + n > budget && !chunk.is_empty() {
+            out.push(json!({"type": "containers", "containers": std::mem::take(&mut chunk), "more": true}).to_string());
+            size = 0;
+        }
+        size += n;
+        chunk.push(v);
+    }
+    out.push(json!({"type": "containers", "containers": chunk}).to_string());
+    out
+}
+
+/// One round of usage as `container_stats` messages that fit one frame each.
+fn stats_messages(stats: &[ContainerStats], max_frame: usize) -> Vec<String> {
+    // An entry is at most ~250 bytes: ids are 64 hex digits, the rest numbers.
+    let per = (max_frame.saturating_sub(ENVELOPE) / 256).max(1);
+    stats
+        .chunks(per)
+        .map(|c| json!({"type": "container_stats", "stats": c}).to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(i: usize) -> Container {
+        Container {
+            id: format!("{i:064x}"),
+            name: format!("c{i}"),
+            image: "img".into(),
+            state: "running".into(),
+            status: "Up".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            labels: (0..20)
+                .map(|k| (format!("label{k}"), "v".repeat(40)))
+                .collect(),
+            started_at: None,
+            exit_code: None,
+            health: None,
+        }
+    }
+
+    #[test]
+    fn a_large_table_is_sent_in_chunks_that_fit_a_frame() {
+        let all: Vec<Container> = (0..300).map(container).collect();
+        let refs: Vec<&Container> = all.iter().collect();
+        let msgs = table_messages(&refs, 64 * 1024);
+        assert!(msgs.len() > 1);
+        let mut n = 0;
+        for (i, m) in msgs.iter().enumerate() {
+            assert!(m.len() <= 64 * 1024, "{}", m.len());
+            let v: Value = serde_json::from_str(m).unwrap();
+            assert_eq!(v["more"].as_bool().unwrap_or(false), i + 1 < msgs.len());
+            n += v["containers"].as_array().unwrap().len();
+        }
+        assert_eq!(n, 300);
+        // An empty table is still one message: the hub must learn it is empty.
+        assert_eq!(table_messages(&[], 64 * 1024).len(), 1);
+    }
+
+    #[test]
+    fn log_batches_fit_a_frame_keep_order_and_mark_history() {
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let b = Bridge {
+            rx: crossbeam_channel::never(),
+            tx,
+            shutdown: Arc::new(AtomicBool::new(false)),
+            state: Arc::new(Mutex::new(Table::default())),
+            max_frame: 8 * 1024,
+            max_line: 16 * 1024,
+        };
+        let lines: Vec<LogLine> = (0..500)
+            .map(|i| LogLine {
+                stream: LogStream::Stderr,
+                timestamp: "2026-01-01T00:00:00.000000001Z".into(),
+                text: format!(
+                    "line {i} {}",
+                    if i == 7 {
+                        "x".repeat(20_000)
+                    } else {
+                        String::new()
+                    }
+                ),
+            })
+            .collect();
+        let msgs = b.log_messages("cid", lines, true);
+        let mut seen = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            assert!(m.len() <= 8 * 1024, "{}", m.len());
+            let v: Value = serde_json::from_str(m).unwrap();
+            assert_eq!(v["history"], true);
+            assert_eq!(v["last"].as_bool().unwrap_or(false), i + 1 == msgs.len());
+            for l in v["lines"].as_array().unwrap() {
+                assert_eq!(l["stream"], "stderr");
+                seen.push(
+                    l["line"]
+                        .as_str()
+                        .unwrap()
+                        .split(' ')
+                        .nth(1)
+                        .unwrap()
+                        .to_string(),
+                );
+            }
+        }
+        let want: Vec<String> = (0..500).map(|i| i.to_string()).collect();
+        assert_eq!(seen, want);
+        // An empty history still says it is complete.
+        let empty = b.log_messages("cid", Vec::new(), true);
+        assert_eq!(empty.len(), 1);
+        assert!(empty[0].contains("\"last\":true"));
+        assert!(b.log_messages("cid", Vec::new(), false).is_empty());
+    }
+}
