@@ -15,6 +15,7 @@ use crate::protocol::model::Metrics;
 use crate::ws::close_code;
 
 use super::alerts::AlertState;
+use super::history::History;
 use super::session::{AuthState, ConnId};
 use super::topics::{Publish, TopicKey};
 use super::{Io, State};
@@ -32,6 +33,8 @@ pub struct ServerState {
     pub latest_metrics: Option<String>,
     /// Per alert rule: condition true since, and whether raised.
     pub alerts: Vec<AlertState>,
+    /// Metrics samples of the last 24 h (`history.rs`).
+    pub history: History,
 }
 
 impl ServerState {
@@ -48,6 +51,7 @@ impl ServerState {
             offline_since,
             latest_metrics: None,
             alerts: vec![AlertState::default(); alerts],
+            history: History::default(),
         }
     }
 }
@@ -190,6 +194,7 @@ impl State {
             self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
         }
         if let Some(state) = self.servers.get_mut(server_id) {
+            state.history.record(&data, super::unix_now());
             state.latest_metrics = Some(data_json);
         }
         self.evaluate_alerts(io, server_id, cpu, mem);
