@@ -75,6 +75,7 @@ impl Harness {
             serial: conn as u64,
             endpoint,
             target: target.map(str::to_string),
+            claims: None,
         });
         conn
     }
