@@ -140,7 +140,7 @@ fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, String) {
 }
 
 /// A WebSocket on `path` whose upgrade carries `headers`.
-fn ws_with(d: &Daemon, path: &str, headers: &[(&str, &str)]) -> Ws {
+fn ws_with(d: &Daemon, path: &str, headers: &[(&'static str, &str)]) -> Ws {
     let mut req = d.url(path).into_client_request().unwrap();
     for (k, v) in headers {
         req.headers_mut()
