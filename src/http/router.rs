@@ -446,6 +446,92 @@ mod tests {
         assert!(host_allowed(None, listen(), &none));
     }
 
+    struct NoApp;
+    impl HttpApp for NoApp {
+        fn healthz(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn metrics(&self) -> String {
+            String::new()
+        }
+        fn containers(&self) -> Vec<u8> {
+            b"[]".to_vec()
+        }
+        fn server_metrics(&self, id: &str, range: HistoryRange) -> Option<Vec<u8>> {
+            (id == "local").then(|| format!("{range:?}").into_bytes())
+        }
+    }
+
+    fn status(r: &Route) -> u16 {
+        match r {
+            Route::Reply { status, .. } => *status,
+            Route::Upgrade { .. } => 101,
+            Route::Login { .. } => 0,
+        }
+    }
+
+    #[test]
+    fn cookie_auth_history_and_login_routes() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let f: crate::config::FileConfig = toml::from_str("").unwrap();
+        let config = Config::from_file(f, &crate::config::Overrides::default()).unwrap();
+        let jwt = JwtVerifier::new(secret.to_vec());
+        let rc = RouterConfig {
+            config: &config,
+            jwt: Some(&jwt),
+            now_unix: 1_800_000_000,
+            secure: false,
+        };
+        let token = crate::auth::sign_token(
+            secret,
+            "u",
+            crate::auth::Role::Viewer,
+            std::time::Duration::from_secs(60),
+            1_800_000_000,
+        );
+        let get = |path: &str, query: &str, cookie: Option<String>, origin: Option<&str>| {
+            let head = RequestHead {
+                method: "GET".into(),
+                path: path.into(),
+                query: query.into(),
+                host: Some("127.0.0.1:7575".into()),
+                cookie,
+                origin: origin.map(str::to_string),
+                ..RequestHead::default()
+            };
+            status(&route(&head, &rc, &NoApp))
+        };
+        let cookie = Some(format!("a=b; dockwire_session={token}"));
+        let m = "/api/v1/servers/local/metrics";
+        assert_eq!(get(m, "range=6h", cookie.clone(), None), 200);
+        assert_eq!(get(m, "range=6h", None, None), 401);
+        assert_eq!(get(m, "range=7h", cookie.clone(), None), 400);
+        assert_eq!(
+            get("/api/v1/servers/x/metrics", "", cookie.clone(), None),
+            404
+        );
+        assert_eq!(
+            get("/api/v1/servers//metrics", "", cookie.clone(), None),
+            404
+        );
+        let same = Some("http://127.0.0.1:7575");
+        assert_eq!(get(m, "", cookie.clone(), same), 200);
+        assert_eq!(get(m, "", cookie.clone(), Some("http://evil.example")), 403);
+        assert_eq!(get(m, "", Some("dockwire_session=x.y.z".into()), None), 401);
+        // Logins: POST only, and no [[users]] here.
+        assert_eq!(get("/api/v1/login", "", None, None), 405);
+        let post = RequestHead {
+            method: "POST".into(),
+            path: "/api/v1/login".into(),
+            body: br#"{"username":"a","password":"b"}"#.to_vec(),
+            ..RequestHead::default()
+        };
+        assert_eq!(status(&route(&post, &rc, &NoApp)), 404);
+        assert_eq!(history_range("x=1&range=24h").unwrap(), HistoryRange::Day);
+        assert_eq!(history_range("").unwrap(), HistoryRange::Hour);
+        assert!(history_range("range").is_err());
+    }
+
     #[test]
     fn bearer_is_found_case_insensitively() {
         let head = RequestHead {
