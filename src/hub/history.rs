@@ -395,7 +395,8 @@ mod tests {
         })
     }
 
-    const T0: u64 = 1_800_000_000 - 1_800_000_000 % 60;
+    /// A minute boundary (1,800,000,000 is a multiple of 60).
+    const T0: u64 = 1_800_000_000;
 
     #[test]
     fn last_hour_keeps_every_sample_in_order() {
