@@ -126,18 +126,19 @@ impl Failures {
         }
     }
 
-    /// When the ring is full of failures inside the window: how long until
-    /// the oldest leaves it.
-    fn blocked_for(&self, now: Instant) -> Option<Duration> {
-        let mut oldest = None::<Instant>;
-        for t in &self.at {
-            let t = (*t)?;
-            if now.saturating_duration_since(t) >= FAILURE_WINDOW {
-                return None;
+    /// Failures inside the window, and how long until the oldest of them leaves it.
+    fn recent(&self, now: Instant) -> (usize, Duration) {
+        let mut n = 0;
+        // The oldest failure leaves first: the smallest time left wins.
+        let mut wait = FAILURE_WINDOW;
+        for t in self.at.iter().flatten() {
+            let age = now.saturating_duration_since(*t);
+            if age < FAILURE_WINDOW {
+                n += 1;
+                wait = wait.min(FAILURE_WINDOW - age);
             }
-            oldest = Some(oldest.map_or(t, |o| o.min(t)));
         }
-        oldest.map(|o| FAILURE_WINDOW.saturating_sub(now.saturating_duration_since(o)))
+        (n, wait)
     }
 
     fn record(&mut self, now: Instant) {
@@ -162,8 +163,19 @@ impl<K: Hash + Eq + Clone> Table<K> {
         }
     }
 
-    fn blocked_for(&self, key: &K, now: Instant) -> Option<Duration> {
-        self.map.get(key)?.blocked_for(now)
+    /// Refused when recent failures plus attempts still being checked
+    /// reach [`MAX_FAILURES`]: how long to wait (at least a second).
+    fn blocked_for(&self, key: &K, pending: u32, now: Instant) -> Option<Duration> {
+        let (n, wait) = self
+            .map
+            .get(key)
+            .map_or((0, FAILURE_WINDOW), |f| f.recent(now));
+        if n >= MAX_FAILURES {
+            return Some(wait.max(Duration::from_secs(1)));
+        }
+        // Attempts in flight count as failures until answered, so a burst
+        // of parallel guesses cannot all pass before the first is counted.
+        (n.saturating_add(pending as usize) >= MAX_FAILURES).then_some(Duration::from_secs(1))
     }
 
     fn record(&mut self, key: &K, now: Instant) {
@@ -201,11 +213,29 @@ impl<K: Hash + Eq + Clone> Table<K> {
     }
 }
 
-/// Failed logins per user name and per client address.
+/// Failed logins per user name and per client address, and the attempts
+/// still on the worker (at most [`QUEUE_LEN`] + 1 at a time, so those maps
+/// stay small).
 #[derive(Debug)]
 pub struct LoginLimiter {
     users: Table<String>,
     addrs: Table<IpAddr>,
+    pending_users: HashMap<String, u32>,
+    pending_addrs: HashMap<IpAddr, u32>,
+}
+
+fn inc<K: Hash + Eq>(map: &mut HashMap<K, u32>, key: K) {
+    let n = map.entry(key).or_default();
+    *n = n.saturating_add(1);
+}
+
+fn dec<K: Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
 }
 
 impl Default for LoginLimiter {
@@ -220,29 +250,50 @@ impl LoginLimiter {
         LoginLimiter {
             users: Table::new(cap.max(1)),
             addrs: Table::new(cap.max(1)),
+            pending_users: HashMap::new(),
+            pending_addrs: HashMap::new(),
         }
     }
 
     /// `Some(retry_after)` when `user` or `addr` had [`MAX_FAILURES`]
-    /// failures within the window: refuse the attempt.
+    /// failures within the window (attempts being checked counted as
+    /// failures): refuse the attempt.
     pub fn blocked_for(&self, user: &str, addr: IpAddr, now: Instant) -> Option<Duration> {
-        let by_user = self.users.blocked_for(&user.to_string(), now);
-        let by_addr = self.addrs.blocked_for(&addr, now);
+        let user = user.to_string();
+        let pu = self.pending_users.get(&user).copied().unwrap_or(0);
+        let pa = self.pending_addrs.get(&addr).copied().unwrap_or(0);
+        let by_user = self.users.blocked_for(&user, pu, now);
+        let by_addr = self.addrs.blocked_for(&addr, pa, now);
         match (by_user, by_addr) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// Counts one failure for both keys.
+    /// An attempt went to the worker; [`Self::failed`] or
+    /// [`Self::succeeded`] ends it.
+    pub fn started(&mut self, user: &str, addr: IpAddr) {
+        inc(&mut self.pending_users, user.to_string());
+        inc(&mut self.pending_addrs, addr);
+    }
+
+    fn finished(&mut self, user: &str, addr: IpAddr) {
+        dec(&mut self.pending_users, &user.to_string());
+        dec(&mut self.pending_addrs, &addr);
+    }
+
+    /// Counts one failure for both keys (and ends its attempt).
     pub fn failed(&mut self, user: &str, addr: IpAddr, now: Instant) {
+        self.finished(user, addr);
         self.users.record(&user.to_string(), now);
         self.addrs.record(&addr, now);
     }
 
-    /// A successful login clears the user's failures (not the address's:
-    /// one good password must not reopen guessing at other names).
-    pub fn succeeded(&mut self, user: &str) {
+    /// A successful login ends its attempt and clears the user's failures
+    /// (not the address's: one good password must not reopen guessing at
+    /// other names).
+    pub fn succeeded(&mut self, user: &str, addr: IpAddr) {
+        self.finished(user, addr);
         self.users.forget(&user.to_string());
     }
 
@@ -287,9 +338,31 @@ mod tests {
         for _ in 0..5 {
             l.failed("alice", ip(1), now);
         }
-        l.succeeded("alice");
+        l.succeeded("alice", ip(1));
         assert!(l.blocked_for("alice", ip(2), now).is_none());
         assert!(l.blocked_for("alice", ip(1), now).is_some());
+    }
+
+    #[test]
+    fn attempts_in_flight_count_until_answered() {
+        let mut l = LoginLimiter::default();
+        let now = Instant::now();
+        for i in 0..5 {
+            assert!(l.blocked_for("alice", ip(1), now).is_none(), "attempt {i}");
+            l.started("alice", ip(1));
+        }
+        assert_eq!(
+            l.blocked_for("alice", ip(1), now),
+            Some(Duration::from_secs(1))
+        );
+        assert!(l.blocked_for("bob", ip(2), now).is_none());
+        l.succeeded("alice", ip(1));
+        assert!(l.blocked_for("alice", ip(1), now).is_none());
+        for _ in 0..4 {
+            l.failed("alice", ip(1), now);
+        }
+        assert!(l.pending_users.is_empty() && l.pending_addrs.is_empty());
+        assert!(l.blocked_for("alice", ip(1), now).is_none());
     }
 
     #[test]

@@ -81,10 +81,12 @@ impl Server {
             password,
             peer,
         };
+        let (user, addr) = (job.username.clone(), job.peer);
         if worker.submit(job).is_err() {
             let r = http::error_response(503, "Retry-After: 1\r\n", "too many logins at once");
             return self.reply_and_close(key, r, 503, now);
         }
+        self.logins.limiter.started(&user, addr);
         let deadline = now + self.hub.config().handshake_timeout;
         if let Some(c) = self.conns.get_mut(key) {
             c.phase = Phase::Login { deadline };
@@ -102,7 +104,7 @@ impl Server {
     fn finish_login(&mut self, done: LoginDone, now: Instant) {
         let reply = match done.role {
             Some(role) => {
-                self.logins.limiter.succeeded(&done.username);
+                self.logins.limiter.succeeded(&done.username, done.peer);
                 log::info!("login: {:?} ({role}) from {}", done.username, done.peer);
                 self.session_reply(&done.username, role)
             }
