@@ -436,3 +436,28 @@ fn request_bodies_are_bounded_in_size_form_and_time() {
     let _ = s.read_to_string(&mut out);
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
 }
+
+#[test]
+fn failures_count_even_when_the_client_leaves_before_its_answer() {
+    let d = users_daemon("");
+    let body = json!({"username": "alice", "password": "wrong"}).to_string();
+    let req = format!(
+        "POST /api/v1/login HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{body}",
+        d.addr,
+        body.len()
+    );
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(d.addr).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        drop(s); // gone before argon2 has answered
+    }
+    // Let the daemon read the five (each counts while on the worker and
+    // after its answer, whether or not anyone is left to take it).
+    std::thread::sleep(Duration::from_millis(300));
+    let (st, head, _) = login(d.addr, "alice", "alice-pw", "");
+    assert_eq!(
+        st, 429,
+        "the right password after 5 abandoned failures: {head}"
+    );
+    assert_eq!(d.healthz()["status"], "ok");
+}
