@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::users::{self, User};
 use crate::auth::{self, AgentKey};
 
 /// Every default, in one place (README "Configuration" repeats this table).
@@ -35,6 +36,8 @@ pub mod defaults {
     pub const SIO_PING_TIMEOUT: Duration = Duration::from_secs(20);
     /// Lines of history kept per followed container; the largest `tail`.
     pub const LOG_HISTORY_LINES: usize = 1000;
+    /// Lifetime of a login session (`[auth] session_ttl`): the cookie's JWT `exp`.
+    pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 }
 
 /// Errors building a [`Config`]. All are fatal at start-up.
@@ -65,6 +68,8 @@ pub struct FileConfig {
     pub auth: AuthSection,
     #[serde(default)]
     pub agents: Vec<AgentSection>,
+    #[serde(default)]
+    pub users: Vec<UserSection>,
     #[serde(default)]
     pub limits: LimitsSection,
     #[serde(default)]
@@ -102,6 +107,19 @@ pub struct AuthSection {
     /// Allow auth off on a non-loopback listen address (everyone is admin).
     #[serde(default)]
     pub allow_anonymous_admin: bool,
+    /// Lifetime of a login session, like `"12h"`.
+    pub session_ttl: Option<String>,
+}
+
+/// One `[[users]]` entry: a dashboard login.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSection {
+    pub name: String,
+    /// An argon2id PHC string (`dockwire passwd` prints one).
+    pub password_hash: String,
+    /// `admin` or `viewer`.
+    pub role: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,8 +315,15 @@ pub struct Config {
     pub metrics_interval: Duration,
     /// `None`: use `DOCKER_HOST` or the default socket.
     pub docker_host: Option<String>,
-    /// HS256 secret; browser auth is on when set.
+    /// HS256 secret; browser auth is on when set (from `[auth]
+    /// jwt_secret_file`, or generated at load when only `[[users]]` are set).
     pub jwt_secret: Option<Vec<u8>>,
+    /// The secret was generated at load: sessions end with the process.
+    pub jwt_secret_generated: bool,
+    /// `[[users]]`: dashboard logins (`POST /api/v1/login`).
+    pub users: Vec<User>,
+    /// `[auth] session_ttl`.
+    pub session_ttl: Duration,
     pub allowed_origins: Vec<String>,
     /// `[http] allowed_hosts`, lower-cased.
     pub allowed_hosts: Vec<String>,
@@ -371,11 +396,17 @@ impl Config {
             Some(id) => id,
             None => default_server_id(),
         };
+        let users = users::from_sections(&f.users).map_err(invalid)?;
+        let mut jwt_secret_generated = false;
         let jwt_secret = match &f.auth.jwt_secret_file {
             Some(p) => Some(
                 auth::load_secret(p)
                     .map_err(|e| invalid(format!("auth.jwt_secret_file {}: {e}", p.display())))?,
             ),
+            None if !users.is_empty() => {
+                jwt_secret_generated = true;
+                Some(users::random_secret())
+            }
             None => None,
         };
         let mut agents = Vec::with_capacity(f.agents.len());
@@ -464,6 +495,13 @@ impl Config {
                 .collect(),
             allowed_hosts,
             allow_anonymous_admin: f.auth.allow_anonymous_admin,
+            jwt_secret_generated,
+            users,
+            session_ttl: duration(
+                &f.auth.session_ttl,
+                "auth.session_ttl",
+                defaults::SESSION_TTL,
+            )?,
             agents,
             max_connections,
             max_queued_bytes: size(
@@ -518,7 +556,8 @@ impl Config {
         })
     }
 
-    /// Browser auth is on when a JWT secret is configured.
+    /// Browser auth is on when a JWT secret is configured or generated
+    /// (`[auth] jwt_secret_file` or any `[[users]]`).
     pub fn auth_enabled(&self) -> bool {
         self.jwt_secret.is_some()
     }

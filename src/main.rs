@@ -1,6 +1,7 @@
 //! `dockwire`: args -> config -> logger -> threads -> server.run().
 //!
-//! Subcommands: `serve` (default), `agent`, `check-config`, `keygen`, `token`.
+//! Subcommands: `serve` (default), `agent`, `check-config`, `keygen`,
+//! `token`, `passwd`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use dockwire::config::{Config, Overrides};
 use dockwire::hub::Hub;
 use dockwire::server::{Server, system};
 use dockwire::{agent, auth, feed};
+
+mod password;
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +56,14 @@ enum Command {
     /// socket), its containers, their logs and usage; runs the allowed commands
     /// and the docker actions the hub relays.
     Agent(AgentArgs),
+    /// Read a password (no echo on a terminal; one line from a pipe) and
+    /// print the `[[users]]` lines holding its argon2id hash.
+    Passwd {
+        /// The user's login name.
+        name: String,
+        #[arg(long)]
+        role: String,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -112,6 +123,7 @@ fn main() {
             ttl,
         } => token(&secret_file, &sub, &role, ttl),
         Command::Agent(a) => run_agent(a),
+        Command::Passwd { name, role } => passwd(&name, &role),
     };
     if let Err(e) = result {
         eprintln!("dockwire: {e:#}");
@@ -151,6 +163,24 @@ fn token(
     Ok(())
 }
 
+fn passwd(name: &str, role: &str) -> anyhow::Result<()> {
+    let role =
+        auth::Role::parse(role).with_context(|| format!("role {role:?}: use viewer or admin"))?;
+    if name.is_empty()
+        || name.len() > auth::users::MAX_NAME_LEN
+        || name.chars().any(char::is_control)
+    {
+        bail!(
+            "the name must be 1 to {} bytes without control characters",
+            auth::users::MAX_NAME_LEN
+        );
+    }
+    let password = password::read()?;
+    let hash = auth::users::hash_password(password.as_bytes()).map_err(anyhow::Error::msg)?;
+    print!("{}", auth::users::passwd_text(name, role, &hash));
+    Ok(())
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(
         args.config.as_deref(),
@@ -169,7 +199,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let docker = feed::docker::spawn(config.docker_host.clone(), tx.clone(), waker.clone())
         .context("could not start the Docker thread")?;
-    feed::metrics::spawn(config.metrics_interval, tx, waker)
+    feed::metrics::spawn(config.metrics_interval, tx, waker.clone())
         .context("could not start the metrics thread")?;
     log::info!(
         "dockwire listening on {} (server_id {}, browser auth {}, {} agent key(s))",
@@ -178,8 +208,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if config.auth_enabled() { "on" } else { "off" },
         config.agents.len()
     );
+    if config.jwt_secret_generated {
+        log::warn!(
+            "[[users]] are set but [auth] jwt_secret_file is not: using a random session \
+             secret, so logins do not survive a restart"
+        );
+    }
     let hub = Hub::new(config, Some(docker), std::time::Instant::now());
     let mut server = Server::new(poll, listener, hub, rx, shutdown);
+    let login_waker = waker.clone();
+    server
+        .enable_logins(Arc::new(move || {
+            let _ = login_waker.wake();
+        }))
+        .context("could not start the login thread")?;
     system::sd_notify("READY=1");
     let result = server.run();
     system::sd_notify("STOPPING=1");

@@ -18,6 +18,9 @@
 //!   SHA-256 of the key, and an agent's default `server_id` is a UUID v5 of
 //!   that hash in [`DOCKWIRE_NAMESPACE`], so it is stable across restarts.
 
+pub mod login;
+pub mod users;
+
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -8,15 +8,24 @@
 //!   name or address, the listen address, or in `[http] allowed_hosts` gets
 //!   421, with auth on or off.
 //! - Auth for browser HTTP endpoints: with auth on, `Authorization: Bearer
-//!   <jwt>`; 401 otherwise. `/healthz` and `/metrics` stay open.
+//!   <jwt>` or the `dockwire_session` cookie; 401 otherwise. `/healthz` and
+//!   `/metrics` stay open. A request authenticated by its cookie (ambient
+//!   credentials) must also pass the Origin rule (403), and so must a login
+//!   or logout POST. A browser upgrade carrying a valid session token
+//!   (cookie or Bearer) opens already authenticated ([`Route::Upgrade`]'s
+//!   `claims`); a missing or bad one leaves the first-message `auth`.
+//! - `POST /api/v1/login` is parsed here and answered by the loop once the
+//!   login worker has checked the password ([`Route::Login`]).
 //!
 //! The router computes answers only; the event loop owns the socket. What a
 //! plain endpoint returns comes from an [`HttpApp`].
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::auth::JwtVerifier;
+use crate::auth::users::{self, clear_cookie, cookie_token};
+use crate::auth::{Claims, JwtVerifier};
 use crate::config::Config;
+use crate::hub::HistoryRange;
 use crate::protocol::socketio;
 use crate::stats::Endpoint;
 
@@ -34,6 +43,8 @@ pub trait HttpApp {
     fn servers(&self) -> Vec<u8>;
     /// `/api/v1/servers/{id}/containers` as JSON; `None`: unknown server.
     fn server_containers(&self, server_id: &str) -> Option<Vec<u8>>;
+    /// `/api/v1/servers/{id}/metrics` as JSON; `None` for an unknown server.
+    fn server_metrics(&self, server_id: &str, range: HistoryRange) -> Option<Vec<u8>>;
 }
 
 /// The server id in `/api/v1/servers/{id}/containers`.
@@ -52,7 +63,12 @@ pub enum Route {
         endpoint: Endpoint,
         target: Option<String>,
         accept: String,
+        /// The session token (cookie or Bearer) was valid: the socket opens authenticated.
+        claims: Option<Claims>,
     },
+    /// `POST /api/v1/login` with a well-formed body: check the password
+    /// off the loop, then answer (and close the connection).
+    Login { username: String, password: String },
     /// Answer with `bytes`; `keep_alive`: then read the next request.
     Reply {
         status: u16,
@@ -68,6 +84,8 @@ pub struct RouterConfig<'a> {
     pub config: &'a Config,
     pub jwt: Option<&'a JwtVerifier>,
     pub now_unix: u64,
+    /// Served over TLS: cookies get `Secure`.
+    pub secure: bool,
 }
 
 /// The WebSocket endpoint a path names (and the server id in it).
@@ -139,6 +157,131 @@ fn bearer(head: &RequestHead) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Where a request's session token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenSource {
+    Bearer,
+    /// Ambient: the browser sends it by itself, so the Origin rule applies.
+    Cookie,
+}
+
+/// The session token of a request: `Authorization: Bearer` first, then the cookie.
+fn session_token(head: &RequestHead) -> Option<(&str, TokenSource)> {
+    if let Some(t) = bearer(head) {
+        return Some((t, TokenSource::Bearer));
+    }
+    head.cookie
+        .as_deref()
+        .and_then(cookie_token)
+        .map(|t| (t, TokenSource::Cookie))
+}
+
+/// The 403 of the Origin rule (counted and logged by the loop as "origin").
+fn origin_refusal(keep_alive: bool) -> Route {
+    refuse(
+        403,
+        "",
+        "Origin not allowed: add it to [auth] allowed_origins",
+        keep_alive,
+        "origin",
+    )
+}
+
+/// `/api/v1/servers/{id}/metrics` -> the id.
+fn server_metrics_path(path: &str) -> Option<&str> {
+    let id = path
+        .strip_prefix("/api/v1/servers/")?
+        .strip_suffix("/metrics")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+/// The `range` query parameter (default 1h).
+fn history_range(query: &str) -> Result<HistoryRange, String> {
+    let value = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == "range")
+        .map(|(_, v)| v);
+    match value {
+        None => Ok(HistoryRange::Hour),
+        Some(v) => HistoryRange::parse(v).ok_or_else(|| {
+            let shown: String = v.chars().take(20).collect();
+            format!("range {shown:?} is not one of 1h, 6h, 24h")
+        }),
+    }
+}
+
+/// `POST /api/v1/login`: method, Origin and body checks; the password is
+/// checked later, off the loop.
+fn login(head: &RequestHead, rc: &RouterConfig<'_>, keep_alive: bool) -> Route {
+    if head.method != "POST" {
+        return refuse(405, "Allow: POST\r\n", "use POST", keep_alive, "method");
+    }
+    if rc.config.users.is_empty() {
+        return refuse(
+            404,
+            "",
+            "logins are off: no [[users]] in the config",
+            keep_alive,
+            "not_found",
+        );
+    }
+    if !origin_allowed(head, &rc.config.allowed_origins) {
+        return origin_refusal(false);
+    }
+    let bad = || {
+        refuse(
+            400,
+            "",
+            "expected a JSON body {\"username\":\"...\",\"password\":\"...\"}",
+            false,
+            "bad_request",
+        )
+    };
+    let Ok(serde_json::Value::Object(mut obj)) = serde_json::from_slice(&head.body) else {
+        return bad();
+    };
+    let (Some(serde_json::Value::String(username)), Some(serde_json::Value::String(password))) =
+        (obj.remove("username"), obj.remove("password"))
+    else {
+        return bad();
+    };
+    if username.len() > 4 * users::MAX_NAME_LEN || password.len() > users::MAX_PASSWORD_LEN {
+        return refuse(
+            400,
+            "",
+            "username or password too long",
+            false,
+            "bad_request",
+        );
+    }
+    Route::Login { username, password }
+}
+
+/// `POST /api/v1/logout`: clears the cookie (the token itself stays valid
+/// until its `exp`; there is no server-side session to end).
+fn logout(head: &RequestHead, rc: &RouterConfig<'_>, keep_alive: bool) -> Route {
+    if head.method != "POST" {
+        return refuse(405, "Allow: POST\r\n", "use POST", keep_alive, "method");
+    }
+    if !origin_allowed(head, &rc.config.allowed_origins) {
+        return origin_refusal(keep_alive);
+    }
+    let extra = format!("Set-Cookie: {}\r\n", clear_cookie(rc.secure));
+    Route::Reply {
+        status: 200,
+        bytes: reply(
+            200,
+            "application/json",
+            &extra,
+            br#"{"status":"logged out"}"#,
+            keep_alive,
+        ),
+        keep_alive,
+        refusal: None,
+    }
+}
+
 fn refuse(status: u16, extra: &str, message: &str, keep_alive: bool, why: &'static str) -> Route {
     Route::Reply {
         status,
@@ -172,20 +315,33 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
         };
         let browser = !matches!(endpoint, Endpoint::Agent | Endpoint::Echo);
         if browser && !origin_allowed(head, &config.allowed_origins) {
-            return refuse(403, "", "Origin not allowed", false, "origin");
+            return origin_refusal(false);
         }
+        // A valid session token opens the socket authenticated; a bad one
+        // is ignored here (the first-message `auth` still works).
+        let claims = match (browser, rc.jwt, session_token(head)) {
+            (true, Some(v), Some((token, _))) => v.verify(token, rc.now_unix).ok(),
+            _ => None,
+        };
         return Route::Upgrade {
             endpoint,
             target,
             accept,
+            claims,
         };
     }
     let keep_alive = !head.connection_close;
+    match head.path.as_str() {
+        "/api/v1/login" => return login(head, rc, keep_alive),
+        "/api/v1/logout" => return logout(head, rc, keep_alive),
+        _ => {}
+    }
     let readable = matches!(head.method.as_str(), "GET" | "HEAD");
     let needs_auth = match head.path.as_str() {
         "/healthz" | "/metrics" => false,
         "/api/v1/containers" | "/api/v1/servers" => true,
         p if server_containers_path(p).is_some() => true,
+        p if server_metrics_path(p).is_some() => true,
         _ => return refuse(404, "", "not found", keep_alive, "not_found"),
     };
     if !readable {
@@ -198,7 +354,13 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
         );
     }
     if needs_auth && let Some(verifier) = rc.jwt {
-        let checked = bearer(head).map(|t| verifier.verify(t, rc.now_unix));
+        let found = session_token(head);
+        if found.is_some_and(|(_, src)| src == TokenSource::Cookie)
+            && !origin_allowed(head, &config.allowed_origins)
+        {
+            return origin_refusal(keep_alive);
+        }
+        let checked = found.map(|(t, _)| verifier.verify(t, rc.now_unix));
         match checked {
             Some(Ok(_)) => {}
             Some(Err(e)) => {
@@ -215,7 +377,8 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
                 return refuse(
                     401,
                     "WWW-Authenticate: Bearer\r\n",
-                    "Authentication required: send Authorization: Bearer <token>",
+                    "Authentication required: log in (POST /api/v1/login) or send \
+                     Authorization: Bearer <token>",
                     keep_alive,
                     "no_token",
                 );
@@ -227,11 +390,26 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
         "/metrics" => ("text/plain; version=0.0.4", app.metrics().into_bytes()),
         "/api/v1/servers" => ("application/json", app.servers()),
         "/api/v1/containers" => ("application/json", app.containers()),
-        p => {
+        p if server_containers_path(p).is_some() => {
             let id = server_containers_path(p).unwrap_or_default();
             match app.server_containers(id) {
                 Some(body) => ("application/json", body),
                 None => return refuse(404, "", "Unknown server_id", keep_alive, "not_found"),
+            }
+        }
+        p => {
+            let id = server_metrics_path(p).unwrap_or_default();
+            let range = match history_range(&head.query) {
+                Ok(r) => r,
+                Err(msg) => return refuse(400, "", &msg, keep_alive, "bad_request"),
+            };
+            match app.server_metrics(id, range) {
+                Some(body) => ("application/json", body),
+                None => {
+                    let shown: String = id.chars().take(80).collect();
+                    let msg = format!("Unknown server_id: {shown}");
+                    return refuse(404, "", &msg, keep_alive, "not_found");
+                }
             }
         }
     };
@@ -287,6 +465,98 @@ mod tests {
             &listed
         ));
         assert!(host_allowed(None, listen(), &none));
+    }
+
+    struct NoApp;
+    impl HttpApp for NoApp {
+        fn healthz(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn metrics(&self) -> String {
+            String::new()
+        }
+        fn containers(&self) -> Vec<u8> {
+            b"[]".to_vec()
+        }
+        fn servers(&self) -> Vec<u8> {
+            b"[]".to_vec()
+        }
+        fn server_containers(&self, id: &str) -> Option<Vec<u8>> {
+            (id == "local").then(|| b"[]".to_vec())
+        }
+        fn server_metrics(&self, id: &str, range: HistoryRange) -> Option<Vec<u8>> {
+            (id == "local").then(|| format!("{range:?}").into_bytes())
+        }
+    }
+
+    fn status(r: &Route) -> u16 {
+        match r {
+            Route::Reply { status, .. } => *status,
+            Route::Upgrade { .. } => 101,
+            Route::Login { .. } => 0,
+        }
+    }
+
+    #[test]
+    fn cookie_auth_history_and_login_routes() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let f: crate::config::FileConfig = toml::from_str("").unwrap();
+        let config = Config::from_file(f, &crate::config::Overrides::default()).unwrap();
+        let jwt = JwtVerifier::new(secret.to_vec());
+        let rc = RouterConfig {
+            config: &config,
+            jwt: Some(&jwt),
+            now_unix: 1_800_000_000,
+            secure: false,
+        };
+        let token = crate::auth::sign_token(
+            secret,
+            "u",
+            crate::auth::Role::Viewer,
+            std::time::Duration::from_secs(60),
+            1_800_000_000,
+        );
+        let get = |path: &str, query: &str, cookie: Option<String>, origin: Option<&str>| {
+            let head = RequestHead {
+                method: "GET".into(),
+                path: path.into(),
+                query: query.into(),
+                host: Some("127.0.0.1:7575".into()),
+                cookie,
+                origin: origin.map(str::to_string),
+                ..RequestHead::default()
+            };
+            status(&route(&head, &rc, &NoApp))
+        };
+        let cookie = Some(format!("a=b; dockwire_session={token}"));
+        let m = "/api/v1/servers/local/metrics";
+        assert_eq!(get(m, "range=6h", cookie.clone(), None), 200);
+        assert_eq!(get(m, "range=6h", None, None), 401);
+        assert_eq!(get(m, "range=7h", cookie.clone(), None), 400);
+        assert_eq!(
+            get("/api/v1/servers/x/metrics", "", cookie.clone(), None),
+            404
+        );
+        assert_eq!(
+            get("/api/v1/servers//metrics", "", cookie.clone(), None),
+            404
+        );
+        let same = Some("http://127.0.0.1:7575");
+        assert_eq!(get(m, "", cookie.clone(), same), 200);
+        assert_eq!(get(m, "", cookie.clone(), Some("http://evil.example")), 403);
+        assert_eq!(get(m, "", Some("dockwire_session=x.y.z".into()), None), 401);
+        // Logins: POST only, and no [[users]] here.
+        assert_eq!(get("/api/v1/login", "", None, None), 405);
+        let post = RequestHead {
+            method: "POST".into(),
+            path: "/api/v1/login".into(),
+            body: br#"{"username":"a","password":"b"}"#.to_vec(),
+            ..RequestHead::default()
+        };
+        assert_eq!(status(&route(&post, &rc, &NoApp)), 404);
+        assert_eq!(history_range("x=1&range=24h").unwrap(), HistoryRange::Day);
+        assert_eq!(history_range("").unwrap(), HistoryRange::Hour);
+        assert!(history_range("range").is_err());
     }
 
     #[test]

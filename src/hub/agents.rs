@@ -15,6 +15,7 @@ use crate::protocol::model::Metrics;
 use crate::ws::close_code;
 
 use super::alerts::AlertState;
+use super::history::History;
 use super::servers::{DockerStatus, RemoteTable};
 use super::session::{AuthState, ConnId};
 use super::topics::{Publish, TopicKey};
@@ -44,6 +45,8 @@ pub struct ServerState {
     pub table: RemoteTable,
     /// Whether its containers are being sampled (`container_stats`).
     pub stats_on: bool,
+    /// Metrics samples of the last 24 h (`history.rs`).
+    pub history: History,
 }
 
 impl ServerState {
@@ -66,6 +69,7 @@ impl ServerState {
             docker: DockerStatus::Absent,
             table: RemoteTable::default(),
             stats_on: false,
+            history: History::default(),
         }
     }
 }
@@ -228,6 +232,7 @@ impl State {
             self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
         }
         if let Some(state) = self.servers.get_mut(server_id) {
+            state.history.record(&data, super::unix_now());
             state.latest_metrics = Some(data_json);
         }
         self.evaluate_alerts(io, server_id, cpu, mem);

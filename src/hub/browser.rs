@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use crate::auth::Role;
+use crate::auth::{Claims, Role};
 use crate::protocol::json::{self, BrowserRequest, Event};
 use crate::protocol::socketio::OpenParams;
 use crate::protocol::{Dialect, Inbound};
@@ -53,15 +53,24 @@ impl State {
         serial: u64,
         endpoint: Endpoint,
         target: Option<String>,
+        claims: Option<Claims>,
     ) {
         let deadline = io.now + self.config.auth_timeout;
         let dialect = Dialect::for_endpoint(endpoint);
-        let needs_auth =
-            endpoint == Endpoint::Agent || dialect.needs_connect() || self.jwt.is_some();
-        let auth = if needs_auth {
-            AuthState::Pending { deadline }
-        } else {
-            anonymous()
+        // A session token on the upgrade (checked by the router) stands for
+        // the first-message `auth`; agents always authenticate with their key.
+        let claims = claims.filter(|_| endpoint != Endpoint::Agent);
+        let needs_auth = endpoint == Endpoint::Agent
+            || dialect.needs_connect()
+            || (self.jwt.is_some() && claims.is_none());
+        let auth = match claims {
+            Some(c) if self.jwt.is_some() => AuthState::Ready {
+                sub: c.sub,
+                role: c.role,
+                exp: Some(c.exp),
+            },
+            _ if needs_auth => AuthState::Pending { deadline },
+            _ => anonymous(),
         };
         let mut session = Session::new(serial, endpoint, dialect, auth);
         session.target_server = target;
@@ -186,7 +195,13 @@ impl State {
 
     /// A Socket.IO CONNECT: authenticate with its token, then serve.
     fn on_connect(&mut self, io: &mut Io<'_>, conn: ConnId, token: Option<&str>) {
-        let result = self.authenticate(io, conn, token.unwrap_or(""));
+        // Opened with a session cookie: the CONNECT needs no token.
+        let preauth = token.is_none() && io.session(conn).is_some_and(Session::is_ready);
+        let result = if preauth {
+            Ok(())
+        } else {
+            self.authenticate(io, conn, token.unwrap_or(""))
+        };
         let now = io.now;
         let Some(s) = io.session_mut(conn) else {
             return;

@@ -66,6 +66,7 @@ pub fn drive_hub(data: &[u8]) {
                     serial,
                     endpoint,
                     target,
+                    claims: None,
                 }
             }
             4 if open[conn] => {

@@ -16,7 +16,8 @@
 //! followers), `docker.rs` (Docker feed events), `agents.rs` (agents and
 //! metrics), `commands.rs` (relayed commands and the audit trail),
 //! `servers.rs` (the server directory, agents' containers, container
-//! stats), `alerts.rs` (alert rules), `drive.rs` (arbitrary inputs, for fuzzing).
+//! stats), `alerts.rs` (alert rules), `history.rs` (metrics history),
+//! `drive.rs` (arbitrary inputs, for fuzzing).
 
 mod agents;
 mod alerts;
@@ -24,6 +25,7 @@ mod browser;
 mod commands;
 mod docker;
 mod drive;
+pub mod history;
 mod logs;
 mod outbox;
 mod servers;
@@ -37,7 +39,7 @@ mod topics;
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use crate::auth::{ApiKeys, JwtVerifier};
+use crate::auth::{ApiKeys, Claims, JwtVerifier};
 use crate::config::Config;
 use crate::feed::FeedEvent;
 use crate::feed::docker::DockerHandle;
@@ -49,6 +51,7 @@ pub use agents::ServerState;
 pub use browser::unix_now;
 pub use commands::{Audit, PendingCommand};
 pub use drive::{DRIVE_AGENT_KEY, drive_hub};
+pub use history::HistoryRange;
 pub use logs::{LOG_COALESCE, LogFollow};
 pub use outbox::{Close, Io, MemoryConn, MemoryOutbox, Outbox};
 pub use servers::{DockerStatus, MAX_REMOTE_CONTAINERS, RemoteTable};
@@ -66,6 +69,9 @@ pub enum Input<'a> {
         serial: u64,
         endpoint: Endpoint,
         target: Option<String>,
+        /// A browser socket whose upgrade carried a valid session token
+        /// (cookie or Bearer, checked by the router): it opens authenticated.
+        claims: Option<Claims>,
     },
     /// One complete text message.
     Text { conn: ConnId, text: &'a str },
@@ -198,7 +204,8 @@ impl Hub {
                 serial,
                 endpoint,
                 target,
-            } => st.on_open(&mut io, conn, serial, endpoint, target),
+                claims,
+            } => st.on_open(&mut io, conn, serial, endpoint, target, claims),
             Input::Text { conn, text } => st.on_text(&mut io, conn, text),
             Input::Binary { conn } => {
                 io.stats.bad_input("binary");
@@ -219,6 +226,28 @@ impl Hub {
 }
 
 impl State {
+    /// `GET /api/v1/servers/{id}/metrics` as JSON at `now_unix`; `None`
+    /// for an unknown server.
+    pub fn metrics_history_json(
+        &self,
+        server_id: &str,
+        range: HistoryRange,
+        now_unix: u64,
+    ) -> Option<Vec<u8>> {
+        let server = self.servers.get(server_id)?;
+        let step_s = match range {
+            HistoryRange::Hour if server.is_local => self.config.metrics_interval.as_secs().max(1),
+            HistoryRange::Hour => server.history.step_s().unwrap_or(5),
+            HistoryRange::SixHours | HistoryRange::Day => 60,
+        };
+        let body = serde_json::json!({
+            "server_id": server_id,
+            "step_s": step_s,
+            "samples": server.history.samples(range, now_unix),
+        });
+        serde_json::to_vec(&body).ok()
+    }
+
     /// Removes a session and takes it out of every topic (it closed or is closing).
     fn detach(&mut self, io: &mut Io<'_>, conn: ConnId) {
         let Some(session) = io.sessions.get(conn) else {

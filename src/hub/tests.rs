@@ -75,6 +75,7 @@ impl Harness {
             serial: conn as u64,
             endpoint,
             target: target.map(str::to_string),
+            claims: None,
         });
         conn
     }
@@ -692,4 +693,99 @@ fn random_inputs_keep_the_invariants() {
         }
         drive_hub(&data);
     }
+}
+
+#[test]
+fn a_socket_opened_with_a_verified_session_starts_authenticated() {
+    let mut h = Harness::with_auth(&agent_config());
+    let claims = |role| crate::auth::Claims {
+        sub: "cookie-user".into(),
+        role,
+        exp: unix_now() + 3600,
+        nbf: None,
+        iat: None,
+    };
+    let open = |h: &mut Harness, endpoint, role| {
+        let conn = h.next_conn;
+        h.next_conn += 1;
+        h.out.open(conn);
+        h.input(Input::Opened {
+            conn,
+            serial: conn as u64,
+            endpoint,
+            target: None,
+            claims: Some(claims(role)),
+        });
+        conn
+    };
+    let viewer = open(&mut h, Endpoint::Browser, Role::Viewer);
+    let types = h.types(viewer);
+    assert_eq!(
+        types[..2],
+        ["connection_established", "initial_state"],
+        "{types:?}"
+    );
+    assert_eq!(h.hub.session(viewer).unwrap().who(), "cookie-user");
+    h.send(
+        viewer,
+        &json!({"type": "command", "server_id": "srv-1", "command": "uptime"}),
+    );
+    let e = h.take(viewer);
+    assert!(e[0]["message"].as_str().unwrap().contains("admin"), "{e:?}");
+    let admin = open(&mut h, Endpoint::Browser, Role::Admin);
+    assert_eq!(h.hub.session(admin).unwrap().role(), Some(Role::Admin));
+    // The token's expiry still closes the socket.
+    h.tick(Duration::from_secs(3600 + 31));
+    assert!(h.out.closed(admin).is_some());
+    // Claims never stand for an agent's key.
+    let agent = open(&mut h, Endpoint::Agent, Role::Admin);
+    assert!(!h.hub.session(agent).unwrap().is_ready());
+    // Socket.IO: the CONNECT needs no token then.
+    let sio = open(&mut h, Endpoint::SocketIo, Role::Viewer);
+    h.take_raw(sio);
+    h.send_text(sio, "40");
+    let frames = h.take_raw(sio);
+    assert!(frames[0].starts_with("40{\"sid\""), "{frames:?}");
+}
+
+#[test]
+fn metrics_history_is_kept_for_the_local_host_and_agents() {
+    let mut h = Harness::new(&format!("server_id = \"local\"\n{}", agent_config()));
+    let a = h.agent();
+    h.input(Input::Feed(crate::feed::FeedEvent::LocalMetrics(sample(
+        "2026-01-01T00:00:00Z",
+    ))));
+    h.send(
+        a,
+        &json!({"type": "metrics", "server_id": "srv-1", "cpu_percent": 42.0,
+                "disk_usage": [{"mount": "/data", "used": 7, "total": 9}]}),
+    );
+    let state = h.hub.state();
+    let now = unix_now() + 1;
+    for (id, cpu) in [("local", 1.0), ("srv-1", 42.0)] {
+        let body = state
+            .metrics_history_json(id, HistoryRange::Hour, now)
+            .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["server_id"], id);
+        assert_eq!(v["samples"][0]["cpu_percent"], cpu, "{v}");
+        let day = state
+            .metrics_history_json(id, HistoryRange::Day, now)
+            .unwrap();
+        let v: Value = serde_json::from_slice(&day).unwrap();
+        assert_eq!(v["step_s"], 60);
+        assert_eq!(v["samples"].as_array().unwrap().len(), 1, "{v}");
+    }
+    let v: Value = serde_json::from_slice(
+        &state
+            .metrics_history_json("local", HistoryRange::Hour, now)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["step_s"], 5, "the local interval");
+    assert!(
+        state
+            .metrics_history_json("nope", HistoryRange::Hour, now)
+            .is_none()
+    );
 }

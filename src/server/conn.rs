@@ -8,6 +8,7 @@
 //! [`Conn::begin_close`] is the only way into the closing phase.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -25,6 +26,10 @@ pub const READ_CHUNK: usize = 64 << 10;
 pub enum Phase {
     /// Reading an HTTP request head until `deadline`.
     Head { deadline: Instant },
+    /// A login POST waits for the login worker's answer until `deadline`
+    /// (input is read and discarded meanwhile, to notice the peer leaving;
+    /// the answer closes the connection).
+    Login { deadline: Instant },
     /// An open WebSocket.
     Open,
     /// A reply or close frame is queued; after it is flushed the write side
@@ -65,6 +70,8 @@ pub struct Conn {
     pub requests_served: u32,
     /// In the loop's backlog (serviced again next iteration).
     pub in_backlog: bool,
+    /// The peer's address (login failures are counted per address).
+    pub peer: IpAddr,
 }
 
 impl Conn {
@@ -93,6 +100,7 @@ impl Conn {
             read_paused: false,
             requests_served: 0,
             in_backlog: false,
+            peer: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         }
     }
 

@@ -22,6 +22,7 @@
 //! queue without bound, pongs included.
 
 pub mod conn;
+mod logins;
 mod messages;
 pub mod outbox;
 mod requests;
@@ -61,6 +62,8 @@ const MAX_ACCEPTS_PER_EVENT: usize = 256;
 const MAX_MESSAGES_PER_EVENT: usize = 256;
 /// Pipelined HTTP requests answered per socket per iteration.
 const MAX_REQUESTS_PER_EVENT: usize = 16;
+/// Largest HTTP request body (`Content-Length`); 413 past it.
+const MAX_BODY: usize = 8 << 10;
 /// Feed events handled per iteration.
 const MAX_FEED_EVENTS: usize = 4096;
 /// How often timers (deadlines, pings, commands, alerts) are checked.
@@ -134,6 +137,9 @@ pub struct Server {
     feed_pending: bool,
     next_serial: u64,
     ping_frame: ws::Frame,
+    /// Logins: the password-checking worker (when `[[users]]` are set),
+    /// the failure limiter, and the rate-limited Origin refusal log.
+    logins: logins::Logins,
 }
 
 impl Server {
@@ -174,6 +180,7 @@ impl Server {
             feed_pending: false,
             next_serial: 1,
             ping_frame: ws::ping_frame(b""),
+            logins: logins::Logins::default(),
         }
     }
 
@@ -229,7 +236,10 @@ impl Server {
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept(started),
-                    WAKER => self.drain_feed(started),
+                    WAKER => {
+                        self.drain_feed(started);
+                        self.drain_logins(started);
+                    }
                     Token(t) if t >= FIRST_CONN => {
                         let key = t - FIRST_CONN;
                         if event.is_writable() {
@@ -266,7 +276,7 @@ impl Server {
             let Some(listener) = &self.listener else {
                 return;
             };
-            let (mut stream, _addr) = match listener.accept() {
+            let (mut stream, addr) = match listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -297,7 +307,9 @@ impl Server {
             let soft = self.hub.config().max_queued_bytes;
             let out = OutQueue::new(soft, soft.saturating_mul(2).max(soft + (1 << 20)));
             let deadline = now + self.hub.config().handshake_timeout;
-            entry.insert(Conn::new(transport, self.next_serial, out, now, deadline));
+            let mut conn = Conn::new(transport, self.next_serial, out, now, deadline);
+            conn.peer = addr.ip();
+            entry.insert(conn);
             self.next_serial += 1;
             self.stats.conn_opened(Endpoint::Http);
             // Bytes may already be waiting (edge-triggered): read now.
@@ -320,7 +332,7 @@ impl Server {
             return;
         }
         let limit = match c.phase {
-            Phase::Head { .. } => max_head + 1,
+            Phase::Head { .. } | Phase::Login { .. } => max_head + MAX_BODY + 1,
             _ => max_msg + 16 + conn::READ_CHUNK,
         };
         let outcome = c.read_some(&mut self.scratch, MAX_READS_PER_EVENT, limit);
@@ -330,7 +342,7 @@ impl Server {
         match c.phase {
             Phase::Head { .. } => self.on_head_bytes(key, now),
             Phase::Open => self.on_ws_bytes(key, now),
-            Phase::Closing { .. } => {
+            Phase::Closing { .. } | Phase::Login { .. } => {
                 // Read and discard: we only wait for the peer's close or EOF.
                 c.inbuf.clear();
                 c.release_inbuf();
@@ -499,7 +511,9 @@ impl Server {
                 {
                     to_remove.push(key)
                 }
-                Phase::Head { deadline } if now >= deadline => to_close.push((key, true)),
+                Phase::Head { deadline } | Phase::Login { deadline } if now >= deadline => {
+                    to_close.push((key, true))
+                }
                 Phase::Closing { deadline, .. } if now >= deadline => to_remove.push(key),
                 Phase::Open => {
                     if now.duration_since(c.last_rx) >= idle {
@@ -554,7 +568,7 @@ impl Server {
                     false,
                     now,
                 ),
-                Some(Phase::Head { .. }) => self.remove(key),
+                Some(Phase::Head { .. } | Phase::Login { .. }) => self.remove(key),
                 _ => {}
             }
         }

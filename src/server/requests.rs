@@ -6,13 +6,15 @@ use std::time::Instant;
 
 use crate::http::router::{self, HttpApp, Route, RouterConfig};
 use crate::http::{self, Parse};
-use crate::hub::{Hub, Input};
+use crate::hub::{HistoryRange, Hub, Input};
 use crate::stats::{Endpoint, Stats};
 use crate::ws::{self, MessageReader};
 
 use super::conn::Phase;
+use super::logins::SECURE_COOKIES;
 use super::outbox::mark_dirty;
-use super::{LINGER, MAX_REQUESTS_PER_EVENT, Server};
+use super::{LINGER, MAX_BODY, MAX_REQUESTS_PER_EVENT, Server};
+use crate::auth::Claims;
 
 /// The plain endpoints' bodies, from the loop's view of the daemon.
 struct AppView<'a> {
@@ -40,6 +42,11 @@ impl HttpApp for AppView<'_> {
     }
     fn server_containers(&self, server_id: &str) -> Option<Vec<u8>> {
         self.hub.state().server_containers_body(server_id)
+    }
+    fn server_metrics(&self, server_id: &str, range: HistoryRange) -> Option<Vec<u8>> {
+        self.hub
+            .state()
+            .metrics_history_json(server_id, range, crate::hub::unix_now())
     }
 }
 
@@ -109,7 +116,34 @@ impl Server {
             }
             Parse::Complete(h) => h,
         };
+        let mut head = head;
+        // The body, when there is one: Content-Length only, at most MAX_BODY,
+        // read within the same handshake deadline as the head.
+        let refused = if head.transfer_encoding {
+            Some((
+                411,
+                "Transfer-Encoding is not supported: send Content-Length",
+            ))
+        } else if head.bad_length {
+            Some((400, "invalid Content-Length"))
+        } else if head.content_length.is_some_and(|n| n > MAX_BODY as u64) {
+            Some((413, "request body larger than 8 KiB"))
+        } else {
+            None
+        };
+        if let Some((status, why)) = refused {
+            self.stats.bad_input("bad_http");
+            self.reply_and_close(key, http::error_response(status, "", why), status, now);
+            return false;
+        }
+        let body_len = head.content_length.unwrap_or(0) as usize;
+        if c.inbuf.len() < head.head_len + body_len {
+            return false; // the rest of the body is still on its way
+        }
         let _ = c.inbuf.split_to(head.head_len);
+        if body_len > 0 {
+            head.body = c.inbuf.split_to(body_len).to_vec();
+        }
         let route = {
             let app = AppView {
                 hub: &self.hub,
@@ -120,6 +154,7 @@ impl Server {
                 config: self.hub.config(),
                 jwt: self.hub.state().jwt.as_ref(),
                 now_unix: crate::hub::unix_now(),
+                secure: SECURE_COOKIES,
             };
             router::route(&head, &rc, &app)
         };
@@ -131,9 +166,11 @@ impl Server {
                 refusal,
             } => {
                 match refusal {
-                    Some(why @ ("origin" | "no_token" | "bad_token")) => {
-                        self.stats.auth_failure(why)
+                    Some("origin") => {
+                        self.stats.auth_failure("origin");
+                        self.log_origin_refusal(&head, now);
                     }
+                    Some(why @ ("no_token" | "bad_token")) => self.stats.auth_failure(why),
                     Some("host") => self.stats.bad_input("bad_host"),
                     Some("bad_upgrade") => self.stats.bad_input("bad_upgrade"),
                     _ => {}
@@ -157,8 +194,13 @@ impl Server {
                 endpoint,
                 target,
                 accept,
+                claims,
             } => {
-                self.upgrade(key, endpoint, target, &accept, now);
+                self.upgrade(key, endpoint, target, claims, &accept, now);
+                false
+            }
+            Route::Login { username, password } => {
+                self.start_login(key, username, password, now);
                 false
             }
         }
@@ -170,6 +212,7 @@ impl Server {
         key: usize,
         endpoint: Endpoint,
         target: Option<String>,
+        claims: Option<Claims>,
         accept: &str,
         now: Instant,
     ) {
@@ -195,6 +238,7 @@ impl Server {
                     serial,
                     endpoint,
                     target,
+                    claims,
                 },
             );
         }
