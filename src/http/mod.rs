@@ -32,6 +32,10 @@ pub struct RequestHead {
     pub authorization: Option<String>,
     /// `Connection: close` was asked for.
     pub connection_close: bool,
+    /// The `Accept-Encoding` header, as sent (static files: gzip or not).
+    pub accept_encoding: Option<String>,
+    /// The `If-None-Match` header, as sent (static files: 304).
+    pub if_none_match: Option<String>,
     /// Bytes the head took, to consume from the buffer.
     pub head_len: usize,
 }
@@ -91,6 +95,10 @@ pub fn parse_head(buf: &[u8]) -> Parse {
                 .any(|t| t.trim().eq_ignore_ascii_case("close"));
         } else if name.eq_ignore_ascii_case("authorization") {
             head.authorization = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            head.accept_encoding = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            head.if_none_match = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             head.ws_key = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
@@ -196,9 +204,10 @@ pub fn switching_protocols(accept: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn reason(status: u16) -> &'static str {
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         421 => "Misdirected Request",

@@ -8,7 +8,8 @@
 //!   name or address, the listen address, or in `[http] allowed_hosts` gets
 //!   421, with auth on or off.
 //! - Auth for browser HTTP endpoints: with auth on, `Authorization: Bearer
-//!   <jwt>`; 401 otherwise. `/healthz` and `/metrics` stay open.
+//!   <jwt>`; 401 otherwise. `/healthz`, `/metrics` and the dashboard's
+//!   static files (`/`, `/assets/...`, answered by [`crate::web`]) stay open.
 //!
 //! The router computes answers only; the event loop owns the socket. What a
 //! plain endpoint returns comes from an [`HttpApp`].
@@ -169,6 +170,10 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
         };
     }
     let keep_alive = !head.connection_close;
+    // The dashboard's static files: open, like /healthz (SPEC section 8).
+    if let Some(answer) = crate::web::route(head, keep_alive) {
+        return answer;
+    }
     let readable = matches!(head.method.as_str(), "GET" | "HEAD");
     let needs_auth = match head.path.as_str() {
         "/healthz" | "/metrics" => false,
