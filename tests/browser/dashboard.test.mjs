@@ -145,10 +145,11 @@ async function main() {
   const tag = randomBytes(3).toString("hex");
   const nameA = `dw-browser-a-${tag}`;
   const nameB = `dw-browser-b-${tag}`;
-  // A: plain, ANSI-coloured and JSON lines, 5 a second; B: one a second, on stderr.
+  // A: plain, ANSI-coloured and JSON lines, 5 a second; B: one a second, on
+  // stderr. Both exit on SIGTERM (a shell as PID 1 ignores it otherwise).
   const scriptA =
-    'i=0; while true; do i=$((i+1)); echo "tick $i"; printf "\\033[32mgreen %s\\033[0m\\n" $i; echo "{\\"level\\":\\"info\\",\\"n\\":$i}"; sleep 0.2; done';
-  const scriptB = 'i=0; while true; do i=$((i+1)); echo "other $i" >&2; sleep 1; done';
+    'trap "exit 0" TERM; i=0; while true; do i=$((i+1)); echo "tick $i"; printf "\\033[32mgreen %s\\033[0m\\n" $i; echo "{\\"level\\":\\"info\\",\\"n\\":$i}"; sleep 0.2; done';
+  const scriptB = 'trap "exit 0" TERM; i=0; while true; do i=$((i+1)); echo "other $i" >&2; sleep 1; done';
   for (const [name, script] of [
     [nameA, scriptA],
     [nameB, scriptB],
@@ -267,7 +268,7 @@ async function main() {
     }, { timeout: 5000 }, frozen);
   });
 
-  await step("two containers in one view, stderr marked", async () => {
+  await step("two containers in one view", async () => {
     const key = `${localId}:${containers[1]}`;
     await page.select("#log-picker", key);
     await page.click("#log-add");

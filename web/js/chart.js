@@ -2,7 +2,7 @@
 // y axis with 4 labelled ticks, x axis with clock labels, one or more series.
 // Drawing is O(points) with points past the canvas width thinned per pixel.
 
-import { hm } from "./format.js";
+import { hm, hms } from "./format.js";
 
 const PAD = { l: 58, r: 10, t: 18, b: 22 };
 
@@ -89,9 +89,10 @@ export class Chart {
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
     const ticks = Math.max(2, Math.floor(pw / 90));
+    const label = t1 - t0 < 15 * 60e3 ? hms : hm;
     for (let i = 0; i <= ticks; i++) {
       const t = t0 + ((t1 - t0) * i) / ticks;
-      ctx.fillText(hm(t), Math.min(w - PAD.r - 14, Math.max(PAD.l + 14, x(t))), h - PAD.b + 5);
+      ctx.fillText(label(t), Math.min(w - PAD.r - 14, Math.max(PAD.l + 14, x(t))), h - PAD.b + 5);
     }
     ctx.textAlign = "left";
 

@@ -56,6 +56,12 @@ export function hm(ms) {
   return `${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
+/** HH:MM:SS local time, for short chart spans. */
+export function hms(ms) {
+  const d = new Date(ms);
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
 /** Short id: the first 12 hex digits. */
 export function shortId(id) {
   return typeof id === "string" ? id.slice(0, 12) : "";

@@ -35,6 +35,8 @@ export class LogStore {
     this.viewLen = 0;
     this.filter = { text: "", regex: false, stream: 0, re: null, error: null };
     this.version = 0;
+    /** Changes only when abs numbers are reused (clear): rows redraw then. */
+    this.epoch = 0;
     /** Lines added since `markSeen` (the "N new lines" of a paused view). */
     this.unseen = 0;
   }
@@ -199,6 +201,7 @@ export class LogStore {
     this.viewLen = 0;
     this.text = new Array(this.capacity);
     this.unseen = 0;
+    this.epoch++;
     this.version++;
   }
 }

@@ -16,6 +16,8 @@ import { findContainer, on, serverName, store } from "../store.js";
 
 const ROW_H = 18;
 const HISTORY_TAIL = 200;
+/** Least time between two redraws caused by new lines (ms). */
+const DATA_MS = 100;
 
 export const logs = new LogStore(100000);
 /** Wanted streams: key "server:fullId" -> {serverId, id, name, src, active, lastSeq} */
@@ -31,7 +33,7 @@ function keyOf(serverId, id) {
 
 function system(src, text) {
   logs.push(src, text, Date.now(), STREAM_SYSTEM);
-  view?.schedule();
+  view?.dataChanged();
 }
 
 function startStream(s, { resume = false } = {}) {
@@ -116,7 +118,7 @@ export function handle(msg) {
         logs.pushText(s.src, msg.log, now, st);
       }
       if (typeof msg.seq === "number") s.lastSeq = msg.seq;
-      view?.schedule();
+      view?.dataChanged();
       return true;
     }
     case "log_stream_stopped":
@@ -141,7 +143,7 @@ export function inject(name, n, text = (i) => `synthetic line ${i}`) {
   const src = logs.source(`inject:${name}`, { name, serverId: "inject", containerId: name });
   const t = Date.now();
   for (let i = 0; i < n; i++) logs.push(src, text(i), t, i % 5 === 0 ? STREAM_STDERR : STREAM_STDOUT);
-  view?.schedule();
+  view?.dataChanged();
 }
 
 function download() {
@@ -292,7 +294,7 @@ export function mount(root, params) {
   let anchorOff = 0;
   let expectTop = -1;
   let queued = false;
-  let lastVersion = -1;
+  let lastEpoch = -1;
   let lastTs = stamps.checked;
   const pool = [];
 
@@ -309,6 +311,20 @@ export function mount(root, params) {
       queued = true;
       requestAnimationFrame(render);
     }
+  }
+
+  // New lines redraw at most every DATA_MS: at 1,000 lines/s a redraw per
+  // frame repaints the whole list 60 times a second for no reader's benefit.
+  // Scrolling, filtering and buttons still redraw on the next frame.
+  let dataTimer = null;
+  let lastRender = 0;
+  function dataChanged() {
+    if (dataTimer || queued) return;
+    const wait = Math.max(0, DATA_MS - (performance.now() - lastRender));
+    dataTimer = setTimeout(() => {
+      dataTimer = null;
+      schedule();
+    }, wait);
   }
 
   function rowEl() {
@@ -339,6 +355,7 @@ export function mount(root, params) {
 
   function render() {
     queued = false;
+    lastRender = performance.now();
     if (!list.isConnected) return;
     const n = logs.viewLen;
     const total = n * ROW_H;
@@ -363,7 +380,7 @@ export function mount(root, params) {
     const count = Math.min(n - first, Math.ceil(height / ROW_H) + 1);
     while (pool.length < count) pool.push(rowsEl.appendChild(rowEl()));
     const showTs = stamps.checked;
-    const full = showTs !== lastTs || logs.version !== lastVersion;
+    const full = showTs !== lastTs || logs.epoch !== lastEpoch;
     for (let k = 0; k < pool.length; k++) {
       const el = pool[k];
       if (k >= count) {
@@ -376,7 +393,7 @@ export function mount(root, params) {
     }
     rowsEl.style.transform = `translateY(${first * ROW_H}px)`;
     lastTs = showTs;
-    lastVersion = logs.version;
+    lastEpoch = logs.epoch;
     live.hidden = following;
     live.textContent = logs.unseen ? `Jump to live (${logs.unseen} new)` : "Jump to live";
     status.textContent = `${logs.held().toLocaleString()} held · ${n.toLocaleString()} shown`;
@@ -422,7 +439,7 @@ export function mount(root, params) {
   const onResize = () => schedule();
   window.addEventListener("resize", onResize);
 
-  view = { schedule, refreshChips, isFollowing: () => following, setFollowing };
+  view = { schedule, dataChanged, refreshChips, isFollowing: () => following, setFollowing };
   const offs = [on("containers", () => (refreshChips(), schedule())), on("servers", refreshChips)];
   refreshChips();
   writeHash();
@@ -430,6 +447,7 @@ export function mount(root, params) {
   return () => {
     offs.forEach((f) => f());
     window.removeEventListener("resize", onResize);
+    clearTimeout(dataTimer);
     view = null;
   };
 }

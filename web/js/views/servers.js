@@ -9,7 +9,7 @@ function meter(value) {
   const v = value === null || value === undefined ? 0 : Math.max(0, Math.min(100, value));
   const bar = h("span", { class: `bar${v > 90 ? " hot" : v > 70 ? " warm" : ""}` });
   bar.style.width = `${v}%`;
-  return h("span", { class: "meter" }, bar, h("span", { class: "meter-label" }, pct(value)));
+  return h("span", { class: "meter" }, h("span", { class: "track" }, bar), h("span", { class: "meter-label" }, pct(value)));
 }
 
 function row(s) {
