@@ -226,7 +226,12 @@ pub fn route(head: &RequestHead, keep_alive: bool) -> Option<Route> {
         }
     };
     if !matches!(head.method.as_str(), "GET" | "HEAD") {
-        let bytes = error_reply(405, "Allow: GET, HEAD\r\n", "method not allowed", keep_alive);
+        let bytes = error_reply(
+            405,
+            "Allow: GET, HEAD\r\n",
+            "method not allowed",
+            keep_alive,
+        );
         return Some(Route::Reply {
             status: 405,
             bytes,
@@ -360,7 +365,13 @@ mod tests {
         assert!(route(&get("/healthz"), true).is_none());
         assert!(route(&get("/api/v1/containers"), true).is_none());
         assert!(route(&get("/assets/nope.js"), true).is_none());
-        assert!(route(&get(&format!("/assets/{}/../Cargo.toml", assets().build)), true).is_none());
+        assert!(
+            route(
+                &get(&format!("/assets/{}/../Cargo.toml", assets().build)),
+                true
+            )
+            .is_none()
+        );
         // An old build id still gets the file, revalidated.
         let (status, head, _) = parts(route(&get("/assets/0123456789ab/app.css"), true).unwrap());
         assert_eq!(status, 200);

@@ -28,7 +28,7 @@
 
 import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, writeFileSync, openSync, rmSync } from "node:fs";
+import { mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -279,6 +279,26 @@ async function main() {
     assert((await page.evaluate(() => location.hash)).includes(encodeURIComponent(`:${nameB}`)) ||
       (await page.evaluate(() => location.hash)).split(",").length === 2, "the URL does not list both containers");
     await shot(page, "logs");
+  });
+
+  await step("download what is held", async () => {
+    const dir = join(TMP, "downloads");
+    const cdp = await page.createCDPSession();
+    await cdp.send("Browser.setDownloadBehavior", { behavior: "allow", downloadPath: dir });
+    await page.click("#log-download");
+    let file = null;
+    for (let i = 0; i < 50 && !file; i++) {
+      await sleep(100);
+      try {
+        file = readdirSync(dir).find((f) => /^dockwire-logs-.*\.txt$/.test(f)) || null;
+      } catch {
+        file = null;
+      }
+    }
+    assert(file, "no dockwire-logs-*.txt downloaded");
+    const text = readFileSync(join(dir, file), "utf8");
+    assert(/ tick \d+\n/.test(text) && / other \d+\n/.test(text), "the download lacks lines of both containers");
+    assert(!text.includes("\x1b"), "escape codes in the download");
   });
 
   await step("stop a container from the page", async () => {

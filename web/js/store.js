@@ -153,6 +153,7 @@ export function diskPercent(data) {
 }
 
 function alertKey(serverId, data) {
+  if (data.id) return String(data.id);
   return `${serverId}|${data.rule ?? data.name ?? "?"}|${data.container_id ?? data.container ?? ""}`;
 }
 

@@ -13,6 +13,7 @@ function cells(a) {
     h("td", null, serverName(a.server_id || d.server_id)),
     h("td", { class: "mono" }, String(d.rule ?? d.name ?? "?")),
     h("td", null, d.container_name || d.container || d.container_id || "—"),
+    h("td", null, d.message || ""),
     h("td", null, d.value === null || d.value === undefined ? "—" : String(typeof d.value === "number" ? d.value.toFixed(2) : d.value)),
     h("td", null, h("span", { class: `state ${d.state === "firing" ? "exited" : "running"}` }, d.state || "firing")),
     h("td", { title: d.timestamp || "" }, d.timestamp ? ago(d.timestamp) : "—"),
@@ -23,8 +24,8 @@ function table(id, list, empty) {
   return h(
     "table",
     { class: "grid", id },
-    h("thead", null, h("tr", null, ...["Server", "Rule", "Container", "Value", "State", "When"].map((t) => h("th", null, t)))),
-    h("tbody", null, list.length ? list.map((a) => h("tr", null, ...cells(a))) : h("tr", null, h("td", { colspan: 6, class: "muted" }, empty))),
+    h("thead", null, h("tr", null, ...["Server", "Rule", "Container", "Message", "Value", "State", "When"].map((t) => h("th", null, t)))),
+    h("tbody", null, list.length ? list.map((a) => h("tr", null, ...cells(a))) : h("tr", null, h("td", { colspan: 7, class: "muted" }, empty))),
   );
 }
 
@@ -50,7 +51,7 @@ export function mount(root) {
       if (Array.isArray(body.firing) && !store.firing.size) {
         for (const a of body.firing) {
           const d = a.data || a;
-          store.firing.set(`${a.server_id}|${d.rule}|${d.container_id ?? ""}`, { server_id: a.server_id || d.server_id, data: d });
+          store.firing.set(d.id ? String(d.id) : `${a.server_id}|${d.rule}|${d.container_id ?? ""}`, { server_id: a.server_id || d.server_id, data: d });
         }
       }
     } else {
