@@ -41,6 +41,9 @@ pub struct RequestHead {
 }
 
 /// Outcome of parsing the start of a buffer.
+// A `Parse` is matched once per request and never stored, so its size costs
+// nothing; boxing the head would add an allocation per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parse {
     Complete(RequestHead),

@@ -58,8 +58,8 @@ export function mount(root, params, ctx, rest) {
     const now = Date.now();
     const live = store.samples.get(serverId) || [];
     let t0 = now - RANGES[range];
-    // Live samples only: zoom to them (at least two minutes), not a near-empty hour.
-    if (!history.length && live.length) t0 = Math.max(t0, Math.min(live[0].t - 5000, now - 120e3));
+    // Live samples only: zoom to them (at least a minute), not a near-empty hour.
+    if (!history.length && live.length) t0 = Math.max(t0, Math.min(live[0].t - 5000, now - 60e3));
     const lastHist = history.length ? history[history.length - 1].t : -Infinity;
     const all = history.concat(live.filter((s) => s.t > lastHist));
     const series = (f) => all.filter((s) => s.t >= t0).map((s) => [s.t, f(s)]);
