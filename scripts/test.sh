@@ -10,6 +10,8 @@
 #             started it (keep it with DOCKWIRE_KEEP_DOCKER=1). Exports DOCKER_HOST,
 #             DOCKWIRE_TEST_IMAGE and DOCKWIRE_TESTENV for everything below.
 #   deps      `npm ci` in tests/clients when it has a package-lock.json;
+#             with the browser stage: Debian's chromium (apt-get) and `npm ci`
+#             in tests/browser;
 #             `python3 -m pip install -q -r tests/clients/requirements.txt`
 #             when that file exists.
 #   build     cargo build --workspace --bins
@@ -122,6 +124,15 @@ deps_setup() {
         (cd tests/clients && timeout 900 npm ci --no-audit --no-fund)
     else
         echo "no tests/clients/package-lock.json: no npm install"
+    fi
+    # The browser stage's chromium and puppeteer-core (tests/browser/run.sh
+    # checks again; installing here keeps the download out of its time limit).
+    if want browser; then
+        if ! command -v chromium >/dev/null; then
+            DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q -o DPkg::Lock::Timeout=300 chromium >/dev/null ||
+                { timeout 600 apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q chromium >/dev/null; }
+        fi
+        (cd tests/browser && PUPPETEER_SKIP_DOWNLOAD=1 timeout 600 npm ci --no-audit --no-fund --loglevel=error)
     fi
     if [ -f tests/clients/requirements.txt ]; then
         timeout 900 python3 -m pip install -q --disable-pip-version-check -r tests/clients/requirements.txt
