@@ -4,7 +4,10 @@
 # browser download: PUPPETEER_SKIP_DOWNLOAD=1), against the real dockwire
 # binary and the test Docker engine. dashboard.test.mjs starts the daemon
 # itself (so it can restart it), creates its containers from
-# $DOCKWIRE_TEST_IMAGE and removes them.
+# $DOCKWIRE_TEST_IMAGE and removes them. spec.test.mjs then runs the page
+# against a scripted stand-in daemon that speaks SPEC part two's messages
+# (servers, subscribe_containers, container_stats, command_accepted, seq,
+# log_gap, metrics history, alerts), which the daemon does not all serve yet.
 #
 # Env (required): DOCKWIRE_BIN, DOCKER_HOST, DOCKWIRE_TEST_IMAGE (see
 # scripts/docker-env.sh). Optional: DOCKWIRE_ARTIFACTS (screenshots and logs,
@@ -12,8 +15,8 @@
 # NODE (default node), DOCKWIRE_BROWSER_TIMEOUT_S (default 150).
 #
 # Installs what is missing: chromium (apt-get, as root) and the npm packages
-# (`npm ci`). Exits non-zero on any failure, after a closing
-# "browser: N passed, N failed" line.
+# (`npm ci`). Exits non-zero on any failure; each test file ends with a
+# "browser: N passed, N failed" / "spec: N passed, N failed" line.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,6 +32,7 @@ LABEL=dockwire.test=browser
 
 log() { printf '[browser] %s\n' "$*"; }
 
+# shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
     local rc=$? left
     trap - EXIT INT TERM
@@ -73,4 +77,8 @@ if [ ! -f "$HERE/node_modules/.package-lock.json" ] ||
 fi
 
 mkdir -p "$DOCKWIRE_ARTIFACTS"
-timeout -k 10 "${DOCKWIRE_BROWSER_TIMEOUT_S:-150}" "$NODE" "$HERE/dashboard.test.mjs"
+rc=0
+timeout -k 10 "${DOCKWIRE_BROWSER_TIMEOUT_S:-150}" "$NODE" "$HERE/dashboard.test.mjs" || rc=$?
+# The page against SPEC part two's messages, from a scripted stand-in daemon.
+timeout -k 10 60 "$NODE" "$HERE/spec.test.mjs" || rc=$?
+exit "$rc"
