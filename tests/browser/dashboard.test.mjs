@@ -11,10 +11,11 @@
 // without a reload; no console errors. Screenshots of every view go to
 // $DOCKWIRE_ARTIFACTS.
 //
-// TODO(logins): wrong password refused, viewer vs admin controls. The
-// `logins` branch (POST /api/v1/login, [[users]]) has not landed in main yet;
-// add those steps here when it does (the page's side is in web/js/api.js and
-// web/js/views/login.js).
+// TODO(logins): wrong password refused, viewer vs admin controls, against
+// the real daemon. The `logins` branch (POST /api/v1/login, [[users]],
+// `dockwire passwd`) has not landed in main yet; when it does, start a second
+// daemon here with two [[users]] and repeat the login steps of
+// spec.test.mjs (which checks the page's side against a stand-in today).
 //
 // Console errors that are the browser's own network messages are allowed
 // only where the page cannot avoid them: while the daemon is down

@@ -14,8 +14,12 @@
 // - command -> command_accepted, command_response output on #/commands;
 // - log_update with seq, log_gap; after the daemon drops the socket the page
 //   reconnects and resumes the stream with since_seq (no reload);
-// - GET /api/v1/servers/{id}/metrics history drawn; GET /api/v1/alerts recent.
-// No console error of any kind is allowed here.
+// - GET /api/v1/servers/{id}/metrics history drawn; GET /api/v1/alerts recent;
+// - logins (SPEC §8, as the `logins` branch documents them): 401 -> the
+//   form; a wrong password refused; a viewer sees no admin control; logout;
+//   an admin sees them. The session is an HttpOnly cookie the page never reads.
+// No console error is allowed, except the browser's own "401" lines for the
+// requests that are refused on purpose in the login part.
 //
 // The real daemon is tested by dashboard.test.mjs; this file needs no Docker.
 // Env: CHROMIUM, DOCKWIRE_ARTIFACTS. Prints "spec: N passed, N failed".
@@ -94,6 +98,21 @@ const container = (id, name, extra = {}) => ({
 // ---- the stand-in daemon --------------------------------------------------------
 const seen = [];
 let sockets = new Set();
+// Logins: off for the first part, on for the last.
+let authOn = false;
+const USERS = { alice: ["wonderland", "admin"], victor: ["viewonly", "viewer"] };
+const sessions = new Map();
+function sessionOf(req) {
+  const m = /(?:^|;\s*)dockwire_session=([^;]+)/.exec(req.headers.cookie || "");
+  return m ? sessions.get(m[1]) || null : null;
+}
+function readBody(req) {
+  return new Promise((resolve) => {
+    let b = "";
+    req.on("data", (c) => (b += c));
+    req.on("end", () => resolve(b));
+  });
+}
 let seq = 0;
 const server = http.createServer(async (req, res) => {
   const [path, query = ""] = req.url.split("?");
@@ -101,6 +120,26 @@ const server = http.createServer(async (req, res) => {
     res.writeHead(code, { "Content-Type": "application/json" });
     res.end(JSON.stringify(body));
   };
+  if (path === "/api/v1/login" && req.method === "POST") {
+    let body = {};
+    try {
+      body = JSON.parse(await readBody(req));
+    } catch {
+      body = {};
+    }
+    seen.push({ type: "POST login", body });
+    const u = USERS[body.username];
+    if (!u || u[0] !== body.password) return json(401, { error: "invalid user name or password" });
+    const token = `tok-${Math.random().toString(36).slice(2)}`;
+    sessions.set(token, u[1]);
+    res.setHeader("Set-Cookie", `dockwire_session=${token}; HttpOnly; SameSite=Strict; Path=/`);
+    return json(200, { role: u[1], expires_at: new Date(Date.now() + 3600e3).toISOString() });
+  }
+  if (path === "/api/v1/logout" && req.method === "POST") {
+    res.setHeader("Set-Cookie", "dockwire_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    return json(200, { status: "logged out" });
+  }
+  if (authOn && path.startsWith("/api/v1/") && !sessionOf(req)) return json(401, { error: "Authentication required" });
   if (path === "/api/v1/containers") return json(200, [container(L1, "db")]);
   if (path === `/api/v1/servers/${REMOTE}/metrics` || path === `/api/v1/servers/${LOCAL}/metrics`) {
     const now = Date.now();
@@ -128,12 +167,22 @@ const server = http.createServer(async (req, res) => {
 const wss = new WebSocketServer({ noServer: true });
 server.on("upgrade", (req, socket, head) => {
   if (req.url !== "/api/v1/ws") return socket.destroy();
-  wss.handleUpgrade(req, socket, head, (ws) => wss.emit("connection", ws));
+  const role = authOn ? sessionOf(req) : "admin";
+  wss.handleUpgrade(req, socket, head, (ws) => wss.emit("connection", ws, role));
 });
-wss.on("connection", (ws) => {
+wss.on("connection", (ws, role) => {
   sockets.add(ws);
   ws.on("close", () => sockets.delete(ws));
   const send = (m) => ws.send(JSON.stringify(m));
+  if (!role) {
+    // No session on the upgrade: the daemon waits for a first-message auth.
+    const t = setTimeout(() => {
+      send({ type: "error", message: "authentication timed out" });
+      ws.close(1008, "authentication timed out");
+    }, 1500);
+    ws.on("close", () => clearTimeout(t));
+    return;
+  }
   send({ type: "connection_established", message: "Connected to dockwire", server_id: LOCAL });
   send({ type: "initial_state", containers: [container(L1, "db")] });
   send({ type: "alerts", firing: [alert] });
@@ -161,6 +210,10 @@ wss.on("connection", (ws) => {
         send({ type: "metrics", server_id: m.server_id, data: metrics(Date.now(), 55) });
         break;
       case "docker_command":
+        if (role !== "admin") {
+          send({ type: "error", request_id: rid, message: "Not allowed: commands need the admin role" });
+          break;
+        }
         send({ type: "command_accepted", request_id: rid, command_id: "cmd-1" });
         setTimeout(() => {
           send({ type: "docker_response", request_id: rid, command_id: "cmd-1", server_id: m.server_id, success: true, message: "Container restarted" });
@@ -278,6 +331,62 @@ try {
   await step("no console errors", async () => {
     assert(errors.length === 0, `\n  ${errors.join("\n  ")}`);
   });
+
+  // ---- logins -------------------------------------------------------------------
+  authOn = true;
+  for (const ws of sockets) ws.terminate();
+  const ctx = await browser.createBrowserContext();
+  const p2 = await ctx.newPage();
+  const errors2 = [];
+  p2.on("pageerror", (e) => errors2.push(`pageerror: ${e.message}`));
+  p2.on("console", (m) => {
+    if (m.type() !== "error") return;
+    if (/status of 401/.test(m.text()) && /\/api\/v1\/(containers|login)$/.test(m.location()?.url || "")) return;
+    errors2.push(`console: ${m.text()} ${m.location()?.url || ""}`);
+  });
+  const login = async (user, pass) => {
+    await p2.waitForSelector("#login-form", { timeout: 5000 });
+    await p2.$eval("#login-user", (e) => (e.value = ""));
+    await p2.type("#login-user", user);
+    await p2.type("#login-pass", pass);
+    await p2.click("#login-submit");
+  };
+
+  await step("login: the form when a session is needed; a wrong password refused", async () => {
+    await p2.goto(`${url}/#/containers`);
+    await login("alice", "not-her-password");
+    await p2.waitForFunction(() => /Wrong user name or password/.test(document.querySelector("#login-error")?.textContent || ""), { timeout: 5000 });
+    assert(!(await p2.evaluate(() => sessionStorage.getItem("dockwire.role"))), "a role hint after a refused login");
+    await p2.screenshot({ path: join(ART, "spec-login-refused.png") });
+  });
+
+  await step("login: a viewer sees no admin control", async () => {
+    await login("victor", "viewonly");
+    await p2.waitForSelector(`tr[data-id="${L1}"]`, { timeout: 5000 });
+    assert((await p2.$$("button.act-stop, button.act-start, button.act-restart")).length === 0, "admin buttons for a viewer");
+    assert(!(await p2.$("#nav-commands")), "Commands in the menu for a viewer");
+    assert((await p2.$eval("#role", (e) => e.textContent)) === "viewer", "role badge");
+    assert((await p2.evaluate(() => sessionStorage.getItem("dockwire.role"))) === "viewer", "role hint");
+    assert(!(await p2.evaluate(() => document.cookie)).includes("dockwire_session"), "the session cookie is readable from the page");
+    await p2.goto(`${url}/#/commands`);
+    assert(!(await p2.$("#cmd-server")), "the commands form for a viewer");
+  });
+
+  await step("logout, then an admin sees the controls", async () => {
+    await p2.click("#logout");
+    await p2.waitForSelector("#login-form", { timeout: 5000 });
+    assert(!(await p2.evaluate(() => sessionStorage.getItem("dockwire.role"))), "role hint kept after logout");
+    await login("alice", "wonderland");
+    // Back to the view shown before the logout, now with its form.
+    await p2.waitForSelector("#cmd-server", { timeout: 5000 });
+    assert(await p2.$("#nav-commands"), "no Commands for an admin");
+    await p2.goto(`${url}/#/containers`);
+    await p2.waitForSelector(`tr[data-id="${L1}"] button.act-stop`, { timeout: 5000 });
+    const logins = seen.filter((m) => m.type === "POST login").map((m) => m.body.username);
+    assert(logins.join(",") === "alice,victor,alice", logins.join(","));
+    assert(errors2.length === 0, `\n  ${errors2.join("\n  ")}`);
+  });
+  await ctx.close();
 } finally {
   await browser.close();
   server.close();

@@ -106,6 +106,7 @@ const ctx = {
     commandSent(rid, { kind: "command", server_id: serverId, command });
   },
   loggedIn() {
+    store.session = true;
     renderHeader();
     sock.start();
     location.hash = lastView && lastView !== "#/login" ? lastView : "#/containers";
@@ -130,6 +131,8 @@ function needLogin() {
   sock.stop();
   store.authMode = "on";
   store.role = "viewer";
+  store.session = false;
+  store.conn = { state: "auth", detail: "log in to continue" };
   renderHeader();
   if (!location.hash.startsWith("#/login")) {
     lastView = location.hash;
@@ -158,8 +161,10 @@ function connLabel() {
 
 function renderHeader() {
   const current = (location.hash.slice(2).split(/[/?]/)[0] || "containers").toLowerCase();
+  // Before a login: no menu, no role, no logout.
+  const out = store.authMode === "on" && !store.session;
   const links = Object.entries(VIEWS)
-    .filter(([, v]) => !v.hidden && (!v.admin || isAdmin()))
+    .filter(([, v]) => !out && !v.hidden && (!v.admin || isAdmin()))
     .map(([k, v]) => h("a", { href: `#/${k}`, class: k === current ? "active" : "", id: `nav-${k}` }, v.title));
   replace(
     header,
@@ -167,8 +172,8 @@ function renderHeader() {
     h("nav", null, ...links),
     h("span", { class: "spacer" }),
     connLabel(),
-    h("span", { class: `role ${store.role}`, id: "role" }, store.authMode === "off" ? "admin (auth off)" : store.role),
-    store.authMode === "on"
+    out ? null : h("span", { class: `role ${store.role}`, id: "role" }, store.authMode === "off" ? "admin (auth off)" : store.role),
+    store.authMode === "on" && !out
       ? h(
           "button",
           {
@@ -207,6 +212,7 @@ async function boot() {
   window.__dockwire = { store, logs: logsView.logs, inject: logsView.inject, sock };
   renderHeader();
   const auth = await api.probeAuth();
+  store.session = auth === "session";
   window.addEventListener("hashchange", route);
   if (auth === "login") {
     needLogin();

@@ -47,6 +47,8 @@ export const store = {
   role: "viewer",
   /** "unknown" | "off" | "on" */
   authMode: "unknown",
+  /** Auth on: this browser has a working session. */
+  session: false,
   conn: { state: "idle", detail: "" },
   /** Features this daemon has, learnt as it answers: null unknown, true, false. */
   features: { list_servers: null, subscribe_containers: null, history: null, alerts_api: null, login: null },
