@@ -75,10 +75,15 @@ export function mount(root, params, ctx, rest) {
       requestAnimationFrame(draw);
     }
   };
+  // Rebuilt only when the list changed (metrics come every second).
+  let sig = "";
   const refreshPicker = () => {
+    const list = [...store.servers.values()].map((s) => [s.server_id, s.name || s.server_id]);
+    if (JSON.stringify(list) === sig) return;
+    sig = JSON.stringify(list);
     replace(
       picker,
-      [...store.servers.values()].map((s) => h("option", { value: s.server_id, selected: s.server_id === serverId }, s.name || s.server_id)),
+      list.map(([id, name]) => h("option", { value: id, selected: id === serverId }, name)),
     );
   };
   refreshPicker();

@@ -34,8 +34,13 @@ export function mount(root, params, ctx) {
     if (!cmd || !server.value) return;
     ctx.relayCommand(server.value, cmd);
   });
+  let sig = null;
   const renderServers = () => {
     const agents = [...store.servers.values()].filter((s) => !s.local && (!Array.isArray(s.capabilities) || !s.capabilities.length || s.capabilities.includes("commands")));
+    // Rebuilt only when the list changed (metrics come every second).
+    const now = JSON.stringify([agents.map((s) => [s.server_id, s.name, s.online]), store.features.list_servers]);
+    if (now === sig) return;
+    sig = now;
     const was = server.value;
     replace(
       server,

@@ -110,6 +110,8 @@ export function mount(root, params, ctx) {
     });
     const mem = st ? `${bytes(st.memory_used)}${st.memory_limit ? ` / ${bytes(st.memory_limit)}` : ""}` : "—";
     const up = h("td", { class: "uptime" }, uptime(c));
+    const cpu = h("td", { class: "cpu" }, st ? pct(st.cpu_percent) : "—");
+    const memCell = h("td", { class: "mem" }, mem);
     const tr = h(
       "tr",
       { dataset: { id: c.id, name: c.name || "", state: c.state || "" } },
@@ -120,12 +122,12 @@ export function mount(root, params, ctx) {
       h("td", null, h("span", { class: `state ${c.state}` }, c.state || "?")),
       h("td", null, c.health ? h("span", { class: `health ${c.health}` }, c.health) : h("span", { class: "muted" }, "—")),
       up,
-      h("td", null, st ? pct(st.cpu_percent) : "—"),
-      h("td", null, mem),
+      cpu,
+      memCell,
       admin ? actions(serverId, c) : null,
       h("td", null, h("a", { href: `#/logs?c=${encodeURIComponent(key)}`, class: "logs-link" }, "logs")),
     );
-    return { tr, up, c };
+    return { tr, up, cpu, memCell, c };
   }
 
   // Rows are kept by key and rebuilt only when what they show changed, so a
@@ -135,11 +137,15 @@ export function mount(root, params, ctx) {
     const key = `${serverId}:${c.id}`;
     const st = store.stats.get(serverId)?.get(c.id);
     const cmd = lastCommand(serverId, c.id);
-    const sig = JSON.stringify([c, st, cmd && [cmd.state, cmd.output], serverName(serverId)]);
+    // Usage changes every interval: its cells are updated in place.
+    const sig = JSON.stringify([c, cmd && [cmd.state, cmd.output], serverName(serverId)]);
     let r = cache.get(key);
     if (!r || r.sig !== sig) {
       r = { ...row(serverId, c), sig };
       cache.set(key, r);
+    } else {
+      r.cpu.textContent = st ? pct(st.cpu_percent) : "—";
+      r.memCell.textContent = st ? `${bytes(st.memory_used)}${st.memory_limit ? ` / ${bytes(st.memory_limit)}` : ""}` : "—";
     }
     r.seen = true;
     return r;

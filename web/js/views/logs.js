@@ -246,19 +246,31 @@ export function mount(root, params) {
     if (location.hash !== hash) history.replaceState(null, "", hash);
   }
 
+  // Picker and chips are rebuilt only when what they list changed (metrics
+  // arrive every second; a rebuilt <select> would lose the reader's choice).
+  let pickerSig = "";
+  let chipsSig = "";
   function refreshPicker() {
-    const options = [h("option", { value: "" }, "Add a container…")];
+    const entries = [];
     for (const [serverId, m] of store.containers) {
       for (const c of [...m.values()].sort((a, b) => String(a.name).localeCompare(String(b.name)))) {
         const key = keyOf(serverId, c.id);
-        if (streams.has(key)) continue;
-        options.push(h("option", { value: key }, `${serverName(serverId)} / ${c.name || shortId(c.id)} (${c.state})`));
+        if (!streams.has(key)) entries.push([key, `${serverName(serverId)} / ${c.name || shortId(c.id)} (${c.state})`]);
       }
     }
-    replace(picker, options);
+    const sig = JSON.stringify(entries);
+    if (sig === pickerSig) return;
+    pickerSig = sig;
+    const was = picker.value;
+    replace(picker, h("option", { value: "" }, "Add a container…"), entries.map(([value, label]) => h("option", { value }, label)));
+    if (entries.some(([k]) => k === was)) picker.value = was;
   }
 
   function refreshChips() {
+    refreshPicker();
+    const sig = JSON.stringify([[...streams.entries()].map(([k, s]) => [k, serverName(s.serverId), s.name]), pendingRefs]);
+    if (sig === chipsSig) return;
+    chipsSig = sig;
     const items = [];
     for (const [key, s] of streams) {
       items.push(
@@ -285,7 +297,6 @@ export function mount(root, params) {
     }
     for (const r of pendingRefs) items.push(h("span", { class: "chip muted" }, `${r} (waiting)`));
     replace(chips, items.length ? items : h("span", { class: "muted small" }, "No container followed: pick one."));
-    refreshPicker();
   }
 
   // ---- the virtual list ------------------------------------------------------
