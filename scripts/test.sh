@@ -10,11 +10,13 @@
 #             started it (keep it with DOCKWIRE_KEEP_DOCKER=1). Exports DOCKER_HOST,
 #             DOCKWIRE_TEST_IMAGE and DOCKWIRE_TESTENV for everything below.
 #   deps      `npm ci` in tests/clients when it has a package-lock.json;
+#             with the browser stage: Debian's chromium (apt-get) and `npm ci`
+#             in tests/browser;
 #             `python3 -m pip install -q -r tests/clients/requirements.txt`
 #             when that file exists.
 #   build     cargo build --workspace --bins
 # Stages (DOCKWIRE_STAGES, space-separated, default "systemd cargo autobahn
-# clients loadtest fuzz"):
+# clients browser loadtest fuzz"):
 #   systemd   scripts/check-systemd.sh: systemd/dockwire.service hardening
 #             (systemd-analyze security exposure at most 2.0).
 #   cargo     cargo nextest run --workspace --no-fail-fast (settings in
@@ -27,6 +29,11 @@
 #   clients   every tests/clients/*.sh, each with DOCKER_HOST,
 #             DOCKWIRE_TEST_IMAGE, DOCKWIRE_TESTENV and DOCKWIRE_BIN (absolute
 #             path of target/debug/dockwire) in its environment.
+#   browser   tests/browser/run.sh: the dashboard in Debian's headless
+#             chromium (installed with apt-get when missing) driven by
+#             puppeteer-core (`npm ci` in tests/browser), against the real
+#             daemon and engine; same environment, screenshots in
+#             $DOCKWIRE_ARTIFACTS (default target/browser-artifacts). 300 s limit.
 #   loadtest  scripts/loadtest-smoke.sh when present, same environment.
 #   fuzz      scripts/fuzz.sh with DOCKWIRE_FUZZ_SECONDS (default 10) per
 #             target: every fuzz target briefly, from its seed corpus.
@@ -38,12 +45,12 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
-STAGES=${DOCKWIRE_STAGES:-"systemd cargo autobahn clients loadtest fuzz"}
+STAGES=${DOCKWIRE_STAGES:-"systemd cargo autobahn clients browser loadtest fuzz"}
 for s in $STAGES; do
     case $s in
-    systemd | cargo | autobahn | clients | loadtest | fuzz) ;;
+    systemd | cargo | autobahn | clients | browser | loadtest | fuzz) ;;
     *)
-        echo "test.sh: unknown stage '$s' (known: systemd cargo autobahn clients loadtest fuzz)" >&2
+        echo "test.sh: unknown stage '$s' (known: systemd cargo autobahn clients browser loadtest fuzz)" >&2
         exit 2
         ;;
     esac
@@ -117,6 +124,15 @@ deps_setup() {
         (cd tests/clients && timeout 900 npm ci --no-audit --no-fund)
     else
         echo "no tests/clients/package-lock.json: no npm install"
+    fi
+    # The browser stage's chromium and puppeteer-core (tests/browser/run.sh
+    # checks again; installing here keeps the download out of its time limit).
+    if want browser; then
+        if ! command -v chromium >/dev/null; then
+            DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q -o DPkg::Lock::Timeout=300 chromium >/dev/null ||
+                { timeout 600 apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q chromium >/dev/null; }
+        fi
+        (cd tests/browser && PUPPETEER_SKIP_DOWNLOAD=1 timeout 600 npm ci --no-audit --no-fund --loglevel=error)
     fi
     if [ -f tests/clients/requirements.txt ]; then
         timeout 900 python3 -m pip install -q --disable-pip-version-check -r tests/clients/requirements.txt
@@ -248,6 +264,9 @@ if want clients; then
     for s in "${scripts[@]}"; do
         stage "clients:$(basename "$s" .sh)" run_script "$s" || true
     done
+fi
+if want browser; then
+    stage browser timeout -k 30 300 bash tests/browser/run.sh || true
 fi
 if want loadtest; then
     if [ -f scripts/loadtest-smoke.sh ]; then

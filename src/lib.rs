@@ -13,6 +13,7 @@
 //! - [`auth`]: JWT (HS256) for browsers, hashed API keys for agents.
 //! - [`agent`]: `dockwire agent`, the other side of the agent protocol.
 //! - [`config`]: file + flags -> one validated `Config`.
+//! - [`web`]: the dashboard's static files, built into the binary.
 
 pub mod agent;
 pub mod auth;
@@ -24,5 +25,6 @@ pub mod protocol;
 pub mod server;
 pub mod stats;
 pub mod transport;
+pub mod web;
 pub mod writer;
 pub mod ws;

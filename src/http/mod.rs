@@ -40,6 +40,10 @@ pub struct RequestHead {
     pub bad_length: bool,
     /// A `Transfer-Encoding` was sent (not supported: send Content-Length).
     pub transfer_encoding: bool,
+    /// The `Accept-Encoding` header, as sent (static files: gzip or not).
+    pub accept_encoding: Option<String>,
+    /// The `If-None-Match` header, as sent (static files: 304).
+    pub if_none_match: Option<String>,
     /// Bytes the head took, to consume from the buffer.
     pub head_len: usize,
     /// The request body (`Content-Length` bytes), filled in once read.
@@ -124,6 +128,10 @@ pub fn parse_head(buf: &[u8]) -> Parse {
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             head.transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            head.accept_encoding = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            head.if_none_match = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             head.ws_key = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
@@ -229,9 +237,10 @@ pub fn switching_protocols(accept: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn reason(status: u16) -> &'static str {
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         421 => "Misdirected Request",

@@ -8,9 +8,11 @@
 //!   name or address, the listen address, or in `[http] allowed_hosts` gets
 //!   421, with auth on or off.
 //! - Auth for browser HTTP endpoints: with auth on, `Authorization: Bearer
-//!   <jwt>` or the `dockwire_session` cookie; 401 otherwise. `/healthz` and
-//!   `/metrics` stay open. A request authenticated by its cookie (ambient
-//!   credentials) must also pass the Origin rule (403), and so must a login
+//!   <jwt>` or the `dockwire_session` cookie; 401 otherwise. `/healthz`,
+//!   `/metrics` and the dashboard's static files (`/`, `/assets/...`,
+//!   answered by [`crate::web`]) stay open. A request authenticated by its
+//!   cookie (ambient credentials) must also pass the Origin rule (403), and
+//!   so must a login
 //!   or logout POST. A browser upgrade carrying a valid session token
 //!   (cookie or Bearer) opens already authenticated ([`Route::Upgrade`]'s
 //!   `claims`); a missing or bad one leaves the first-message `auth`.
@@ -331,6 +333,10 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
         };
     }
     let keep_alive = !head.connection_close;
+    // The dashboard's static files: open, like /healthz (SPEC section 8).
+    if let Some(answer) = crate::web::route(head, keep_alive) {
+        return answer;
+    }
     match head.path.as_str() {
         "/api/v1/login" => return login(head, rc, keep_alive),
         "/api/v1/logout" => return logout(head, rc, keep_alive),

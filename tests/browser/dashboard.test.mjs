@@ -1,0 +1,392 @@
+#!/usr/bin/env node
+// The dashboard as a person uses it, in Debian's headless Chromium driven by
+// puppeteer-core, against the real daemon and Docker engine (SPEC §8).
+//
+// Steps: containers listed (and the time to the first list); logs of a
+// container arrive live; text and regex filter; pause and resume ("jump to
+// live"); a second container in the same view; stop a container from the
+// page (auth off + loopback: every browser is an admin) and see its state
+// change; charts get points from live metrics (metrics_interval 1s); the
+// daemon is restarted and the page reconnects and shows live data again
+// without a reload; no console errors. Screenshots of every view go to
+// $DOCKWIRE_ARTIFACTS.
+//
+// TODO(logins): wrong password refused, viewer vs admin controls, against
+// the real daemon. The `logins` branch (POST /api/v1/login, [[users]],
+// `dockwire passwd`) has not landed in main yet; when it does, start a second
+// daemon here with two [[users]] and repeat the login steps of
+// spec.test.mjs (which checks the page's side against a stand-in today).
+//
+// Console errors that are the browser's own network messages are allowed
+// only where the page cannot avoid them: while the daemon is down
+// ("WebSocket connection ... failed", ERR_CONNECTION_REFUSED), and a 404 from
+// an endpoint of SPEC part two this daemon may not have yet
+// (/api/v1/servers/{id}/metrics, /api/v1/alerts): the page then degrades.
+// Uncaught exceptions are never allowed.
+//
+// Env: DOCKWIRE_BIN, DOCKER_HOST, DOCKWIRE_TEST_IMAGE, CHROMIUM,
+// DOCKWIRE_ARTIFACTS. Prints "browser: N passed, N failed".
+
+import { execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import puppeteer from "puppeteer-core";
+import { startDevServer } from "./devserver.mjs";
+
+const BIN = process.env.DOCKWIRE_BIN;
+const IMAGE = process.env.DOCKWIRE_TEST_IMAGE;
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const ART = process.env.DOCKWIRE_ARTIFACTS || "target/browser-artifacts";
+const LABEL = "dockwire.test=browser";
+const TMP = mkdtempSync(join(tmpdir(), "dockwire-browser-"));
+
+let passed = 0;
+let failed = 0;
+const problems = [];
+let daemon = null;
+let browser = null;
+const containers = [];
+
+function log(m) {
+  console.log(`[dashboard.test] ${m}`);
+}
+
+async function step(name, fn) {
+  const t = Date.now();
+  try {
+    await fn();
+    passed++;
+    log(`PASS ${name} (${Date.now() - t} ms)`);
+  } catch (e) {
+    failed++;
+    log(`FAIL ${name}: ${e && e.stack ? e.stack : e}`);
+    problems.push(name);
+  }
+}
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+function docker(args) {
+  return execFileSync("docker", args, { encoding: "utf8", timeout: 30000, stdio: ["ignore", "pipe", "pipe"] }).trim();
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const p = s.address().port;
+      s.close(() => resolve(p));
+    });
+    s.on("error", reject);
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function healthy(url, ms = 30000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    try {
+      const r = await fetch(`${url}/healthz`);
+      if (r.ok && (await r.json()).docker === "up") return;
+    } catch {
+      // not yet
+    }
+    await sleep(150);
+  }
+  throw new Error(`${url}/healthz did not report docker up within ${ms} ms`);
+}
+
+function startDaemon(cfg) {
+  const out = openSync(join(ART, "daemon.log"), "a");
+  daemon = spawn(BIN, ["serve", "--config", cfg], { stdio: ["ignore", out, out] });
+  daemon.exited = new Promise((r) => daemon.on("exit", (code, sig) => r({ code, sig })));
+}
+
+async function stopDaemon() {
+  if (!daemon) return;
+  const d = daemon;
+  daemon = null;
+  d.kill("SIGTERM");
+  const r = await Promise.race([d.exited, sleep(6000).then(() => null)]);
+  if (!r) {
+    d.kill("SIGKILL");
+    await d.exited;
+    throw new Error("the daemon did not exit within 6 s of SIGTERM");
+  }
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(ART, `${name}.png`) });
+}
+
+async function main() {
+  const port = await freePort();
+  const daemonUrl = `http://127.0.0.1:${port}`;
+  let url = daemonUrl;
+  const cfg = join(TMP, "dockwire.toml");
+  writeFileSync(
+    cfg,
+    `listen = "127.0.0.1:${port}"\nmetrics_interval = "1s"\n\n[docker]\nhost = "${process.env.DOCKER_HOST}"\n`,
+  );
+  startDaemon(cfg);
+  await healthy(daemonUrl);
+  log(`dockwire on ${daemonUrl}`);
+  if (process.env.DOCKWIRE_WEB_DEV === "1") {
+    const dev = await startDevServer(port);
+    url = `http://127.0.0.1:${dev.port}`;
+    log(`DOCKWIRE_WEB_DEV=1: the page comes from web/ through ${url}`);
+  }
+
+  const tag = randomBytes(3).toString("hex");
+  const nameA = `dw-browser-a-${tag}`;
+  const nameB = `dw-browser-b-${tag}`;
+  // A: plain, ANSI-coloured and JSON lines, 5 a second; B: one a second, on
+  // stderr. Both exit on SIGTERM (a shell as PID 1 ignores it otherwise).
+  const scriptA =
+    'trap "exit 0" TERM; i=0; while true; do i=$((i+1)); echo "tick $i"; printf "\\033[32mgreen %s\\033[0m\\n" $i; echo "{\\"level\\":\\"info\\",\\"n\\":$i}"; sleep 0.2; done';
+  const scriptB = 'trap "exit 0" TERM; i=0; while true; do i=$((i+1)); echo "other $i" >&2; sleep 1; done';
+  for (const [name, script] of [
+    [nameA, scriptA],
+    [nameB, scriptB],
+  ]) {
+    containers.push(docker(["run", "-d", "--network", "none", "--label", LABEL, "--name", name, IMAGE, "sh", "-c", script]));
+  }
+
+  browser = await puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check"],
+    defaultViewport: { width: 1400, height: 860 },
+  });
+  const page = await browser.newPage();
+  const errors = [];
+  let daemonDown = false;
+  page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
+  page.on("console", (msg) => {
+    if (msg.type() !== "error") return;
+    const text = msg.text();
+    const where = msg.location()?.url || "";
+    const network = /^WebSocket connection to .* failed|ERR_CONNECTION_REFUSED|ERR_CONNECTION_RESET|ERR_EMPTY_RESPONSE/.test(text);
+    if (network && daemonDown) return;
+    if (/status of 404/.test(text) && /\/api\/v1\/(servers\/[^/]+\/metrics|alerts)/.test(where)) return;
+    errors.push(`console: ${text} ${where}`);
+  });
+
+  // ---- containers -------------------------------------------------------------
+  let localId = null;
+  await step("containers listed", async () => {
+    const t0 = Date.now();
+    await page.goto(`${url}/`, { waitUntil: "domcontentloaded" });
+    await page.waitForSelector(`tr[data-name="${nameA}"][data-state="running"]`, { timeout: 15000 });
+    await page.waitForSelector(`tr[data-name="${nameB}"]`, { timeout: 5000 });
+    log(`time to the first containers list: ${Date.now() - t0} ms (navigation included)`);
+    localId = await page.evaluate(() => window.__dockwire.store.localId);
+    assert(localId, "no local server id from connection_established");
+    const conn = await page.$eval("#conn-state", (e) => e.dataset.state);
+    assert(conn === "live", `connection state ${conn}`);
+    // Admin controls are there: auth off on loopback means admin.
+    assert(await page.$(`tr[data-name="${nameA}"] button.act-stop`), "no stop button for an admin");
+    // Search by name narrows the table.
+    await page.type("#container-search", nameB);
+    await page.waitForFunction((a) => !document.querySelector(`tr[data-name="${a}"]`), { timeout: 3000 }, nameA);
+    await page.$eval("#container-search", (e) => {
+      e.value = "";
+      e.dispatchEvent(new Event("input"));
+    });
+    await page.waitForSelector(`tr[data-name="${nameA}"]`, { timeout: 3000 });
+    await shot(page, "containers");
+  });
+
+  // ---- logs ---------------------------------------------------------------------
+  const rowsText = () => page.$$eval("#log-list .log-row:not([hidden]) .msg", (els) => els.map((e) => e.textContent));
+  const maxTick = async () => {
+    const t = await rowsText();
+    return Math.max(0, ...t.map((s) => Number((/^tick (\d+)$/.exec(s) || [])[1] || 0)));
+  };
+  await step("logs arrive live", async () => {
+    await page.goto(`${url}/#/logs?c=${encodeURIComponent(`${localId}:${nameA}`)}`);
+    await page.waitForFunction(() => [...document.querySelectorAll("#log-list .msg")].some((e) => /^tick \d+$/.test(e.textContent)), {
+      timeout: 10000,
+    });
+    const a = await maxTick();
+    await sleep(1500);
+    const b = await maxTick();
+    assert(b > a, `no new lines in 1.5 s (last tick ${a} then ${b})`);
+    // ANSI colour rendered as a span with a class, not escape codes.
+    const green = await page.$$eval("#log-list .msg span.f2", (els) => els.map((e) => e.textContent));
+    assert(green.some((t) => /^green \d+$/.test(t)), "no ANSI green span");
+    const raw = await rowsText();
+    assert(!raw.some((t) => t.includes("\x1b")), "escape codes shown");
+  });
+
+  await step("text and regex filter", async () => {
+    await page.type("#log-filter", "green");
+    await page.waitForFunction(() => {
+      const m = [...document.querySelectorAll("#log-list .log-row:not([hidden]) .msg")];
+      return m.length > 0 && m.every((e) => e.textContent.includes("green"));
+    }, { timeout: 5000 });
+    await page.$eval("#log-filter", (e) => {
+      e.value = "";
+    });
+    await page.click("#log-regex");
+    await page.type("#log-filter", '^\\{"level');
+    await page.waitForFunction(() => {
+      const m = [...document.querySelectorAll("#log-list .log-row:not([hidden]) .msg")];
+      return m.length > 0 && m.every((e) => e.textContent.startsWith('{"level'));
+    }, { timeout: 5000 });
+    // JSON pretty-printed on demand: click a row.
+    await page.click("#log-list .log-row:not([hidden])");
+    const detail = await page.$eval("#log-detail", (e) => (e.hidden ? "" : e.textContent));
+    assert(detail.includes('\n  "level": "info"'), `no pretty JSON: ${JSON.stringify(detail)}`);
+    await page.click("#log-detail");
+    await page.click("#log-regex");
+    await page.$eval("#log-filter", (e) => {
+      e.value = "";
+      e.dispatchEvent(new Event("input"));
+    });
+  });
+
+  await step("pause and jump to live", async () => {
+    await page.click("#log-pause");
+    await sleep(300);
+    const frozen = await maxTick();
+    await sleep(1500);
+    const still = await maxTick();
+    assert(still === frozen, `the paused view moved (${frozen} -> ${still})`);
+    const live = await page.$eval("#log-live", (e) => (e.hidden ? "" : e.textContent));
+    assert(/new/.test(live), `no "jump to live (N new)" button: ${JSON.stringify(live)}`);
+    await shot(page, "logs-paused");
+    await page.click("#log-live");
+    await page.waitForFunction((f) => {
+      const m = [...document.querySelectorAll("#log-list .log-row:not([hidden]) .msg")].map((e) => Number((/^tick (\d+)$/.exec(e.textContent) || [])[1] || 0));
+      return Math.max(0, ...m) > f;
+    }, { timeout: 5000 }, frozen);
+  });
+
+  await step("two containers in one view", async () => {
+    const key = `${localId}:${containers[1]}`;
+    await page.select("#log-picker", key);
+    await page.click("#log-add");
+    await page.waitForFunction(() => [...document.querySelectorAll("#log-list .log-row.err .msg")].some((e) => /^other \d+$/.test(e.textContent)) ||
+      [...document.querySelectorAll("#log-list .log-row .msg")].some((e) => /^other \d+$/.test(e.textContent)), { timeout: 10000 });
+    const chips = await page.$$eval("#log-chips .chip", (els) => els.length);
+    assert(chips === 2, `${chips} chips`);
+    assert((await page.evaluate(() => location.hash)).includes(encodeURIComponent(`:${nameB}`)) ||
+      (await page.evaluate(() => location.hash)).split(",").length === 2, "the URL does not list both containers");
+    await shot(page, "logs");
+  });
+
+  await step("download what is held", async () => {
+    const dir = join(TMP, "downloads");
+    const cdp = await page.createCDPSession();
+    await cdp.send("Browser.setDownloadBehavior", { behavior: "allow", downloadPath: dir });
+    await page.click("#log-download");
+    let file = null;
+    for (let i = 0; i < 50 && !file; i++) {
+      await sleep(100);
+      try {
+        file = readdirSync(dir).find((f) => /^dockwire-logs-.*\.txt$/.test(f)) || null;
+      } catch {
+        file = null;
+      }
+    }
+    assert(file, "no dockwire-logs-*.txt downloaded");
+    const text = readFileSync(join(dir, file), "utf8");
+    assert(/ tick \d+\n/.test(text) && / other \d+\n/.test(text), "the download lacks lines of both containers");
+    assert(!text.includes("\x1b"), "escape codes in the download");
+  });
+
+  await step("stop a container from the page", async () => {
+    await page.goto(`${url}/#/containers`);
+    await page.waitForSelector(`tr[data-name="${nameA}"] button.act-stop:not([disabled])`, { timeout: 5000 });
+    await page.click(`tr[data-name="${nameA}"] button.act-stop`);
+    await page.waitForSelector(`tr[data-name="${nameA}"] .cmd-state`, { timeout: 5000 });
+    await page.waitForSelector(`tr[data-name="${nameA}"][data-state="exited"]`, { timeout: 20000 });
+    await page.waitForFunction((a) => /ok|accepted/.test(document.querySelector(`tr[data-name="${a}"] .cmd-state`)?.textContent || ""), { timeout: 15000 }, nameA);
+    const inspect = docker(["inspect", "-f", "{{.State.Status}}", nameA]);
+    assert(inspect === "exited", `docker says ${inspect}`);
+    await shot(page, "containers-stopped");
+  });
+
+  await step("charts have points from live metrics", async () => {
+    await page.goto(`${url}/#/charts/${encodeURIComponent(localId)}`);
+    await page.waitForFunction(() => Number(document.querySelector("#main").dataset.points || 0) >= 3, { timeout: 15000 });
+    await shot(page, "charts");
+  });
+
+  await step("servers, alerts, commands and login views", async () => {
+    await page.goto(`${url}/#/servers`);
+    await page.waitForSelector(`tr[data-server="${localId}"]`, { timeout: 5000 });
+    await shot(page, "servers");
+    await page.goto(`${url}/#/alerts`);
+    await page.waitForSelector("#alerts-firing", { timeout: 5000 });
+    await shot(page, "alerts");
+    // Admin only; no agent is connected here, so the form says so.
+    await page.goto(`${url}/#/commands`);
+    await page.waitForSelector("#cmd-server", { timeout: 5000 });
+    await shot(page, "commands");
+    // The form alone (auth is off here, so nothing to submit it to; see the TODO above).
+    await page.goto(`${url}/#/login`);
+    await page.waitForSelector("#login-form", { timeout: 5000 });
+    await shot(page, "login");
+  });
+
+  await step("daemon restarted: the page reconnects without a reload", async () => {
+    await page.goto(`${url}/#/logs?c=${encodeURIComponent(`${localId}:${nameB}`)}`);
+    await page.waitForFunction(() => [...document.querySelectorAll("#log-list .msg")].some((e) => /^other \d+$/.test(e.textContent)), { timeout: 10000 });
+    await page.evaluate(() => {
+      window.__notReloaded = true;
+    });
+    daemonDown = true;
+    await stopDaemon();
+    await page.waitForFunction(() => document.querySelector("#conn-state")?.dataset.state !== "live", { timeout: 10000 });
+    await shot(page, "disconnected");
+    startDaemon(cfg);
+    await healthy(daemonUrl);
+    await page.waitForFunction(() => document.querySelector("#conn-state")?.dataset.state === "live", { timeout: 20000 });
+    daemonDown = false;
+    assert(await page.evaluate(() => window.__notReloaded === true), "the page was reloaded");
+    const before = await page.evaluate(() => window.__dockwire.logs.total);
+    await page.waitForFunction((b) => {
+      const l = window.__dockwire.logs;
+      for (let a = Math.max(b, l.first()); a < l.total; a++) if (/^other \d+$/.test(l.line(a).text)) return true;
+      return false;
+    }, { timeout: 10000 }, before);
+    await page.goto(`${url}/#/containers`);
+    await page.waitForSelector(`tr[data-name="${nameB}"][data-state="running"]`, { timeout: 5000 });
+    await page.goto(`${url}/#/charts/${encodeURIComponent(localId)}`);
+    const pts = await page.$eval("#main", (e) => Number(e.dataset.points || 0));
+    await page.waitForFunction((p) => Number(document.querySelector("#main").dataset.points || 0) > p, { timeout: 10000 }, pts);
+  });
+
+  await step("no console errors", async () => {
+    assert(errors.length === 0, `\n  ${errors.join("\n  ")}`);
+  });
+}
+
+try {
+  await main();
+} catch (e) {
+  failed++;
+  log(`FAIL setup: ${e && e.stack ? e.stack : e}`);
+} finally {
+  if (browser) await browser.close().catch(() => {});
+  await stopDaemon().catch((e) => log(`daemon stop: ${e.message}`));
+  for (const id of containers) {
+    try {
+      execFileSync("docker", ["rm", "-f", id], { stdio: "ignore", timeout: 20000 });
+    } catch {
+      // run.sh removes what is left by label
+    }
+  }
+  rmSync(TMP, { recursive: true, force: true });
+}
+if (problems.length) log(`failed: ${problems.join(", ")}`);
+console.log(`browser: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
