@@ -4,7 +4,7 @@
 //! Invariant: one live socket per agent key (a newer one replaces the
 //! older); a server is offline exactly when no socket holds it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
@@ -74,6 +74,36 @@ impl ServerState {
     }
 }
 
+/// At most one agent warning (refused key, shared key) per this period; the
+/// rest are counted and the count is given with the next one.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// A log line budget: one line per [`WARN_EVERY`], the others counted.
+#[derive(Debug, Default)]
+pub struct WarnBudget {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl WarnBudget {
+    /// `Some(suppressed since the last line)` when a line may be written now.
+    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < WARN_EVERY)
+        {
+            self.suppressed = self.suppressed.saturating_add(1);
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+fn shown_peer(peer: Option<std::net::IpAddr>) -> String {
+    peer.map_or_else(|| "an unknown address".to_string(), |p| p.to_string())
+}
+
 pub(super) fn str_field<'a>(o: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
     o.get(k).and_then(Value::as_str)
 }
@@ -139,6 +169,19 @@ impl State {
             } else {
                 "no_auth_message"
             });
+            let peer = shown_peer(io.session(conn).and_then(|s| s.peer));
+            if let Some(suppressed) = self.agent_warnings.allow(io.now) {
+                log::warn!(
+                    "refused an agent from {peer}: {} ({suppressed} similar warnings suppressed \
+                     in the last {}s)",
+                    if key.is_some() {
+                        "invalid or inactive API key"
+                    } else {
+                        "no auth message"
+                    },
+                    WARN_EVERY.as_secs()
+                );
+            }
             io.error_and_close(
                 conn,
                 "Invalid or inactive API key",
@@ -151,6 +194,17 @@ impl State {
             return;
         };
         if let Some((old, _)) = state.agent.replace((conn, serial)) {
+            let old_peer = shown_peer(io.session(old).and_then(|s| s.peer));
+            let new_peer = shown_peer(io.session(conn).and_then(|s| s.peer));
+            if let Some(suppressed) = self.agent_warnings.allow(io.now) {
+                log::warn!(
+                    "two agents use the key of {:?} ({}): {old_peer} was replaced by {new_peer}; \
+                     give each host its own key (dockwire keygen) ({suppressed} similar warnings \
+                     suppressed)",
+                    agent.name,
+                    agent.server_id
+                );
+            }
             if let Some(s) = io.session_mut(old) {
                 s.agent_server = None; // its detach must not mark the server offline
             }

@@ -67,6 +67,7 @@ pub fn drive_hub(data: &[u8]) {
                     endpoint,
                     target,
                     claims: None,
+                    peer: None,
                 }
             }
             4 if open[conn] => {

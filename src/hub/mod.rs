@@ -47,7 +47,7 @@ use crate::protocol::model::Container;
 use crate::stats::{Endpoint, Stats};
 use crate::ws::close_code;
 
-pub use agents::ServerState;
+pub use agents::{ServerState, WarnBudget};
 pub use browser::unix_now;
 pub use commands::{Audit, PendingCommand};
 pub use drive::{DRIVE_AGENT_KEY, drive_hub};
@@ -72,6 +72,8 @@ pub enum Input<'a> {
         /// A browser socket whose upgrade carried a valid session token
         /// (cookie or Bearer, checked by the router): it opens authenticated.
         claims: Option<Claims>,
+        /// The peer's address, for the operator's logs.
+        peer: Option<std::net::IpAddr>,
     },
     /// One complete text message.
     Text { conn: ConnId, text: &'a str },
@@ -110,6 +112,8 @@ pub struct State {
     pub local_actions: HashMap<u64, String>,
     pub next_request_id: u64,
     pub audit: Audit,
+    /// Refused and shared agent keys: logged at most every few seconds.
+    pub agent_warnings: WarnBudget,
 }
 
 /// The hub: its state and the sessions of every connection.
@@ -153,6 +157,7 @@ impl Hub {
                 local_actions: HashMap::new(),
                 next_request_id: 1,
                 audit,
+                agent_warnings: WarnBudget::default(),
             },
             sessions: Sessions::default(),
             closed: Vec::new(),
@@ -205,7 +210,13 @@ impl Hub {
                 endpoint,
                 target,
                 claims,
-            } => st.on_open(&mut io, conn, serial, endpoint, target, claims),
+                peer,
+            } => {
+                st.on_open(&mut io, conn, serial, endpoint, target, claims);
+                if let Some(s) = io.session_mut(conn) {
+                    s.peer = peer;
+                }
+            }
             Input::Text { conn, text } => st.on_text(&mut io, conn, text),
             Input::Binary { conn } => {
                 io.stats.bad_input("binary");

@@ -350,3 +350,17 @@ fn remote_docker_commands_are_accepted_then_answered_with_the_request_id() {
     assert_eq!(r[0]["request_id"], "k");
     assert_eq!(r[0]["server_id"], "srv-1");
 }
+
+#[test]
+fn agent_warnings_are_rate_limited_and_counted() {
+    let mut w = WarnBudget::default();
+    let t0 = std::time::Instant::now();
+    assert_eq!(w.allow(t0), Some(0));
+    assert_eq!(w.allow(t0 + Duration::from_secs(1)), None);
+    assert_eq!(w.allow(t0 + Duration::from_secs(2)), None);
+    assert_eq!(
+        w.allow(t0 + super::agents::WARN_EVERY + Duration::from_secs(1)),
+        Some(2),
+        "the next line says how many were left out"
+    );
+}

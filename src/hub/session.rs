@@ -66,6 +66,8 @@ pub struct Session {
     pub target_server: Option<String>,
     /// Agent sockets: the server id after `auth_success`.
     pub agent_server: Option<String>,
+    /// The peer's address (for the operator's logs), when the loop gave it.
+    pub peer: Option<std::net::IpAddr>,
     pub refusals: RefusalBudget,
 }
 
@@ -81,6 +83,7 @@ impl Session {
             dropped: Vec::new(),
             target_server: None,
             agent_server: None,
+            peer: None,
             refusals: RefusalBudget::default(),
         }
     }

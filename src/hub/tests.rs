@@ -76,6 +76,7 @@ impl Harness {
             endpoint,
             target: target.map(str::to_string),
             claims: None,
+            peer: None,
         });
         conn
     }
@@ -715,6 +716,7 @@ fn a_socket_opened_with_a_verified_session_starts_authenticated() {
             endpoint,
             target: None,
             claims: Some(claims(role)),
+            peer: None,
         });
         conn
     };

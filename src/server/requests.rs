@@ -228,6 +228,7 @@ impl Server {
         c.last_ping = now;
         c.in_hub = endpoint != Endpoint::Echo;
         let serial = c.serial;
+        let peer = c.peer;
         mark_dirty(&mut self.dirty, c, key);
         self.stats.conn_moved(Endpoint::Http, endpoint);
         if endpoint != Endpoint::Echo {
@@ -239,6 +240,7 @@ impl Server {
                     endpoint,
                     target,
                     claims,
+                    peer: Some(peer),
                 },
             );
         }
