@@ -364,3 +364,11 @@ fn agent_warnings_are_rate_limited_and_counted() {
         "the next line says how many were left out"
     );
 }
+
+#[test]
+fn the_fuzz_seed_for_remote_servers_keeps_the_invariants() {
+    // fuzz/corpus/hub_inputs/seed04: an agent with Docker, its table in
+    // chunks, browsers of both dialects on its containers, logs and stats,
+    // a remote command, the engine going down and the agent leaving.
+    super::drive_hub(include_bytes!("../../fuzz/corpus/hub_inputs/seed04"));
+}
