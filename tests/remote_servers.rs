@@ -288,3 +288,40 @@ fn sio_handshake_with_token(h: &AgentHub) -> (Ws, String, String) {
     assert!(ack.starts_with("40"), "{ack}");
     (ws, open, ack)
 }
+
+#[test]
+fn an_agent_whose_docker_is_unreachable_says_so_and_one_without_docker_has_none() {
+    let h = agent_hub(2, "");
+    let dir = temp_dir("nodocker");
+    let missing = format!("unix://{}/docker.sock", dir.display());
+    let _a0 = spawn_agent(&h, 0, &["--docker-host", &missing]);
+    let _a1 = spawn_agent(&h, 1, &["--no-docker"]);
+    let mut b = browser(&h, "/api/v1/ws", Role::Viewer);
+    let list = servers_until(&mut b, |l| {
+        server(l, "srv-0")["docker"] == "down" && server(l, "srv-1")["online"] == true
+    });
+    let why = server(&list, "srv-0")["docker_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(why.contains("no Docker socket at"), "{why}");
+    assert!(why.contains("is Docker running"), "{why}");
+    let plain = server(&list, "srv-1");
+    assert_eq!(plain["docker"], Value::Null, "{plain}");
+    assert!(
+        !plain["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("docker"))
+    );
+    // Its (empty) table is not mistaken for "no containers": the server says why.
+    send_json(
+        &mut b,
+        &json!({"type": "start_log_stream", "server_id": "srv-0", "container_id": "web"}),
+    );
+    let e = wait_for(&mut b, "error", |m| m["type"] == "error");
+    assert!(
+        e["message"].as_str().unwrap().contains("No such container"),
+        "{e}"
+    );
+}

@@ -25,6 +25,7 @@ impl State {
         match ev {
             DockerEvent::Up { containers } => {
                 self.docker_up = true;
+                self.docker_error = None;
                 io.stats.docker_up = true;
                 self.containers = containers.into_iter().map(|c| (c.id.clone(), c)).collect();
                 self.broadcast_initial_state(io);
@@ -34,6 +35,7 @@ impl State {
             DockerEvent::Down { reason } => {
                 log::warn!("docker engine unavailable: {reason}");
                 self.docker_up = false;
+                self.docker_error = Some(reason.clone());
                 io.stats.docker_up = false;
                 self.end_all_topics(io, "Docker engine unavailable");
                 let sid = self.config.server_id.clone();

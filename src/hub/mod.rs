@@ -98,6 +98,8 @@ pub struct State {
     pub api_keys: ApiKeys,
     pub docker: Option<DockerHandle>,
     pub docker_up: bool,
+    /// Why the local engine is down (its last `Down` reason), while it is.
+    pub docker_error: Option<String>,
     /// Local container table by full id.
     pub containers: HashMap<String, Container>,
     pub topics: Topics,
@@ -147,6 +149,7 @@ impl Hub {
                 api_keys,
                 docker,
                 docker_up: false,
+                docker_error: Some("not connected yet".into()),
                 containers: HashMap::new(),
                 topics: Topics::default(),
                 follows: HashMap::new(),

@@ -80,10 +80,10 @@ impl State {
         let s = self.servers.get(server_id)?;
         let online = s.is_local || s.agent.is_some();
         let docker = if s.is_local {
-            if self.docker_up {
-                DockerStatus::Up
-            } else {
-                DockerStatus::Down("Docker engine unavailable".into())
+            match (&self.docker_error, self.docker_up) {
+                (_, true) => DockerStatus::Up,
+                (Some(why), false) => DockerStatus::Down(why.clone()),
+                (None, false) => DockerStatus::Down("Docker engine unavailable".into()),
             }
         } else {
             s.docker.clone()

@@ -28,6 +28,7 @@ impl HttpApp for AppView<'_> {
         serde_json::json!({
             "status": "ok",
             "docker": if self.hub.state().docker_up { "up" } else { "down" },
+            "docker_error": self.hub.state().docker_error,
             "connections": self.connections,
         })
     }

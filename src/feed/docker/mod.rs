@@ -222,6 +222,9 @@ async fn connect(host: &str) -> Result<Docker, bollard::errors::Error> {
 fn error_text(e: &bollard::errors::Error) -> String {
     match e {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        bollard::errors::Error::SocketNotFoundError(path) => format!(
+            "no Docker socket at {path}: is Docker running? (set [docker] host or DOCKER_HOST)"
+        ),
         other => match io_cause(other) {
             Some(io) => actionable(io).unwrap_or_else(|| format!("{other}: {io}")),
             None => other.to_string(),
@@ -230,7 +233,11 @@ fn error_text(e: &bollard::errors::Error) -> String {
 }
 
 /// The I/O error at the root of a client error, if any.
-fn io_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+fn io_cause(e: &bollard::errors::Error) -> Option<&std::io::Error> {
+    // Transparent variants: their `source` is the inner error's own source.
+    if let bollard::errors::Error::IOError { err } = e {
+        return Some(err);
+    }
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
@@ -358,6 +365,26 @@ pub fn run_action_blocking(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_failures_say_what_to_do() {
+        use std::io::{Error, ErrorKind};
+        let denied = actionable(&Error::from(ErrorKind::PermissionDenied)).unwrap();
+        assert!(
+            denied.contains("add the dockwire user to the docker group"),
+            "{denied}"
+        );
+        let missing = actionable(&Error::from(ErrorKind::NotFound)).unwrap();
+        assert!(missing.contains("is Docker running"), "{missing}");
+        assert!(actionable(&Error::from(ErrorKind::TimedOut)).is_none());
+        // The cause is found under the HTTP client's wrapping.
+        let wrapped = bollard::errors::Error::IOError {
+            err: Error::from(ErrorKind::PermissionDenied),
+        };
+        assert!(error_text(&wrapped).contains("docker group"));
+        let gone = bollard::errors::Error::SocketNotFoundError("/run/x.sock".into());
+        assert!(error_text(&gone).contains("no Docker socket at /run/x.sock"));
+    }
 
     #[test]
     fn client_for_rejects_unknown_schemes() {
