@@ -81,6 +81,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub alerts: Vec<AlertSection>,
     #[serde(default)]
+    pub notifiers: Vec<NotifierSection>,
+    #[serde(default)]
     pub http: HttpSection,
 }
 
@@ -169,8 +171,23 @@ pub struct CommandsSection {
 #[serde(deny_unknown_fields)]
 pub struct AlertSection {
     pub name: Option<String>,
-    /// `"cpu_percent > 90 for 60s"`, `"memory_percent > 95 for 30s"`, `"agent_offline for 30s"`.
+    /// `"cpu_percent > 90 for 60s"`, `"container_exited != 0"`, ...: see
+    /// [`parse_alert_rule`] and `docs/alerts.md`.
     pub rule: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierSection {
+    /// `http://` or `https://` URL the alert changes are POSTed to.
+    pub url: String,
+    /// `json` (default), `slack`, `discord` or `ntfy`.
+    pub format: Option<String>,
+    /// `firing`, `resolved`; absent: both.
+    pub events: Option<Vec<String>>,
+    /// Rule names; empty: every rule.
+    #[serde(default)]
+    pub rules: Vec<String>,
 }
 
 /// A size written either as an integer (bytes) or a string like `"4MiB"`.
@@ -244,8 +261,18 @@ fn duration(v: &Option<String>, key: &str, default: Duration) -> Result<Duration
 pub enum AlertMetric {
     CpuPercent,
     MemoryPercent,
+    /// The fullest mount of the server's `disk_usage` (used / total).
+    DiskPercent,
     /// The agent has been disconnected.
     AgentOffline,
+    /// A container stopped with a non-zero exit code, not by request.
+    ContainerExited,
+    /// A container's health check reports `unhealthy`.
+    ContainerUnhealthy,
+    /// A container restarted more than `threshold` times within `window`.
+    ContainerRestarts,
+    /// A log line of a container matched `pattern`.
+    LogMatch,
 }
 
 impl AlertMetric {
@@ -253,56 +280,368 @@ impl AlertMetric {
         match self {
             Self::CpuPercent => "cpu_percent",
             Self::MemoryPercent => "memory_percent",
+            Self::DiskPercent => "disk_percent",
             Self::AgentOffline => "agent_offline",
+            Self::ContainerExited => "container_exited",
+            Self::ContainerUnhealthy => "container_unhealthy",
+            Self::ContainerRestarts => "container_restarts",
+            Self::LogMatch => "log_match",
+        }
+    }
+
+    /// True for rules whose alerts are per container (not per server).
+    pub fn per_container(self) -> bool {
+        matches!(
+            self,
+            Self::ContainerExited
+                | Self::ContainerUnhealthy
+                | Self::ContainerRestarts
+                | Self::LogMatch
+        )
+    }
+}
+
+/// A compiled `log_match` pattern (compared by its source text).
+#[derive(Debug, Clone)]
+pub struct LogPattern(pub regex::Regex);
+
+impl PartialEq for LogPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+/// One alert rule (grammar in `docs/alerts.md`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRule {
+    /// The `[[alerts]] name`, or the rule text when unnamed; unique.
+    pub name: String,
+    pub metric: AlertMetric,
+    /// Percent threshold (cpu, memory, disk), the restart count
+    /// (`container_restarts`), 0 otherwise.
+    pub threshold: f64,
+    /// How long the condition must hold before the alert fires (0: at once).
+    pub hold: Duration,
+    /// `container_restarts`: the window the restarts are counted in.
+    pub window: Duration,
+    /// `log_match`: the pattern.
+    pub pattern: Option<LogPattern>,
+    /// `log_match ... in "name"`: only this container (by name).
+    pub container: Option<String>,
+}
+
+/// The longest `for` or `in` duration a rule may have.
+const MAX_RULE_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// The largest `container_restarts` count (restart times kept per container
+/// are bounded by it).
+pub const MAX_RESTARTS_THRESHOLD: u32 = 1000;
+/// The longest `log_match` pattern, in bytes.
+const MAX_PATTERN_BYTES: usize = 1024;
+
+/// Splits a rule into words and double-quoted strings. Inside quotes `\"`
+/// is a quote and every other backslash is kept as written (so regex
+/// escapes like `\d` need no doubling). Quoted strings come back marked
+/// `Ok`, bare words `Err`, so `"for"` quoted is not the keyword.
+fn rule_tokens(rule: &str) -> Result<Vec<Result<String, String>>, String> {
+    let mut out = Vec::new();
+    let mut chars = rule.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c == '"' {
+            chars.next();
+            let mut s = String::new();
+            let mut closed = false;
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => {
+                        closed = true;
+                        break;
+                    }
+                    '\\' => match chars.next() {
+                        Some('"') => s.push('"'),
+                        Some(n) => {
+                            s.push('\\');
+                            s.push(n);
+                        }
+                        None => s.push('\\'),
+                    },
+                    c => s.push(c),
+                }
+            }
+            if !closed {
+                return Err("a quoted string is not closed".into());
+            }
+            out.push(Ok(s));
+        } else {
+            let mut w = String::new();
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() || c == '"' {
+                    break;
+                }
+                w.push(c);
+                chars.next();
+            }
+            out.push(Err(w));
+        }
+    }
+    Ok(out)
+}
+
+/// A rule's `for`/`in` duration: zero allowed (`for 0s`: at once), at most a day.
+fn rule_duration(rule: &str, text: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        invalid(format!(
+            "alert rule {rule:?}: {text:?} is not a duration like \"60s\" or \"5m\" ({e})"
+        ))
+    })?;
+    if d > MAX_RULE_DURATION {
+        return Err(invalid(format!(
+            "alert rule {rule:?}: {text:?} is longer than the 24h a rule may hold"
+        )));
+    }
+    Ok(d)
+}
+
+fn percent(rule: &str, text: &str) -> Result<f64, ConfigError> {
+    match text.parse::<f64>() {
+        Ok(t) if (0.0..=100.0).contains(&t) => Ok(t),
+        _ => Err(invalid(format!(
+            "alert rule {rule:?}: threshold {text:?} must be a number from 0 to 100"
+        ))),
+    }
+}
+
+/// Parses one alert rule. The shapes:
+/// `cpu_percent > 90 for 60s`, `memory_percent > 95 for 30s`,
+/// `disk_percent > 90 for 5m`, `agent_offline for 30s`,
+/// `container_exited != 0`, `container_unhealthy for 1m`,
+/// `container_restarts > 3 in 10m`, `log_match "regex"` and
+/// `log_match "regex" in "container name"`.
+///
+/// # Errors
+/// A message naming the rule and saying what shape a rule has.
+pub fn parse_alert_rule(name: Option<&str>, rule: &str) -> Result<AlertRule, ConfigError> {
+    let bad = || {
+        invalid(format!(
+            "alert rule {rule:?}: expected one of \"cpu_percent > 90 for 60s\", \
+             \"memory_percent > 95 for 30s\", \"disk_percent > 90 for 5m\", \
+             \"agent_offline for 30s\", \"container_exited != 0\", \
+             \"container_unhealthy for 1m\", \"container_restarts > 3 in 10m\", \
+             \"log_match \\\"regex\\\"\" or \"log_match \\\"regex\\\" in \\\"container name\\\"\" \
+             (see docs/alerts.md)"
+        ))
+    };
+    let tokens = rule_tokens(rule).map_err(|e| invalid(format!("alert rule {rule:?}: {e}")))?;
+    let words: Vec<&str> = tokens
+        .iter()
+        .map(|t| match t {
+            Err(w) => w.as_str(),
+            Ok(_) => "\"",
+        })
+        .collect();
+    let quoted = |i: usize| match tokens.get(i) {
+        Some(Ok(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let mut r = AlertRule {
+        name: name.map_or_else(|| rule.trim().to_string(), str::to_string),
+        metric: AlertMetric::CpuPercent,
+        threshold: 0.0,
+        hold: Duration::ZERO,
+        window: Duration::ZERO,
+        pattern: None,
+        container: None,
+    };
+    match words.as_slice() {
+        ["agent_offline", "for", d] => {
+            r.metric = AlertMetric::AgentOffline;
+            r.hold = rule_duration(rule, d)?;
+        }
+        ["container_unhealthy", "for", d] => {
+            r.metric = AlertMetric::ContainerUnhealthy;
+            r.hold = rule_duration(rule, d)?;
+        }
+        ["container_exited", "!=", "0"] => r.metric = AlertMetric::ContainerExited,
+        ["container_exited", ..] => {
+            return Err(invalid(format!(
+                "alert rule {rule:?}: the only container_exited rule is \"container_exited != 0\""
+            )));
+        }
+        ["container_restarts", ">", n, "in", d] => {
+            r.metric = AlertMetric::ContainerRestarts;
+            let count: u32 = n.parse().ok().filter(|c| *c <= MAX_RESTARTS_THRESHOLD).ok_or_else(|| {
+                invalid(format!(
+                    "alert rule {rule:?}: restart count {n:?} must be a whole number from 0 to {MAX_RESTARTS_THRESHOLD}"
+                ))
+            })?;
+            r.threshold = f64::from(count);
+            r.window = rule_duration(rule, d)?;
+            if r.window.is_zero() {
+                return Err(invalid(format!(
+                    "alert rule {rule:?}: the window after `in` must be longer than zero"
+                )));
+            }
+        }
+        ["log_match", "\"", rest @ ..] => {
+            r.metric = AlertMetric::LogMatch;
+            let text = quoted(1).unwrap_or_default();
+            if text.is_empty() {
+                return Err(invalid(format!(
+                    "alert rule {rule:?}: the log_match pattern is empty"
+                )));
+            }
+            if text.len() > MAX_PATTERN_BYTES {
+                return Err(invalid(format!(
+                    "alert rule {rule:?}: the log_match pattern is longer than {MAX_PATTERN_BYTES} bytes"
+                )));
+            }
+            let re = regex::RegexBuilder::new(&text)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| {
+                    invalid(format!(
+                        "alert rule {rule:?}: the log_match pattern is not a valid regex: {e}"
+                    ))
+                })?;
+            r.pattern = Some(LogPattern(re));
+            match rest {
+                [] => {}
+                ["in", "\""] => {
+                    let c = quoted(3).unwrap_or_default();
+                    let c = c.strip_prefix('/').unwrap_or(&c).to_string();
+                    if c.is_empty() {
+                        return Err(invalid(format!(
+                            "alert rule {rule:?}: the container name after `in` is empty"
+                        )));
+                    }
+                    r.container = Some(c);
+                }
+                _ => return Err(bad()),
+            }
+        }
+        [m, ">", n, "for", d] => {
+            r.metric = match *m {
+                "cpu_percent" => AlertMetric::CpuPercent,
+                "memory_percent" => AlertMetric::MemoryPercent,
+                "disk_percent" => AlertMetric::DiskPercent,
+                _ => return Err(bad()),
+            };
+            r.threshold = percent(rule, n)?;
+            r.hold = rule_duration(rule, d)?;
+        }
+        _ => return Err(bad()),
+    }
+    Ok(r)
+}
+
+/// The format of a notifier's POST body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyFormat {
+    /// The alert object itself.
+    Json,
+    /// `{"text": "..."}` (Slack incoming webhooks).
+    Slack,
+    /// `{"content": "..."}` (Discord webhooks).
+    Discord,
+    /// Plain text with `Title`, `Priority` and `Tags` headers (ntfy).
+    Ntfy,
+}
+
+impl NotifyFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Slack => "slack",
+            Self::Discord => "discord",
+            Self::Ntfy => "ntfy",
         }
     }
 }
 
-/// One threshold rule: raised when the condition held for `hold`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AlertRule {
-    pub name: String,
-    pub metric: AlertMetric,
-    /// Threshold for percent metrics; unused for `AgentOffline`.
-    pub threshold: f64,
-    pub hold: Duration,
+/// One `[[notifiers]]` entry, validated. `Debug` shows the URL redacted:
+/// a webhook URL's path and query are its secret.
+#[derive(Clone, PartialEq)]
+pub struct NotifierConfig {
+    pub url: String,
+    /// `scheme://host[:port]`: all of the URL that may be logged.
+    pub redacted: String,
+    pub format: NotifyFormat,
+    pub on_firing: bool,
+    pub on_resolved: bool,
+    /// Rule names; empty: every rule.
+    pub rules: Vec<String>,
 }
 
-/// Parses `"cpu_percent > 90 for 60s"` or `"agent_offline for 30s"`.
-///
-/// # Errors
-/// A message saying what shape a rule has.
-pub fn parse_alert_rule(name: Option<&str>, rule: &str) -> Result<AlertRule, ConfigError> {
-    let bad = || {
-        invalid(format!(
-            "alert rule {rule:?}: expected \"cpu_percent > 90 for 60s\", \
-             \"memory_percent > 95 for 30s\" or \"agent_offline for 30s\""
-        ))
+impl std::fmt::Debug for NotifierConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifierConfig")
+            .field("url", &self.redacted)
+            .field("format", &self.format)
+            .field("on_firing", &self.on_firing)
+            .field("on_resolved", &self.on_resolved)
+            .field("rules", &self.rules)
+            .finish()
+    }
+}
+
+/// The most `[[notifiers]]` entries (one thread each).
+pub const MAX_NOTIFIERS: usize = 32;
+
+/// Validates one `[[notifiers]]` entry (`i`: its index, for messages).
+fn notifier(
+    i: usize,
+    n: &NotifierSection,
+    rules: &[AlertRule],
+) -> Result<NotifierConfig, ConfigError> {
+    let redacted = crate::notify::redact_url(&n.url)
+        .map_err(|e| invalid(format!("notifiers[{i}].url: {e}")))?;
+    let format = match n.format.as_deref().unwrap_or("json") {
+        "json" => NotifyFormat::Json,
+        "slack" => NotifyFormat::Slack,
+        "discord" => NotifyFormat::Discord,
+        "ntfy" => NotifyFormat::Ntfy,
+        other => {
+            return Err(invalid(format!(
+                "notifiers[{i}] ({redacted}): format {:?} is not one of \"json\", \"slack\", \"discord\", \"ntfy\"",
+                other.chars().take(40).collect::<String>()
+            )));
+        }
     };
-    let words: Vec<&str> = rule.split_whitespace().collect();
-    let (metric, threshold, hold) = match words.as_slice() {
-        ["agent_offline", "for", d] => (AlertMetric::AgentOffline, 0.0, *d),
-        [m, ">", n, "for", d] => {
-            let metric = match *m {
-                "cpu_percent" => AlertMetric::CpuPercent,
-                "memory_percent" => AlertMetric::MemoryPercent,
-                _ => return Err(bad()),
-            };
-            let t: f64 = n.parse().map_err(|_| bad())?;
-            if !(0.0..=100.0).contains(&t) {
+    let (mut on_firing, mut on_resolved) = (n.events.is_none(), n.events.is_none());
+    for e in n.events.iter().flatten() {
+        match e.as_str() {
+            "firing" => on_firing = true,
+            "resolved" => on_resolved = true,
+            other => {
                 return Err(invalid(format!(
-                    "alert rule {rule:?}: threshold must be 0..100"
+                    "notifiers[{i}] ({redacted}): event {:?} is not \"firing\" or \"resolved\"",
+                    other.chars().take(40).collect::<String>()
                 )));
             }
-            (metric, t, *d)
         }
-        _ => return Err(bad()),
-    };
-    Ok(AlertRule {
-        name: name.map_or_else(|| rule.to_string(), str::to_string),
-        metric,
-        threshold,
-        hold: parse_duration(hold, "alert rule duration")?,
+    }
+    if !on_firing && !on_resolved {
+        return Err(invalid(format!(
+            "notifiers[{i}] ({redacted}): events is empty, so nothing would be sent; \
+             leave it out for both \"firing\" and \"resolved\""
+        )));
+    }
+    for name in &n.rules {
+        if !rules.iter().any(|r| r.name == *name) {
+            return Err(invalid(format!(
+                "notifiers[{i}] ({redacted}): rules names {name:?}, which is no [[alerts]] \
+                 name (an unnamed rule's name is its rule text)"
+            )));
+        }
+    }
+    Ok(NotifierConfig {
+        url: n.url.trim().to_string(),
+        redacted,
+        format,
+        on_firing,
+        on_resolved,
+        rules: n.rules.clone(),
     })
 }
 
@@ -343,6 +682,7 @@ pub struct Config {
     pub command_timeout: Duration,
     pub audit_log: Option<PathBuf>,
     pub alerts: Vec<AlertRule>,
+    pub notifiers: Vec<NotifierConfig>,
 }
 
 /// Flags that override the file.
@@ -472,6 +812,26 @@ impl Config {
             .iter()
             .map(|a| parse_alert_rule(a.name.as_deref(), &a.rule))
             .collect::<Result<Vec<_>, _>>()?;
+        for (i, a) in alerts.iter().enumerate() {
+            if alerts[..i].iter().any(|b| b.name == a.name) {
+                return Err(invalid(format!(
+                    "alerts: two rules are named {:?}; give one of them a different `name`",
+                    a.name
+                )));
+            }
+        }
+        if f.notifiers.len() > MAX_NOTIFIERS {
+            return Err(invalid(format!(
+                "notifiers: {} entries, at most {MAX_NOTIFIERS}",
+                f.notifiers.len()
+            )));
+        }
+        let notifiers = f
+            .notifiers
+            .iter()
+            .enumerate()
+            .map(|(i, n)| notifier(i, n, &alerts))
+            .collect::<Result<Vec<_>, _>>()?;
         let l = &f.limits;
         let max_connections = l.max_connections.unwrap_or(defaults::MAX_CONNECTIONS);
         if max_connections == 0 {
@@ -553,6 +913,7 @@ impl Config {
             )?,
             audit_log: f.commands.audit_log,
             alerts,
+            notifiers,
         })
     }
 
@@ -640,5 +1001,115 @@ mod tests {
         assert_eq!(r.name, "gone");
         assert!(parse_alert_rule(None, "disk > 3").is_err());
         assert!(parse_alert_rule(None, "cpu_percent > 190 for 1s").is_err());
+    }
+
+    #[test]
+    fn section_9_rules_parse() {
+        let r = parse_alert_rule(None, "disk_percent > 90 for 5m").unwrap();
+        assert_eq!(r.metric, AlertMetric::DiskPercent);
+        assert_eq!((r.threshold, r.hold), (90.0, Duration::from_secs(300)));
+        let r = parse_alert_rule(None, "cpu_percent > 0 for 0s").unwrap();
+        assert_eq!(r.hold, Duration::ZERO);
+        let r = parse_alert_rule(None, "container_exited != 0").unwrap();
+        assert_eq!(r.metric, AlertMetric::ContainerExited);
+        assert!(r.metric.per_container());
+        let r = parse_alert_rule(None, "container_unhealthy for 1m").unwrap();
+        assert_eq!(r.metric, AlertMetric::ContainerUnhealthy);
+        assert_eq!(r.hold, Duration::from_secs(60));
+        let r = parse_alert_rule(None, "container_restarts > 3 in 10m").unwrap();
+        assert_eq!(r.metric, AlertMetric::ContainerRestarts);
+        assert_eq!((r.threshold, r.window), (3.0, Duration::from_secs(600)));
+        let r = parse_alert_rule(None, r#"log_match "ERROR \d+ \"x\"""#).unwrap();
+        assert_eq!(r.metric, AlertMetric::LogMatch);
+        let p = &r.pattern.as_ref().unwrap().0;
+        assert_eq!(p.as_str(), r#"ERROR \d+ "x""#);
+        assert!(p.is_match(r#"an ERROR 42 "x" here"#));
+        assert_eq!(r.container, None);
+        let r = parse_alert_rule(Some("web"), r#"log_match "panic" in "/web app""#).unwrap();
+        assert_eq!(r.container.as_deref(), Some("web app"));
+        assert_eq!(r.name, "web");
+        // The same rule through TOML, as an operator writes it.
+        let c = parse(
+            "[[alerts]]\nrule = 'log_match \"fatal: .*\" in \"db\"'\n\
+             [[alerts]]\nrule = \"log_match \\\"x\\\"\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.alerts[0].pattern.as_ref().unwrap().0.as_str(),
+            "fatal: .*"
+        );
+        assert_eq!(c.alerts[1].pattern.as_ref().unwrap().0.as_str(), "x");
+    }
+
+    #[test]
+    fn bad_rules_are_config_errors_that_say_why() {
+        for (rule, says) in [
+            ("disk_percent > 101 for 5m", "0 to 100"),
+            ("disk_percent > 90 for soon", "not a duration"),
+            ("disk_percent > 90 for 2d", "24h"),
+            ("disk_percent > 90", "expected one of"),
+            ("container_exited != 1", "container_exited != 0"),
+            ("container_exited", "container_exited != 0"),
+            ("container_unhealthy", "expected one of"),
+            ("container_restarts > -1 in 10m", "whole number"),
+            ("container_restarts > 3.5 in 10m", "whole number"),
+            ("container_restarts > 3 in 0s", "longer than zero"),
+            ("container_restarts > 3 for 10m", "expected one of"),
+            (r#"log_match "(unclosed""#, "not a valid regex"),
+            (r#"log_match "x"#, "not closed"),
+            (r#"log_match """#, "empty"),
+            ("log_match x", "expected one of"),
+            (r#"log_match "x" in web"#, "expected one of"),
+            (r#"log_match "x" in """#, "empty"),
+            (r#"log_match "x" on "web""#, "expected one of"),
+            ("nonsense", "expected one of"),
+        ] {
+            let e = parse_alert_rule(None, rule).unwrap_err().to_string();
+            assert!(e.contains(says), "{rule}: {e}");
+            assert!(e.contains("alert rule"), "{rule}: {e}");
+        }
+        let e = parse("[[alerts]]\nrule = \"container_exited != 0\"\n[[alerts]]\nrule = \"container_exited != 0\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("two rules are named"), "{e}");
+    }
+
+    #[test]
+    fn notifiers_are_validated_and_their_urls_never_shown() {
+        let c = parse(
+            "[[alerts]]\nname = \"disk\"\nrule = \"disk_percent > 90 for 5m\"\n\
+             [[notifiers]]\nurl = \"https://hooks.slack.com/services/SECRET\"\nformat = \"slack\"\n\
+             events = [\"firing\"]\nrules = [\"disk\"]\n\
+             [[notifiers]]\nurl = \"http://127.0.0.1:9/hook\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.notifiers.len(), 2);
+        let n = &c.notifiers[0];
+        assert_eq!(n.format, NotifyFormat::Slack);
+        assert!(n.on_firing && !n.on_resolved);
+        assert_eq!(n.rules, ["disk"]);
+        assert_eq!(n.redacted, "https://hooks.slack.com");
+        assert!(!format!("{c:?}").contains("SECRET"));
+        let m = &c.notifiers[1];
+        assert_eq!(m.format, NotifyFormat::Json);
+        assert!(m.on_firing && m.on_resolved && m.rules.is_empty());
+        for (extra, says) in [
+            ("url = \"ftp://h/SECRET\"", "http or https"),
+            ("url = \"hooks/SECRET\"", "not a URL"),
+            ("url = \"https://h/SECRET\"\nformat = \"teams\"", "format"),
+            ("url = \"https://h/SECRET\"\nevents = [\"fired\"]", "event"),
+            ("url = \"https://h/SECRET\"\nevents = []", "events is empty"),
+            (
+                "url = \"https://h/SECRET\"\nrules = [\"nope\"]",
+                "no [[alerts]] name",
+            ),
+        ] {
+            let e = parse(&format!("[[notifiers]]\n{extra}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{extra}: {e}");
+            assert!(e.contains("notifiers[0]"), "{extra}: {e}");
+            assert!(!e.contains("SECRET"), "{extra}: {e}");
+        }
     }
 }

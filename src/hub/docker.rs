@@ -26,10 +26,14 @@ impl State {
             DockerEvent::Up { containers } => {
                 self.docker_up = true;
                 io.stats.docker_up = true;
-                self.containers = containers.into_iter().map(|c| (c.id.clone(), c)).collect();
+                let before = std::mem::replace(
+                    &mut self.containers,
+                    containers.into_iter().map(|c| (c.id.clone(), c)).collect(),
+                );
                 self.broadcast_initial_state(io);
                 let sid = self.config.server_id.clone();
                 self.publish_server_state(io, &sid);
+                self.alerts_after_resync(io, before);
             }
             DockerEvent::Down { reason } => {
                 log::warn!("docker engine unavailable: {reason}");
@@ -46,6 +50,9 @@ impl State {
                     container: &c,
                 };
                 self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
+                let previous = self.containers.remove(&c.id);
+                let sid = self.config.server_id.clone();
+                self.alerts_on_container(io, &sid, previous.as_ref(), &c);
                 self.containers.insert(c.id.clone(), c);
             }
             DockerEvent::Removed { id } => {
@@ -56,6 +63,8 @@ impl State {
                         id: &id,
                     };
                     self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
+                    let sid = self.config.server_id.clone();
+                    self.alerts_on_container_removed(io, &sid, &id);
                 }
             }
             DockerEvent::Stats(stats) => {
@@ -77,6 +86,24 @@ impl State {
                 message,
             } => {
                 self.on_local_action_done(io, request_id, success, &message);
+            }
+        }
+    }
+
+    /// Container alerts after the engine came back: what changed while it
+    /// was away (only for containers known before; a first table alerts
+    /// on nothing), and containers that are gone.
+    fn alerts_after_resync(
+        &mut self,
+        io: &mut Io<'_>,
+        before: std::collections::HashMap<String, Container>,
+    ) {
+        let sid = self.config.server_id.clone();
+        for (id, old) in before {
+            match self.containers.get(&id).cloned() {
+                Some(now) if now != old => self.alerts_on_container(io, &sid, Some(&old), &now),
+                Some(_) => {}
+                None => self.alerts_on_container_removed(io, &sid, &id),
             }
         }
     }

@@ -789,3 +789,6 @@ fn metrics_history_is_kept_for_the_local_host_and_agents() {
             .is_none()
     );
 }
+
+/// Alert rules, states and the snapshot, driven the same way.
+mod alerts;
