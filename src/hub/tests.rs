@@ -202,7 +202,7 @@ fn metrics_subscribe_and_unsubscribe_leave_no_topic_behind() {
     let mut h = Harness::new(&format!("server_id = \"local\"\n{}", agent_config()));
     let b = h.open(Endpoint::Browser, None);
     let types = h.types(b);
-    assert_eq!(types, ["connection_established", "initial_state"]);
+    assert_eq!(types, ["connection_established", "initial_state", "alerts"]);
     let a = h.agent();
     // Every browser hears that the agent's server came online.
     let online = h.take(b);
