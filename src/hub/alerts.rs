@@ -715,22 +715,21 @@ impl State {
                         ));
                     }
                 }
-                AlertMetric::LogMatch => {
+                AlertMetric::LogMatch
                     if st.firing.is_some()
                         && st
                             .last_match
-                            .is_none_or(|t| now.duration_since(t) >= LOG_MATCH_QUIET)
-                    {
-                        let pattern = rule.pattern.as_ref().map_or("", |p| p.0.as_str());
-                        out.push(change(
-                            false,
-                            None,
-                            format!(
-                                "No line of container {name} on {server} matched /{pattern}/ for {}",
-                                human(LOG_MATCH_QUIET)
-                            ),
-                        ));
-                    }
+                            .is_none_or(|t| now.duration_since(t) >= LOG_MATCH_QUIET) =>
+                {
+                    let pattern = rule.pattern.as_ref().map_or("", |p| p.0.as_str());
+                    out.push(change(
+                        false,
+                        None,
+                        format!(
+                            "No line of container {name} on {server} matched /{pattern}/ for {}",
+                            human(LOG_MATCH_QUIET)
+                        ),
+                    ));
                 }
                 AlertMetric::ContainerRestarts if st.firing.is_some() => {
                     let pair = (
