@@ -38,6 +38,20 @@ fn drain_until_pong(ws: &mut Ws) -> Vec<Value> {
     }
 }
 
+/// Waits for the daemon to announce container `id` as running (it must
+/// know a container before a request can name it).
+fn wait_running(ws: &mut Ws, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "{id} not announced running");
+        let m = wait_type(ws, "container_state_change", left);
+        if m["container"]["id"] == id && m["container"]["state"] == "running" {
+            return;
+        }
+    }
+}
+
 /// The next `alert` about container `name`, skipping other messages.
 fn alert_for(ws: &mut Ws, name: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
@@ -82,6 +96,7 @@ fn exits_and_log_lines_fire_but_a_requested_stop_does_not() {
 
     // A stop through dockwire: the container exits 143, and no alert.
     let (_c2, stopped_id) = run_container(&stopped, &[], "trap 'exit 143' TERM; sleep 300 & wait");
+    wait_running(&mut ws, &stopped_id);
     send_json(
         &mut ws,
         &json!({"type": "docker_command", "action": "stop", "container_id": stopped}),
@@ -106,11 +121,12 @@ fn exits_and_log_lines_fire_but_a_requested_stop_does_not() {
     );
 
     // log_match on a followed container's live lines.
-    let (_c3, _) = run_container(
+    let (_c3, chatty_id) = run_container(
         &chatty,
         &[],
         "i=0; while true; do i=$((i+1)); echo boom $i; sleep 1; done",
     );
+    wait_running(&mut ws, &chatty_id);
     send_json(
         &mut ws,
         &json!({"type": "start_log_stream", "container_id": chatty, "tail": 0}),
