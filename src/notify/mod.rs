@@ -430,6 +430,47 @@ mod tests {
     }
 
     #[test]
+    fn notify_filters_and_drops_past_the_queue_without_blocking() {
+        // A receiver that takes the connection and never answers: the
+        // thread waits on its first POST while changes pile up.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", silent.local_addr().unwrap());
+        let config = NotifierConfig {
+            redacted: redact_url(&url).unwrap(),
+            url,
+            format: NotifyFormat::Json,
+            on_firing: true,
+            on_resolved: false,
+            rules: vec!["disk".into()],
+        };
+        let n = Notifier::spawn(&[config]).unwrap();
+        let a = json!({"rule": "disk", "message": "m"});
+        let c = &n.targets[0].counters;
+        for _ in 0..50 {
+            n.notify("disk", false, &a); // not a wanted event
+            n.notify("cpu", true, &a); // not a wanted rule
+        }
+        assert_eq!(n.targets[0].tx.len(), 0);
+        let started = Instant::now();
+        for _ in 0..QUEUE + 50 {
+            n.notify("disk", true, &a);
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "notify blocked");
+        let dropped = c.dropped.load(Ordering::Relaxed);
+        assert!((49..=50).contains(&dropped), "{dropped}");
+        assert!(n.targets[0].tx.len() <= QUEUE);
+        assert_eq!(c.sent.load(Ordering::Relaxed), 0);
+        let mut text = String::new();
+        n.render_metrics(&mut text);
+        assert!(
+            text.contains(&format!(
+                "dockwire_notifications_total{{notifier=\"0\",outcome=\"dropped\"}} {dropped}"
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn bodies_per_format() {
         let a = json!({"rule": "r", "message": "m\nx", "state": "firing"});
         let (ct, h, b) = render(NotifyFormat::Slack, &a, true);

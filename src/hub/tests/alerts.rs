@@ -409,3 +409,35 @@ fn alert_ids_are_stable_and_distinct() {
     assert_ne!(a, alert_id("r", "s", None));
     assert_ne!(alert_id("r", "s1", None), alert_id("r", "s2", None));
 }
+
+#[test]
+fn changes_while_docker_was_away_are_alerted_when_it_is_back() {
+    let mut h = Harness::new(&rule("container_exited != 0"));
+    let web = container(&"a".repeat(64), "web");
+    let db = container(&"b".repeat(64), "db");
+    h.docker(DockerEvent::Up {
+        containers: vec![web.clone(), db.clone()],
+    });
+    let b = browser(&mut h);
+    h.docker(DockerEvent::Changed(state(&db, "exited", Some(1))));
+    assert_eq!(alerts(h.take(b)).len(), 1);
+    h.docker(DockerEvent::Down {
+        reason: "gone".into(),
+    });
+    // Back: web crashed meanwhile, db was removed.
+    h.docker(DockerEvent::Up {
+        containers: vec![state(&web, "exited", Some(139))],
+    });
+    let a = alerts(h.take(b));
+    assert_eq!(a.len(), 2, "{a:?}");
+    let of = |name: &str| {
+        a.iter()
+            .find(|x| x["container_name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(of("web")["state"], "firing");
+    assert_eq!(of("web")["value"], 139.0);
+    assert_eq!(of("db")["state"], "resolved");
+    assert_eq!(firing(&h).len(), 1);
+}
