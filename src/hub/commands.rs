@@ -304,6 +304,13 @@ impl State {
         };
         let mut msg = outgoing;
         msg.insert("command_id".into(), Value::from(command_id.clone()));
+        if kind == "docker_command" && str_field(&msg, "action").is_some_and(|a| a != "start") {
+            let reference = str_field(&msg, "container_id").unwrap_or_default();
+            if let Ok(id) = self.resolve_on(&server_id, reference) {
+                let now = io.now;
+                self.note_requested_action(&server_id, &id, now);
+            }
+        }
         io.event(
             agent,
             &Event::Object {

@@ -479,6 +479,7 @@ impl State {
             if s.table.containers.remove(id).is_some() {
                 let ev = Event::ContainerRemoved { server_id, id };
                 self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
+                self.alerts_on_container_removed(io, server_id, id);
             }
             return Ok(());
         }
@@ -498,7 +499,8 @@ impl State {
             container: &c,
         };
         self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
-        s.table.containers.insert(c.id.clone(), c);
+        let previous = s.table.containers.insert(c.id.clone(), c.clone());
+        self.alerts_on_container(io, server_id, previous.as_ref(), &c);
         Ok(())
     }
 

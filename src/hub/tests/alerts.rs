@@ -441,3 +441,57 @@ fn changes_while_docker_was_away_are_alerted_when_it_is_back() {
     assert_eq!(of("db")["state"], "resolved");
     assert_eq!(firing(&h).len(), 1);
 }
+
+#[test]
+fn an_agents_containers_fire_too_and_its_requested_stops_do_not() {
+    let mut h = Harness::new(&format!(
+        "server_id = \"local\"\n{}\n[[alerts]]\nrule = \"container_exited != 0\"\n",
+        agent_config()
+    ));
+    let b = browser(&mut h);
+    h.send(
+        b,
+        &json!({"type": "subscribe_metrics", "server_id": "srv-1"}),
+    );
+    let a = h.agent();
+    h.send(
+        a,
+        &json!({"type": "hello", "name": "x", "version": "1", "capabilities": ["docker"]}),
+    );
+    let web = json!({"id": "aaaa1111", "name": "web", "image": "nginx", "state": "running",
+        "status": "Up", "created": "2026-01-01T00:00:00Z", "labels": {}});
+    let db = json!({"id": "bbbb2222", "name": "db", "image": "pg", "state": "running",
+        "status": "Up", "created": "2026-01-01T00:00:00Z", "labels": {}});
+    h.send(a, &json!({"type": "containers", "containers": [web, db]}));
+    h.take(a);
+    h.take(b);
+    let change = |h: &mut Harness, mut c: Value, state: &str, code: i64| {
+        c["state"] = json!(state);
+        c["exit_code"] = json!(code);
+        h.send(
+            a,
+            &json!({"type": "container_state_change", "container": c}),
+        );
+    };
+    change(&mut h, web.clone(), "exited", 1);
+    let got = alerts(h.take(b));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["server_id"], "srv-1");
+    assert_eq!(got[0]["container_name"], "web");
+    // A stop relayed to the agent: its exit does not fire.
+    h.send(
+        b,
+        &json!({"type": "docker_command", "server_id": "srv-1", "action": "stop", "container_id": "db"}),
+    );
+    h.take(a);
+    change(&mut h, db.clone(), "exited", 143);
+    assert!(alerts(h.take(b)).is_empty());
+    // Removal resolves the firing one.
+    h.send(
+        a,
+        &json!({"type": "container_state_change", "container": {"id": "aaaa1111", "state": "removed"}}),
+    );
+    let got = alerts(h.take(b));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["state"], "resolved");
+}
