@@ -550,6 +550,34 @@ impl State {
         self.emit_all(io, out);
     }
 
+    /// Container alerts after a server's whole table was replaced (the
+    /// local engine came back, an agent reconnected): what changed while it
+    /// was away, only for containers known before (a first table alerts on
+    /// nothing), and containers that are gone.
+    pub(super) fn alerts_after_resync(
+        &mut self,
+        io: &mut Io<'_>,
+        server_id: &str,
+        before: HashMap<String, Container>,
+    ) {
+        for (id, old) in before {
+            let now = if server_id == self.config.server_id {
+                self.containers.get(&id)
+            } else {
+                self.servers
+                    .get(server_id)
+                    .and_then(|s| s.table.containers.get(&id))
+            };
+            match now.cloned() {
+                Some(now) if now != old => {
+                    self.alerts_on_container(io, server_id, Some(&old), &now)
+                }
+                Some(_) => {}
+                None => self.alerts_on_container_removed(io, server_id, &id),
+            }
+        }
+    }
+
     /// A container is gone: its alerts resolve and its entries leave.
     pub fn alerts_on_container_removed(
         &mut self,

@@ -33,7 +33,7 @@ impl State {
                 self.broadcast_initial_state(io);
                 let sid = self.config.server_id.clone();
                 self.publish_server_state(io, &sid);
-                self.alerts_after_resync(io, before);
+                self.alerts_after_resync(io, &sid, before);
             }
             DockerEvent::Down { reason } => {
                 log::warn!("docker engine unavailable: {reason}");
@@ -86,24 +86,6 @@ impl State {
                 message,
             } => {
                 self.on_local_action_done(io, request_id, success, &message);
-            }
-        }
-    }
-
-    /// Container alerts after the engine came back: what changed while it
-    /// was away (only for containers known before; a first table alerts
-    /// on nothing), and containers that are gone.
-    fn alerts_after_resync(
-        &mut self,
-        io: &mut Io<'_>,
-        before: std::collections::HashMap<String, Container>,
-    ) {
-        let sid = self.config.server_id.clone();
-        for (id, old) in before {
-            match self.containers.get(&id).cloned() {
-                Some(now) if now != old => self.alerts_on_container(io, &sid, Some(&old), &now),
-                Some(_) => {}
-                None => self.alerts_on_container_removed(io, &sid, &id),
             }
         }
     }

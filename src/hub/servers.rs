@@ -448,7 +448,10 @@ impl State {
         if more {
             return Ok(());
         }
-        s.table.containers = s.table.incoming.take().unwrap_or_default();
+        let before = std::mem::replace(
+            &mut s.table.containers,
+            s.table.incoming.take().unwrap_or_default(),
+        );
         let key = TopicKey::Containers(server_id.to_string());
         let mut list: Vec<&Container> = s.table.containers.values().collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -458,6 +461,7 @@ impl State {
             request_id: None,
         };
         self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
+        self.alerts_after_resync(io, server_id, before);
         Ok(())
     }
 

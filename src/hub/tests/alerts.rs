@@ -495,3 +495,45 @@ fn an_agents_containers_fire_too_and_its_requested_stops_do_not() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["state"], "resolved");
 }
+
+#[test]
+fn an_agents_new_table_alerts_what_changed_while_it_was_away() {
+    let mut h = Harness::new(&format!(
+        "server_id = \"local\"\n{}\n[[alerts]]\nrule = \"container_exited != 0\"\n",
+        agent_config()
+    ));
+    let b = browser(&mut h);
+    h.send(
+        b,
+        &json!({"type": "subscribe_metrics", "server_id": "srv-1"}),
+    );
+    let a = h.agent();
+    h.send(
+        a,
+        &json!({"type": "hello", "name": "x", "version": "1", "capabilities": ["docker"]}),
+    );
+    let web = json!({"id": "aaaa1111", "name": "web", "image": "nginx", "state": "running",
+        "status": "Up", "created": "2026-01-01T00:00:00Z", "labels": {}});
+    h.send(
+        a,
+        &json!({"type": "containers", "containers": [web.clone()]}),
+    );
+    h.take(b);
+    assert!(firing(&h).is_empty(), "a first table alerts on nothing");
+    let mut crashed = web.clone();
+    crashed["state"] = json!("exited");
+    crashed["exit_code"] = json!(5);
+    h.send(a, &json!({"type": "containers", "containers": [crashed]}));
+    let got = alerts(h.take(b));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0]["state"].as_str(), got[0]["value"].as_f64()),
+        (Some("firing"), Some(5.0))
+    );
+    h.send(a, &json!({"type": "containers", "containers": []}));
+    let got = alerts(h.take(b));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["state"], "resolved");
+    assert!(firing(&h).is_empty());
+    assert!(h.take(a).is_empty(), "no error for the agent");
+}
