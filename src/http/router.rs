@@ -496,6 +496,9 @@ mod tests {
         fn server_metrics(&self, id: &str, range: HistoryRange) -> Option<Vec<u8>> {
             (id == "local").then(|| format!("{range:?}").into_bytes())
         }
+        fn alerts(&self) -> Vec<u8> {
+            br#"{"firing":[],"recent":[]}"#.to_vec()
+        }
     }
 
     fn status(r: &Route) -> u16 {
