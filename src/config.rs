@@ -81,6 +81,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub alerts: Vec<AlertSection>,
     #[serde(default)]
+    pub notifiers: Vec<NotifierSection>,
+    #[serde(default)]
     pub http: HttpSection,
 }
 
@@ -169,8 +171,23 @@ pub struct CommandsSection {
 #[serde(deny_unknown_fields)]
 pub struct AlertSection {
     pub name: Option<String>,
-    /// `"cpu_percent > 90 for 60s"`, `"memory_percent > 95 for 30s"`, `"agent_offline for 30s"`.
+    /// `"cpu_percent > 90 for 60s"`, `"container_exited != 0"`, ...: see
+    /// [`parse_alert_rule`] and `docs/alerts.md`.
     pub rule: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierSection {
+    /// `http://` or `https://` URL the alert changes are POSTed to.
+    pub url: String,
+    /// `json` (default), `slack`, `discord` or `ntfy`.
+    pub format: Option<String>,
+    /// `firing`, `resolved`; absent: both.
+    pub events: Option<Vec<String>>,
+    /// Rule names; empty: every rule.
+    #[serde(default)]
+    pub rules: Vec<String>,
 }
 
 /// A size written either as an integer (bytes) or a string like `"4MiB"`.
@@ -239,72 +256,11 @@ fn duration(v: &Option<String>, key: &str, default: Duration) -> Result<Duration
     v.as_deref().map_or(Ok(default), |t| parse_duration(t, key))
 }
 
-/// What an alert rule watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertMetric {
-    CpuPercent,
-    MemoryPercent,
-    /// The agent has been disconnected.
-    AgentOffline,
-}
-
-impl AlertMetric {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::CpuPercent => "cpu_percent",
-            Self::MemoryPercent => "memory_percent",
-            Self::AgentOffline => "agent_offline",
-        }
-    }
-}
-
-/// One threshold rule: raised when the condition held for `hold`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AlertRule {
-    pub name: String,
-    pub metric: AlertMetric,
-    /// Threshold for percent metrics; unused for `AgentOffline`.
-    pub threshold: f64,
-    pub hold: Duration,
-}
-
-/// Parses `"cpu_percent > 90 for 60s"` or `"agent_offline for 30s"`.
-///
-/// # Errors
-/// A message saying what shape a rule has.
-pub fn parse_alert_rule(name: Option<&str>, rule: &str) -> Result<AlertRule, ConfigError> {
-    let bad = || {
-        invalid(format!(
-            "alert rule {rule:?}: expected \"cpu_percent > 90 for 60s\", \
-             \"memory_percent > 95 for 30s\" or \"agent_offline for 30s\""
-        ))
-    };
-    let words: Vec<&str> = rule.split_whitespace().collect();
-    let (metric, threshold, hold) = match words.as_slice() {
-        ["agent_offline", "for", d] => (AlertMetric::AgentOffline, 0.0, *d),
-        [m, ">", n, "for", d] => {
-            let metric = match *m {
-                "cpu_percent" => AlertMetric::CpuPercent,
-                "memory_percent" => AlertMetric::MemoryPercent,
-                _ => return Err(bad()),
-            };
-            let t: f64 = n.parse().map_err(|_| bad())?;
-            if !(0.0..=100.0).contains(&t) {
-                return Err(invalid(format!(
-                    "alert rule {rule:?}: threshold must be 0..100"
-                )));
-            }
-            (metric, t, *d)
-        }
-        _ => return Err(bad()),
-    };
-    Ok(AlertRule {
-        name: name.map_or_else(|| rule.to_string(), str::to_string),
-        metric,
-        threshold,
-        hold: parse_duration(hold, "alert rule duration")?,
-    })
-}
+mod alerts;
+pub use alerts::{
+    AlertMetric, AlertRule, LogPattern, MAX_NOTIFIERS, MAX_RESTARTS_THRESHOLD, NotifierConfig,
+    NotifyFormat, parse_alert_rule,
+};
 
 /// The validated configuration the daemon runs with.
 #[derive(Debug, Clone)]
@@ -343,6 +299,7 @@ pub struct Config {
     pub command_timeout: Duration,
     pub audit_log: Option<PathBuf>,
     pub alerts: Vec<AlertRule>,
+    pub notifiers: Vec<NotifierConfig>,
 }
 
 /// Flags that override the file.
@@ -472,6 +429,26 @@ impl Config {
             .iter()
             .map(|a| parse_alert_rule(a.name.as_deref(), &a.rule))
             .collect::<Result<Vec<_>, _>>()?;
+        for (i, a) in alerts.iter().enumerate() {
+            if alerts[..i].iter().any(|b| b.name == a.name) {
+                return Err(invalid(format!(
+                    "alerts: two rules are named {:?}; give one of them a different `name`",
+                    a.name
+                )));
+            }
+        }
+        if f.notifiers.len() > MAX_NOTIFIERS {
+            return Err(invalid(format!(
+                "notifiers: {} entries, at most {MAX_NOTIFIERS}",
+                f.notifiers.len()
+            )));
+        }
+        let notifiers = f
+            .notifiers
+            .iter()
+            .enumerate()
+            .map(|(i, n)| alerts::notifier(i, n, &alerts))
+            .collect::<Result<Vec<_>, _>>()?;
         let l = &f.limits;
         let max_connections = l.max_connections.unwrap_or(defaults::MAX_CONNECTIONS);
         if max_connections == 0 {
@@ -553,6 +530,7 @@ impl Config {
             )?,
             audit_log: f.commands.audit_log,
             alerts,
+            notifiers,
         })
     }
 
@@ -640,5 +618,115 @@ mod tests {
         assert_eq!(r.name, "gone");
         assert!(parse_alert_rule(None, "disk > 3").is_err());
         assert!(parse_alert_rule(None, "cpu_percent > 190 for 1s").is_err());
+    }
+
+    #[test]
+    fn section_9_rules_parse() {
+        let r = parse_alert_rule(None, "disk_percent > 90 for 5m").unwrap();
+        assert_eq!(r.metric, AlertMetric::DiskPercent);
+        assert_eq!((r.threshold, r.hold), (90.0, Duration::from_secs(300)));
+        let r = parse_alert_rule(None, "cpu_percent > 0 for 0s").unwrap();
+        assert_eq!(r.hold, Duration::ZERO);
+        let r = parse_alert_rule(None, "container_exited != 0").unwrap();
+        assert_eq!(r.metric, AlertMetric::ContainerExited);
+        assert!(r.metric.per_container());
+        let r = parse_alert_rule(None, "container_unhealthy for 1m").unwrap();
+        assert_eq!(r.metric, AlertMetric::ContainerUnhealthy);
+        assert_eq!(r.hold, Duration::from_secs(60));
+        let r = parse_alert_rule(None, "container_restarts > 3 in 10m").unwrap();
+        assert_eq!(r.metric, AlertMetric::ContainerRestarts);
+        assert_eq!((r.threshold, r.window), (3.0, Duration::from_secs(600)));
+        let r = parse_alert_rule(None, r#"log_match "ERROR \d+ \"x\"""#).unwrap();
+        assert_eq!(r.metric, AlertMetric::LogMatch);
+        let p = &r.pattern.as_ref().unwrap().0;
+        assert_eq!(p.as_str(), r#"ERROR \d+ "x""#);
+        assert!(p.is_match(r#"an ERROR 42 "x" here"#));
+        assert_eq!(r.container, None);
+        let r = parse_alert_rule(Some("web"), r#"log_match "panic" in "/web app""#).unwrap();
+        assert_eq!(r.container.as_deref(), Some("web app"));
+        assert_eq!(r.name, "web");
+        // The same rule through TOML, as an operator writes it.
+        let c = parse(
+            "[[alerts]]\nrule = 'log_match \"fatal: .*\" in \"db\"'\n\
+             [[alerts]]\nrule = \"log_match \\\"x\\\"\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.alerts[0].pattern.as_ref().unwrap().0.as_str(),
+            "fatal: .*"
+        );
+        assert_eq!(c.alerts[1].pattern.as_ref().unwrap().0.as_str(), "x");
+    }
+
+    #[test]
+    fn bad_rules_are_config_errors_that_say_why() {
+        for (rule, says) in [
+            ("disk_percent > 101 for 5m", "0 to 100"),
+            ("disk_percent > 90 for soon", "not a duration"),
+            ("disk_percent > 90 for 2d", "24h"),
+            ("disk_percent > 90", "expected one of"),
+            ("container_exited != 1", "container_exited != 0"),
+            ("container_exited", "container_exited != 0"),
+            ("container_unhealthy", "expected one of"),
+            ("container_restarts > -1 in 10m", "whole number"),
+            ("container_restarts > 3.5 in 10m", "whole number"),
+            ("container_restarts > 3 in 0s", "longer than zero"),
+            ("container_restarts > 3 for 10m", "expected one of"),
+            (r#"log_match "(unclosed""#, "not a valid regex"),
+            (r#"log_match "x"#, "not closed"),
+            (r#"log_match """#, "empty"),
+            ("log_match x", "expected one of"),
+            (r#"log_match "x" in web"#, "expected one of"),
+            (r#"log_match "x" in """#, "empty"),
+            (r#"log_match "x" on "web""#, "expected one of"),
+            ("nonsense", "expected one of"),
+        ] {
+            let e = parse_alert_rule(None, rule).unwrap_err().to_string();
+            assert!(e.contains(says), "{rule}: {e}");
+            assert!(e.contains("alert rule"), "{rule}: {e}");
+        }
+        let e = parse("[[alerts]]\nrule = \"container_exited != 0\"\n[[alerts]]\nrule = \"container_exited != 0\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("two rules are named"), "{e}");
+    }
+
+    #[test]
+    fn notifiers_are_validated_and_their_urls_never_shown() {
+        let c = parse(
+            "[[alerts]]\nname = \"disk\"\nrule = \"disk_percent > 90 for 5m\"\n\
+             [[notifiers]]\nurl = \"https://hooks.slack.com/services/SECRET\"\nformat = \"slack\"\n\
+             events = [\"firing\"]\nrules = [\"disk\"]\n\
+             [[notifiers]]\nurl = \"http://127.0.0.1:9/hook\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.notifiers.len(), 2);
+        let n = &c.notifiers[0];
+        assert_eq!(n.format, NotifyFormat::Slack);
+        assert!(n.on_firing && !n.on_resolved);
+        assert_eq!(n.rules, ["disk"]);
+        assert_eq!(n.redacted, "https://hooks.slack.com");
+        assert!(!format!("{c:?}").contains("SECRET"));
+        let m = &c.notifiers[1];
+        assert_eq!(m.format, NotifyFormat::Json);
+        assert!(m.on_firing && m.on_resolved && m.rules.is_empty());
+        for (extra, says) in [
+            ("url = \"ftp://h/SECRET\"", "http or https"),
+            ("url = \"hooks/SECRET\"", "not a URL"),
+            ("url = \"https://h/SECRET\"\nformat = \"teams\"", "format"),
+            ("url = \"https://h/SECRET\"\nevents = [\"fired\"]", "event"),
+            ("url = \"https://h/SECRET\"\nevents = []", "events is empty"),
+            (
+                "url = \"https://h/SECRET\"\nrules = [\"nope\"]",
+                "no [[alerts]] name",
+            ),
+        ] {
+            let e = parse(&format!("[[notifiers]]\n{extra}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{extra}: {e}");
+            assert!(e.contains("notifiers[0]"), "{extra}: {e}");
+            assert!(!e.contains("SECRET"), "{extra}: {e}");
+        }
     }
 }

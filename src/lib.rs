@@ -14,6 +14,7 @@
 //! - [`agent`]: `dockwire agent`, the other side of the agent protocol.
 //! - [`config`]: file + flags -> one validated `Config`.
 //! - [`web`]: the dashboard's static files, built into the binary.
+//! - [`notify`]: alert changes POSTed to webhooks, on threads of their own.
 
 pub mod agent;
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod feed;
 pub mod http;
 pub mod hub;
+pub mod notify;
 pub mod protocol;
 pub mod server;
 pub mod stats;

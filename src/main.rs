@@ -214,7 +214,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
              secret, so logins do not survive a restart"
         );
     }
-    let hub = Hub::new(config, Some(docker), std::time::Instant::now());
+    let notifier = if config.notifiers.is_empty() {
+        None
+    } else {
+        Some(
+            dockwire::notify::Notifier::spawn(&config.notifiers)
+                .context("could not start the notifiers")?,
+        )
+    };
+    let mut hub = Hub::new(config, Some(docker), std::time::Instant::now());
+    if let Some(n) = notifier {
+        hub.set_notifier(n);
+    }
     let mut server = Server::new(poll, listener, hub, rx, shutdown);
     let login_waker = waker.clone();
     server

@@ -126,8 +126,9 @@ impl Stats {
     /// [`Stats::message_out`] for a name known only at run time: names not in
     /// the protocol are bucketed as "other".
     pub fn message_out_named(&mut self, kind: &str, n: u64) {
-        const KNOWN: [&str; 12] = [
+        const KNOWN: [&str; 13] = [
             "initial_state",
+            "alerts",
             "container_state_change",
             "log_update",
             "log_stream_stopped",

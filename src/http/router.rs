@@ -2,7 +2,7 @@
 //!
 //! One table for everything: WebSocket endpoints (upgraded after the RFC
 //! 6455 checks and the Origin rule) and plain requests (`/healthz`,
-//! `/metrics`, `/api/v1/containers`). The checks every request passes live
+//! `/metrics`, `/api/v1/containers`, `/api/v1/alerts`). The checks every request passes live
 //! here and nowhere else:
 //! - Host (DNS rebinding, SPEC section 8): a `Host` that is not a loopback
 //!   name or address, the listen address, or in `[http] allowed_hosts` gets
@@ -47,6 +47,8 @@ pub trait HttpApp {
     fn server_containers(&self, server_id: &str) -> Option<Vec<u8>>;
     /// `/api/v1/servers/{id}/metrics` as JSON; `None` for an unknown server.
     fn server_metrics(&self, server_id: &str, range: HistoryRange) -> Option<Vec<u8>>;
+    /// `/api/v1/alerts` as JSON: `{"firing":[...],"recent":[...]}`.
+    fn alerts(&self) -> Vec<u8>;
 }
 
 /// The server id in `/api/v1/servers/{id}/containers`.
@@ -345,7 +347,7 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
     let readable = matches!(head.method.as_str(), "GET" | "HEAD");
     let needs_auth = match head.path.as_str() {
         "/healthz" | "/metrics" => false,
-        "/api/v1/containers" | "/api/v1/servers" => true,
+        "/api/v1/containers" | "/api/v1/servers" | "/api/v1/alerts" => true,
         p if server_containers_path(p).is_some() => true,
         p if server_metrics_path(p).is_some() => true,
         _ => return refuse(404, "", "not found", keep_alive, "not_found"),
@@ -396,6 +398,7 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
         "/metrics" => ("text/plain; version=0.0.4", app.metrics().into_bytes()),
         "/api/v1/servers" => ("application/json", app.servers()),
         "/api/v1/containers" => ("application/json", app.containers()),
+        "/api/v1/alerts" => ("application/json", app.alerts()),
         p if server_containers_path(p).is_some() => {
             let id = server_containers_path(p).unwrap_or_default();
             match app.server_containers(id) {
@@ -492,6 +495,9 @@ mod tests {
         }
         fn server_metrics(&self, id: &str, range: HistoryRange) -> Option<Vec<u8>> {
             (id == "local").then(|| format!("{range:?}").into_bytes())
+        }
+        fn alerts(&self) -> Vec<u8> {
+            br#"{"firing":[],"recent":[]}"#.to_vec()
         }
     }
 

@@ -14,7 +14,6 @@ use crate::protocol::json::Event;
 use crate::protocol::model::Metrics;
 use crate::ws::close_code;
 
-use super::alerts::AlertState;
 use super::history::History;
 use super::servers::{DockerStatus, RemoteTable};
 use super::session::{AuthState, ConnId};
@@ -32,8 +31,6 @@ pub struct ServerState {
     pub offline_since: Option<Instant>,
     /// Latest metrics `data` object, as JSON, so new subscribers see it at once.
     pub latest_metrics: Option<String>,
-    /// Per alert rule: condition true since, and whether raised.
-    pub alerts: Vec<AlertState>,
     /// From the agent's `hello` (the local host: `docker`).
     pub capabilities: Vec<String>,
     pub version: Option<String>,
@@ -50,19 +47,13 @@ pub struct ServerState {
 }
 
 impl ServerState {
-    pub fn new(
-        name: String,
-        is_local: bool,
-        alerts: usize,
-        offline_since: Option<Instant>,
-    ) -> Self {
+    pub fn new(name: String, is_local: bool, offline_since: Option<Instant>) -> Self {
         ServerState {
             name,
             is_local,
             agent: None,
             offline_since,
             latest_metrics: None,
-            alerts: vec![AlertState::default(); alerts],
             capabilities: Vec::new(),
             version: None,
             last_seen: None,
@@ -269,8 +260,6 @@ impl State {
 
     /// Fans a metrics sample out to the server's watchers and keeps it as the latest.
     pub(super) fn publish_metrics(&mut self, io: &mut Io<'_>, server_id: &str, data: Value) {
-        let cpu = data.get("cpu_percent").and_then(Value::as_f64);
-        let mem = data.get("memory_percent").and_then(Value::as_f64);
         let data_json = data.to_string();
         if !self.servers.contains_key(server_id) {
             return;
@@ -289,7 +278,7 @@ impl State {
             state.history.record(&data, super::unix_now());
             state.latest_metrics = Some(data_json);
         }
-        self.evaluate_alerts(io, server_id, cpu, mem);
+        self.evaluate_alerts(io, server_id, &data);
     }
 
     /// The local host's sample from the sysinfo thread.

@@ -98,6 +98,7 @@ impl State {
             Endpoint::Browser | Endpoint::SocketIo => {
                 io.event(conn, &Event::ConnectionEstablished { server_id: &local });
                 self.send_initial_state(io, conn);
+                self.send_alerts_snapshot(io, conn);
                 self.topics
                     .subscribe(io, &TopicKey::Containers(local.clone()), conn);
                 self.topics.subscribe(io, &TopicKey::Servers, conn);

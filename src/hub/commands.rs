@@ -276,11 +276,18 @@ impl State {
             let id = self.resolve_container(container)?;
             let action = ContainerAction::parse(str_field(&outgoing, "action").unwrap_or_default())
                 .unwrap_or(ContainerAction::Start);
+            if self.docker.is_none() {
+                return Err("Docker engine unavailable".into());
+            }
+            let request_id = self.next_request_id;
+            self.next_request_id += 1;
+            if action != ContainerAction::Start {
+                let now = io.now;
+                self.note_requested_action(&server_id, &id, now);
+            }
             let Some(docker) = &self.docker else {
                 return Err("Docker engine unavailable".into());
             };
-            let request_id = self.next_request_id;
-            self.next_request_id += 1;
             docker.request(DockerRequest::Action {
                 request_id,
                 action,
@@ -297,6 +304,13 @@ impl State {
         };
         let mut msg = outgoing;
         msg.insert("command_id".into(), Value::from(command_id.clone()));
+        if kind == "docker_command" && str_field(&msg, "action").is_some_and(|a| a != "start") {
+            let reference = str_field(&msg, "container_id").unwrap_or_default();
+            if let Ok(id) = self.resolve_on(&server_id, reference) {
+                let now = io.now;
+                self.note_requested_action(&server_id, &id, now);
+            }
+        }
         io.event(
             agent,
             &Event::Object {

@@ -27,10 +27,14 @@ impl State {
                 self.docker_up = true;
                 self.docker_error = None;
                 io.stats.docker_up = true;
-                self.containers = containers.into_iter().map(|c| (c.id.clone(), c)).collect();
+                let before = std::mem::replace(
+                    &mut self.containers,
+                    containers.into_iter().map(|c| (c.id.clone(), c)).collect(),
+                );
                 self.broadcast_initial_state(io);
                 let sid = self.config.server_id.clone();
                 self.publish_server_state(io, &sid);
+                self.alerts_after_resync(io, &sid, before);
             }
             DockerEvent::Down { reason } => {
                 log::warn!("docker engine unavailable: {reason}");
@@ -48,6 +52,9 @@ impl State {
                     container: &c,
                 };
                 self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
+                let previous = self.containers.remove(&c.id);
+                let sid = self.config.server_id.clone();
+                self.alerts_on_container(io, &sid, previous.as_ref(), &c);
                 self.containers.insert(c.id.clone(), c);
             }
             DockerEvent::Removed { id } => {
@@ -58,6 +65,8 @@ impl State {
                         id: &id,
                     };
                     self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
+                    let sid = self.config.server_id.clone();
+                    self.alerts_on_container_removed(io, &sid, &id);
                 }
             }
             DockerEvent::Stats(stats) => {

@@ -222,6 +222,18 @@ impl State {
     /// Live lines: sent now, or held briefly when the topic is busy.
     pub(super) fn on_log_lines(&mut self, io: &mut Io<'_>, key: &TopicKey, lines: Vec<LogLine>) {
         let now = io.now;
+        if let TopicKey::Logs { server, container } = key {
+            let known = if *server == self.config.server_id {
+                self.containers.get(container)
+            } else {
+                self.servers
+                    .get(server)
+                    .and_then(|s| s.table.containers.get(container))
+            };
+            let name = known.map_or_else(|| container.clone(), |c| c.name.clone());
+            let texts = lines.iter().map(|l| l.text.as_str());
+            self.alerts_on_log_lines(io, server, container, &name, texts);
+        }
         let Some(follow) = self.topics.get_mut(key).and_then(|t| t.log.as_mut()) else {
             return;
         };

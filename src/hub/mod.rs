@@ -48,6 +48,7 @@ use crate::stats::{Endpoint, Stats};
 use crate::ws::close_code;
 
 pub use agents::{ServerState, WarnBudget};
+pub use alerts::{AlertKey, AlertState, Alerts, alert_id};
 pub use browser::unix_now;
 pub use commands::{Audit, PendingCommand};
 pub use drive::{DRIVE_AGENT_KEY, drive_hub};
@@ -116,6 +117,8 @@ pub struct State {
     pub audit: Audit,
     /// Refused and shared agent keys: logged at most every few seconds.
     pub agent_warnings: WarnBudget,
+    /// Alert states, recent changes and the notifiers.
+    pub alerts: Alerts,
 }
 
 /// The hub: its state and the sessions of every connection.
@@ -130,15 +133,14 @@ impl Hub {
         let jwt = config.jwt_secret.clone().map(JwtVerifier::new);
         let api_keys = ApiKeys::new(config.agents.clone());
         let mut servers = HashMap::new();
-        let alert_count = config.alerts.len();
         servers.insert(
             config.server_id.clone(),
-            ServerState::new("local".into(), true, alert_count, None),
+            ServerState::new("local".into(), true, None),
         );
         for a in &config.agents {
             servers.insert(
                 a.server_id.clone(),
-                ServerState::new(a.name.clone(), false, alert_count, Some(now)),
+                ServerState::new(a.name.clone(), false, Some(now)),
             );
         }
         let audit = Audit::open(config.audit_log.as_deref());
@@ -161,6 +163,7 @@ impl Hub {
                 next_request_id: 1,
                 audit,
                 agent_warnings: WarnBudget::default(),
+                alerts: Alerts::default(),
             },
             sessions: Sessions::default(),
             closed: Vec::new(),
@@ -177,6 +180,11 @@ impl Hub {
 
     pub fn session(&self, conn: ConnId) -> Option<&Session> {
         self.sessions.get(conn)
+    }
+
+    /// Hands alert changes to the notifier threads from now on.
+    pub fn set_notifier(&mut self, notifier: crate::notify::Notifier) {
+        self.state.alerts.notifier = Some(notifier);
     }
 
     pub fn session_count(&self) -> usize {
@@ -328,7 +336,7 @@ impl State {
             io.close(conn, close_code::POLICY_VIOLATION, "Engine.IO ping timeout");
         }
         self.expire_commands(io);
-        self.check_offline_alerts(io);
+        self.alerts_tick(io);
         self.reconcile_stats(io);
     }
 }

@@ -448,7 +448,10 @@ impl State {
         if more {
             return Ok(());
         }
-        s.table.containers = s.table.incoming.take().unwrap_or_default();
+        let before = std::mem::replace(
+            &mut s.table.containers,
+            s.table.incoming.take().unwrap_or_default(),
+        );
         let key = TopicKey::Containers(server_id.to_string());
         let mut list: Vec<&Container> = s.table.containers.values().collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -458,6 +461,7 @@ impl State {
             request_id: None,
         };
         self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
+        self.alerts_after_resync(io, server_id, before);
         Ok(())
     }
 
@@ -479,6 +483,7 @@ impl State {
             if s.table.containers.remove(id).is_some() {
                 let ev = Event::ContainerRemoved { server_id, id };
                 self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
+                self.alerts_on_container_removed(io, server_id, id);
             }
             return Ok(());
         }
@@ -498,7 +503,8 @@ impl State {
             container: &c,
         };
         self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
-        s.table.containers.insert(c.id.clone(), c);
+        let previous = s.table.containers.insert(c.id.clone(), c.clone());
+        self.alerts_on_container(io, server_id, previous.as_ref(), &c);
         Ok(())
     }
 

@@ -203,7 +203,7 @@ fn metrics_subscribe_and_unsubscribe_leave_no_topic_behind() {
     let mut h = Harness::new(&format!("server_id = \"local\"\n{}", agent_config()));
     let b = h.open(Endpoint::Browser, None);
     let types = h.types(b);
-    assert_eq!(types, ["connection_established", "initial_state"]);
+    assert_eq!(types, ["connection_established", "initial_state", "alerts"]);
     let a = h.agent();
     // Every browser hears that the agent's server came online.
     let online = h.take(b);
@@ -791,3 +791,6 @@ fn metrics_history_is_kept_for_the_local_host_and_agents() {
             .is_none()
     );
 }
+
+/// Alert rules, states and the snapshot, driven the same way.
+mod alerts;

@@ -33,7 +33,9 @@ impl HttpApp for AppView<'_> {
         })
     }
     fn metrics(&self) -> String {
-        self.stats.render()
+        let mut text = self.stats.render();
+        self.hub.state().render_alert_metrics(&mut text);
+        text
     }
     fn containers(&self) -> Vec<u8> {
         self.hub.state().containers_json()
@@ -48,6 +50,9 @@ impl HttpApp for AppView<'_> {
         self.hub
             .state()
             .metrics_history_json(server_id, range, crate::hub::unix_now())
+    }
+    fn alerts(&self) -> Vec<u8> {
+        self.hub.state().alerts_json()
     }
 }
 

@@ -96,6 +96,16 @@ impl DockerHandle {
     }
 }
 
+impl DockerHandle {
+    /// A handle with no thread behind it: its requests wait in the returned
+    /// receiver (hub tests check what the hub asked of Docker).
+    #[cfg(test)]
+    pub(crate) fn detached() -> (Self, tokio::sync::mpsc::UnboundedReceiver<DockerRequest>) {
+        let (requests, rx) = tokio::sync::mpsc::unbounded_channel();
+        (DockerHandle { requests }, rx)
+    }
+}
+
 /// Picks the engine address: `DOCKER_HOST` when set, else the `[docker] host`
 /// config value, else [`DEFAULT_HOST`].
 pub fn resolve_host(configured: Option<String>) -> String {
