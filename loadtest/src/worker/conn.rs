@@ -133,7 +133,11 @@ pub struct Session {
     path: Option<Box<str>>,
     /// Auth message for JSON publishers/agents (api key), sent after the upgrade.
     pub agent_auth: Option<Box<str>>,
-    /// `server_id` from `auth_success` (publishers and agents).
+    /// Messages a remote (SPEC 6) agent or publisher sends right after
+    /// `auth_success`: `hello` and its container table.
+    pub intro: Vec<Box<str>>,
+    /// `server_id` from `auth_success` (publishers and agents), or the one a
+    /// subscriber watches (replaces `{sid}` in its subscribe message).
     pub server_id: Option<String>,
     pub out: Vec<u8>,
     out_pos: usize,
@@ -224,6 +228,7 @@ impl Conn {
                 key: Some(key.into_boxed_str()),
                 path: Some(path.into_boxed_str()),
                 agent_auth: None,
+                intro: Vec::new(),
                 server_id: None,
                 out: Vec::new(),
                 out_pos: 0,
@@ -471,7 +476,18 @@ impl Session {
     fn established(&mut self, ctx: &mut Ctx) {
         self.state = State::Established;
         if let (Role::Sub { .. }, Some(sub)) = (self.role, ctx.subscribe) {
-            self.send_text(sub.as_bytes(), ctx.rng);
+            match (&self.server_id, sub.contains("{sid}")) {
+                (Some(sid), true) => {
+                    let mut esc = Vec::new();
+                    payload::json_escape_into(&mut esc, sid);
+                    let text = sub.replace("{sid}", &String::from_utf8_lossy(&esc));
+                    self.send_text(text.as_bytes(), ctx.rng);
+                }
+                _ => self.send_text(sub.as_bytes(), ctx.rng),
+            }
+        }
+        for m in std::mem::take(&mut self.intro) {
+            self.send_text(m.as_bytes(), ctx.rng);
         }
     }
 
@@ -532,6 +548,13 @@ impl Session {
                 (b"log_update", Extract::LogUpdate) => {
                     self.count_frame(data, ctx);
                     self.log_lines(data, ctx);
+                }
+                (b"container_state_change", Extract::ContainerChange) => {
+                    self.count_frame(data, ctx);
+                    if let Some(ns) = payload::u64_field(data, "dw_sent_ns") {
+                        let seq = payload::u64_field(data, "dw_seq").unwrap_or(0);
+                        self.record(Stamp { ns, seq }, ctx);
+                    }
                 }
                 (b"metrics", Extract::Metrics) => {
                     self.count_frame(data, ctx);
@@ -670,6 +693,7 @@ mod tests {
             key: None,
             path: None,
             agent_auth: None,
+            intro: Vec::new(),
             server_id: None,
             out: Vec::new(),
             out_pos: 0,
