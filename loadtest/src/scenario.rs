@@ -190,6 +190,15 @@ pub fn fanout(a: FanoutArgs) -> anyhow::Result<RunSpec> {
             if a.dialect == DialectArg::Socketio {
                 bail!("--source remote-agent speaks the JSON dialect only");
             }
+            // One line is about 90 bytes of JSON around the payload; a batch
+            // must stay under the hub's 64 KiB max_message_bytes.
+            if a.batch.saturating_mul(a.payload + 90) > 60_000 {
+                bail!(
+                    "--batch {} of {}-byte lines would exceed 60 KB per log_batch",
+                    a.batch,
+                    a.payload
+                );
+            }
             let key = api_key(&a)?;
             let container_id = publish::remote_container_id(0, 0);
             let id = json_string(&container_id);
@@ -197,7 +206,7 @@ pub fn fanout(a: FanoutArgs) -> anyhow::Result<RunSpec> {
                 Some(PubSpec::RemoteAgent {
                     api_key: key,
                     container_id,
-                    batch: a.batch.clamp(1, 10_000),
+                    batch: a.batch.max(1),
                 }),
                 SubSpec {
                     path: a.path.clone().unwrap_or_else(|| "/api/v1/ws".into()),

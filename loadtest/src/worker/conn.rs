@@ -579,6 +579,16 @@ impl Session {
                 (b"log_stream_stopped", _) => ctx.live.error("server: log_stream_stopped"),
                 _ => self.count_frame(data, ctx),
             },
+            // A remote agent has no history: it answers the hub's
+            // `subscribe_logs` with an empty one, so the live lines that
+            // follow are not taken for the history (and cut to `tail`).
+            State::Established if ty == b"subscribe_logs" && !self.role_is_sub() => {
+                let id = payload::str_field(data, "container_id").unwrap_or(b"");
+                let mut msg = br#"{"type":"log_batch","container_id":""#.to_vec();
+                msg.extend_from_slice(id);
+                msg.extend_from_slice(br#"","lines":[],"history":true,"last":true}"#);
+                self.send_text(&msg, ctx.rng);
+            }
             _ => {}
         }
     }

@@ -279,7 +279,16 @@ impl Worker {
             Phase::Run => {
                 let el = now - self.t0;
                 if self.publisher.is_some() {
-                    t = t.min(publish::until_next(self.plan.rate, el, self.pub_sent));
+                    // A remote agent waits for a whole batch, not the next line.
+                    let ahead = match &self.plan.publisher {
+                        Some(PubSpec::RemoteAgent { batch, .. }) => *batch as u64 - 1,
+                        _ => 0,
+                    };
+                    t = t.min(publish::until_next(
+                        self.plan.rate,
+                        el,
+                        self.pub_sent + ahead,
+                    ));
                 }
                 if let Some(st) = &self.plan.storm {
                     t = t.min(publish::until_next(st.rate, el, self.storm_started));
@@ -790,12 +799,18 @@ impl Worker {
             self.pub_sent += n;
             return;
         }
-        if let Some(PubSpec::RemoteAgent { container_id, .. }) = &plan.publisher {
-            // Every due line goes now, in batches the hub takes whole.
-            let mut left = n;
+        if let Some(PubSpec::RemoteAgent {
+            container_id,
+            batch,
+            ..
+        }) = &plan.publisher
+        {
+            // Only whole batches go (the rest waits for the next call), so
+            // no message outgrows the hub's max_message_bytes after a stall.
+            let k = *batch as u64;
+            let mut left = n - n % k;
             let mut msg = Vec::new();
             while left > 0 {
-                let k = left.min(10_000);
                 msg.clear();
                 publish::remote_log_batch(
                     &mut msg,
