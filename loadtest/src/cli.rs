@@ -177,6 +177,10 @@ pub struct FanoutArgs {
     /// due are held until this many are, e.g. 200 every 10 ms at 20,000/s).
     #[arg(long, default_value_t = 200)]
     pub batch: usize,
+    /// With --source container: the server whose engine runs the container
+    /// (a remote agent's server_id, sent in `start_log_stream`); default: the local one.
+    #[arg(long)]
+    pub server_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

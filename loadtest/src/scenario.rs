@@ -242,13 +242,18 @@ pub fn fanout(a: FanoutArgs) -> anyhow::Result<RunSpec> {
                 (name, None)
             };
             let id = json_string(&name);
+            let server = a
+                .server_id
+                .as_deref()
+                .map(|s| format!(r#""server_id":"{}","#, json_string(s)))
+                .unwrap_or_default();
             let sub = match a.dialect {
                 DialectArg::Json => SubSpec {
                     path: a.path.clone().unwrap_or_else(|| "/api/v1/ws".into()),
                     dialect: Dialect::Json,
                     token: tok,
                     subscribe: Some(format!(
-                        r#"{{"type":"start_log_stream","container_id":"{id}","tail":0}}"#
+                        r#"{{"type":"start_log_stream",{server}"container_id":"{id}","tail":0}}"#
                     )),
                     extract: Extract::LogUpdate,
                 },
