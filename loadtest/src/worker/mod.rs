@@ -908,7 +908,7 @@ impl Worker {
                 let mut msg = Vec::with_capacity(200 * n as usize);
                 publish::remote_stats(&mut msg, index, n, tick);
                 c.send_text(&msg, rng);
-                if tick % self.plan.change_every == 0 {
+                if tick.is_multiple_of(self.plan.change_every) {
                     self.agent_seq[slot] += 1;
                     msg.clear();
                     publish::remote_change(&mut msg, index, n, now_ns(), self.agent_seq[slot]);
