@@ -12,7 +12,9 @@
 #                       source runs too: fanout --source container --spawn-container,
 #                       in the JSON and the Socket.IO dialect. Otherwise those are skipped.
 #
-# Each run: a few hundred connections for a few seconds. The daemon runs with a
+# Each run: a few hundred connections for a few seconds. agents-remote and
+# fanout-remote-agent play Docker agents (SPEC 6): container tables, stats,
+# state changes; log_batch lines to start_log_stream browsers. The daemon runs with a
 # temp config on a free loopback port: agent keys stored as sha256 (sha256sum),
 # browser auth off — except one `idle` run against a second daemon with a JWT
 # secret, using a token from `$DOCKWIRE_BIN token`.
@@ -131,6 +133,14 @@ run fanout-agent \
 run agents \
     'r["messages"]["sent"] > 0 and r["messages"]["delivered"] > 0 and r["latency"]["count"] > 0' \
     -- agents --api-keys-file "$KEYS" --agents "$AGENTS" --browsers 200 --interval 500ms --duration 3s
+
+run agents-remote \
+    'r["messages"]["sent"] > 0 and r["messages"]["delivered"] > 0 and r["latency"]["count"] > 0 and r["connections"]["failed"] == 0' \
+    -- agents --api-keys-file "$KEYS" --agents "$AGENTS" --containers 20 --browsers 20 --interval 500ms --duration 3s
+
+run fanout-remote-agent \
+    'r["messages"]["delivered"] > 0 and r["messages"]["gaps"] == 0' \
+    -- fanout --source remote-agent --api-key "$(head -1 "$KEYS")" --subscribers 50 --rate 2000 --batch 100 --duration 3s --drain 2s
 
 run idle \
     'r["connections"]["established"] == 300 and r["connections"]["dropped"] == 0 and (r["server"] is None or r["server"]["rss_end_bytes"] > 0)' \

@@ -110,6 +110,9 @@ pub enum Source {
     Agent,
     /// A container printing stamp lines; subscribers send `start_log_stream`.
     Container,
+    /// A Docker agent (SPEC 6) with one container whose lines it sends as
+    /// `log_batch`; subscribers send `start_log_stream` with its server_id.
+    RemoteAgent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -170,6 +173,14 @@ pub struct FanoutArgs {
     /// Override the subscriber path (`{sid}` is replaced by the server_id).
     #[arg(long)]
     pub path: Option<String>,
+    /// Fewest lines in one `log_batch` for `--source remote-agent` (lines
+    /// due are held until this many are, e.g. 200 every 10 ms at 20,000/s).
+    #[arg(long, default_value_t = 200)]
+    pub batch: usize,
+    /// With --source container: the server whose engine runs the container
+    /// (a remote agent's server_id, sent in `start_log_stream`); default: the local one.
+    #[arg(long)]
+    pub server_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -197,9 +208,18 @@ pub struct AgentsArgs {
     /// Metrics interval per agent (agents are staggered over it).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
-    /// Browsers on /api/v1/ws/metrics/{server_id}, spread round robin over the agents.
+    /// Browsers on /api/v1/ws/metrics/{server_id} (with --containers: on
+    /// /api/v1/ws sending subscribe_containers), round robin over the agents.
     #[arg(long, default_value_t = 100)]
     pub browsers: u64,
+    /// Play Docker agents (SPEC 6) with this many containers each: `hello`,
+    /// the table, `container_stats` every --interval (always, not only after
+    /// `subscribe_stats`) and stamped `container_state_change`s; 0: host metrics.
+    #[arg(long, default_value_t = 0)]
+    pub containers: u32,
+    /// With --containers: one `container_state_change` every this many intervals.
+    #[arg(long, default_value_t = 1)]
+    pub change_every: u64,
     /// One API key per line; agent i uses line i.
     #[arg(long)]
     pub api_keys_file: PathBuf,

@@ -44,6 +44,9 @@ pub enum Extract {
     SioLogUpdate,
     /// `{"type":"metrics","data":{"sent_ns":N,"seq":N,...}}`.
     Metrics,
+    /// `{"type":"container_state_change",...,"container":{...,"labels":
+    /// {"dw_sent_ns":"N","dw_seq":"N"}}}` from a remote agent's server.
+    ContainerChange,
     /// `42["message",{"ts":"<ns>","seq":N,...}]`.
     SioRelay,
     /// A text message `{"ts":"<ns>","seq":N,...}`.
@@ -70,6 +73,13 @@ pub struct SubSpec {
 pub enum PubSpec {
     /// An agent on `/api/v1/agents/ws` sending `log` messages.
     Agent { api_key: String },
+    /// A Docker agent (SPEC 6) with one container, sending its lines as
+    /// `log_batch` messages of at least `batch` lines.
+    RemoteAgent {
+        api_key: String,
+        container_id: String,
+        batch: usize,
+    },
     /// A Socket.IO client emitting `publish` events (relay contract, peers/README.md).
     SioRelay,
     /// A plain WebSocket client sending text messages on `path`.
@@ -130,6 +140,12 @@ pub struct WorkerPlan {
     pub agents: Vec<AgentSlot>,
     pub agents_total: u64,
     pub agent_interval_ms: u64,
+    /// Containers each agent reports as a Docker agent (SPEC 6); 0: agents
+    /// send host `metrics` instead.
+    pub remote_containers: u32,
+    /// A remote agent sends a `container_state_change` every this many
+    /// intervals (its `container_stats` go every interval).
+    pub change_every: u64,
     pub storm: Option<StormSpec>,
 }
 

@@ -1,7 +1,7 @@
 //! Turns a scenario's flags into one plan per worker.
 //!
 //! Owns: which endpoint each scenario talks to and in which dialect, how the
-//! publisher is chosen (agent, container, peer relay), how connections,
+//! publisher is chosen (agent, remote Docker agent, container, peer relay), how connections,
 //! agents and storm rates are split across workers, and how many workers a
 //! run needs for the open-file limit.
 
@@ -17,7 +17,7 @@ use crate::plan::{
     AgentSlot, Dialect, Extract, PubSpec, StormSpec, SubSpec, WorkerPlan, split_range,
 };
 use crate::target::{SourceSpread, Target, parse_target};
-use crate::worker::SIO_PATH;
+use crate::worker::{SIO_PATH, publish};
 
 /// Sockets one worker may hold below its open-file limit.
 const FD_HEADROOM: u64 = 200;
@@ -94,6 +94,8 @@ fn base_plan(c: &Common, target: &Target, duration: Duration) -> WorkerPlan {
         agents: Vec::new(),
         agents_total: 0,
         agent_interval_ms: 0,
+        remote_containers: 0,
+        change_every: 1,
         storm: None,
     }
 }
@@ -113,6 +115,17 @@ fn json_string(s: &str) -> String {
     let mut out = Vec::new();
     json_escape_into(&mut out, s);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+fn api_key(a: &FanoutArgs) -> anyhow::Result<String> {
+    Ok(match (&a.api_key, &a.api_key_file) {
+        (Some(k), _) => k.trim().to_string(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("could not read {}", f.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => bail!("fanout --source agent needs --api-key or --api-key-file"),
+    })
 }
 
 /// # Errors
@@ -158,14 +171,7 @@ pub fn fanout(a: FanoutArgs) -> anyhow::Result<RunSpec> {
             if a.dialect == DialectArg::Socketio {
                 bail!("the Socket.IO dialect carries container logs only: use --source container");
             }
-            let key = match (&a.api_key, &a.api_key_file) {
-                (Some(k), _) => k.trim().to_string(),
-                (None, Some(f)) => std::fs::read_to_string(f)
-                    .with_context(|| format!("could not read {}", f.display()))?
-                    .trim()
-                    .to_string(),
-                (None, None) => bail!("fanout --source agent needs --api-key or --api-key-file"),
-            };
+            let key = api_key(&a)?;
             (
                 Some(PubSpec::Agent { api_key: key }),
                 SubSpec {
@@ -177,6 +183,39 @@ pub fn fanout(a: FanoutArgs) -> anyhow::Result<RunSpec> {
                     token: tok,
                     subscribe: None,
                     extract: Extract::LogMessage,
+                },
+            )
+        }
+        (None, Source::RemoteAgent) => {
+            if a.dialect == DialectArg::Socketio {
+                bail!("--source remote-agent speaks the JSON dialect only");
+            }
+            // One line is about 90 bytes of JSON around the payload; a batch
+            // must stay under the hub's 64 KiB max_message_bytes.
+            if a.batch.saturating_mul(a.payload + 90) > 60_000 {
+                bail!(
+                    "--batch {} of {}-byte lines would exceed 60 KB per log_batch",
+                    a.batch,
+                    a.payload
+                );
+            }
+            let key = api_key(&a)?;
+            let container_id = publish::remote_container_id(0, 0);
+            let id = json_string(&container_id);
+            (
+                Some(PubSpec::RemoteAgent {
+                    api_key: key,
+                    container_id,
+                    batch: a.batch.max(1),
+                }),
+                SubSpec {
+                    path: a.path.clone().unwrap_or_else(|| "/api/v1/ws".into()),
+                    dialect: Dialect::Json,
+                    token: tok,
+                    subscribe: Some(format!(
+                        r#"{{"type":"start_log_stream","server_id":"{{sid}}","container_id":"{id}","tail":0}}"#
+                    )),
+                    extract: Extract::LogUpdate,
                 },
             )
         }
@@ -203,13 +242,18 @@ pub fn fanout(a: FanoutArgs) -> anyhow::Result<RunSpec> {
                 (name, None)
             };
             let id = json_string(&name);
+            let server = a
+                .server_id
+                .as_deref()
+                .map(|s| format!(r#""server_id":"{}","#, json_string(s)))
+                .unwrap_or_default();
             let sub = match a.dialect {
                 DialectArg::Json => SubSpec {
                     path: a.path.clone().unwrap_or_else(|| "/api/v1/ws".into()),
                     dialect: Dialect::Json,
                     token: tok,
                     subscribe: Some(format!(
-                        r#"{{"type":"start_log_stream","container_id":"{id}","tail":0}}"#
+                        r#"{{"type":"start_log_stream",{server}"container_id":"{id}","tail":0}}"#
                     )),
                     extract: Extract::LogUpdate,
                 },
@@ -236,6 +280,7 @@ pub fn fanout(a: FanoutArgs) -> anyhow::Result<RunSpec> {
         "source": source_desc,
         "dialect": format!("{:?}", a.dialect).to_lowercase(),
         "container": container.as_ref().map(|c| c.name.clone()).or(a.container.clone()),
+        "batch": (a.source == Source::RemoteAgent).then_some(a.batch),
     });
     Ok(with_procs(RunSpec {
         scenario: "fanout",
@@ -315,13 +360,25 @@ pub fn agents(a: AgentsArgs) -> anyhow::Result<RunSpec> {
         );
     }
     let mut base = base_plan(&a.common, &target, a.duration);
-    base.sub = Some(SubSpec {
-        path: "/api/v1/ws/metrics/{sid}".into(),
-        dialect: Dialect::Json,
-        token: token(&a.common)?,
-        subscribe: None,
-        extract: Extract::Metrics,
+    base.sub = Some(if a.containers > 0 {
+        SubSpec {
+            path: "/api/v1/ws".into(),
+            dialect: Dialect::Json,
+            token: token(&a.common)?,
+            subscribe: Some(r#"{"type":"subscribe_containers","server_id":"{sid}"}"#.into()),
+            extract: Extract::ContainerChange,
+        }
+    } else {
+        SubSpec {
+            path: "/api/v1/ws/metrics/{sid}".into(),
+            dialect: Dialect::Json,
+            token: token(&a.common)?,
+            subscribe: None,
+            extract: Extract::Metrics,
+        }
     });
+    base.remote_containers = a.containers;
+    base.change_every = a.change_every.max(1);
     base.subs_total = a.browsers;
     base.agents_total = a.agents;
     base.agent_interval_ms = a.interval.as_millis().max(1) as u64;
@@ -336,6 +393,8 @@ pub fn agents(a: AgentsArgs) -> anyhow::Result<RunSpec> {
         "browsers": a.browsers,
         "interval_s": a.interval.as_secs_f64(),
         "duration_s": a.duration.as_secs_f64(),
+        "containers": a.containers,
+        "change_every": a.change_every,
     });
     Ok(with_procs(RunSpec {
         scenario: "agents",

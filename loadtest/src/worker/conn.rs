@@ -133,7 +133,11 @@ pub struct Session {
     path: Option<Box<str>>,
     /// Auth message for JSON publishers/agents (api key), sent after the upgrade.
     pub agent_auth: Option<Box<str>>,
-    /// `server_id` from `auth_success` (publishers and agents).
+    /// Messages a remote (SPEC 6) agent or publisher sends right after
+    /// `auth_success`: `hello` and its container table.
+    pub intro: Vec<Box<str>>,
+    /// `server_id` from `auth_success` (publishers and agents), or the one a
+    /// subscriber watches (replaces `{sid}` in its subscribe message).
     pub server_id: Option<String>,
     pub out: Vec<u8>,
     out_pos: usize,
@@ -224,6 +228,7 @@ impl Conn {
                 key: Some(key.into_boxed_str()),
                 path: Some(path.into_boxed_str()),
                 agent_auth: None,
+                intro: Vec::new(),
                 server_id: None,
                 out: Vec::new(),
                 out_pos: 0,
@@ -471,7 +476,18 @@ impl Session {
     fn established(&mut self, ctx: &mut Ctx) {
         self.state = State::Established;
         if let (Role::Sub { .. }, Some(sub)) = (self.role, ctx.subscribe) {
-            self.send_text(sub.as_bytes(), ctx.rng);
+            match (&self.server_id, sub.contains("{sid}")) {
+                (Some(sid), true) => {
+                    let mut esc = Vec::new();
+                    payload::json_escape_into(&mut esc, sid);
+                    let text = sub.replace("{sid}", &String::from_utf8_lossy(&esc));
+                    self.send_text(text.as_bytes(), ctx.rng);
+                }
+                _ => self.send_text(sub.as_bytes(), ctx.rng),
+            }
+        }
+        for m in std::mem::take(&mut self.intro) {
+            self.send_text(m.as_bytes(), ctx.rng);
         }
     }
 
@@ -533,6 +549,13 @@ impl Session {
                     self.count_frame(data, ctx);
                     self.log_lines(data, ctx);
                 }
+                (b"container_state_change", Extract::ContainerChange) => {
+                    self.count_frame(data, ctx);
+                    if let Some(ns) = payload::u64_field(data, "dw_sent_ns") {
+                        let seq = payload::u64_field(data, "dw_seq").unwrap_or(0);
+                        self.record(Stamp { ns, seq }, ctx);
+                    }
+                }
                 (b"metrics", Extract::Metrics) => {
                     self.count_frame(data, ctx);
                     if let Some(ns) = payload::u64_field(data, "sent_ns") {
@@ -556,6 +579,16 @@ impl Session {
                 (b"log_stream_stopped", _) => ctx.live.error("server: log_stream_stopped"),
                 _ => self.count_frame(data, ctx),
             },
+            // A remote agent has no history: it answers the hub's
+            // `subscribe_logs` with an empty one, so the live lines that
+            // follow are not taken for the history (and cut to `tail`).
+            State::Established if ty == b"subscribe_logs" && !self.role_is_sub() => {
+                let id = payload::str_field(data, "container_id").unwrap_or(b"");
+                let mut msg = br#"{"type":"log_batch","container_id":""#.to_vec();
+                msg.extend_from_slice(id);
+                msg.extend_from_slice(br#"","lines":[],"history":true,"last":true}"#);
+                self.send_text(&msg, ctx.rng);
+            }
             _ => {}
         }
     }
@@ -670,6 +703,7 @@ mod tests {
             key: None,
             path: None,
             agent_auth: None,
+            intro: Vec::new(),
             server_id: None,
             out: Vec::new(),
             out_pos: 0,

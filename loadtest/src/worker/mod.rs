@@ -9,7 +9,7 @@
 //! once; nothing is recorded outside the measurement window.
 
 mod conn;
-mod publish;
+pub mod publish;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, Write};
@@ -279,7 +279,16 @@ impl Worker {
             Phase::Run => {
                 let el = now - self.t0;
                 if self.publisher.is_some() {
-                    t = t.min(publish::until_next(self.plan.rate, el, self.pub_sent));
+                    // A remote agent waits for a whole batch, not the next line.
+                    let ahead = match &self.plan.publisher {
+                        Some(PubSpec::RemoteAgent { batch, .. }) => *batch as u64 - 1,
+                        _ => 0,
+                    };
+                    t = t.min(publish::until_next(
+                        self.plan.rate,
+                        el,
+                        self.pub_sent + ahead,
+                    ));
                 }
                 if let Some(st) = &self.plan.storm {
                     t = t.min(publish::until_next(st.rate, el, self.storm_started));
@@ -469,7 +478,7 @@ impl Worker {
         self.phase = Phase::Prepare;
         self.phase_started = Instant::now();
         match self.plan.publisher.clone() {
-            Some(PubSpec::Agent { api_key }) => {
+            Some(PubSpec::Agent { api_key } | PubSpec::RemoteAgent { api_key, .. }) => {
                 let mut auth = br#"{"type":"auth","api_key":""#.to_vec();
                 crate::payload::json_escape_into(&mut auth, &api_key);
                 auth.extend_from_slice(br#""}"#);
@@ -482,6 +491,9 @@ impl Worker {
                 );
                 if let Some(k) = key {
                     self.conns[k].s.agent_auth = Some(String::from_utf8_lossy(&auth).into());
+                    if matches!(self.plan.publisher, Some(PubSpec::RemoteAgent { .. })) {
+                        self.conns[k].s.intro = publish::remote_intro(0, 1);
+                    }
                 }
                 self.publisher = key;
             }
@@ -562,6 +574,10 @@ impl Worker {
             );
             if let Some(k) = key {
                 self.conns[k].s.agent_auth = Some(String::from_utf8_lossy(&auth).into());
+                if self.plan.remote_containers > 0 {
+                    self.conns[k].s.intro =
+                        publish::remote_intro(a.index, self.plan.remote_containers);
+                }
             }
             self.agent_conn[slot] = key;
         }
@@ -631,7 +647,7 @@ impl Worker {
             };
             // Browsers come after agents in source-address order.
             let index = self.plan.agents_total + j;
-            self.open(
+            let key = self.open(
                 poll,
                 index,
                 Role::Sub {
@@ -640,6 +656,9 @@ impl Worker {
                 spec.dialect,
                 path,
             );
+            if let (Some(k), Some(sid)) = (key, self.sids.get(sid_idx)) {
+                self.conns[k].s.server_id = Some(sid.clone());
+            }
         }
         let all_started = self.next_sub >= self.plan.subs.1;
         if (all_started && self.in_setup == 0) || self.setup_expired(now) {
@@ -762,6 +781,11 @@ impl Worker {
         if n == 0 {
             return;
         }
+        if let Some(PubSpec::RemoteAgent { batch, .. }) = &self.plan.publisher
+            && n < *batch as u64
+        {
+            return;
+        }
         let Worker {
             conns,
             rng,
@@ -773,6 +797,39 @@ impl Worker {
         if c.pending_out() > MAX_PUBLISH_BACKLOG {
             live.counters.send_skipped += n;
             self.pub_sent += n;
+            return;
+        }
+        if let Some(PubSpec::RemoteAgent {
+            container_id,
+            batch,
+            ..
+        }) = &plan.publisher
+        {
+            // Only whole batches go (the rest waits for the next call), so
+            // no message outgrows the hub's max_message_bytes after a stall.
+            let k = *batch as u64;
+            let mut left = n - n % k;
+            let mut msg = Vec::new();
+            while left > 0 {
+                msg.clear();
+                publish::remote_log_batch(
+                    &mut msg,
+                    container_id,
+                    now_ns(),
+                    self.pub_sent + 1,
+                    k,
+                    plan.payload,
+                );
+                c.send_text(&msg, rng);
+                self.pub_sent += k;
+                left -= k;
+                live.counters.sent += k;
+                live.counters.expected += k * self.pub_watchers;
+            }
+            c.flush();
+            if c.s.dead.is_some() {
+                self.publisher_failed = Some("publisher write failed".into());
+            }
             return;
         }
         let mut msg = Vec::with_capacity(plan.payload + 256);
@@ -840,6 +897,26 @@ impl Worker {
             };
             if c.pending_out() > MAX_PUBLISH_BACKLOG {
                 live.counters.send_skipped += 1;
+                continue;
+            }
+            let n = self.plan.remote_containers;
+            if n > 0 {
+                // A Docker agent: stats every interval, a stamped state
+                // change every `change_every` intervals (the measured item).
+                let index = self.plan.agents[slot].index;
+                let tick = self.agent_cycle;
+                let mut msg = Vec::with_capacity(200 * n as usize);
+                publish::remote_stats(&mut msg, index, n, tick);
+                c.send_text(&msg, rng);
+                if tick.is_multiple_of(self.plan.change_every) {
+                    self.agent_seq[slot] += 1;
+                    msg.clear();
+                    publish::remote_change(&mut msg, index, n, now_ns(), self.agent_seq[slot]);
+                    c.send_text(&msg, rng);
+                    live.counters.sent += 1;
+                    live.counters.expected += self.agent_watchers[slot];
+                }
+                c.flush();
                 continue;
             }
             self.agent_seq[slot] += 1;

@@ -1,7 +1,8 @@
 //! What publishers send, and when.
 //!
 //! Owns the message builders for every publisher kind (agent `log` and
-//! `metrics` messages, Socket.IO `publish` events, plain relay messages), the
+//! `metrics` messages, a Docker agent's `hello`, container table,
+//! `container_state_change`, `container_stats` and `log_batch` (SPEC 6), Socket.IO `publish` events, plain relay messages), the
 //! pacing arithmetic, and the FIFO writer thread behind the container source.
 //! Invariants: every message carries its own send time (taken right before it
 //! is queued) and a per-publisher sequence number starting at 1; pacing never
@@ -53,6 +54,115 @@ pub fn agent_metrics(out: &mut Vec<u8>, sid: &str, ns: u64, seq: u64) {
         ns,
         seq
     );
+}
+
+/// Id of container `c` of remote agent `agent` (64 hex digits, like Docker's).
+pub fn remote_container_id(agent: u64, c: u32) -> String {
+    format!("{agent:032x}{c:032x}")
+}
+
+/// One container of a remote agent's table; `stamp` (send ns, seq) goes into
+/// the labels `dw_sent_ns` and `dw_seq`, where subscribers read it back.
+fn remote_container(out: &mut Vec<u8>, agent: u64, c: u32, stamp: Option<(u64, u64)>) {
+    let id = remote_container_id(agent, c);
+    let _ = write!(
+        out,
+        concat!(
+            r#"{{"id":"{}","name":"a{}-c{}","image":"registry.local/app:{}","state":"running","#,
+            r#""status":"Up 2 hours","created":"2026-11-30T06:00:00Z","labels":{{"#,
+            r#""com.docker.compose.project":"load","com.docker.compose.service":"svc{}""#
+        ),
+        id,
+        agent,
+        c,
+        c % 7,
+        c
+    );
+    if let Some((ns, seq)) = stamp {
+        let _ = write!(out, r#","dw_sent_ns":"{ns}","dw_seq":"{seq}""#);
+    }
+    out.extend_from_slice(
+        br#"},"started_at":"2026-11-30T06:00:01Z","exit_code":null,"health":null}"#,
+    );
+}
+
+/// What a Docker agent sends after `auth_success`: `hello` with `docker`,
+/// then its whole table of `containers` in one message.
+pub fn remote_intro(agent: u64, containers: u32) -> Vec<Box<str>> {
+    let hello = format!(
+        r#"{{"type":"hello","name":"load-{agent}","version":"loadtest","capabilities":["docker"]}}"#
+    );
+    let mut table = br#"{"type":"containers","containers":["#.to_vec();
+    for c in 0..containers {
+        if c > 0 {
+            table.push(b',');
+        }
+        remote_container(&mut table, agent, c, None);
+    }
+    table.extend_from_slice(b"]}");
+    vec![
+        hello.into_boxed_str(),
+        String::from_utf8_lossy(&table)
+            .into_owned()
+            .into_boxed_str(),
+    ]
+}
+
+/// `container_state_change` for container `seq % containers`, stamped.
+pub fn remote_change(out: &mut Vec<u8>, agent: u64, containers: u32, ns: u64, seq: u64) {
+    out.extend_from_slice(br#"{"type":"container_state_change","container":"#);
+    let c = (seq % u64::from(containers.max(1))) as u32;
+    remote_container(out, agent, c, Some((ns, seq)));
+    out.push(b'}');
+}
+
+/// `container_stats` for every container of a remote agent.
+pub fn remote_stats(out: &mut Vec<u8>, agent: u64, containers: u32, tick: u64) {
+    out.extend_from_slice(br#"{"type":"container_stats","stats":["#);
+    for c in 0..containers {
+        if c > 0 {
+            out.push(b',');
+        }
+        let _ = write!(
+            out,
+            concat!(
+                r#"{{"id":"{}","cpu_percent":{:.2},"memory_used":{},"memory_limit":2147483648,"#,
+                r#""net_rx_bytes":{},"net_tx_bytes":{}}}"#
+            ),
+            remote_container_id(agent, c),
+            (tick % 50) as f64 * 0.1 + f64::from(c % 5),
+            50_000_000 + u64::from(c) * 1_000_000 + tick * 4096,
+            tick * 15_000,
+            tick * 9_000
+        );
+    }
+    out.extend_from_slice(b"]}");
+}
+
+/// `log_batch` of `n` stamp lines numbered from `first_seq`, all stamped `ns`.
+pub fn remote_log_batch(
+    out: &mut Vec<u8>,
+    container_id: &str,
+    ns: u64,
+    first_seq: u64,
+    n: u64,
+    size: usize,
+) {
+    out.extend_from_slice(br#"{"type":"log_batch","container_id":""#);
+    payload::json_escape_into(out, container_id);
+    out.extend_from_slice(br#"","lines":["#);
+    let ts = rfc3339_now();
+    for i in 0..n {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"stream":"stdout","timestamp":""#);
+        out.extend_from_slice(ts.as_bytes());
+        out.extend_from_slice(br#"","line":""#);
+        payload::write_stamp_line(out, ns, first_seq + i, size);
+        out.extend_from_slice(br#""}"#);
+    }
+    out.extend_from_slice(b"]}");
 }
 
 /// `{"ts":"<ns>","seq":N,"payload":"xxx…"}`: the relay object (peers/README.md).
