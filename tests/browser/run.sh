@@ -74,8 +74,9 @@ export CHROMIUM
 log "browser: $("$CHROMIUM" --version 2>/dev/null | tail -1)"
 
 # ---- node and puppeteer-core ----------------------------------------------------
-# Debian's nodejs (18 on bookworm; puppeteer-core 25 needs >= 18) and npm when
-# missing.
+# Debian's nodejs and npm when missing. puppeteer-core 25's dependencies ask
+# for node >= 20.19 (chromium-bidi) and Debian 12's nodejs is 18, so an older
+# node stops here with a message (NodeSource's nodejs 20+ works).
 if ! command -v "$NODE" >/dev/null || ! command -v npm >/dev/null; then
     [ "$(id -u)" -eq 0 ] || {
         log "node or npm is missing and this is not root: apt-get install nodejs npm"
@@ -90,7 +91,14 @@ if ! command -v "$NODE" >/dev/null || ! command -v npm >/dev/null; then
             { tail -20 /tmp/dockwire-node-apt.log; exit 1; }
     fi
 fi
-log "node $("$NODE" --version)"
+node_v=$("$NODE" --version)
+log "node $node_v"
+node_major=${node_v#v}
+node_major=${node_major%%.*}
+if [ "$node_major" -lt 20 ]; then
+    log "node $node_v is too old for puppeteer-core 25 (needs >= 20.19): install nodejs 20 or later (e.g. NodeSource)"
+    exit 1
+fi
 # npm ci on a fresh checkout, or when the lock file changed since the last one.
 if [ ! -f "$HERE/node_modules/.package-lock.json" ] ||
     [ "$HERE/package-lock.json" -nt "$HERE/node_modules/.package-lock.json" ]; then
