@@ -309,12 +309,17 @@ async function main() {
   });
 
   await step("pause and jump to live", async () => {
+    const label = () => page.$eval("#log-pause", (e) => e.textContent);
+    const before = await label();
+    assert(before === "Pause", `the view was not following before the click (button says ${JSON.stringify(before)})`);
     await page.click("#log-pause");
+    const after = await label();
+    assert(after === "Resume", `the click did not pause (button says ${JSON.stringify(after)})`);
     await sleep(300);
     const frozen = await maxTick();
     await sleep(1500);
     const still = await maxTick();
-    assert(still === frozen, `the paused view moved (${frozen} -> ${still})`);
+    assert(still === frozen, `the paused view moved (${frozen} -> ${still}; button says ${JSON.stringify(await label())}, ${await page.$eval("#log-list", (e) => `scrollTop ${e.scrollTop}, height ${e.clientHeight}, scrollHeight ${e.scrollHeight}`)})`);
     const live = await page.$eval("#log-live", (e) => (e.hidden ? "" : e.textContent));
     assert(/new/.test(live), `no "jump to live (N new)" button: ${JSON.stringify(live)}`);
     await shot(page, "logs-paused");
