@@ -296,8 +296,11 @@ async function main() {
       const m = [...document.querySelectorAll("#log-list .log-row:not([hidden]) .msg")];
       return m.length > 0 && m.every((e) => e.textContent.startsWith('{"level'));
     }, { timeout: 5000 });
-    // JSON pretty-printed on demand: click a row.
-    await page.click("#log-list .log-row:not([hidden])");
+    // JSON pretty-printed on demand: click a row. A DOM click on the last
+    // row shown: puppeteer's page.click would first scroll a partly hidden
+    // first row into view, and a scroll up pauses the view (as it should for
+    // a person), which made the next steps flaky.
+    await page.$$eval("#log-list .log-row:not([hidden])", (els) => els[els.length - 1].click());
     const detail = await page.$eval("#log-detail", (e) => (e.hidden ? "" : e.textContent));
     assert(detail.includes('\n  "level": "info"'), `no pretty JSON: ${JSON.stringify(detail)}`);
     await page.click("#log-detail");
