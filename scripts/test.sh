@@ -9,7 +9,8 @@
 #             dockwire-test:latest; stopped again on exit when this run
 #             started it (keep it with DOCKWIRE_KEEP_DOCKER=1). Exports DOCKER_HOST,
 #             DOCKWIRE_TEST_IMAGE and DOCKWIRE_TESTENV for everything below.
-#   deps      `npm ci` in tests/clients when it has a package-lock.json;
+#   deps      Debian's nodejs and npm when missing; `npm ci` in tests/clients
+#             when it has a package-lock.json;
 #             with the browser stage: Debian's chromium (apt-get) and `npm ci`
 #             in tests/browser;
 #             `python3 -m pip install -q -r tests/clients/requirements.txt`
@@ -120,6 +121,11 @@ summary() {
 docker_setup() { timeout 1200 scripts/docker-env.sh start; }
 
 deps_setup() {
+    # Node and npm for the clients and browser stages (Debian's when missing).
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q -o DPkg::Lock::Timeout=300 nodejs npm >/dev/null ||
+            { timeout 600 apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q nodejs npm >/dev/null; }
+    fi
     if [ -f tests/clients/package-lock.json ]; then
         (cd tests/clients && timeout 900 npm ci --no-audit --no-fund)
     else

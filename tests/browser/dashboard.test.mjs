@@ -11,12 +11,16 @@
 // without a reload; no console errors. Screenshots of every view go to
 // $DOCKWIRE_ARTIFACTS.
 //
-// TODO(logins): wrong password refused, viewer vs admin controls, against
-// the real daemon. The `logins` branch (POST /api/v1/login, [[users]],
-// `dockwire passwd`) has not landed in main yet; when it does, start a second
-// daemon here with two [[users]] and repeat the login steps of
-// spec.test.mjs (which checks the page's side against a stand-in today).
-//
+// Then logins and a remote server, against a second daemon with two
+// [[users]] (hashes from `dockwire passwd`, password piped on stdin) and one
+// [[agents]] key, and a real `dockwire agent` on the same engine
+// (--docker-host, --allow-command): a wrong password refused with a message;
+// a viewer sees no admin control (no start/stop/restart, no Commands) and a
+// docker_command forced over the page's own socket is refused by the daemon;
+// the agent is online in Servers and its containers are listed under it; an
+// admin stops a container through the agent and sees its state change, runs
+// an allowed command on the agent; logout returns to the login form.
+
 // Console errors that are the browser's own network messages are allowed
 // only where the page cannot avoid them: while the daemon is down
 // ("WebSocket connection ... failed", ERR_CONNECTION_REFUSED), and a 404 from
@@ -28,7 +32,7 @@
 // DOCKWIRE_ARTIFACTS. Prints "browser: N passed, N failed".
 
 import { execFileSync, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -121,6 +125,31 @@ async function stopDaemon() {
   }
 }
 
+/** `[[users]]` lines from `dockwire passwd NAME --role ROLE`, the password piped on stdin. */
+function passwd(name, role, password) {
+  return execFileSync(BIN, ["passwd", name, "--role", role], { input: `${password}\n`, encoding: "utf8", timeout: 30000 });
+}
+
+/** A process of ours (the second daemon, the agent), stopped in `finally`. */
+const others = [];
+function spawnOther(name, args) {
+  const out = openSync(join(ART, `${name}.log`), "a");
+  const p = spawn(BIN, args, { stdio: ["ignore", out, out] });
+  p.exited = new Promise((r) => p.on("exit", (code, sig) => r({ code, sig })));
+  others.push(p);
+  return p;
+}
+
+async function stopOthers() {
+  for (const p of others.splice(0)) {
+    p.kill("SIGTERM");
+    if (!(await Promise.race([p.exited, sleep(6000).then(() => null)]))) {
+      p.kill("SIGKILL");
+      await p.exited;
+    }
+  }
+}
+
 async function shot(page, name) {
   await page.screenshot({ path: join(ART, `${name}.png`) });
 }
@@ -135,12 +164,35 @@ async function main() {
     `listen = "127.0.0.1:${port}"\nmetrics_interval = "1s"\n\n[docker]\nhost = "${process.env.DOCKER_HOST}"\n`,
   );
   startDaemon(cfg);
+  // The second daemon: auth on (two users), one agent key; the agent serves
+  // the same engine (so its containers are the test's ones too).
+  const port2 = await freePort();
+  let authUrl = `http://127.0.0.1:${port2}`;
+  const agentKey = `dwk_browser_${randomBytes(16).toString("hex")}`;
+  const agentId = "srv-browser-agent";
+  const cfg2 = join(TMP, "dockwire-auth.toml");
+  writeFileSync(
+    cfg2,
+    `listen = "127.0.0.1:${port2}"\nmetrics_interval = "1s"\n\n[docker]\nhost = "${process.env.DOCKER_HOST}"\n\n` +
+      passwd("alice", "admin", "alice-pw") +
+      passwd("bob", "viewer", "bob-pw") +
+      `\n[[agents]]\nname = "edge-1"\nkey_sha256 = "${createHash("sha256").update(agentKey).digest("hex")}"\nserver_id = "${agentId}"\n`,
+  );
+  spawnOther("daemon-auth", ["serve", "--config", cfg2]);
+  const keyFile = join(TMP, "agent.key");
+  writeFileSync(keyFile, `${agentKey}\n`);
+  spawnOther("agent", [
+    "agent", "--hub", `ws://127.0.0.1:${port2}/api/v1/agents/ws`, "--api-key-file", keyFile,
+    "--docker-host", process.env.DOCKER_HOST, "--metrics-interval", "1s", "--allow-command", "echo dockwire-ok",
+  ]);
   await healthy(daemonUrl);
-  log(`dockwire on ${daemonUrl}`);
+  log(`dockwire on ${daemonUrl}, with logins and an agent on ${authUrl}`);
   if (process.env.DOCKWIRE_WEB_DEV === "1") {
     const dev = await startDevServer(port);
     url = `http://127.0.0.1:${dev.port}`;
-    log(`DOCKWIRE_WEB_DEV=1: the page comes from web/ through ${url}`);
+    const dev2 = await startDevServer(port2);
+    authUrl = `http://127.0.0.1:${dev2.port}`;
+    log(`DOCKWIRE_WEB_DEV=1: the page comes from web/ through ${url} and ${authUrl}`);
   }
 
   const tag = randomBytes(3).toString("hex");
@@ -151,9 +203,13 @@ async function main() {
   const scriptA =
     'trap "exit 0" TERM; i=0; while true; do i=$((i+1)); echo "tick $i"; printf "\\033[32mgreen %s\\033[0m\\n" $i; echo "{\\"level\\":\\"info\\",\\"n\\":$i}"; sleep 0.2; done';
   const scriptB = 'trap "exit 0" TERM; i=0; while true; do i=$((i+1)); echo "other $i" >&2; sleep 1; done';
+  // C: quiet, for the second daemon's part (stopped by an admin through the agent).
+  const nameC = `dw-browser-c-${tag}`;
+  const scriptC = 'trap "exit 0" TERM; while true; do sleep 0.2; done';
   for (const [name, script] of [
     [nameA, scriptA],
     [nameB, scriptB],
+    [nameC, scriptC],
   ]) {
     containers.push(docker(["run", "-d", "--network", "none", "--label", LABEL, "--name", name, IMAGE, "sh", "-c", script]));
   }
@@ -240,8 +296,11 @@ async function main() {
       const m = [...document.querySelectorAll("#log-list .log-row:not([hidden]) .msg")];
       return m.length > 0 && m.every((e) => e.textContent.startsWith('{"level'));
     }, { timeout: 5000 });
-    // JSON pretty-printed on demand: click a row.
-    await page.click("#log-list .log-row:not([hidden])");
+    // JSON pretty-printed on demand: click a row. A DOM click on the last
+    // row shown: puppeteer's page.click would first scroll a partly hidden
+    // first row into view, and a scroll up pauses the view (as it should for
+    // a person), which made the next steps flaky.
+    await page.$$eval("#log-list .log-row:not([hidden])", (els) => els[els.length - 1].click());
     const detail = await page.$eval("#log-detail", (e) => (e.hidden ? "" : e.textContent));
     assert(detail.includes('\n  "level": "info"'), `no pretty JSON: ${JSON.stringify(detail)}`);
     await page.click("#log-detail");
@@ -253,12 +312,17 @@ async function main() {
   });
 
   await step("pause and jump to live", async () => {
+    const label = () => page.$eval("#log-pause", (e) => e.textContent);
+    const before = await label();
+    assert(before === "Pause", `the view was not following before the click (button says ${JSON.stringify(before)})`);
     await page.click("#log-pause");
+    const after = await label();
+    assert(after === "Resume", `the click did not pause (button says ${JSON.stringify(after)})`);
     await sleep(300);
     const frozen = await maxTick();
     await sleep(1500);
     const still = await maxTick();
-    assert(still === frozen, `the paused view moved (${frozen} -> ${still})`);
+    assert(still === frozen, `the paused view moved (${frozen} -> ${still}; button says ${JSON.stringify(await label())}, ${await page.$eval("#log-list", (e) => `scrollTop ${e.scrollTop}, height ${e.clientHeight}, scrollHeight ${e.scrollHeight}`)})`);
     const live = await page.$eval("#log-live", (e) => (e.hidden ? "" : e.textContent));
     assert(/new/.test(live), `no "jump to live (N new)" button: ${JSON.stringify(live)}`);
     await shot(page, "logs-paused");
@@ -309,6 +373,8 @@ async function main() {
     await page.waitForSelector(`tr[data-name="${nameA}"] .cmd-state`, { timeout: 5000 });
     await page.waitForSelector(`tr[data-name="${nameA}"][data-state="exited"]`, { timeout: 20000 });
     await page.waitForFunction((a) => /ok|accepted/.test(document.querySelector(`tr[data-name="${a}"] .cmd-state`)?.textContent || ""), { timeout: 15000 }, nameA);
+    // The exit code from the state change, not Docker's status text of that moment.
+    await page.waitForFunction((a) => document.querySelector(`tr[data-name="${a}"] td.uptime`)?.textContent === "Exited (0)", { timeout: 5000 }, nameA);
     const inspect = docker(["inspect", "-f", "{{.State.Status}}", nameA]);
     assert(inspect === "exited", `docker says ${inspect}`);
     await shot(page, "containers-stopped");
@@ -321,20 +387,19 @@ async function main() {
   });
 
   await step("servers, alerts, commands and login views", async () => {
+    // (The screenshots of servers, commands and login come from the second
+    // daemon below, which has an agent and logins.)
     await page.goto(`${url}/#/servers`);
     await page.waitForSelector(`tr[data-server="${localId}"]`, { timeout: 5000 });
-    await shot(page, "servers");
     await page.goto(`${url}/#/alerts`);
     await page.waitForSelector("#alerts-firing", { timeout: 5000 });
     await shot(page, "alerts");
-    // Admin only; no agent is connected here, so the form says so.
+    // Admin only (auth off); no agent is connected here, so the form says so.
     await page.goto(`${url}/#/commands`);
     await page.waitForSelector("#cmd-server", { timeout: 5000 });
-    await shot(page, "commands");
-    // The form alone (auth is off here, so nothing to submit it to; see the TODO above).
+    // The form alone: auth is off here, so there is nothing to submit it to.
     await page.goto(`${url}/#/login`);
     await page.waitForSelector("#login-form", { timeout: 5000 });
-    await shot(page, "login");
   });
 
   await step("daemon restarted: the page reconnects without a reload", async () => {
@@ -368,6 +433,162 @@ async function main() {
   await step("no console errors", async () => {
     assert(errors.length === 0, `\n  ${errors.join("\n  ")}`);
   });
+
+  // ---- logins and a remote server (the second daemon) ---------------------------
+  await healthy(authUrl);
+  const ctx2 = await browser.createBrowserContext();
+  const p2 = await ctx2.newPage();
+  const errors2 = [];
+  p2.on("pageerror", (e) => errors2.push(`pageerror: ${e.message}`));
+  p2.on("console", (msg) => {
+    if (msg.type() !== "error") return;
+    const where = msg.location()?.url || "";
+    // The auth probe without a cookie, and the refused password, are 401s the browser logs itself.
+    if (/status of 401/.test(msg.text()) && /\/api\/v1\/(containers|login)$/.test(where)) return;
+    if (/status of 404/.test(msg.text()) && /\/api\/v1\/(servers\/[^/]+\/metrics|alerts)/.test(where)) return;
+    errors2.push(`console: ${msg.text()} ${where}`);
+  });
+  // Every frame the page's socket receives, to see the daemon's answers.
+  const frames = [];
+  const cdp = await p2.createCDPSession();
+  await cdp.send("Network.enable");
+  cdp.on("Network.webSocketFrameReceived", ({ response }) => {
+    try {
+      frames.push(JSON.parse(response.payloadData));
+    } catch {
+      // not JSON
+    }
+  });
+  const login = async (user, pass) => {
+    await p2.waitForSelector("#login-form", { timeout: 5000 });
+    await p2.$eval("#login-user", (e) => (e.value = ""));
+    await p2.type("#login-user", user);
+    await p2.type("#login-pass", pass);
+    await p2.click("#login-submit");
+  };
+  const idC = containers[2];
+  const row2 = (server, name) => `tr[data-server="${server}"][data-name="${name}"]`;
+  let localId2 = null;
+
+  await step("login: the form, a wrong password refused with a message", async () => {
+    await p2.goto(`${authUrl}/#/containers`);
+    await p2.waitForSelector("#login-form", { timeout: 5000 });
+    await shot(p2, "login");
+    await login("alice", "not-her-password");
+    await p2.waitForFunction(() => /Wrong user name or password/.test(document.querySelector("#login-error")?.textContent || ""), { timeout: 10000 });
+    assert(await p2.$("#login-form"), "the form went away after a refused password");
+    assert(!(await p2.evaluate(() => sessionStorage.getItem("dockwire.role"))), "a role hint after a refused login");
+    await shot(p2, "login-refused");
+  });
+
+  await step("login: a viewer sees no admin control, and a forced command is refused", async () => {
+    await login("bob", "bob-pw");
+    await p2.waitForFunction(() => document.querySelector("#conn-state")?.dataset.state === "live", { timeout: 10000 });
+    localId2 = await p2.evaluate(() => window.__dockwire.store.localId);
+    await p2.waitForSelector(`${row2(localId2, nameC)}[data-state="running"]`, { timeout: 10000 });
+    assert((await p2.$eval("#role", (e) => e.textContent)) === "viewer", "role badge");
+    assert((await p2.$$("button.act-stop, button.act-start, button.act-restart")).length === 0, "admin buttons for a viewer");
+    assert(!(await p2.$("#nav-commands")), "Commands in the menu for a viewer");
+    assert(!(await p2.evaluate(() => document.cookie)).includes("dockwire_session"), "the session cookie is readable from the page");
+    await p2.goto(`${authUrl}/#/commands`);
+    await p2.waitForSelector("#view-containers", { timeout: 5000 });
+    assert(!(await p2.$("#cmd-server")), "the commands form for a viewer");
+    // The daemon refuses a viewer's docker_command sent over the page's own socket.
+    const rid = await p2.evaluate(
+      (server, id) => window.__dockwire.sock.request({ type: "docker_command", server_id: server, action: "stop", container_id: id }),
+      localId2,
+      idC,
+    );
+    assert(rid, "the page's socket did not send");
+    const end = Date.now() + 10000;
+    let reply = null;
+    while (!reply && Date.now() < end) {
+      reply = frames.find((f) => f.request_id === rid && f.type !== "command_accepted") || null;
+      if (!reply) await sleep(100);
+    }
+    assert(reply, "no answer to the forced docker_command");
+    assert(reply.type === "error" && /admin/.test(reply.message || ""), `not refused: ${JSON.stringify(reply)}`);
+    assert(!frames.some((f) => f.request_id === rid && f.type === "command_accepted"), "the command was accepted");
+    await sleep(500);
+    const st = docker(["inspect", "-f", "{{.State.Status}}", idC]);
+    assert(st === "running", `docker says ${st} after a viewer's command`);
+  });
+
+  await step("remote server: the agent online in Servers, its containers under it", async () => {
+    await p2.goto(`${authUrl}/#/servers`);
+    await p2.waitForFunction(
+      (id) => /online/.test(document.querySelector(`tr[data-server="${id}"]`)?.textContent || ""),
+      { timeout: 15000 },
+      agentId,
+    );
+    assert(/edge-1/.test(await p2.$eval(`tr[data-server="${agentId}"]`, (e) => e.textContent)), "the agent's name");
+    // Its metrics arrive (--metrics-interval 1s): the CPU cell gets a number.
+    await p2.waitForFunction(
+      (id) => /\d/.test(document.querySelector(`tr[data-server="${id}"] td:nth-child(4)`)?.textContent || ""),
+      { timeout: 10000 },
+      agentId,
+    );
+    // Usage of the local containers too (the page subscribes to them: container_stats).
+    await p2.goto(`${authUrl}/#/containers`);
+    await p2.waitForFunction(
+      (sel) => /%/.test(document.querySelector(`${sel} td.cpu`)?.textContent || ""),
+      { timeout: 10000 },
+      row2(localId2, nameC),
+    );
+    await p2.goto(`${authUrl}/#/containers?server=${encodeURIComponent(agentId)}`);
+    await p2.waitForSelector(`${row2(agentId, nameC)}[data-state="running"]`, { timeout: 15000 });
+    await p2.waitForSelector(row2(agentId, nameA), { timeout: 5000 });
+    assert(!(await p2.$(`tr[data-server="${localId2}"]`)), "local rows in the agent's filtered list");
+    const serverCell = await p2.$eval(row2(agentId, nameC), (e) => e.children[1].textContent);
+    assert(serverCell === "edge-1", `server column: ${serverCell}`);
+  });
+
+  await step("logout, then an admin stops a container through the agent", async () => {
+    await p2.click("#logout");
+    await p2.waitForSelector("#login-form", { timeout: 5000 });
+    assert(!(await p2.evaluate(() => sessionStorage.getItem("dockwire.role"))), "role hint kept after logout");
+    await login("alice", "alice-pw");
+    await p2.waitForFunction(() => document.querySelector("#conn-state")?.dataset.state === "live", { timeout: 10000 });
+    assert((await p2.$eval("#role", (e) => e.textContent)) === "admin", "role badge");
+    assert(await p2.$("#nav-commands"), "no Commands for an admin");
+    await p2.goto(`${authUrl}/#/servers`);
+    await p2.waitForSelector(`tr[data-server="${agentId}"]`, { timeout: 10000 });
+    await shot(p2, "servers");
+    await p2.goto(`${authUrl}/#/containers`);
+    const stop = `${row2(agentId, nameC)} button.act-stop:not([disabled])`;
+    await p2.waitForSelector(stop, { timeout: 15000 });
+    await p2.waitForSelector(row2(localId2, nameC), { timeout: 5000 });
+    await shot(p2, "containers-remote");
+    await p2.click(stop);
+    await p2.waitForSelector(`${row2(agentId, nameC)}[data-state="exited"]`, { timeout: 20000 });
+    await p2.waitForFunction(
+      (sel) => /stop: (accepted|ok)/.test(document.querySelector(`${sel} .cmd-state`)?.textContent || ""),
+      { timeout: 15000 },
+      row2(agentId, nameC),
+    );
+    // The local daemon sees the same engine: its row changes too.
+    await p2.waitForSelector(`${row2(localId2, nameC)}[data-state="exited"]`, { timeout: 20000 });
+    const st = docker(["inspect", "-f", "{{.State.Status}}", idC]);
+    assert(st === "exited", `docker says ${st}`);
+  });
+
+  await step("admin runs an allowed command on the agent", async () => {
+    await p2.goto(`${authUrl}/#/commands`);
+    await p2.waitForFunction((id) => [...document.querySelectorAll("#cmd-server option")].some((o) => o.value === id), { timeout: 5000 }, agentId);
+    await p2.select("#cmd-server", agentId);
+    await p2.type("#cmd-input", "echo dockwire-ok");
+    await p2.click("#cmd-run");
+    await p2.waitForFunction(() => /dockwire-ok/.test(document.querySelector("#cmd-results .cmd-output")?.textContent || ""), { timeout: 15000 });
+    await shot(p2, "commands");
+  });
+
+  await step("logout returns to the login form; no console errors", async () => {
+    await p2.click("#logout");
+    await p2.waitForSelector("#login-form", { timeout: 5000 });
+    assert(!(await p2.$("#nav-containers")), "the menu after logout");
+    assert(errors2.length === 0, `\n  ${errors2.join("\n  ")}`);
+  });
+  await ctx2.close();
 }
 
 try {
@@ -378,6 +599,7 @@ try {
 } finally {
   if (browser) await browser.close().catch(() => {});
   await stopDaemon().catch((e) => log(`daemon stop: ${e.message}`));
+  await stopOthers().catch((e) => log(`stop: ${e.message}`));
   for (const id of containers) {
     try {
       execFileSync("docker", ["rm", "-f", id], { stdio: "ignore", timeout: 20000 });

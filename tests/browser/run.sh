@@ -14,8 +14,13 @@
 # default target/browser-artifacts), CHROMIUM (default: chromium on PATH),
 # NODE (default node), DOCKWIRE_BROWSER_TIMEOUT_S (default 150).
 #
-# Installs what is missing: chromium (apt-get, as root) and the npm packages
-# (`npm ci`). Exits non-zero on any failure; each test file ends with a
+# Two parts: dashboard.test.mjs (real daemon, no auth; then a second daemon
+# with two [[users]] and a real `dockwire agent`: logins and a remote server)
+# and spec.test.mjs (the stand-in).
+#
+# Installs what is missing (as root): chromium and node/npm (apt-get
+# chromium, nodejs npm) and the npm packages (`npm ci` from the lock file).
+# Exits non-zero on any failure; each test file ends with a
 # "browser: N passed, N failed" / "spec: N passed, N failed" line.
 set -euo pipefail
 
@@ -68,7 +73,32 @@ fi
 export CHROMIUM
 log "browser: $("$CHROMIUM" --version 2>/dev/null | tail -1)"
 
-# ---- puppeteer-core -------------------------------------------------------------
+# ---- node and puppeteer-core ----------------------------------------------------
+# Debian's nodejs and npm when missing. puppeteer-core 25's dependencies ask
+# for node >= 20.19 (chromium-bidi) and Debian 12's nodejs is 18, so an older
+# node stops here with a message (NodeSource's nodejs 20+ works).
+if ! command -v "$NODE" >/dev/null || ! command -v npm >/dev/null; then
+    [ "$(id -u)" -eq 0 ] || {
+        log "node or npm is missing and this is not root: apt-get install nodejs npm"
+        exit 1
+    }
+    log "installing nodejs and npm (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt=(apt-get -y -q -o DPkg::Lock::Timeout=300)
+    if ! timeout 900 "${apt[@]}" install nodejs npm >/tmp/dockwire-node-apt.log 2>&1; then
+        timeout 600 "${apt[@]}" update >>/tmp/dockwire-node-apt.log 2>&1
+        timeout 900 "${apt[@]}" install nodejs npm >>/tmp/dockwire-node-apt.log 2>&1 ||
+            { tail -20 /tmp/dockwire-node-apt.log; exit 1; }
+    fi
+fi
+node_v=$("$NODE" --version)
+log "node $node_v"
+node_major=${node_v#v}
+node_major=${node_major%%.*}
+if [ "$node_major" -lt 20 ]; then
+    log "node $node_v is too old for puppeteer-core 25 (needs >= 20.19): install nodejs 20 or later (e.g. NodeSource)"
+    exit 1
+fi
 # npm ci on a fresh checkout, or when the lock file changed since the last one.
 if [ ! -f "$HERE/node_modules/.package-lock.json" ] ||
     [ "$HERE/package-lock.json" -nt "$HERE/node_modules/.package-lock.json" ]; then

@@ -7,7 +7,8 @@
 //
 // - list_servers -> servers: a remote server listed, online, with a firing
 //   alert from the `alerts` snapshot;
-// - subscribe_containers -> initial_state with server_id, container_stats;
+// - subscribe_containers (the remote server's and the local one's) ->
+//   initial_state with server_id, container_stats;
 //   started_at, health;
 // - docker_command with request_id -> command_accepted, docker_response
 //   (echoing request_id) shown in the row;
@@ -202,10 +203,13 @@ wss.on("connection", (ws, role) => {
           ],
         });
         break;
-      case "subscribe_containers":
-        send({ type: "initial_state", server_id: m.server_id, request_id: rid, containers: [container(R1, "web")] });
-        send({ type: "container_stats", server_id: m.server_id, stats: [{ id: R1, cpu_percent: 12.5, memory_used: 64 << 20, memory_limit: 512 << 20, net_rx_bytes: 1, net_tx_bytes: 2 }] });
+      case "subscribe_containers": {
+        // The local server's table too (its container_stats go to subscribers only).
+        const [id, name, cpu] = m.server_id === LOCAL ? [L1, "db", 2.5] : [R1, "web", 12.5];
+        send({ type: "initial_state", server_id: m.server_id, request_id: rid, containers: [container(id, name)] });
+        send({ type: "container_stats", server_id: m.server_id, stats: [{ id, cpu_percent: cpu, memory_used: 64 << 20, memory_limit: 512 << 20, net_rx_bytes: 1, net_tx_bytes: 2 }] });
         break;
+      }
       case "subscribe_metrics":
         send({ type: "metrics", server_id: m.server_id, data: metrics(Date.now(), 55) });
         break;
@@ -276,6 +280,7 @@ try {
     assert(row.includes("web-1") && row.includes("healthy") && row.includes("13%") && row.includes("64.0 MiB / 512 MiB"), row);
     assert(/3h \d+m/.test(await text(`tr[data-id="${R1}"] td.uptime`)), "uptime from started_at");
     assert(await page.$(`tr[data-id="${L1}"]`), "the local container too");
+    assert((await text(`tr[data-id="${L1}"] td.cpu`)) === "2.5%", "local usage from subscribe_containers of the local server");
   });
 
   await step("docker_command: accepted, then the docker_response", async () => {

@@ -60,3 +60,8 @@ export function toast(text, kind = "info") {
   setTimeout(() => t.remove(), kind === "error" ? 8000 : 4000);
   while (box.children.length > 5) box.firstChild.remove();
 }
+
+/** Removes every toast (a logout: the next user does not see them). */
+export function clearToasts() {
+  document.getElementById("toasts")?.replaceChildren();
+}

@@ -5,7 +5,7 @@
 // message goes.
 
 import * as api from "./api.js";
-import { h, replace, toast } from "./dom.js";
+import { clearToasts, h, replace, toast } from "./dom.js";
 import { Socket } from "./socket.js";
 import { apply, applyCommandReply, commandSent, emit, isAdmin, on, store } from "./store.js";
 import * as alertsView from "./views/alerts.js";
@@ -60,16 +60,21 @@ const sock = new Socket("/api/v1/ws", {
   },
 });
 
-/** Containers and metrics of every online remote server (SPEC section 6). */
+/**
+ * Containers and metrics of every online remote server (SPEC section 6),
+ * and the local server's containers too: its table comes unasked
+ * (`initial_state` on connect), but its `container_stats` only to
+ * subscribers. Local metrics come unasked.
+ */
 function subscribeRemotes() {
   for (const s of store.servers.values()) {
-    if (s.local || !s.online) continue;
+    if (!s.online) continue;
     const docker = !Array.isArray(s.capabilities) || !s.capabilities.length || s.capabilities.includes("docker");
     if (docker && !subscribed.has(s.server_id) && store.features.subscribe_containers !== false) {
       subscribed.add(s.server_id);
       sock.request({ type: "subscribe_containers", server_id: s.server_id });
     }
-    if (!metricsSubscribed.has(s.server_id)) {
+    if (!s.local && !metricsSubscribed.has(s.server_id)) {
       metricsSubscribed.add(s.server_id);
       sock.send({ type: "subscribe_metrics", server_id: s.server_id });
     }
@@ -129,6 +134,7 @@ let lastView = null;
 
 function needLogin() {
   sock.stop();
+  clearToasts();
   store.authMode = "on";
   store.role = "viewer";
   store.session = false;

@@ -25,6 +25,9 @@ function matches(c, q) {
 }
 
 function uptime(c) {
+  // Docker's status text ("Exited (0) 5 minutes ago") is as old as the
+  // message that carried it, so a stopped container shows its exit code only.
+  if (c.state === "exited" && Number.isInteger(c.exit_code)) return `Exited (${c.exit_code})`;
   if (c.state !== "running") return c.status || "—";
   const t = Date.parse(c.started_at);
   if (Number.isFinite(t)) return duration(Date.now() - t);
@@ -109,12 +112,12 @@ export function mount(root, params, ctx) {
       },
     });
     const mem = st ? `${bytes(st.memory_used)}${st.memory_limit ? ` / ${bytes(st.memory_limit)}` : ""}` : "—";
-    const up = h("td", { class: "uptime" }, uptime(c));
+    const up = h("td", { class: "uptime", title: c.status || "" }, uptime(c));
     const cpu = h("td", { class: "cpu" }, st ? pct(st.cpu_percent) : "—");
     const memCell = h("td", { class: "mem" }, mem);
     const tr = h(
       "tr",
-      { dataset: { id: c.id, name: c.name || "", state: c.state || "" } },
+      { dataset: { server: serverId, id: c.id, name: c.name || "", state: c.state || "" } },
       h("td", null, box),
       h("td", null, serverName(serverId)),
       h("td", { title: c.id }, h("span", { class: "name" }, c.name || shortId(c.id)), h("div", { class: "sub mono" }, shortId(c.id))),

@@ -1,0 +1,193 @@
+#!/usr/bin/env node
+// Daemon cost of N dashboards open on one busy container's logs (never
+// asserts; scripts/bench-dashboard-fanout.sh runs it, docs/performance.md
+// keeps the numbers).
+//
+// 1. Starts the daemon (auth off, loopback) and one container printing about
+//    RATE lines a second (100 lines of ~80 bytes every 100 ms).
+// 2. Opens the real dashboard once in headless Chromium at
+//    #/logs?c=<local>:<container> and records, through CDP, every frame the
+//    page sends on its socket (Network.webSocketFrameSent) in its first
+//    seconds. Then closes the browser.
+// 3. Opens N WebSocket clients on /api/v1/ws (same Origin as the page) that,
+//    after connection_established, send exactly those frames (each client
+//    its own request ids) and read everything, counting log lines; N
+//    Chromium pages would need far more than this machine's two shared cores
+//    (one page following 1,000 lines/s costs about 0.4 core of rendering),
+//    so the browser would be measured instead of the daemon.
+// 4. After a warm-up, reads the daemon's utime+stime (/proc/PID/stat) over
+//    SECONDS and its RSS (VmRSS, VmHWM), before and with the clients; also
+//    with no client (the container still printing) as the baseline.
+//
+// Env: DOCKWIRE_BIN, DOCKER_HOST, DOCKWIRE_TEST_IMAGE, CHROMIUM,
+// FANOUT_CLIENTS (100), FANOUT_SECONDS (30), FANOUT_WARMUP_S (5).
+// Prints one JSON object.
+
+import { execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir, loadavg } from "node:os";
+import { join } from "node:path";
+import puppeteer from "puppeteer-core";
+import WebSocket from "ws";
+
+const BIN = process.env.DOCKWIRE_BIN;
+const IMAGE = process.env.DOCKWIRE_TEST_IMAGE;
+const CLIENTS = Number(process.env.FANOUT_CLIENTS || 100);
+const SECONDS = Number(process.env.FANOUT_SECONDS || 30);
+const WARMUP_S = Number(process.env.FANOUT_WARMUP_S || 5);
+const LABEL = "dockwire.test=bench-fanout";
+const TMP = mkdtempSync(join(tmpdir(), "dockwire-fanout-"));
+const TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const err = (m) => console.error(`[fanout] ${m}`);
+
+function docker(args) {
+  return execFileSync("docker", args, { encoding: "utf8", timeout: 30000, stdio: ["ignore", "pipe", "pipe"] }).trim();
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const p = s.address().port;
+      s.close(() => resolve(p));
+    });
+    s.on("error", reject);
+  });
+}
+
+/** utime+stime in seconds, and VmRSS / VmHWM in KiB, of `pid`. */
+function usage(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const cpu = (Number(f[11]) + Number(f[12])) / TCK; // fields 14 and 15
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = (k) => Number((new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(status) || [])[1] || 0);
+  return { cpu, rss_kib: kb("VmRSS"), hwm_kib: kb("VmHWM") };
+}
+
+/** The daemon's CPU over `seconds`: cores used, and RSS at the end. */
+async function window_(pid, seconds) {
+  const a = usage(pid);
+  const t0 = process.hrtime.bigint();
+  let maxRss = a.rss_kib;
+  for (let i = 0; i < seconds; i++) {
+    await sleep(1000);
+    maxRss = Math.max(maxRss, usage(pid).rss_kib);
+  }
+  const b = usage(pid);
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  return {
+    wall_s: Number(wall.toFixed(2)),
+    cpu_s: Number((b.cpu - a.cpu).toFixed(2)),
+    cores: Number(((b.cpu - a.cpu) / wall).toFixed(3)),
+    rss_mib_end: Number((b.rss_kib / 1024).toFixed(1)),
+    rss_mib_max: Number((maxRss / 1024).toFixed(1)),
+    load_avg_1m: Number(loadavg()[0].toFixed(2)),
+  };
+}
+
+let daemon = null;
+let cid = null;
+const out = { clients: CLIENTS, seconds: SECONDS };
+try {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const cfg = join(TMP, "dockwire.toml");
+  writeFileSync(cfg, `listen = "127.0.0.1:${port}"\n\n[docker]\nhost = "${process.env.DOCKER_HOST}"\n`);
+  daemon = spawn(BIN, ["serve", "--config", cfg], { stdio: "ignore" });
+  const name = `dw-fanout-${randomBytes(3).toString("hex")}`;
+  // ~1,000 lines/s: 100 lines of 80 bytes, then 0.1 s of sleep.
+  const script =
+    'trap "exit 0" TERM; n=0; while true; do i=0; while [ $i -lt 100 ]; do n=$((n+1)); i=$((i+1)); echo "line $n of the busy container, padded to about eighty bytes ........................"; done; sleep 0.1; done';
+  cid = docker(["run", "-d", "--network", "none", "--label", LABEL, "--name", name, IMAGE, "sh", "-c", script]);
+  for (let i = 0; i < 200; i++) {
+    try {
+      const r = await fetch(`${url}/healthz`);
+      if (r.ok && (await r.json()).docker === "up") break;
+    } catch {
+      // not yet
+    }
+    await sleep(100);
+  }
+  const localId = (await (await fetch(`${url}/healthz`)).json()).server_id || null;
+
+  // ---- what the page sends ----------------------------------------------------
+  const browser = await puppeteer.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
+  });
+  const page = await browser.newPage();
+  const cdp = await page.createCDPSession();
+  await cdp.send("Network.enable");
+  const sent = [];
+  cdp.on("Network.webSocketFrameSent", ({ response }) => sent.push(response.payloadData));
+  await page.goto(`${url}/#/containers`);
+  await page.waitForFunction(() => window.__dockwire?.store.localId, { timeout: 15000 });
+  const lid = localId || (await page.evaluate(() => window.__dockwire.store.localId));
+  await page.goto(`${url}/#/logs?c=${encodeURIComponent(`${lid}:${name}`)}`);
+  await page.waitForFunction(() => window.__dockwire.logs.total > 100, { timeout: 15000 });
+  await sleep(2000);
+  await browser.close();
+  out.page_sends = sent.map((s) => JSON.parse(s));
+  err(`the page sent: ${sent.join(" ")}`);
+
+  // ---- baseline: the container printing, nobody watching -------------------
+  await sleep(2000);
+  out.no_client = await window_(daemon.pid, SECONDS);
+  err(`no client: ${JSON.stringify(out.no_client)}`);
+
+  // ---- N clients sending what the page sent -----------------------------------
+  const stats = [];
+  const sockets = [];
+  for (let i = 0; i < CLIENTS; i++) {
+    const st = { lines: 0, bytes: 0, frames: 0, dropped: 0, open: false };
+    stats.push(st);
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/api/v1/ws`, { origin: url, perMessageDeflate: false });
+    sockets.push(ws);
+    ws.on("message", (data) => {
+      const s = data.toString();
+      st.frames++;
+      st.bytes += s.length;
+      if (s.startsWith('{"type":"connection_established"') || (!st.open && s.includes('"connection_established"'))) {
+        st.open = true;
+        for (const f of out.page_sends) {
+          const m = JSON.parse(JSON.stringify(f));
+          if (m.request_id) m.request_id = `${m.request_id}-${i}`;
+          ws.send(JSON.stringify(m));
+        }
+        return;
+      }
+      if (s.includes('"log_update"')) st.lines += s.split("\\n").length - 1;
+      else if (s.includes('"log_dropped"')) st.dropped += Number((/"lines":(\d+)/.exec(s) || [])[1] || 0);
+    });
+    ws.on("error", (e) => err(`client ${i}: ${e.message}`));
+  }
+  await sleep(WARMUP_S * 1000);
+  out.clients_open = stats.filter((s) => s.open).length;
+  const before = stats.map((s) => s.lines);
+  const dropBefore = stats.reduce((n, s) => n + s.dropped, 0);
+  out.with_clients = await window_(daemon.pid, SECONDS);
+  const got = stats.map((s, i) => (s.lines - before[i]) / out.with_clients.wall_s);
+  got.sort((a, b) => a - b);
+  out.lines_per_s_per_client = { min: Math.round(got[0]), median: Math.round(got[got.length >> 1]), max: Math.round(got[got.length - 1]) };
+  out.lines_per_s_total = Math.round(got.reduce((a, b) => a + b, 0));
+  out.log_dropped_lines = stats.reduce((n, s) => n + s.dropped, 0) - dropBefore;
+  out.mib_per_s_received_by_clients = Number((stats.reduce((n, s) => n + s.bytes, 0) / 1048576 / (WARMUP_S + out.with_clients.wall_s)).toFixed(2));
+  for (const ws of sockets) ws.terminate();
+  out.daemon_hwm_mib = Number((usage(daemon.pid).hwm_kib / 1024).toFixed(1));
+  console.log(JSON.stringify(out, null, 2));
+} finally {
+  if (daemon) daemon.kill("SIGTERM");
+  if (cid) {
+    try {
+      docker(["rm", "-f", cid]);
+    } catch {
+      // the wrapper removes by label
+    }
+  }
+  rmSync(TMP, { recursive: true, force: true });
+}
