@@ -43,6 +43,8 @@ use super::{HubUrl, Tuning};
 const MAX_INCOMING: usize = 1 << 20;
 /// Outgoing items written per loop round before reading again.
 const SEND_BATCH: usize = 256;
+/// Read timeout while more items wait to be sent.
+const BUSY_READ_TICK: Duration = Duration::from_millis(1);
 /// Longest command string quoted in a log line.
 const MAX_LOGGED_COMMAND: usize = 200;
 
@@ -323,6 +325,8 @@ impl Session {
         self.report_drops();
         let mut last_heard = Instant::now();
         let mut last_ping = Instant::now();
+        // Whether the socket's read timeout is the short one (work queued).
+        let mut fast = false;
         loop {
             if self.stopping() {
                 let _ = self.send_pending(ws, server_id);
@@ -331,6 +335,21 @@ impl Session {
             }
             if let Err(reason) = self.send_pending(ws, server_id) {
                 return End::Lost(reason);
+            }
+            // With more queued than one batch, look at the hub only briefly
+            // before sending on: a full read tick per batch would cap a busy
+            // container's log at SEND_BATCH items per tick.
+            let busy = !self.rx.is_empty() || !self.backlog.is_empty();
+            if busy != fast {
+                let tick = if busy {
+                    BUSY_READ_TICK
+                } else {
+                    self.tuning.read_tick
+                };
+                if let Err(e) = ws.get_ref().set_read_timeout(Some(tick)) {
+                    return End::Lost(format!("could not set up the socket: {e}"));
+                }
+                fast = busy;
             }
             match ws.read() {
                 Ok(msg) => {
