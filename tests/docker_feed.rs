@@ -25,7 +25,7 @@ use dockwire::protocol::model::Container;
 use mio::{Events, Poll, Token, Waker};
 
 mod common;
-use common::OwnEngine;
+use common::{OwnEngine, docker_at};
 
 const WAKER: Token = Token(0);
 
@@ -45,21 +45,6 @@ fn engine() -> Option<String> {
 
 fn image() -> String {
     std::env::var("DOCKWIRE_TEST_IMAGE").unwrap_or_else(|_| "dockwire-test:latest".into())
-}
-
-/// Runs the docker CLI against `host`; panics with its stderr on failure.
-fn docker_at(host: &str, args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .env("DOCKER_HOST", host)
-        .output()
-        .expect("run the docker CLI");
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn docker(args: &[&str]) -> String {

@@ -19,21 +19,6 @@ use tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// `docker` against the engine at `host`.
-fn docker_on(host: &str, args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .env("DOCKER_HOST", host)
-        .output()
-        .expect("docker CLI");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// Removes a container of the engine at `host` when dropped.
 struct RemoteContainer(String, String);
 
@@ -92,7 +77,7 @@ fn two_agents_serve_their_own_docker_through_one_hub() {
     let name1 = unique_name("remote1");
     let (_c1, id1) = run_container(&name1, &[], counter);
     let name2 = unique_name("remote2");
-    let id2 = docker_on(
+    let id2 = docker_at(
         &eng2.host,
         &[
             "run",

@@ -191,6 +191,7 @@ impl Bridge {
 
     /// The messages one feed event becomes (the table is updated here).
     fn messages(&self, ev: DockerEvent) -> Vec<String> {
+        let history = matches!(ev, DockerEvent::LogHistory { .. });
         let mut t = self.state.lock();
         match ev {
             DockerEvent::Up { containers } => {
@@ -224,21 +225,17 @@ impl Bridge {
                 follow_id,
                 container_id,
                 lines,
-            } => {
-                if t.follows.get(&container_id) != Some(&follow_id) {
-                    return Vec::new();
-                }
-                self.log_messages(&container_id, lines, true)
             }
-            DockerEvent::LogLines {
+            | DockerEvent::LogLines {
                 follow_id,
                 container_id,
                 lines,
             } => {
+                // Lines of a follower that was replaced or stopped are stale.
                 if t.follows.get(&container_id) != Some(&follow_id) {
                     return Vec::new();
                 }
-                self.log_messages(&container_id, lines, false)
+                self.log_messages(&container_id, lines, history)
             }
             DockerEvent::LogEnded {
                 follow_id,

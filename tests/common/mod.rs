@@ -451,10 +451,19 @@ pub fn test_image() -> String {
 
 /// Runs the docker CLI against the test engine; returns stdout (trimmed).
 pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI");
+    docker_with(Command::new("docker").args(args), args)
+}
+
+/// Runs the docker CLI against the engine at `host`; returns stdout (trimmed).
+pub fn docker_at(host: &str, args: &[&str]) -> String {
+    docker_with(
+        Command::new("docker").args(args).env("DOCKER_HOST", host),
+        args,
+    )
+}
+
+fn docker_with(cmd: &mut Command, args: &[&str]) -> String {
+    let out = cmd.output().expect("docker CLI");
     assert!(
         out.status.success(),
         "docker {args:?} failed: {}",
