@@ -208,17 +208,26 @@ fn two_agents_serve_their_own_docker_through_one_hub() {
         m["type"] == "command_accepted"
     });
     assert_eq!(acc["request_id"], "stop-1");
-    let done = wait_for(&mut b, "docker_response", |m| {
-        m["type"] == "docker_response"
-    });
+    // The answer and the state change race (the engine's event can come
+    // first): take both, in either order.
+    let (mut done, mut change) = (None, None);
+    while done.is_none() || change.is_none() {
+        let m = wait_for(&mut b, "docker_response and the exited state", |m| {
+            m["type"] == "docker_response"
+                || (m["type"] == "container_state_change"
+                    && m["server_id"] == "srv-1"
+                    && m["container"]["id"] == id2.as_str()
+                    && m["container"]["state"] == "exited")
+        });
+        if m["type"] == "docker_response" {
+            done = Some(m);
+        } else {
+            change = Some(m);
+        }
+    }
+    let (done, change) = (done.unwrap(), change.unwrap());
     assert_eq!(done["request_id"], "stop-1");
     assert_eq!(done["success"], true, "{done}");
-    let change = wait_for(&mut b, "exited state", |m| {
-        m["type"] == "container_state_change"
-            && m["server_id"] == "srv-1"
-            && m["container"]["id"] == id2.as_str()
-            && m["container"]["state"] == "exited"
-    });
     assert!(change["container"]["exit_code"].is_i64(), "{change}");
     wait_for(&mut b2, "log_stream_stopped", |m| {
         m["type"] == "log_stream_stopped" && m["server_id"] == "srv-1"
