@@ -36,7 +36,7 @@ fn check(req: &BrowserRequest) {
     match req {
         BrowserRequest::Auth { token } => assert!(token.len() <= MAX_TOKEN),
         BrowserRequest::StartLogStream { container_id, .. }
-        | BrowserRequest::StopLogStream { container_id } => assert!(container_id.len() <= MAX_FIELD),
+        | BrowserRequest::StopLogStream { container_id, .. } => assert!(container_id.len() <= MAX_FIELD),
         BrowserRequest::Command { server_id, command } => {
             assert!(server_id.len() <= MAX_FIELD && command.len() <= MAX_FIELD)
         }
