@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use parking_lot::Mutex;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::feed::docker::{DockerHandle, MAX_TAIL};
 use crate::feed::{DockerEvent, DockerRequest, FeedEvent, LogLine, LogStream};
@@ -261,69 +261,81 @@ impl Bridge {
             .max_frame
             .saturating_sub(ENVELOPE + container_id.len())
             .max(1024);
-        let mut out = Vec::new();
-        let mut batch: Vec<Value> = Vec::new();
-        let mut size = 0;
-        let finish = |batch: Vec<Value>, last: bool| -> String {
-            let mut m = json!({"type": "log_batch", "container_id": container_id, "lines": batch});
-            if history {
-                m["history"] = Value::from(true);
-                if last {
-                    m["last"] = Value::from(true);
-                }
-            }
-            m.to_string()
-        };
-        for l in lines {
-            let mut text = l.text;
-            cap_json_len(&mut text, self.max_line.min(budget / 2));
+        let max_line = self.max_line.min(budget / 2);
+        let items = lines.into_iter().map(|l| {
+            let mut line = l.text;
+            cap_json_len(&mut line, max_line);
             let stream = match l.stream {
                 LogStream::Stdout => "stdout",
                 LogStream::Stderr => "stderr",
                 LogStream::Console => "console",
             };
-            let v = json!({"stream": stream, "timestamp": l.timestamp, "line": text});
-            let n = v.to_string().len() + 1;
-            if size + n > budget && !batch.is_empty() {
-                out.push(finish(std::mem::take(&mut batch), false));
-                size = 0;
-            }
-            size += n;
-            batch.push(v);
-        }
+            to_json(&json!({"stream": stream, "timestamp": l.timestamp, "line": line}))
+        });
+        let id = to_json(&container_id);
         // History always ends with a batch marked last, even an empty one.
-        if !batch.is_empty() || history {
-            out.push(finish(batch, true));
-        }
-        out
+        pack(items, budget, history, |lines, last| {
+            let flags = match (history, last) {
+                (true, true) => r#","history":true,"last":true"#,
+                (true, false) => r#","history":true"#,
+                (false, _) => "",
+            };
+            format!(r#"{{"type":"log_batch","container_id":{id},"lines":[{lines}]{flags}}}"#)
+        })
     }
+}
+
+fn to_json(v: &impl serde::Serialize) -> String {
+    // Plain strings and numbers: serializing cannot fail.
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// Packs JSON items, each serialized once, into arrays of at most `budget`
+/// bytes, in order; `wrap(joined items, is_last)` makes each message.
+/// `always`: one message even when there are no items.
+fn pack(
+    items: impl IntoIterator<Item = String>,
+    budget: usize,
+    always: bool,
+    wrap: impl Fn(&str, bool) -> String,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut joined = String::new();
+    for item in items {
+        if !joined.is_empty() && joined.len() + 1 + item.len() > budget {
+            out.push(wrap(&joined, false));
+            joined.clear();
+        }
+        if !joined.is_empty() {
+            joined.push(',');
+        }
+        joined.push_str(&item);
+    }
+    if !joined.is_empty() || always {
+        out.push(wrap(&joined, true));
+    }
+    out
 }
 
 /// The whole table as `containers` messages that fit one frame each.
 fn table_messages(list: &[&Container], max_frame: usize) -> Vec<String> {
     let budget = max_frame.saturating_sub(ENVELOPE).max(1024);
-    let mut out = Vec::new();
-    let mut chunk: Vec<Value> = Vec::new();
-    let mut size = 0;
-    for c in list {
-        let v = serde_json::to_value(c).unwrap_or(Value::Null);
-        let n = v.to_string().len() + 1;
-        if n > budget {
+    let items = list.iter().filter_map(|c| {
+        let item = to_json(c);
+        if item.len() > budget {
             log::warn!(
                 "container {} is too large to describe to the hub; left out",
                 c.id
             );
-            continue;
+            return None;
         }
-        if size + n > budget && !chunk.is_empty() {
-            out.push(json!({"type": "containers", "containers": std::mem::take(&mut chunk), "more": true}).to_string());
-            size = 0;
-        }
-        size += n;
-        chunk.push(v);
-    }
-    out.push(json!({"type": "containers", "containers": chunk}).to_string());
-    out
+        Some(item)
+    });
+    // An empty table is still one message: the hub must learn it is empty.
+    pack(items, budget, true, |containers, last| {
+        let more = if last { "" } else { r#","more":true"# };
+        format!(r#"{{"type":"containers","containers":[{containers}]{more}}}"#)
+    })
 }
 
 /// One round of usage as `container_stats` messages that fit one frame each.
@@ -339,6 +351,7 @@ fn stats_messages(stats: &[ContainerStats], max_frame: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn container(i: usize) -> Container {
         Container {

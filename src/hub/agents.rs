@@ -239,6 +239,8 @@ impl State {
         log::info!("agent {:?} connected as {}", agent.name, agent.server_id);
         self.resolve_offline_alert(io, &agent.server_id);
         self.publish_server_state(io, &agent.server_id);
+        // Browsers already watching its containers: sample from now on.
+        self.update_sampling(io, &agent.server_id);
     }
 
     /// The agent socket of `server_id` went away.

@@ -561,13 +561,7 @@ impl State {
         before: HashMap<String, Container>,
     ) {
         for (id, old) in before {
-            let now = if server_id == self.config.server_id {
-                self.containers.get(&id)
-            } else {
-                self.servers
-                    .get(server_id)
-                    .and_then(|s| s.table.containers.get(&id))
-            };
+            let now = self.table_of(server_id).and_then(|t| t.get(&id));
             match now.cloned() {
                 Some(now) if now != old => {
                     self.alerts_on_container(io, server_id, Some(&old), &now)
@@ -624,7 +618,6 @@ impl State {
         io: &mut Io<'_>,
         server_id: &str,
         container_id: &str,
-        container_name: &str,
         lines: impl IntoIterator<Item = &'a str> + Clone,
     ) {
         if !self
@@ -635,6 +628,10 @@ impl State {
         {
             return;
         }
+        // Only now, with rules to check: the container's name.
+        let known = self.table_of(server_id).and_then(|t| t.get(container_id));
+        let name = known.map_or_else(|| container_id.to_string(), |c| c.name.clone());
+        let container_name = name.as_str();
         let now = io.now;
         let server = self.server_name(server_id);
         let mut out = Vec::new();

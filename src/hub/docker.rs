@@ -5,6 +5,8 @@
 //! `container_state_change`, and changes in the order Docker emitted them
 //! (the feed delivers them in order and the loop handles them in order).
 
+use std::collections::HashMap;
+
 use crate::feed::DockerEvent;
 use crate::protocol::json::Event;
 use crate::protocol::model::Container;
@@ -129,30 +131,45 @@ impl State {
     /// # Errors
     /// A message for the client: unknown or ambiguous.
     pub fn resolve_container(&self, reference: &str) -> Result<String, String> {
-        if self.containers.contains_key(reference) {
-            return Ok(reference.to_string());
+        match resolve_in(&self.containers, reference)? {
+            Some(id) => Ok(id),
+            None if !self.docker_up => Err("Docker engine unavailable".into()),
+            None => Err(format!("No such container: {}", shown(reference))),
         }
-        let name = reference.strip_prefix('/').unwrap_or(reference);
-        if let Some(c) = self.containers.values().find(|c| c.name == name) {
-            return Ok(c.id.clone());
-        }
-        let shown: String = reference.chars().take(80).collect();
-        if !reference.is_empty() && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let mut hits = self
-                .containers
-                .keys()
-                .filter(|id| id.starts_with(reference));
-            if let Some(first) = hits.next() {
-                if hits.next().is_some() {
-                    return Err(format!("container reference {shown:?} is ambiguous"));
-                }
-                return Ok(first.clone());
-            }
-        }
-        if !self.docker_up {
-            return Err("Docker engine unavailable".into());
-        }
-        Err(format!("No such container: {shown}"))
+    }
+}
+
+fn shown(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// Resolves a container reference in one server's table like the Docker
+/// CLI: full id, then name (with or without the leading `/`), then a unique
+/// id prefix. `Ok(None)`: no such container.
+///
+/// # Errors
+/// The reference is an ambiguous id prefix.
+pub(super) fn resolve_in(
+    table: &HashMap<String, Container>,
+    reference: &str,
+) -> Result<Option<String>, String> {
+    if table.contains_key(reference) {
+        return Ok(Some(reference.to_string()));
+    }
+    let name = reference.strip_prefix('/').unwrap_or(reference);
+    if let Some(c) = table.values().find(|c| c.name == name) {
+        return Ok(Some(c.id.clone()));
+    }
+    if reference.is_empty() || !reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let mut hits = table.keys().filter(|id| id.starts_with(reference));
+    match (hits.next(), hits.next()) {
+        (Some(_), Some(_)) => Err(format!(
+            "container reference {:?} is ambiguous",
+            shown(reference)
+        )),
+        (first, _) => Ok(first.cloned()),
     }
 }
 

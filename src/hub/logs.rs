@@ -96,6 +96,9 @@ impl State {
         let Some(topic) = self.topics.unsubscribe(io, key, conn) else {
             return;
         };
+        if let TopicKey::Stats(server) = key {
+            self.update_sampling(io, server);
+        }
         if let Some(f) = topic.log {
             self.held_logs.remove(key);
             io.stats.log_followers = io.stats.log_followers.saturating_sub(1);
@@ -223,16 +226,8 @@ impl State {
     pub(super) fn on_log_lines(&mut self, io: &mut Io<'_>, key: &TopicKey, lines: Vec<LogLine>) {
         let now = io.now;
         if let TopicKey::Logs { server, container } = key {
-            let known = if *server == self.config.server_id {
-                self.containers.get(container)
-            } else {
-                self.servers
-                    .get(server)
-                    .and_then(|s| s.table.containers.get(container))
-            };
-            let name = known.map_or_else(|| container.clone(), |c| c.name.clone());
             let texts = lines.iter().map(|l| l.text.as_str());
-            self.alerts_on_log_lines(io, server, container, &name, texts);
+            self.alerts_on_log_lines(io, server, container, texts);
         }
         let Some(follow) = self.topics.get_mut(key).and_then(|t| t.log.as_mut()) else {
             return;

@@ -337,6 +337,5 @@ impl State {
         }
         self.expire_commands(io);
         self.alerts_tick(io);
-        self.reconcile_stats(io);
     }
 }

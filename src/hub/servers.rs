@@ -3,8 +3,9 @@
 //! server's container table (`subscribe_containers`), what an agent
 //! announcing `docker` pushes (`hello`, `containers`, `container_state_change`,
 //! `docker_status`, `container_stats`, `log_batch`, `log_stream_stopped`), and
-//! the per-container usage switch: a server's containers are sampled only
-//! while someone subscribes to its `container_stats`.
+//! the per-container usage switch ([`State::update_sampling`]): a server's
+//! containers are sampled only while someone subscribes to its
+//! `container_stats`.
 //!
 //! Invariants: an agent's table is bounded ([`MAX_REMOTE_CONTAINERS`], each
 //! container at most [`MAX_CONTAINER_JSON`] bytes); a table sent in chunks
@@ -13,6 +14,7 @@
 
 use std::collections::HashMap;
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::feed::{DockerRequest, LogLine, LogStream};
@@ -144,13 +146,18 @@ impl State {
         Some(serde_json::to_vec(&list).unwrap_or_else(|_| b"[]".to_vec()))
     }
 
+    /// A server's container table (the local host's or an agent's);
+    /// `None` for an unknown server.
+    pub fn table_of(&self, server_id: &str) -> Option<&HashMap<String, Container>> {
+        if server_id == self.config.server_id {
+            return Some(&self.containers);
+        }
+        self.servers.get(server_id).map(|s| &s.table.containers)
+    }
+
     /// A server's containers sorted by name; `None` for an unknown server.
     pub fn containers_of(&self, server_id: &str) -> Option<Vec<&Container>> {
-        if server_id == self.config.server_id {
-            return Some(self.sorted_containers());
-        }
-        let s = self.servers.get(server_id)?;
-        let mut v: Vec<&Container> = s.table.containers.values().collect();
+        let mut v: Vec<&Container> = self.table_of(server_id)?.values().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         Some(v)
     }
@@ -169,7 +176,7 @@ impl State {
         if s.agent.is_none() {
             return Err(format!("Agent for server {} is offline", shown(server_id)));
         }
-        resolve_in(&s.table.containers, reference)
+        super::docker::resolve_in(&s.table.containers, reference)?
             .ok_or_else(|| format!("No such container: {}", shown(reference)))
     }
 
@@ -227,6 +234,7 @@ impl State {
             .subscribe(io, &TopicKey::Containers(server_id.to_string()), conn);
         self.topics
             .subscribe(io, &TopicKey::Stats(server_id.to_string()), conn);
+        self.update_sampling(io, server_id);
         Ok(())
     }
 
@@ -277,38 +285,38 @@ impl State {
         );
     }
 
-    /// Starts or stops container sampling where subscribers came or went
-    /// (every tick: a change takes effect within one).
-    pub(super) fn reconcile_stats(&mut self, io: &mut Io<'_>) {
-        let mut toggles = Vec::new();
-        for (sid, s) in &self.servers {
-            let want = self
-                .topics
-                .get(&TopicKey::Stats(sid.clone()))
-                .is_some_and(|t| !t.subs.is_empty())
-                && (s.is_local || s.agent.is_some());
-            if want != s.stats_on {
-                toggles.push((sid.clone(), want, s.is_local));
-            }
+    /// Starts or stops a server's container sampling when what it should
+    /// do changed: on when its `Stats` topic has subscribers and the server
+    /// can sample (the local host, or an online agent). Called where that
+    /// can change: a `Stats` subscription taken or left, an agent online.
+    pub(super) fn update_sampling(&mut self, io: &mut Io<'_>, server_id: &str) {
+        let Some(s) = self.servers.get(server_id) else {
+            return;
+        };
+        let watched = self
+            .topics
+            .get(&TopicKey::Stats(server_id.to_string()))
+            .is_some_and(|t| !t.subs.is_empty());
+        let on = watched && (s.is_local || s.agent.is_some());
+        if on == s.stats_on {
+            return;
         }
-        for (sid, on, local) in toggles {
-            if local {
-                if let Some(d) = &self.docker {
-                    d.request(DockerRequest::Stats {
-                        interval: on.then_some(self.config.metrics_interval),
-                    });
-                }
+        if s.is_local {
+            if let Some(d) = &self.docker {
+                d.request(DockerRequest::Stats {
+                    interval: on.then_some(self.config.metrics_interval),
+                });
+            }
+        } else {
+            let kind = if on {
+                "subscribe_stats"
             } else {
-                let kind = if on {
-                    "subscribe_stats"
-                } else {
-                    "unsubscribe_stats"
-                };
-                self.tell_agent(io, &sid, kind, "", None);
-            }
-            if let Some(s) = self.servers.get_mut(&sid) {
-                s.stats_on = on;
-            }
+                "unsubscribe_stats"
+            };
+            self.tell_agent(io, server_id, kind, "", None);
+        }
+        if let Some(s) = self.servers.get_mut(server_id) {
+            s.stats_on = on;
         }
     }
 
@@ -419,7 +427,7 @@ impl State {
         obj: &Map<String, Value>,
     ) -> Result<(), String> {
         let list: Vec<Container> = match obj.get("containers") {
-            Some(v @ Value::Array(_)) => serde_json::from_value(v.clone())
+            Some(v @ Value::Array(_)) => Vec::<Container>::deserialize(v)
                 .map_err(|e| format!("field \"containers\": {e}"))?,
             _ => return Err("field \"containers\" must be an array".into()),
         };
@@ -488,7 +496,7 @@ impl State {
             return Ok(());
         }
         let c: Container =
-            serde_json::from_value(v.clone()).map_err(|e| format!("field \"container\": {e}"))?;
+            Container::deserialize(v).map_err(|e| format!("field \"container\": {e}"))?;
         valid_container(&c)?;
         let Some(s) = self.servers.get_mut(server_id) else {
             return Ok(());
@@ -549,7 +557,8 @@ impl State {
     ) -> Result<(), String> {
         let stats: Vec<ContainerStats> = match obj.get("stats") {
             Some(v @ Value::Array(a)) if a.len() <= MAX_REMOTE_CONTAINERS => {
-                serde_json::from_value(v.clone()).map_err(|e| format!("field \"stats\": {e}"))?
+                Vec::<ContainerStats>::deserialize(v)
+                    .map_err(|e| format!("field \"stats\": {e}"))?
             }
             _ => {
                 return Err(format!(
@@ -629,23 +638,6 @@ impl State {
             self.on_log_ended(io, &key, reason);
         }
     }
-}
-
-/// Resolves a container reference in a table: full id, name, unique id prefix.
-fn resolve_in(table: &HashMap<String, Container>, reference: &str) -> Option<String> {
-    if table.contains_key(reference) {
-        return Some(reference.to_string());
-    }
-    let name = reference.strip_prefix('/').unwrap_or(reference);
-    if let Some(c) = table.values().find(|c| c.name == name) {
-        return Some(c.id.clone());
-    }
-    if reference.len() >= 4 && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
-        let mut hits = table.keys().filter(|id| id.starts_with(reference));
-        let first = hits.next()?;
-        return hits.next().is_none().then(|| first.clone());
-    }
-    None
 }
 
 /// Unix seconds as RFC 3339 UTC.
