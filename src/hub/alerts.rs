@@ -92,15 +92,13 @@ impl Alerts {
             .values()
             .filter_map(|s| s.firing.as_ref())
             .collect();
-        v.sort_by(|a, b| {
-            let k = |x: &Value| {
-                (
-                    x["started_at"].as_str().unwrap_or("").to_string(),
-                    x["id"].as_str().unwrap_or("").to_string(),
-                )
-            };
-            k(a).cmp(&k(b))
-        });
+        fn order(x: &Value) -> (&str, &str) {
+            (
+                x["started_at"].as_str().unwrap_or(""),
+                x["id"].as_str().unwrap_or(""),
+            )
+        }
+        v.sort_by(|a, b| order(a).cmp(&order(b)));
         v
     }
 
@@ -288,6 +286,15 @@ impl State {
 
     /// Threshold rules (cpu, memory, disk) on one metrics sample.
     pub(super) fn evaluate_alerts(&mut self, io: &mut Io<'_>, server_id: &str, data: &Value) {
+        let thresholds = self.config.alerts.iter().any(|r| {
+            matches!(
+                r.metric,
+                AlertMetric::CpuPercent | AlertMetric::MemoryPercent | AlertMetric::DiskPercent
+            )
+        });
+        if !thresholds {
+            return;
+        }
         let now = io.now;
         let cpu = data.get("cpu_percent").and_then(Value::as_f64);
         let mem = data.get("memory_percent").and_then(Value::as_f64);
@@ -561,14 +568,16 @@ impl State {
         before: HashMap<String, Container>,
     ) {
         for (id, old) in before {
-            let now = self.table_of(server_id).and_then(|t| t.get(&id));
-            match now.cloned() {
-                Some(now) if now != old => {
-                    self.alerts_on_container(io, server_id, Some(&old), &now)
+            // Cloned only when it changed (most did not).
+            let now = match self.table_of(server_id).and_then(|t| t.get(&id)) {
+                Some(c) if *c == old => continue,
+                Some(c) => c.clone(),
+                None => {
+                    self.alerts_on_container_removed(io, server_id, &id);
+                    continue;
                 }
-                Some(_) => {}
-                None => self.alerts_on_container_removed(io, server_id, &id),
-            }
+            };
+            self.alerts_on_container(io, server_id, Some(&old), &now);
         }
     }
 
@@ -654,7 +663,6 @@ impl State {
             let Some(first) = matched.next() else {
                 continue;
             };
-            let count = 1 + matched.count();
             let key = AlertKey {
                 rule: i,
                 server: server_id.to_string(),
@@ -666,6 +674,9 @@ impl State {
             st.last_match = Some(now);
             st.container_name = Some(container_name.to_string());
             if st.firing.is_none() {
+                // Counted only when it fires: while firing, the first match
+                // is all a batch needs to keep it so.
+                let count = 1 + matched.count();
                 out.push(Change {
                     key,
                     firing: true,
@@ -712,6 +723,24 @@ impl State {
             let Some(rule) = self.config.alerts.get(key.rule) else {
                 continue;
             };
+            // Most states need nothing on a tick: decide before building names.
+            let due = match rule.metric {
+                AlertMetric::ContainerUnhealthy => {
+                    st.firing.is_none()
+                        && st.since.is_some_and(|s| now.duration_since(s) >= rule.hold)
+                }
+                AlertMetric::LogMatch => {
+                    st.firing.is_some()
+                        && st
+                            .last_match
+                            .is_none_or(|t| now.duration_since(t) >= LOG_MATCH_QUIET)
+                }
+                AlertMetric::ContainerRestarts => st.firing.is_some(),
+                _ => false,
+            };
+            if !due {
+                continue;
+            }
             let name = st
                 .container_name
                 .clone()
