@@ -451,9 +451,18 @@ fn failures_count_even_when_the_client_leaves_before_its_answer() {
         s.write_all(req.as_bytes()).unwrap();
         drop(s); // gone before argon2 has answered
     }
-    // Let the daemon read the five (each counts while on the worker and
-    // after its answer, whether or not anyone is left to take it).
-    std::thread::sleep(Duration::from_millis(300));
+    // Wait until the worker has answered all five, so the 429 below comes
+    // from failures recorded after their clients left, not from checks
+    // still in flight (which count too).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while d.metric("dockwire_auth_failures_total{kind=\"bad_login\"}") != Some(5.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "5 bad logins never recorded: {}",
+            d.metrics_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (st, head, _) = login(d.addr, "alice", "alice-pw", "");
     assert_eq!(
         st, 429,

@@ -11,7 +11,6 @@ mod common;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -155,18 +154,6 @@ fn serve(
     }
 }
 
-fn make_token(secret_file: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_dockwire"))
-        .arg("token")
-        .arg("--secret-file")
-        .arg(secret_file)
-        .args(["--sub", "notifier-test", "--role", "viewer", "--ttl", "1h"])
-        .output()
-        .expect("run dockwire token");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let raw = raw_request(
@@ -274,7 +261,7 @@ fn each_format_is_posted_on_firing_and_resolved_and_the_api_shows_the_alert() {
     // The HTTP API: a token is needed, and the alert is firing.
     let (status, _) = get(h.d.addr, "/api/v1/alerts", None);
     assert_eq!(status, 401);
-    let token = make_token(&h.secret);
+    let token = token(dockwire::auth::Role::Viewer);
     let (status, body) = get(h.d.addr, "/api/v1/alerts", Some(&token));
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();

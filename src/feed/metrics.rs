@@ -88,6 +88,17 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned())
 }
 
+/// Unix seconds as RFC 3339 UTC, whole seconds (`2024-01-01T00:00:00Z`);
+/// times past year 9999 give the epoch.
+pub fn rfc3339_secs(secs: u64) -> String {
+    use time::format_description::well_known::Rfc3339;
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
+}
+
 /// [`rfc3339`] of the current time.
 pub fn rfc3339_now() -> String {
     rfc3339(SystemTime::now())

@@ -51,11 +51,12 @@ pub trait HttpApp {
     fn alerts(&self) -> Vec<u8>;
 }
 
-/// The server id in `/api/v1/servers/{id}/containers`.
-fn server_containers_path(path: &str) -> Option<&str> {
+/// The server id in `/api/v1/servers/{id}/{what}`.
+fn server_path<'a>(path: &'a str, what: &str) -> Option<&'a str> {
     let id = path
         .strip_prefix("/api/v1/servers/")?
-        .strip_suffix("/containers")?;
+        .strip_suffix(what)?
+        .strip_suffix('/')?;
     (!id.is_empty() && !id.contains('/')).then_some(id)
 }
 
@@ -191,14 +192,6 @@ fn origin_refusal(keep_alive: bool) -> Route {
     )
 }
 
-/// `/api/v1/servers/{id}/metrics` -> the id.
-fn server_metrics_path(path: &str) -> Option<&str> {
-    let id = path
-        .strip_prefix("/api/v1/servers/")?
-        .strip_suffix("/metrics")?;
-    (!id.is_empty() && !id.contains('/')).then_some(id)
-}
-
 /// The `range` query parameter (default 1h).
 fn history_range(query: &str) -> Result<HistoryRange, String> {
     let value = query
@@ -286,7 +279,14 @@ fn logout(head: &RequestHead, rc: &RouterConfig<'_>, keep_alive: bool) -> Route 
     }
 }
 
-fn refuse(status: u16, extra: &str, message: &str, keep_alive: bool, why: &'static str) -> Route {
+/// An error answer, counted as refused for `why` (a `/metrics` label).
+pub(crate) fn refuse(
+    status: u16,
+    extra: &str,
+    message: &str,
+    keep_alive: bool,
+    why: &'static str,
+) -> Route {
     Route::Reply {
         status,
         bytes: error_reply(status, extra, message, keep_alive),
@@ -348,8 +348,7 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
     let needs_auth = match head.path.as_str() {
         "/healthz" | "/metrics" => false,
         "/api/v1/containers" | "/api/v1/servers" | "/api/v1/alerts" => true,
-        p if server_containers_path(p).is_some() => true,
-        p if server_metrics_path(p).is_some() => true,
+        p if server_path(p, "containers").is_some() || server_path(p, "metrics").is_some() => true,
         _ => return refuse(404, "", "not found", keep_alive, "not_found"),
     };
     if !readable {
@@ -399,15 +398,12 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
         "/api/v1/servers" => ("application/json", app.servers()),
         "/api/v1/containers" => ("application/json", app.containers()),
         "/api/v1/alerts" => ("application/json", app.alerts()),
-        p if server_containers_path(p).is_some() => {
-            let id = server_containers_path(p).unwrap_or_default();
-            match app.server_containers(id) {
-                Some(body) => ("application/json", body),
-                None => return refuse(404, "", "Unknown server_id", keep_alive, "not_found"),
-            }
-        }
+        p if let Some(id) = server_path(p, "containers") => match app.server_containers(id) {
+            Some(body) => ("application/json", body),
+            None => return refuse(404, "", "Unknown server_id", keep_alive, "not_found"),
+        },
         p => {
-            let id = server_metrics_path(p).unwrap_or_default();
+            let id = server_path(p, "metrics").unwrap_or_default();
             let range = match history_range(&head.query) {
                 Ok(r) => r,
                 Err(msg) => return refuse(400, "", &msg, keep_alive, "bad_request"),

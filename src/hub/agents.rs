@@ -65,8 +65,9 @@ impl ServerState {
     }
 }
 
-/// At most one agent warning (refused key, shared key) per this period; the
-/// rest are counted and the count is given with the next one.
+/// At most one warning of a kind (a refused or shared agent key, a refused
+/// Origin) per this period; the rest are counted and the count is given
+/// with the next one.
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// A log line budget: one line per [`WARN_EVERY`], the others counted.

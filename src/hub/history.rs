@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::feed::metrics::rfc3339_secs;
 use crate::protocol::model::{DiskUsage, Metrics, NetworkUsage};
 
 /// Mounts or interfaces kept per sample.
@@ -363,19 +364,9 @@ impl History {
                 })
                 .collect(),
             load_average: s.load,
-            timestamp: rfc3339(s.at),
+            timestamp: rfc3339_secs(s.at),
         }
     }
-}
-
-/// Unix seconds as RFC 3339 UTC.
-fn rfc3339(secs: u64) -> String {
-    let t = i64::try_from(secs)
-        .ok()
-        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -411,7 +402,7 @@ mod tests {
         assert_eq!(s[0].disk_usage[0].mount, "/");
         assert_eq!(s[0].network[0].interface, "eth0");
         assert_eq!(s[0].load_average, [1.0, 2.0, 3.0]);
-        assert_eq!(s[1].timestamp, rfc3339(T0 + 5));
+        assert_eq!(s[1].timestamp, rfc3339_secs(T0 + 5));
         assert!(s[0].timestamp.ends_with('Z'), "{}", s[0].timestamp);
     }
 
@@ -426,9 +417,9 @@ mod tests {
         assert_eq!(s.len(), 2, "{s:?}");
         assert_eq!(s[0].cpu_percent, 20.0);
         assert_eq!(s[0].disk_usage[0].used, 200);
-        assert_eq!(s[0].timestamp, rfc3339(T0));
+        assert_eq!(s[0].timestamp, rfc3339_secs(T0));
         assert_eq!(s[1].cpu_percent, 50.0);
-        assert_eq!(s[1].timestamp, rfc3339(T0 + 60));
+        assert_eq!(s[1].timestamp, rfc3339_secs(T0 + 60));
     }
 
     #[test]

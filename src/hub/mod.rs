@@ -47,7 +47,7 @@ use crate::protocol::model::Container;
 use crate::stats::{Endpoint, Stats};
 use crate::ws::close_code;
 
-pub use agents::{ServerState, WarnBudget};
+pub use agents::{ServerState, WARN_EVERY, WarnBudget};
 pub use alerts::{AlertKey, AlertState, Alerts, alert_id};
 pub use browser::unix_now;
 pub use commands::{Audit, PendingCommand};
@@ -262,12 +262,19 @@ impl State {
             HistoryRange::Hour => server.history.step_s().unwrap_or(5),
             HistoryRange::SixHours | HistoryRange::Day => 60,
         };
-        let body = serde_json::json!({
-            "server_id": server_id,
-            "step_s": step_s,
-            "samples": server.history.samples(range, now_unix),
-        });
-        serde_json::to_vec(&body).ok()
+        // Serialized straight from the samples, without a `Value` tree.
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            server_id: &'a str,
+            step_s: u64,
+            samples: Vec<crate::protocol::model::Metrics>,
+        }
+        serde_json::to_vec(&Body {
+            server_id,
+            step_s,
+            samples: server.history.samples(range, now_unix),
+        })
+        .ok()
     }
 
     /// Removes a session and takes it out of every topic (it closed or is closing).

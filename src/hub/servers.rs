@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::feed::metrics::rfc3339_secs;
 use crate::feed::{DockerRequest, LogLine, LogStream};
 use crate::protocol::json::Event;
 use crate::protocol::model::{Container, ContainerStats};
@@ -110,7 +111,7 @@ impl State {
         m.insert("online".into(), Value::from(online));
         m.insert(
             "last_seen".into(),
-            last_seen.map_or(Value::Null, |t| Value::from(rfc3339(t))),
+            last_seen.map_or(Value::Null, |t| Value::from(rfc3339_secs(t))),
         );
         m.insert("capabilities".into(), Value::from(caps));
         m.insert("hub".into(), Value::from(self.config.server_id.clone()));
@@ -638,14 +639,4 @@ impl State {
             self.on_log_ended(io, &key, reason);
         }
     }
-}
-
-/// Unix seconds as RFC 3339 UTC.
-fn rfc3339(secs: u64) -> String {
-    use time::format_description::well_known::Rfc3339;
-    i64::try_from(secs)
-        .ok()
-        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
 }

@@ -10,12 +10,13 @@
 //! now belongs to another connection (serials differ), is dropped.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::auth::login::{LoginDone, LoginJob, LoginLimiter, LoginWorker};
 use crate::auth::users::session_cookie;
 use crate::auth::{Role, sign_token};
 use crate::http::{self, RequestHead};
+use crate::hub::WarnBudget;
 
 use super::Server;
 use super::conn::Phase;
@@ -24,16 +25,14 @@ use super::conn::Phase;
 pub const SECURE_COOKIES: bool = false;
 /// The one answer for an unknown user or a wrong password.
 pub const BAD_LOGIN: &str = "invalid username or password";
-/// At most one Origin refusal logged per this period; the rest are counted.
-const ORIGIN_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The loop's login state.
 #[derive(Default)]
 pub struct Logins {
     worker: Option<LoginWorker>,
     limiter: LoginLimiter,
-    origin_logged: Option<Instant>,
-    origin_suppressed: u64,
+    /// Origin refusals: one log line per `WARN_EVERY`, the rest counted.
+    origin_warnings: WarnBudget,
 }
 
 impl Server {
@@ -139,14 +138,7 @@ impl Server {
         let ttl = config.session_ttl;
         let token = sign_token(secret, username, role, ttl, now_unix);
         let exp = now_unix.saturating_add(ttl.as_secs());
-        let expires_at = i64::try_from(exp)
-            .ok()
-            .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default();
+        let expires_at = crate::feed::metrics::rfc3339_secs(exp);
         let body = serde_json::json!({"role": role.as_str(), "expires_at": expires_at});
         let extra = format!("Set-Cookie: {}\r\n", session_cookie(&token, SECURE_COOKIES));
         let bytes = http::reply(
@@ -160,17 +152,11 @@ impl Server {
     }
 
     /// Logs a request refused for its Origin: at most one line per
-    /// [`ORIGIN_LOG_EVERY`], with the number suppressed since the last.
+    /// [`crate::hub::WARN_EVERY`], with the number suppressed since the last.
     pub(super) fn log_origin_refusal(&mut self, head: &RequestHead, now: Instant) {
-        let l = &mut self.logins;
-        if l.origin_logged
-            .is_some_and(|t| now.saturating_duration_since(t) < ORIGIN_LOG_EVERY)
-        {
-            l.origin_suppressed = l.origin_suppressed.saturating_add(1);
+        let Some(suppressed) = self.logins.origin_warnings.allow(now) else {
             return;
-        }
-        let suppressed = std::mem::take(&mut l.origin_suppressed);
-        l.origin_logged = Some(now);
+        };
         let origin: String = head
             .origin
             .as_deref()

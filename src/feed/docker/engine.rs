@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 
 use super::{Sink, connect, error_text};
 use crate::feed::DockerEvent;
+use crate::feed::metrics::rfc3339_secs;
 use crate::protocol::model::Container;
 
 /// Container event actions that can change what a [`Container`] shows.
@@ -338,7 +339,7 @@ fn from_inspect(
         image: known_image.or(config.image).unwrap_or_default(),
         state: state.status.map(|s| s.to_string()).unwrap_or_default(),
         status: human_status(&state, now),
-        created: rfc3339(created),
+        created: rfc3339_secs(u64::try_from(created).unwrap_or(0)),
         labels: config.labels.unwrap_or_default().into_iter().collect(),
         started_at: set_time(&state.started_at),
         exit_code: set_time(&state.finished_at).and(state.exit_code),
@@ -490,7 +491,7 @@ fn to_container(s: ContainerSummary) -> Option<Container> {
         name,
         image: s.image.unwrap_or_default(),
         state: s.state.map(|st| st.to_string()).unwrap_or_default(),
-        created: rfc3339(s.created.unwrap_or(0)),
+        created: rfc3339_secs(u64::try_from(s.created.unwrap_or(0)).unwrap_or(0)),
         labels: s
             .labels
             .unwrap_or_default()
@@ -523,15 +524,6 @@ fn health_in(status: &str) -> Option<String> {
         return None;
     };
     Some(h.to_string())
-}
-
-/// Unix seconds as RFC 3339 UTC.
-fn rfc3339(secs: i64) -> String {
-    use time::format_description::well_known::Rfc3339;
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
 }
 
 #[cfg(test)]
