@@ -34,6 +34,9 @@ use super::wire::{Outgoing, cap_json_len};
 
 /// Bytes left for a message's envelope when packing a frame.
 const ENVELOPE: usize = 512;
+/// Waiting `LogLines` of one follower are merged up to this many lines
+/// (the merged lines are still split into batches that fit a frame).
+const MERGE_MAX_LINES: usize = 4096;
 
 /// What the session tells the bridge and asks of it.
 pub struct DockerBridge {
@@ -157,17 +160,61 @@ struct Bridge {
 
 impl Bridge {
     fn run(self) {
+        // An event taken while merging log lines, handled next.
+        let mut held: Option<DockerEvent> = None;
         while !self.shutdown.load(Ordering::Relaxed) {
-            let ev = match self.rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(FeedEvent::Docker(ev)) => ev,
-                Ok(FeedEvent::LocalMetrics(_)) | Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
+            let ev = match held.take() {
+                Some(ev) => ev,
+                None => match self.rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(FeedEvent::Docker(ev)) => ev,
+                    Ok(FeedEvent::LocalMetrics(_)) | Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
             };
+            let ev = self.merge_waiting_lines(ev, &mut held);
             for msg in self.messages(ev) {
                 if !self.send(msg) {
                     return;
                 }
             }
+        }
+    }
+
+    /// A busy container's follower sends many small `LogLines`; the ones
+    /// of the same follower already waiting in the channel join `ev`, up to
+    /// [`MERGE_MAX_LINES`], so the hub gets fewer, fuller `log_batch`es
+    /// (one message per batch is what the hub's fan-out costs). Never
+    /// waits; the first other event is left in `held`, so order is kept.
+    fn merge_waiting_lines(&self, ev: DockerEvent, held: &mut Option<DockerEvent>) -> DockerEvent {
+        let DockerEvent::LogLines {
+            follow_id,
+            container_id,
+            mut lines,
+        } = ev
+        else {
+            return ev;
+        };
+        while lines.len() < MERGE_MAX_LINES {
+            match self.rx.try_recv() {
+                Ok(FeedEvent::Docker(DockerEvent::LogLines {
+                    follow_id: next_follow,
+                    container_id: next_container,
+                    lines: more,
+                })) if next_follow == follow_id && next_container == container_id => {
+                    lines.extend(more);
+                }
+                Ok(FeedEvent::Docker(other)) => {
+                    *held = Some(other);
+                    break;
+                }
+                Ok(FeedEvent::LocalMetrics(_)) => {}
+                Err(_) => break,
+            }
+        }
+        DockerEvent::LogLines {
+            follow_id,
+            container_id,
+            lines,
         }
     }
 
@@ -440,5 +487,78 @@ mod tests {
         assert_eq!(empty.len(), 1);
         assert!(empty[0].contains("\"last\":true"));
         assert!(b.log_messages("cid", Vec::new(), false).is_empty());
+    }
+
+    fn lines_event(follow_id: u64, container: &str, from: usize, n: usize) -> DockerEvent {
+        DockerEvent::LogLines {
+            follow_id,
+            container_id: container.into(),
+            lines: (from..from + n)
+                .map(|i| LogLine {
+                    stream: LogStream::Stdout,
+                    timestamp: String::new(),
+                    text: i.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    fn texts(ev: &DockerEvent) -> Vec<String> {
+        match ev {
+            DockerEvent::LogLines { lines, .. } => lines.iter().map(|l| l.text.clone()).collect(),
+            _ => panic!("not LogLines"),
+        }
+    }
+
+    #[test]
+    fn waiting_lines_of_one_follower_merge_in_order_and_stop_at_another_event() {
+        let (feed_tx, feed_rx) = crossbeam_channel::unbounded();
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let b = Bridge {
+            rx: feed_rx,
+            tx,
+            shutdown: Arc::new(AtomicBool::new(false)),
+            state: Arc::new(Mutex::new(Table::default())),
+            max_frame: 64 * 1024,
+            max_line: 16 * 1024,
+        };
+        for k in 1..4 {
+            feed_tx
+                .send(FeedEvent::Docker(lines_event(1, "a", k * 10, 10)))
+                .unwrap();
+        }
+        // Another follower's lines end the merge and are handled next.
+        feed_tx
+            .send(FeedEvent::Docker(lines_event(2, "b", 0, 1)))
+            .unwrap();
+        feed_tx
+            .send(FeedEvent::Docker(lines_event(1, "a", 40, 10)))
+            .unwrap();
+        let mut held = None;
+        let merged = b.merge_waiting_lines(lines_event(1, "a", 0, 10), &mut held);
+        let want: Vec<String> = (0..40).map(|i| i.to_string()).collect();
+        assert_eq!(texts(&merged), want);
+        let held = held.expect("the other follower's event is kept");
+        assert!(matches!(&held, DockerEvent::LogLines { follow_id: 2, .. }));
+        // Not a LogLines: passed through, nothing taken from the channel.
+        let mut none = None;
+        let other = b.merge_waiting_lines(DockerEvent::Removed { id: "x".into() }, &mut none);
+        assert!(matches!(other, DockerEvent::Removed { .. }) && none.is_none());
+        assert_eq!(b.rx.len(), 1);
+        // At most MERGE_MAX_LINES lines are merged; the rest wait.
+        for k in 0..10 {
+            feed_tx
+                .send(FeedEvent::Docker(lines_event(1, "a", 50 + k * 1000, 1000)))
+                .unwrap();
+        }
+        let mut held = None;
+        let big = b.merge_waiting_lines(lines_event(1, "a", 0, 1), &mut held);
+        assert!(held.is_none());
+        let n = texts(&big).len();
+        assert!(
+            (MERGE_MAX_LINES..MERGE_MAX_LINES + 1000).contains(&n),
+            "{n}"
+        );
+        assert!(!b.rx.is_empty());
     }
 }
