@@ -73,7 +73,9 @@ fn two_agents_serve_their_own_docker_through_one_hub() {
     let eng2 = OwnEngine::start();
     let image = test_image();
     // A counter on each engine: one line every 50 ms.
-    let counter = "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.05; done";
+    // Traps TERM so a stop or restart takes a moment, not the 10 s timeout.
+    let counter =
+        "trap 'exit 0' TERM; i=0; while true; do echo line $i; i=$((i+1)); sleep 0.05; done";
     let name1 = unique_name("remote1");
     let (_c1, id1) = run_container(&name1, &[], counter);
     let name2 = unique_name("remote2");
@@ -200,38 +202,23 @@ fn two_agents_serve_their_own_docker_through_one_hub() {
     );
     let e = wait_for(&mut b2, "error", |m| m["type"] == "error");
     assert_eq!(e["request_id"], "v");
-    send_json(
-        &mut b,
-        &json!({"type": "docker_command", "server_id": "srv-1", "action": "stop", "container_id": name2, "request_id": "stop-1"}),
-    );
-    let acc = wait_for(&mut b, "command_accepted", |m| {
-        m["type"] == "command_accepted"
-    });
-    assert_eq!(acc["request_id"], "stop-1");
-    // The answer and the state change race (the engine's event can come
-    // first): take both, in either order.
-    let (mut done, mut change) = (None, None);
-    while done.is_none() || change.is_none() {
-        let m = wait_for(&mut b, "docker_response and the exited state", |m| {
-            m["type"] == "docker_response"
-                || (m["type"] == "container_state_change"
-                    && m["server_id"] == "srv-1"
-                    && m["container"]["id"] == id2.as_str()
-                    && m["container"]["state"] == "exited")
-        });
-        if m["type"] == "docker_response" {
-            done = Some(m);
-        } else {
-            change = Some(m);
-        }
-    }
-    let (done, change) = (done.unwrap(), change.unwrap());
-    assert_eq!(done["request_id"], "stop-1");
-    assert_eq!(done["success"], true, "{done}");
-    assert!(change["container"]["exit_code"].is_i64(), "{change}");
+    let stopped = remote_action(&mut b, &name2, &id2, "stop", |c| c["state"] == "exited");
+    assert!(stopped["exit_code"].is_i64(), "{stopped}");
     wait_for(&mut b2, "log_stream_stopped", |m| {
         m["type"] == "log_stream_stopped" && m["server_id"] == "srv-1"
     });
+
+    // Start and restart reach the same engine: each is answered, and the
+    // container runs again with a new start time.
+    let started = remote_action(&mut b, &name2, &id2, "start", |c| c["state"] == "running");
+    let first_start = started["started_at"]
+        .as_str()
+        .expect("started_at")
+        .to_owned();
+    let restarted = remote_action(&mut b, &name2, &id2, "restart", |c| {
+        c["state"] == "running" && c["started_at"] != first_start.as_str()
+    });
+    assert!(restarted["started_at"].is_string(), "{restarted}");
 
     // Socket.IO clients see the same, as events.
     let (mut sio, _, _) = sio_handshake_with_token(&h);
@@ -256,6 +243,44 @@ fn two_agents_serve_their_own_docker_through_one_hub() {
         m["type"] == "server_state_change" && m["server"]["server_id"] == "srv-1"
     });
     assert_eq!(off["server"]["online"], false);
+}
+
+/// An admin's `docker_command` for a container of srv-1: accepted, then
+/// answered with success, and (in either order: the engine's event can come
+/// first) a state change of that container for which `done` holds, which is
+/// returned.
+fn remote_action(
+    b: &mut Ws,
+    name: &str,
+    id: &str,
+    action: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let request_id = format!("{action}-1");
+    send_json(
+        b,
+        &json!({"type": "docker_command", "server_id": "srv-1", "action": action, "container_id": name, "request_id": request_id}),
+    );
+    let acc = wait_for(b, "command_accepted", |m| m["type"] == "command_accepted");
+    assert_eq!(acc["request_id"], request_id.as_str());
+    let (mut answer, mut change) = (None, None);
+    while answer.is_none() || change.is_none() {
+        let m = wait_for(b, "docker_response and the state change", |m| {
+            m["type"] == "docker_response"
+                || (m["type"] == "container_state_change"
+                    && m["server_id"] == "srv-1"
+                    && m["container"]["id"] == id
+                    && done(&m["container"]))
+        });
+        if m["type"] == "docker_response" {
+            assert_eq!(m["request_id"], request_id.as_str(), "{m}");
+            assert_eq!(m["success"], true, "{m}");
+            answer = Some(m);
+        } else {
+            change = Some(m);
+        }
+    }
+    change.unwrap()["container"].clone()
 }
 
 /// GET with the admin token as a Bearer header: (status, body).
