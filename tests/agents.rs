@@ -44,9 +44,24 @@ fn agent_keys_good_bad_and_replacement() {
     );
 
     // A second connection with the same key replaces the first.
-    let _a2 = fake_agent(&h, 0);
+    let mut a2 = fake_agent(&h, 0);
     assert_eq!(wait_close(&mut a, Duration::from_secs(5)), Some(1008));
     assert_eq!(h.d.metric("dockwire_agents_connected"), Some(1.0));
+    // The operator is told, with both addresses and what to do; a host
+    // flapping between two agents is told once, not at every replacement.
+    let warning = "two agents use the key of";
+    let log = h.d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(warning))
+        .unwrap_or_else(|| panic!("no shared-key warning in the log:\n{log}"));
+    assert!(
+        line.contains("127.0.0.1") && line.contains("dockwire keygen"),
+        "{line}"
+    );
+    let _a3 = fake_agent(&h, 0);
+    assert_eq!(wait_close(&mut a2, Duration::from_secs(5)), Some(1008));
+    assert_eq!(h.d.log().matches(warning).count(), 1, "{}", h.d.log());
 }
 
 #[test]

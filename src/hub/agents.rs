@@ -162,7 +162,7 @@ impl State {
                 "no_auth_message"
             });
             let peer = shown_peer(io.session(conn).and_then(|s| s.peer));
-            if let Some(suppressed) = self.agent_warnings.allow(io.now) {
+            if let Some(suppressed) = self.refused_agent_warnings.allow(io.now) {
                 log::warn!(
                     "refused an agent from {peer}: {} ({suppressed} similar warnings suppressed \
                      in the last {}s)",
@@ -188,7 +188,7 @@ impl State {
         if let Some((old, _)) = state.agent.replace((conn, serial)) {
             let old_peer = shown_peer(io.session(old).and_then(|s| s.peer));
             let new_peer = shown_peer(io.session(conn).and_then(|s| s.peer));
-            if let Some(suppressed) = self.agent_warnings.allow(io.now) {
+            if let Some(suppressed) = self.shared_key_warnings.allow(io.now) {
                 log::warn!(
                     "two agents use the key of {:?} ({}): {old_peer} was replaced by {new_peer}; \
                      give each host its own key (dockwire keygen) ({suppressed} similar warnings \

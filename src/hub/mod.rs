@@ -115,8 +115,11 @@ pub struct State {
     pub local_actions: HashMap<u64, String>,
     pub next_request_id: u64,
     pub audit: Audit,
-    /// Refused and shared agent keys: logged at most every few seconds.
-    pub agent_warnings: WarnBudget,
+    /// Refused agent keys: logged at most every few seconds.
+    pub refused_agent_warnings: WarnBudget,
+    /// Keys used by two agents at once: their own budget, so a flood of
+    /// refused keys cannot hide them.
+    pub shared_key_warnings: WarnBudget,
     /// Alert states, recent changes and the notifiers.
     pub alerts: Alerts,
 }
@@ -162,7 +165,8 @@ impl Hub {
                 local_actions: HashMap::new(),
                 next_request_id: 1,
                 audit,
-                agent_warnings: WarnBudget::default(),
+                refused_agent_warnings: WarnBudget::default(),
+                shared_key_warnings: WarnBudget::default(),
                 alerts: Alerts::default(),
             },
             sessions: Sessions::default(),
