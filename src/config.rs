@@ -84,6 +84,17 @@ pub struct FileConfig {
     pub notifiers: Vec<NotifierSection>,
     #[serde(default)]
     pub http: HttpSection,
+    pub tls: Option<TlsSection>,
+}
+
+/// `[tls]`: serve every endpoint of the port over TLS (SPEC 10).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -298,8 +309,18 @@ pub struct Config {
     pub sio_ping_timeout: Duration,
     pub command_timeout: Duration,
     pub audit_log: Option<PathBuf>,
+    /// `[tls]` certificate and key files; read (and checked) by
+    /// [`crate::transport::tls::load_server_config`] at start and reload.
+    pub tls: Option<TlsFiles>,
     pub alerts: Vec<AlertRule>,
     pub notifiers: Vec<NotifierConfig>,
+}
+
+/// Where the TLS certificate chain and key are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// Flags that override the file.
@@ -529,6 +550,10 @@ impl Config {
                 defaults::COMMAND_TIMEOUT,
             )?,
             audit_log: f.commands.audit_log,
+            tls: f.tls.map(|t| TlsFiles {
+                cert_file: t.cert_file,
+                key_file: t.key_file,
+            }),
             alerts,
             notifiers,
         })

@@ -78,9 +78,19 @@ struct ServeArgs {
 
 #[derive(clap::Args)]
 struct AgentArgs {
-    /// ws://HOST:PORT/api/v1/agents/ws
+    /// wss://HOST:PORT/api/v1/agents/ws (ws:// only to this host, or with
+    /// --insecure-plaintext). Repeatable: hubs are tried in order, the next
+    /// one after a lost connection, each with its own backoff.
+    #[arg(long, required = true)]
+    hub: Vec<String>,
+    /// Trust only the CA certificates in this PEM file for wss:// hubs
+    /// (default: the system's root certificates).
     #[arg(long)]
-    hub: String,
+    ca_file: Option<PathBuf>,
+    /// Allow ws:// to a hub on another host: the API key and everything the
+    /// agent sends cross the network in clear.
+    #[arg(long)]
+    insecure_plaintext: bool,
     #[arg(long)]
     api_key_file: PathBuf,
     /// An exact command the hub may run (argv split on whitespace, no shell). Repeatable.
@@ -202,7 +212,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     feed::metrics::spawn(config.metrics_interval, tx, waker.clone())
         .context("could not start the metrics thread")?;
     log::info!(
-        "dockwire listening on {} (server_id {}, browser auth {}, {} agent key(s))",
+        "dockwire listening on {}://{} (server_id {}, browser auth {}, {} agent key(s))",
+        if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         config.listen,
         config.server_id,
         if config.auth_enabled() { "on" } else { "off" },
@@ -222,11 +237,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .context("could not start the notifiers")?,
         )
     };
+    let tls = match &config.tls {
+        Some(files) => Some(
+            dockwire::transport::tls::load_server_config(&files.cert_file, &files.key_file)
+                .context("could not set up TLS")?,
+        ),
+        None => None,
+    };
     let mut hub = Hub::new(config, Some(docker), std::time::Instant::now());
     if let Some(n) = notifier {
         hub.set_notifier(n);
     }
     let mut server = Server::new(poll, listener, hub, rx, shutdown);
+    server.set_tls(tls);
     let login_waker = waker.clone();
     server
         .enable_logins(Arc::new(move || {
@@ -241,7 +264,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
     let key = agent::read_api_key_file(&a.api_key_file)?;
-    let mut opts = agent::AgentOptions::new(a.hub, key);
+    let mut opts = agent::AgentOptions::new(String::new(), key);
+    opts.hubs = a.hub;
+    opts.ca_file = a.ca_file;
+    opts.insecure_plaintext = a.insecure_plaintext;
     opts.allow_commands = a.allow_command;
     opts.log_files = a.log_file;
     opts.metrics_interval = a.metrics_interval;

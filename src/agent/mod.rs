@@ -31,6 +31,7 @@ pub mod level;
 pub mod runner;
 pub mod session;
 pub mod tail;
+pub mod tls;
 pub mod wire;
 
 #[cfg(test)]
@@ -67,9 +68,11 @@ pub enum AgentError {
     #[error("could not use hub URL {0}")]
     InvalidHubUrl(String),
     #[error(
-        "could not use hub URL {0}: wss:// is not supported by this build; use ws:// (e.g. through a TLS-terminating tunnel)"
+        "refusing hub URL {0}: ws:// would send the API key in clear to a host that is not this one; use wss:// (or --insecure-plaintext on a network you trust)"
     )]
-    TlsUnsupported(String),
+    Plaintext(String),
+    #[error("could not set up TLS: {0}")]
+    Tls(String),
     #[error("could not read the API key file {path}: {source}")]
     KeyFile { path: PathBuf, source: io::Error },
     #[error("could not use the API key file {0}: it is empty")]
@@ -85,8 +88,14 @@ pub enum AgentError {
 /// What `dockwire agent` was asked to do (built by `main.rs` from flags).
 #[derive(Clone)]
 pub struct AgentOptions {
-    /// `ws://host:port/api/v1/agents/ws`.
-    pub hub: String,
+    /// `ws[s]://host:port/api/v1/agents/ws`, tried in order (each with its
+    /// own backoff).
+    pub hubs: Vec<String>,
+    /// Trust only this PEM file's CA certificates for `wss://` hubs (not
+    /// the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// Allow `ws://` to a hub that is not on this host.
+    pub insecure_plaintext: bool,
     pub api_key: String,
     /// Exact command strings the hub may run; empty: no commands at all.
     pub allow_commands: Vec<String>,
@@ -105,7 +114,9 @@ impl AgentOptions {
     /// Options with every default (no commands, no log files).
     pub fn new(hub: impl Into<String>, api_key: impl Into<String>) -> Self {
         Self {
-            hub: hub.into(),
+            hubs: vec![hub.into()],
+            ca_file: None,
+            insecure_plaintext: false,
             api_key: api_key.into(),
             allow_commands: Vec::new(),
             log_files: Vec::new(),
@@ -122,7 +133,9 @@ impl AgentOptions {
 impl fmt::Debug for AgentOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AgentOptions")
-            .field("hub", &self.hub)
+            .field("hubs", &self.hubs)
+            .field("ca_file", &self.ca_file)
+            .field("insecure_plaintext", &self.insecure_plaintext)
             .field("api_key", &"<redacted>")
             .field("allow_commands", &self.allow_commands)
             .field("log_files", &self.log_files)
@@ -199,24 +212,26 @@ pub struct HubUrl {
     pub url: String,
     pub host: String,
     pub port: u16,
+    /// `wss://`.
+    pub tls: bool,
 }
 
 impl HubUrl {
     /// # Errors
-    /// Not a `ws://host[:port]/path` URL, or `wss://` (no TLS in this build).
+    /// Not a `ws[s]://host[:port]/path` URL.
     pub fn parse(s: &str) -> Result<Self, AgentError> {
         let uri: tungstenite::http::Uri = s
             .parse()
             .map_err(|e| AgentError::InvalidHubUrl(format!("{s}: {e}")))?;
-        match uri.scheme_str() {
-            Some("ws") => {}
-            Some("wss") => return Err(AgentError::TlsUnsupported(s.to_owned())),
+        let tls = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
             _ => {
                 return Err(AgentError::InvalidHubUrl(format!(
-                    "{s}: expected ws://host:port/api/v1/agents/ws"
+                    "{s}: expected wss://host:port/api/v1/agents/ws (or ws:// to this host)"
                 )));
             }
-        }
+        };
         let host = uri
             .host()
             .filter(|h| !h.is_empty())
@@ -227,10 +242,44 @@ impl HubUrl {
             .to_owned();
         Ok(Self {
             url: s.to_owned(),
+            port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
             host,
-            port: uri.port_u16().unwrap_or(80),
+            tls,
         })
     }
+
+    /// Whether the hub is this host (`localhost` or a loopback address),
+    /// where plaintext crosses no network.
+    pub fn is_loopback(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+/// Every `--hub`, parsed; `ws://` to another host only with
+/// `--insecure-plaintext`.
+///
+/// # Errors
+/// No hub, a bad URL, or plaintext to another host.
+fn hub_urls(opts: &AgentOptions) -> Result<Vec<HubUrl>, AgentError> {
+    if opts.hubs.is_empty() {
+        return Err(AgentError::InvalidOption("no --hub given".into()));
+    }
+    let mut hubs = Vec::with_capacity(opts.hubs.len());
+    for text in &opts.hubs {
+        let hub = HubUrl::parse(text)?;
+        if !hub.tls && !hub.is_loopback() {
+            if !opts.insecure_plaintext {
+                return Err(AgentError::Plaintext(text.clone()));
+            }
+            log::warn!("--insecure-plaintext: the API key crosses the network to {text} in clear");
+        }
+        hubs.push(hub);
+    }
+    Ok(hubs)
 }
 
 /// Runs the agent until `shutdown` is set.
@@ -251,7 +300,12 @@ pub fn run_with(
     shutdown: Arc<AtomicBool>,
     tuning: Tuning,
 ) -> Result<(), AgentError> {
-    let hub = HubUrl::parse(&opts.hub)?;
+    let hubs = hub_urls(&opts)?;
+    let tls = if hubs.iter().any(|h| h.tls) {
+        Some(tls::client_config(opts.ca_file.as_deref()).map_err(AgentError::Tls)?)
+    } else {
+        None
+    };
     if opts.api_key.trim().is_empty() {
         return Err(AgentError::InvalidOption("the API key is empty".into()));
     }
@@ -348,9 +402,15 @@ pub fn run_with(
         max_tasks: tuning.max_tasks.max(1),
         in_flight: Arc::new(AtomicUsize::new(0)),
     };
-    log::info!("agent starting; hub {}", hub.url);
+    log::info!(
+        "agent starting; hub {}",
+        hubs.iter()
+            .map(|h| h.url.as_str())
+            .collect::<Vec<_>>()
+            .join(", then ")
+    );
     let session = Session::new(
-        hub,
+        (hubs, tls),
         opts.api_key,
         tuning,
         (tx, rx),
@@ -484,21 +544,23 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
-    fn hub_urls() {
+    fn hub_urls_parse() {
         assert_eq!(
             HubUrl::parse("ws://hub.example:7575/api/v1/agents/ws").unwrap(),
             HubUrl {
                 url: "ws://hub.example:7575/api/v1/agents/ws".into(),
                 host: "hub.example".into(),
-                port: 7575
+                port: 7575,
+                tls: false,
             }
         );
         let v6 = HubUrl::parse("ws://[::1]/api/v1/agents/ws").unwrap();
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 80));
-        assert!(matches!(
-            HubUrl::parse("wss://hub/api/v1/agents/ws"),
-            Err(AgentError::TlsUnsupported(_))
-        ));
+        let tls = HubUrl::parse("wss://hub/api/v1/agents/ws").unwrap();
+        assert!(tls.tls && tls.port == 443 && !tls.is_loopback());
+        assert!(v6.is_loopback());
+        assert!(HubUrl::parse("ws://LocalHost:1/x").unwrap().is_loopback());
+        assert!(HubUrl::parse("ws://127.0.0.2:1/x").unwrap().is_loopback());
         assert!(matches!(
             HubUrl::parse("http://hub/api/v1/agents/ws"),
             Err(AgentError::InvalidHubUrl(_))
@@ -541,8 +603,25 @@ mod tests {
         let stop = Arc::new(AtomicBool::new(false));
         let base = AgentOptions::new("ws://127.0.0.1:1/api/v1/agents/ws", "k");
         let mut o = base.clone();
-        o.hub = "wss://x/api".into();
+        o.hubs = vec!["ftp://x/api".into()];
         assert!(run_with(o, Arc::clone(&stop), Tuning::default()).is_err());
+        // Plaintext to another host: refused, unless asked for.
+        let mut o = base.clone();
+        o.hubs.push("ws://hub.example:7575/api/v1/agents/ws".into());
+        assert!(matches!(hub_urls(&o), Err(AgentError::Plaintext(_))));
+        o.insecure_plaintext = true;
+        assert_eq!(hub_urls(&o).unwrap().len(), 2);
+        let mut o = base.clone();
+        o.hubs.clear();
+        assert!(hub_urls(&o).is_err());
+        // A CA file without a certificate is refused at start.
+        let mut o = base.clone();
+        o.hubs = vec!["wss://hub.example/api/v1/agents/ws".into()];
+        o.ca_file = Some("/dev/null".into());
+        assert!(matches!(
+            run_with(o, Arc::clone(&stop), Tuning::default()),
+            Err(AgentError::Tls(_))
+        ));
         let mut o = base.clone();
         o.allow_commands = vec!["uptime".into(), "   ".into()];
         assert!(matches!(

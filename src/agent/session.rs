@@ -36,6 +36,7 @@ use super::backoff::Backoff;
 use super::containers::DockerBridge;
 use super::docker::docker_action;
 use super::runner::{self, Allowlist, Limits};
+use super::tls::HubStream;
 use super::wire::{self, CommandResponse, DockerResponse, Incoming, Outgoing};
 use super::{HubUrl, Tuning};
 
@@ -48,7 +49,7 @@ const BUSY_READ_TICK: Duration = Duration::from_millis(1);
 /// Longest command string quoted in a log line.
 const MAX_LOGGED_COMMAND: usize = 200;
 
-type Socket = WebSocket<TcpStream>;
+type Socket = WebSocket<HubStream>;
 
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,7 +73,11 @@ pub struct TaskContext {
 
 /// The session: one per agent process.
 pub struct Session {
-    hub: HubUrl,
+    /// Every `--hub`, tried in order; `current` is the one in use.
+    hubs: Vec<HubUrl>,
+    current: usize,
+    /// Trust for `wss://` hubs (`None` when every hub is `ws://`).
+    tls: Option<Arc<rustls::ClientConfig>>,
     api_key: String,
     tuning: Tuning,
     rx: Receiver<Outgoing>,
@@ -91,7 +96,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(
-        hub: HubUrl,
+        (hubs, tls): (Vec<HubUrl>, Option<Arc<rustls::ClientConfig>>),
         api_key: String,
         tuning: Tuning,
         channel: (Sender<Outgoing>, Receiver<Outgoing>),
@@ -100,7 +105,9 @@ impl Session {
     ) -> Self {
         let backlog = Backlog::new(tuning.offline_logs, tuning.offline_responses);
         Self {
-            hub,
+            hubs,
+            current: 0,
+            tls,
             api_key,
             tuning,
             tx: channel.0,
@@ -126,15 +133,27 @@ impl Session {
         self
     }
 
-    /// Connects, serves, and reconnects until `shutdown` is set.
+    /// The hub in use.
+    fn hub(&self) -> &HubUrl {
+        &self.hubs[self.current]
+    }
+
+    /// Connects, serves, and reconnects until `shutdown` is set. After a
+    /// lost or refused connection the next hub in the list is tried (the
+    /// same one when there is one), after that hub's own backoff.
     pub fn run(mut self) {
-        let mut backoff = Backoff::new(self.tuning.backoff_base, self.tuning.backoff_max);
+        let mut backoffs: Vec<Backoff> = self
+            .hubs
+            .iter()
+            .map(|_| Backoff::new(self.tuning.backoff_base, self.tuning.backoff_max))
+            .collect();
         while !self.stopping() {
             let (end, up_for) = self.connect_and_serve();
+            let backoff = &mut backoffs[self.current];
             match end {
                 End::Shutdown => break,
                 End::Refused(msg) => {
-                    log::error!("hub {} refused this agent's API key: {msg}", self.hub.url);
+                    log::error!("hub {} refused this agent's API key: {msg}", self.hub().url);
                     backoff.saturate();
                 }
                 End::Lost(reason) => {
@@ -147,10 +166,11 @@ impl Session {
             if self.stopping() {
                 break;
             }
-            let delay = backoff.next_delay();
+            self.current = (self.current + 1) % self.hubs.len();
+            let delay = backoffs[self.current].next_delay();
             log::info!(
                 "reconnecting to {} in {}",
-                self.hub.url,
+                self.hub().url,
                 humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
             );
             self.wait_offline(delay);
@@ -208,7 +228,7 @@ impl Session {
             Ok(ws) => ws,
             Err(e) => {
                 return (
-                    End::Lost(format!("could not connect to {}: {e}", self.hub.url)),
+                    End::Lost(format!("could not connect to {}: {e}", self.hub().url)),
                     Duration::ZERO,
                 );
             }
@@ -223,7 +243,7 @@ impl Session {
             Ok(id) => id,
             Err(end) => return (end, Duration::ZERO),
         };
-        log::info!("connected to hub {} as server {server_id}", self.hub.url);
+        log::info!("connected to hub {} as server {server_id}", self.hub().url);
         if let Err(e) = self.announce(&mut ws) {
             return (
                 End::Lost(format!("could not send hello: {e}")),
@@ -237,9 +257,10 @@ impl Session {
 
     /// TCP connect with a timeout, then the WebSocket handshake.
     fn connect(&self) -> Result<Socket, String> {
-        let addrs = (self.hub.host.as_str(), self.hub.port)
+        let hub = self.hub();
+        let addrs = (hub.host.as_str(), hub.port)
             .to_socket_addrs()
-            .map_err(|e| format!("could not resolve {}: {e}", self.hub.host))?;
+            .map_err(|e| format!("could not resolve {}: {e}", hub.host))?;
         let mut last_err: Option<io::Error> = None;
         let mut stream = None;
         for addr in addrs {
@@ -254,7 +275,7 @@ impl Session {
         let stream = match (stream, last_err) {
             (Some(s), _) => s,
             (None, Some(e)) => return Err(e.to_string()),
-            (None, None) => return Err(format!("{} has no address", self.hub.host)),
+            (None, None) => return Err(format!("{} has no address", hub.host)),
         };
         let setup = |s: &TcpStream| -> io::Result<()> {
             s.set_nodelay(true)?;
@@ -262,25 +283,28 @@ impl Session {
             s.set_write_timeout(Some(self.tuning.write_timeout))
         };
         setup(&stream).map_err(|e| format!("could not set up the socket: {e}"))?;
+        let stream = match (&self.tls, hub.tls) {
+            (Some(config), true) => HubStream::tls(stream, &hub.host, Arc::clone(config))?,
+            (None, true) => return Err("no TLS settings for a wss:// hub".into()),
+            (_, false) => HubStream::Plain(stream),
+        };
         let config = WebSocketConfig::default()
             .read_buffer_size(16 * 1024)
             .max_message_size(Some(MAX_INCOMING))
             .max_frame_size(Some(MAX_INCOMING));
-        let ws = match tungstenite::client::client_with_config(
-            self.hub.url.as_str(),
-            stream,
-            Some(config),
-        ) {
-            Ok((ws, _response)) => ws,
-            Err(HandshakeError::Interrupted(_)) => {
-                return Err(format!(
-                    "no handshake answer within {}",
-                    humantime::format_duration(self.tuning.handshake_timeout)
-                ));
-            }
-            Err(HandshakeError::Failure(e)) => return Err(format!("handshake failed: {e}")),
-        };
+        let ws =
+            match tungstenite::client::client_with_config(hub.url.as_str(), stream, Some(config)) {
+                Ok((ws, _response)) => ws,
+                Err(HandshakeError::Interrupted(_)) => {
+                    return Err(format!(
+                        "no handshake answer within {}",
+                        humantime::format_duration(self.tuning.handshake_timeout)
+                    ));
+                }
+                Err(HandshakeError::Failure(e)) => return Err(format!("handshake failed: {e}")),
+            };
         ws.get_ref()
+            .tcp()
             .set_read_timeout(Some(self.tuning.read_tick))
             .map_err(|e| format!("could not set up the socket: {e}"))?;
         Ok(ws)
@@ -346,7 +370,7 @@ impl Session {
                 } else {
                     self.tuning.read_tick
                 };
-                if let Err(e) = ws.get_ref().set_read_timeout(Some(tick)) {
+                if let Err(e) = ws.get_ref().tcp().set_read_timeout(Some(tick)) {
                     return End::Lost(format!("could not set up the socket: {e}"));
                 }
                 fast = busy;

@@ -21,8 +21,6 @@ use crate::hub::WarnBudget;
 use super::Server;
 use super::conn::Phase;
 
-/// Cookies get `Secure` when the port speaks TLS; it does not yet.
-pub const SECURE_COOKIES: bool = false;
 /// The one answer for an unknown user or a wrong password.
 pub const BAD_LOGIN: &str = "invalid username or password";
 
@@ -140,7 +138,10 @@ impl Server {
         let exp = now_unix.saturating_add(ttl.as_secs());
         let expires_at = crate::feed::metrics::rfc3339_secs(exp);
         let body = serde_json::json!({"role": role.as_str(), "expires_at": expires_at});
-        let extra = format!("Set-Cookie: {}\r\n", session_cookie(&token, SECURE_COOKIES));
+        let extra = format!(
+            "Set-Cookie: {}\r\n",
+            session_cookie(&token, self.serves_tls())
+        );
         let bytes = http::reply(
             200,
             "application/json",

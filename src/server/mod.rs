@@ -44,6 +44,7 @@ use crate::http;
 use crate::hub::{Hub, Input};
 use crate::stats::{Endpoint, Stats};
 use crate::transport::tcp::TcpTransport;
+use crate::transport::tls::TlsTransport;
 use crate::transport::{SocketResult, Transport};
 use crate::writer::OutQueue;
 use crate::ws::{self, close_code};
@@ -140,6 +141,8 @@ pub struct Server {
     /// Logins: the password-checking worker (when `[[users]]` are set),
     /// the failure limiter, and the rate-limited Origin refusal log.
     logins: logins::Logins,
+    /// `[tls]`: accepted sockets speak TLS with these settings.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Server {
@@ -181,7 +184,19 @@ impl Server {
             next_serial: 1,
             ping_frame: ws::ping_frame(b""),
             logins: logins::Logins::default(),
+            tls: None,
         }
+    }
+
+    /// Serves TLS with `config` on connections accepted from now on
+    /// (`None`: plain TCP). Open connections keep what they started with.
+    pub fn set_tls(&mut self, config: Option<Arc<rustls::ServerConfig>>) {
+        self.tls = config;
+    }
+
+    /// Whether the port speaks TLS (session cookies are then `Secure`).
+    pub(super) fn serves_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Gives one input to the hub and applies what it asks.
@@ -293,7 +308,16 @@ impl Server {
                 let _ = io::Write::write(&mut stream, &reply);
                 continue;
             }
-            let mut transport = Box::new(TcpTransport::new(stream));
+            let mut transport: Box<dyn Transport> = match &self.tls {
+                None => Box::new(TcpTransport::new(stream)),
+                Some(config) => match TlsTransport::new(stream, config.clone()) {
+                    Ok(t) => Box::new(t),
+                    Err(e) => {
+                        log::warn!("could not start a TLS session: {e}");
+                        continue;
+                    }
+                },
+            };
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             if let Err(e) = self.poll.registry().register(
@@ -338,6 +362,10 @@ impl Server {
         let outcome = c.read_some(&mut self.scratch, MAX_READS_PER_EVENT, limit);
         if !c.inbuf.is_empty() {
             c.last_rx = now;
+        }
+        if c.transport.has_pending_output() {
+            // TLS handshake records (or queued plaintext it unblocked) go out.
+            mark_dirty(&mut self.dirty, c, key);
         }
         match c.phase {
             Phase::Head { .. } => self.on_head_bytes(key, now),
@@ -424,13 +452,19 @@ impl Server {
             return;
         };
         c.dirty = false;
-        let (written, result) = c.out.flush(&mut *c.transport);
+        let (written, mut result) = c.out.flush(&mut *c.transport);
         self.stats.bytes_sent += written as u64;
+        if c.out.is_empty() && c.transport.has_pending_output() {
+            // The queue is through; records the transport holds must be too.
+            if let Err(e) = io::Write::flush(&mut *c.transport) {
+                result = crate::transport::classify_io_error(&e);
+            }
+        }
         match result {
             SocketResult::Closed | SocketResult::Error => return self.remove(key),
             SocketResult::WouldBlock | SocketResult::Continue => {}
         }
-        let empty = c.out.is_empty();
+        let empty = c.out.is_empty() && !c.transport.has_pending_output();
         if empty == c.want_write {
             let interest = if empty {
                 Interest::READABLE

@@ -11,7 +11,6 @@ use crate::stats::{Endpoint, Stats};
 use crate::ws::{self, MessageReader};
 
 use super::conn::Phase;
-use super::logins::SECURE_COOKIES;
 use super::outbox::mark_dirty;
 use super::{LINGER, MAX_BODY, MAX_REQUESTS_PER_EVENT, Server};
 use crate::auth::Claims;
@@ -160,7 +159,7 @@ impl Server {
                 config: self.hub.config(),
                 jwt: self.hub.state().jwt.as_ref(),
                 now_unix: crate::hub::unix_now(),
-                secure: SECURE_COOKIES,
+                secure: self.serves_tls(),
             };
             router::route(&head, &rc, &app)
         };

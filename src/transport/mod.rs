@@ -2,9 +2,9 @@
 //!
 //! The event loop reads and writes a connection only through [`Transport`]
 //! and learns what happened from one [`SocketResult`], for reads and writes
-//! alike. Plain TCP is [`tcp::TcpTransport`]; TLS is a second implementation
-//! of the same trait, and neither the hub nor the protocols see which one a
-//! connection uses.
+//! alike. Plain TCP is [`tcp::TcpTransport`]; TLS ([`tls::TlsTransport`],
+//! rustls) is a second implementation of the same trait, and neither the
+//! hub nor the protocols see which one a connection uses.
 //!
 //! Contract of an implementation: non-blocking; `read` returns `Ok(0)` only
 //! at end of stream and `WouldBlock` when nothing is buffered; a successful
@@ -12,6 +12,7 @@
 //! [`Transport::source`] is what the loop registers with mio.
 
 pub mod tcp;
+pub mod tls;
 
 use std::io;
 
@@ -49,4 +50,10 @@ pub trait Transport: io::Read + io::Write + std::fmt::Debug + Send {
     fn source(&mut self) -> &mut dyn mio::event::Source;
     /// Ends our side of the stream once everything queued is written.
     fn shutdown_write(&mut self);
+    /// Bytes the transport took but could not put on the wire yet (TLS
+    /// records): the loop calls `flush` until this is false, and keeps the
+    /// socket registered for writability meanwhile.
+    fn has_pending_output(&self) -> bool {
+        false
+    }
 }

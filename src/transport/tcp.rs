@@ -17,6 +17,11 @@ impl TcpTransport {
         let _ = stream.set_nodelay(true);
         TcpTransport { stream }
     }
+
+    /// Looks at waiting bytes without taking them.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.peek(buf)
+    }
 }
 
 impl Read for TcpTransport {
