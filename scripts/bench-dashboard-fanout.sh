@@ -12,6 +12,7 @@
 # Env: DOCKWIRE_BIN (skip the build), FANOUT_MODE (ws | chromium),
 # FANOUT_CLIENTS (100), FANOUT_SECONDS (30), FANOUT_WARMUP_S (5),
 # FANOUT_OPEN_S (240: at most this long to open the Chromium tabs),
+# FANOUT_WINDOWS (0: tabs of one window, hidden; 1: a visible window each),
 # FANOUT_TIMEOUT_S (900: the whole run, build excluded); the engine of
 # scripts/docker-env.sh (started when not running). Output: JSON on stdout
 # and in target/bench-dashboard-fanout-<mode>.json.

@@ -18,14 +18,15 @@
 //    - "chromium": N tabs of the real dashboard in one headless Chromium,
 //      each at #/logs?c=<local>:<container> (opened one after the other,
 //      each waiting for its first lines; at most FANOUT_OPEN_S seconds for
-//      all), each in its own window so that every page is visible and draws
-//      frames (FANOUT_WINDOWS=0: tabs of one window, all hidden but one,
-//      which take the lines without drawing them). Each tab renders what it gets, so with this machine's two
-//      shared cores the browser, not the daemon, is the bottleneck: tabs
-//      fall behind, Chromium stops reading their sockets, and the daemon
-//      sees slow readers (it drops lines for them: `log_dropped`). The
-//      browser's own CPU (its whole process tree) is reported next to the
-//      daemon's.
+//      all; a tab that does not open ends the opening, and the run measures
+//      with those open). By default tabs of one window: all hidden but the
+//      front one, they take in every line (socket, JSON, the log ring) but
+//      draw no frames. FANOUT_WINDOWS=1 puts each in its own window, visible
+//      and drawing (about 0.3-0.4 core per page at 1,000 lines/s, so two
+//      cores hold about ten). When the browser cannot keep up, Chromium
+//      stops reading a tab's socket and the daemon sees a slow reader (it
+//      drops lines for it: `log_dropped`, counted below). The browser's own
+//      CPU (its whole process tree) is reported next to the daemon's.
 // 4. After a warm-up, reads the daemon's utime+stime (/proc/PID/stat) over
 //    SECONDS and its RSS (VmRSS, VmHWM), before and with the clients; also
 //    with no client (the container still printing) as the baseline; and the
@@ -34,7 +35,7 @@
 //
 // Env: DOCKWIRE_BIN, DOCKER_HOST, DOCKWIRE_TEST_IMAGE, CHROMIUM,
 // FANOUT_MODE (ws | chromium), FANOUT_CLIENTS (100), FANOUT_SECONDS (30),
-// FANOUT_WARMUP_S (5), FANOUT_OPEN_S (240, chromium), FANOUT_WINDOWS (1,
+// FANOUT_WARMUP_S (5), FANOUT_OPEN_S (240, chromium), FANOUT_WINDOWS (0,
 // chromium). Prints one JSON object.
 
 import { execFileSync, spawn } from "node:child_process";
@@ -53,7 +54,7 @@ const SECONDS = Number(process.env.FANOUT_SECONDS || 30);
 const WARMUP_S = Number(process.env.FANOUT_WARMUP_S || 5);
 const MODE = process.env.FANOUT_MODE || "ws";
 const OPEN_S = Number(process.env.FANOUT_OPEN_S || 240);
-const WINDOWS = (process.env.FANOUT_WINDOWS || "1") === "1";
+const WINDOWS = process.env.FANOUT_WINDOWS === "1";
 if (MODE !== "ws" && MODE !== "chromium") throw new Error(`FANOUT_MODE ${MODE}: ws or chromium`);
 const LABEL = "dockwire.test=bench-fanout";
 const TMP = mkdtempSync(join(tmpdir(), "dockwire-fanout-"));
@@ -257,8 +258,8 @@ async function tabs(url, lid, name) {
   const t0 = Date.now();
   const logsUrl = `${url}/#/logs?c=${encodeURIComponent(`${lid}:${name}`)}`;
   for (let i = 0; i < CLIENTS && Date.now() - t0 < OPEN_S * 1000; i++) {
-    // Each in its own window: tabs of one window are hidden but the front
-    // one (no frames drawn), and a dashboard someone has open is on screen.
+    // FANOUT_WINDOWS=1: each in its own window, visible (tabs of one window
+    // are hidden but the front one, and draw no frames).
     const page = WINDOWS ? await browser.newPage({ type: "window" }) : await browser.newPage();
     page.on("pageerror", (e) => errors.push(`tab ${i}: ${e.message}`));
     try {
