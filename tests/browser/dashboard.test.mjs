@@ -20,6 +20,13 @@
 // the agent is online in Servers and its containers are listed under it; an
 // admin stops a container through the agent and sees its state change, runs
 // an allowed command on the agent; logout returns to the login form.
+// Alerts: the second daemon also has a key for a second agent, "edge-2",
+// which is not running, and the rule `agent_offline for 0s`: the alert fires
+// on the daemon's first tick (so deterministically, before the page opens).
+// The admin's page shows it in Servers ("1 firing" on edge-2's row) and in
+// Alerts; then a real `dockwire agent --no-docker` connects with that key,
+// and the page shows the alert resolved (an `alert` message, live: no
+// reload) and Servers says "none".
 
 // Console errors that are the browser's own network messages are allowed
 // only where the page cannot avoid them: while the daemon is down
@@ -170,13 +177,19 @@ async function main() {
   let authUrl = `http://127.0.0.1:${port2}`;
   const agentKey = `dwk_browser_${randomBytes(16).toString("hex")}`;
   const agentId = "srv-browser-agent";
+  // edge-2: configured, started only in the alerts step.
+  const ghostKey = `dwk_browser_${randomBytes(16).toString("hex")}`;
+  const ghostId = "srv-browser-edge2";
+  const alertRule = "agent down";
   const cfg2 = join(TMP, "dockwire-auth.toml");
   writeFileSync(
     cfg2,
     `listen = "127.0.0.1:${port2}"\nmetrics_interval = "1s"\n\n[docker]\nhost = "${process.env.DOCKER_HOST}"\n\n` +
       passwd("alice", "admin", "alice-pw") +
       passwd("bob", "viewer", "bob-pw") +
-      `\n[[agents]]\nname = "edge-1"\nkey_sha256 = "${createHash("sha256").update(agentKey).digest("hex")}"\nserver_id = "${agentId}"\n`,
+      `\n[[agents]]\nname = "edge-1"\nkey_sha256 = "${createHash("sha256").update(agentKey).digest("hex")}"\nserver_id = "${agentId}"\n` +
+      `\n[[agents]]\nname = "edge-2"\nkey_sha256 = "${createHash("sha256").update(ghostKey).digest("hex")}"\nserver_id = "${ghostId}"\n` +
+      `\n[[alerts]]\nname = "${alertRule}"\nrule = "agent_offline for 0s"\n`,
   );
   spawnOther("daemon-auth", ["serve", "--config", cfg2]);
   const keyFile = join(TMP, "agent.key");
@@ -393,7 +406,7 @@ async function main() {
     await page.waitForSelector(`tr[data-server="${localId}"]`, { timeout: 5000 });
     await page.goto(`${url}/#/alerts`);
     await page.waitForSelector("#alerts-firing", { timeout: 5000 });
-    await shot(page, "alerts");
+    await shot(page, "alerts-none");
     // Admin only (auth off); no agent is connected here, so the form says so.
     await page.goto(`${url}/#/commands`);
     await page.waitForSelector("#cmd-server", { timeout: 5000 });
@@ -580,6 +593,48 @@ async function main() {
     await p2.click("#cmd-run");
     await p2.waitForFunction(() => /dockwire-ok/.test(document.querySelector("#cmd-results .cmd-output")?.textContent || ""), { timeout: 15000 });
     await shot(p2, "commands");
+  });
+
+  await step("alerts: an offline agent's alert fires, then resolves live when it connects", async () => {
+    const ghostRow = `tr[data-server="${ghostId}"]`;
+    const firingRow = `#alerts-firing tr[data-server="${ghostId}"][data-rule="${alertRule}"]`;
+    // Servers: edge-2 offline, with its firing alert counted.
+    await p2.goto(`${authUrl}/#/servers`);
+    await p2.waitForFunction(
+      (sel) => /^1 firing$/.test(document.querySelector(`${sel} td.alerts`)?.textContent || ""),
+      { timeout: 10000 },
+      ghostRow,
+    );
+    const cells = await p2.$eval(ghostRow, (e) => e.textContent);
+    assert(/edge-2/.test(cells) && /offline/.test(cells), `edge-2's row: ${cells}`);
+    await shot(p2, "servers-firing");
+    // Alerts: the firing alert, with the daemon's message (from the `alerts` snapshot).
+    await p2.click(`${ghostRow} td.alerts a`);
+    await p2.waitForSelector(firingRow, { timeout: 5000 });
+    const text = await p2.$eval(firingRow, (e) => e.textContent);
+    assert(/edge-2/.test(text) && /Agent edge-2 offline/.test(text) && /firing/.test(text), `firing row: ${text}`);
+    await p2.evaluate(() => {
+      window.__notReloaded = true;
+    });
+    await shot(p2, "alerts");
+    // edge-2 connects: the alert resolves on the open page.
+    const ghostKeyFile = join(TMP, "agent-edge2.key");
+    writeFileSync(ghostKeyFile, `${ghostKey}\n`);
+    spawnOther("agent-edge2", [
+      "agent", "--hub", `ws://127.0.0.1:${port2}/api/v1/agents/ws`, "--api-key-file", ghostKeyFile, "--no-docker", "--metrics-interval", "1s",
+    ]);
+    await p2.waitForSelector(`#alerts-recent tr[data-server="${ghostId}"][data-rule="${alertRule}"][data-state="resolved"]`, { timeout: 15000 });
+    await p2.waitForFunction((sel) => !document.querySelector(sel), { timeout: 5000 }, firingRow);
+    const resolved = await p2.$eval(`#alerts-recent tr[data-server="${ghostId}"][data-state="resolved"]`, (e) => e.textContent);
+    assert(/back online/.test(resolved), `resolved row: ${resolved}`);
+    assert(await p2.evaluate(() => window.__notReloaded === true), "the page was reloaded");
+    await shot(p2, "alerts-resolved");
+    await p2.goto(`${authUrl}/#/servers`);
+    await p2.waitForFunction(
+      (sel) => /online/.test(document.querySelector(sel)?.textContent || "") && document.querySelector(`${sel} td.alerts`)?.textContent === "none",
+      { timeout: 10000 },
+      ghostRow,
+    );
   });
 
   await step("logout returns to the login form; no console errors", async () => {

@@ -7,7 +7,7 @@
 # $DOCKWIRE_TEST_IMAGE and removes them. spec.test.mjs then runs the page
 # against a scripted stand-in daemon that speaks SPEC part two's messages
 # (servers, subscribe_containers, container_stats, command_accepted, seq,
-# log_gap, metrics history, alerts), which the daemon does not all serve yet.
+# log_gap, metrics history, alerts) as the SPEC writes them.
 #
 # Env (required): DOCKWIRE_BIN, DOCKER_HOST, DOCKWIRE_TEST_IMAGE (see
 # scripts/docker-env.sh). Optional: DOCKWIRE_ARTIFACTS (screenshots and logs,

@@ -61,22 +61,26 @@ const sock = new Socket("/api/v1/ws", {
 });
 
 /**
- * Containers and metrics of every online remote server (SPEC section 6),
- * and the local server's containers too: its table comes unasked
- * (`initial_state` on connect), but its `container_stats` only to
- * subscribers. Local metrics come unasked.
+ * Containers of every online server (SPEC section 6), the local one's too:
+ * its table comes unasked (`initial_state` on connect), but its
+ * `container_stats` only to subscribers. Metrics of every remote server,
+ * online or not: that topic also carries the server's `alert` changes
+ * (docs/alerts.md), and an offline agent's `agent_offline` fires and
+ * resolves (the moment it connects, before any `server_state_change` could
+ * make the page subscribe) while it is offline. Local metrics and alerts
+ * come unasked.
  */
 function subscribeRemotes() {
   for (const s of store.servers.values()) {
+    if (!s.local && !metricsSubscribed.has(s.server_id)) {
+      metricsSubscribed.add(s.server_id);
+      sock.send({ type: "subscribe_metrics", server_id: s.server_id });
+    }
     if (!s.online) continue;
     const docker = !Array.isArray(s.capabilities) || !s.capabilities.length || s.capabilities.includes("docker");
     if (docker && !subscribed.has(s.server_id) && store.features.subscribe_containers !== false) {
       subscribed.add(s.server_id);
       sock.request({ type: "subscribe_containers", server_id: s.server_id });
-    }
-    if (!s.local && !metricsSubscribed.has(s.server_id)) {
-      metricsSubscribed.add(s.server_id);
-      sock.send({ type: "subscribe_metrics", server_id: s.server_id });
     }
   }
 }

@@ -20,13 +20,36 @@ function cells(a) {
   ];
 }
 
+function rowData(a) {
+  const d = a.data || a;
+  return { server: a.server_id || d.server_id || "", rule: String(d.rule ?? d.name ?? ""), state: d.state || "firing" };
+}
+
 function table(id, list, empty) {
   return h(
     "table",
     { class: "grid", id },
     h("thead", null, h("tr", null, ...["Server", "Rule", "Container", "Message", "Value", "State", "When"].map((t) => h("th", null, t)))),
-    h("tbody", null, list.length ? list.map((a) => h("tr", null, ...cells(a))) : h("tr", null, h("td", { colspan: 7, class: "muted" }, empty))),
+    h("tbody", null, list.length ? list.map((a) => h("tr", { dataset: rowData(a) }, ...cells(a))) : h("tr", null, h("td", { colspan: 7, class: "muted" }, empty))),
   );
+}
+
+/**
+ * The endpoint's recent changes (as of the view's mount) and the `alert`
+ * messages this page got (before and after it), newest first, each change
+ * once.
+ */
+function merged(fetched, live) {
+  if (!fetched) return live;
+  const seen = new Set();
+  const out = [];
+  for (const a of [...live, ...fetched]) {
+    const k = `${a.id ?? `${a.server_id}|${a.rule}|${a.container_id ?? ""}`}|${a.state}|${a.timestamp}`;
+    if (seen.has(k)) continue;
+    seen.add(k);
+    out.push(a);
+  }
+  return out.sort((x, y) => String(y.timestamp ?? "").localeCompare(String(x.timestamp ?? "")));
 }
 
 export function mount(root) {
@@ -39,8 +62,7 @@ export function mount(root) {
   let recent = null;
   const render = () => {
     replace(firingBox, table("alerts-firing", [...store.firing.values()], "Nothing is firing."));
-    const list = recent ? recent : store.recent;
-    replace(recentBox, table("alerts-recent", list.slice(0, 200), "No alert changes."));
+    replace(recentBox, table("alerts-recent", merged(recent, store.recent).slice(0, 200), "No alert changes."));
   };
   let alive = true;
   (async () => {

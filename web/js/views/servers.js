@@ -35,7 +35,7 @@ function row(s) {
     h("td", { class: "mono" }, Array.isArray(m.load_average) ? m.load_average.map((x) => Number(x).toFixed(2)).join(" ") : "—"),
     h(
       "td",
-      null,
+      { class: "alerts" },
       alerts.length
         ? h("a", { href: "#/alerts", class: "badge hot" }, `${alerts.length} firing`)
         : h("span", { class: "muted" }, "none"),
