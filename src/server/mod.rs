@@ -25,6 +25,7 @@ pub mod conn;
 mod logins;
 mod messages;
 pub mod outbox;
+pub mod reload;
 mod requests;
 pub mod system;
 
@@ -140,6 +141,8 @@ pub struct Server {
     /// Logins: the password-checking worker (when `[[users]]` are set),
     /// the failure limiter, and the rate-limited Origin refusal log.
     logins: logins::Logins,
+    /// SIGHUP's flag and the config loader (`reload.rs`); `None`: no reloads.
+    reload: Option<reload::ReloadSource>,
 }
 
 impl Server {
@@ -181,7 +184,14 @@ impl Server {
             next_serial: 1,
             ping_frame: ws::ping_frame(b""),
             logins: logins::Logins::default(),
+            reload: None,
         }
+    }
+
+    /// Reloads the config (`source.load`) whenever `source.requested` is set
+    /// (SIGHUP); the flag's setter wakes the loop.
+    pub fn enable_reload(&mut self, source: reload::ReloadSource) {
+        self.reload = Some(source);
     }
 
     /// Gives one input to the hub and applies what it asks.
@@ -253,6 +263,9 @@ impl Server {
                 }
             }
             self.hub_input(started, Input::Timers);
+            if shutdown_deadline.is_none() {
+                self.reload_if_asked(started);
+            }
             if started >= next_tick {
                 self.tick(started);
                 next_tick = started + TICK;
