@@ -159,7 +159,7 @@ fn token(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    println!("{}", auth::sign_token(&secret, sub, role, ttl, now));
+    println!("{}", auth::sign_token(&secret, sub, role, ttl, now)?);
     Ok(())
 }
 

@@ -121,7 +121,7 @@ impl Harness {
     }
 
     pub(super) fn token(&self, role: Role, ttl: Duration) -> String {
-        sign_token(SECRET, "tester", role, ttl, unix_now())
+        sign_token(SECRET, "tester", role, ttl, unix_now()).unwrap()
     }
 
     /// An authenticated `/api/v1/ws` socket.

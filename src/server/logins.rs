@@ -161,7 +161,16 @@ impl Server {
         };
         let now_unix = crate::hub::unix_now();
         let ttl = config.session_ttl;
-        let token = sign_token(secret, username, role, ttl, now_unix);
+        let token = match sign_token(secret, username, role, ttl, now_unix) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("login for {username:?}: {e}");
+                return (
+                    500,
+                    http::error_response(500, "", "could not make a session"),
+                );
+            }
+        };
         let exp = now_unix.saturating_add(ttl.as_secs());
         let expires_at = crate::feed::metrics::rfc3339_secs(exp);
         let body = serde_json::json!({"role": role.as_str(), "expires_at": expires_at});

@@ -60,7 +60,8 @@ impl Harness {
             Role::Admin,
             Duration::from_secs(3600),
             unix_now(),
-        );
+        )
+        .unwrap();
         self.send(c, &json!({"type": "auth", "token": t}));
         assert_eq!(self.types(c)[0], "auth_success");
         c
