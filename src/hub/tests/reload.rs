@@ -218,9 +218,9 @@ fn a_removed_or_changed_user_loses_their_sessions() {
 
 #[test]
 fn a_new_alert_rule_is_live_and_kept_rules_keep_their_state() {
-    let mut h = Harness::new(&format!(
-        "server_id = \"local\"\n[[alerts]]\nname = \"cpu\"\nrule = \"cpu_percent > 0 for 0s\"\n"
-    ));
+    let mut h = Harness::new(
+        "server_id = \"local\"\n[[alerts]]\nname = \"cpu\"\nrule = \"cpu_percent > 0 for 0s\"\n",
+    );
     h.input(Input::Feed(crate::feed::FeedEvent::LocalMetrics(sample(
         "a",
     ))));
