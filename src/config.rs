@@ -268,10 +268,12 @@ fn duration(v: &Option<String>, key: &str, default: Duration) -> Result<Duration
 }
 
 mod alerts;
+mod reload;
 pub use alerts::{
     AlertMetric, AlertRule, LogPattern, MAX_NOTIFIERS, MAX_RESTARTS_THRESHOLD, NotifierConfig,
     NotifyFormat, parse_alert_rule,
 };
+pub use reload::RESTART_ONLY;
 
 /// The validated configuration the daemon runs with.
 #[derive(Debug, Clone)]

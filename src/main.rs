@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 
 use dockwire::config::{Config, Overrides};
 use dockwire::hub::Hub;
-use dockwire::server::{Server, system};
+use dockwire::server::{Server, reload, system};
 use dockwire::{agent, auth, feed};
 
 mod password;
@@ -169,7 +169,7 @@ fn token(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    println!("{}", auth::sign_token(&secret, sub, role, ttl, now));
+    println!("{}", auth::sign_token(&secret, sub, role, ttl, now)?);
     Ok(())
 }
 
@@ -192,19 +192,18 @@ fn passwd(name: &str, role: &str) -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config::load(
-        args.config.as_deref(),
-        &Overrides {
-            listen: args.listen,
-        },
-    )?;
+    let overrides = Overrides {
+        listen: args.listen,
+    };
+    let config = Config::load(args.config.as_deref(), &overrides)?;
     match system::raise_nofile_limit() {
         Ok(n) => log::debug!("open-file limit: {n}"),
         Err(e) => log::warn!("could not raise the open-file limit: {e}"),
     }
     let (poll, listener, waker) = Server::bind(&config)?;
     let shutdown = Arc::new(AtomicBool::new(false));
-    system::handle_signals(shutdown.clone(), waker.clone())
+    let reload = reload::reload_flag();
+    system::handle_signals(shutdown.clone(), reload.clone(), waker.clone())
         .context("could not install signal handlers")?;
     let (tx, rx) = crossbeam_channel::unbounded();
     let docker = feed::docker::spawn(config.docker_host.clone(), tx.clone(), waker.clone())
@@ -256,6 +255,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let _ = login_waker.wake();
         }))
         .context("could not start the login thread")?;
+    // SIGHUP reads the same file with the same flags again.
+    let path = args.config;
+    server.enable_reload(reload::ReloadSource {
+        requested: reload,
+        load: Box::new(move || Config::load(path.as_deref(), &overrides)),
+    });
     system::sd_notify("READY=1");
     let result = server.run();
     system::sd_notify("STOPPING=1");

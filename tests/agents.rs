@@ -106,14 +106,16 @@ fn every_bad_token_kind_is_refused_with_1008() {
         Role::Admin,
         Duration::from_secs(3600),
         unix_now(),
-    );
+    )
+    .unwrap();
     let expired = sign_token(
         TEST_SECRET,
         "x",
         Role::Admin,
         Duration::from_secs(60),
         unix_now() - 7200,
-    );
+    )
+    .unwrap();
     let good = token(Role::Admin);
     let mut tampered: Vec<&str> = good.split('.').collect();
     let forged_payload = b64(&json!({"sub": "root", "role": "admin", "exp": unix_now() + 3600}));

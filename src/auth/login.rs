@@ -57,6 +57,8 @@ pub struct LoginDone {
 pub struct LoginWorker {
     jobs: Sender<LoginJob>,
     done: Receiver<LoginDone>,
+    /// New `[[users]]` after a reload (the worker builds their verifier).
+    users: Sender<Vec<User>>,
 }
 
 impl LoginWorker {
@@ -71,11 +73,17 @@ impl LoginWorker {
         let (jobs, job_rx) = crossbeam_channel::bounded::<LoginJob>(QUEUE_LEN);
         // At most QUEUE_LEN + 1 answers can be outstanding: each needs a job.
         let (done_tx, done) = crossbeam_channel::unbounded();
+        // One message per reload; each replaces the last, so it stays small.
+        let (users_tx, users_rx) = crossbeam_channel::unbounded::<Vec<User>>();
         std::thread::Builder::new()
             .name("dockwire-login".into())
             .spawn(move || {
-                let verifier = Verifier::new(&users);
+                let mut verifier = Verifier::new(&users);
                 for job in job_rx {
+                    // A reload sent before this job was queued is seen here.
+                    if let Some(users) = users_rx.try_iter().last() {
+                        verifier = Verifier::new(&users);
+                    }
                     let role = verifier.check(&job.username, job.password.as_bytes());
                     let answer = LoginDone {
                         conn: job.conn,
@@ -90,7 +98,16 @@ impl LoginWorker {
                     wake();
                 }
             })?;
-        Ok(LoginWorker { jobs, done })
+        Ok(LoginWorker {
+            jobs,
+            done,
+            users: users_tx,
+        })
+    }
+
+    /// Checks logins against `users` from the next job on (a reload).
+    pub fn set_users(&self, users: Vec<User>) {
+        let _ = self.users.send(users);
     }
 
     /// Queues a job; gives it back when the queue is full (answer 503).

@@ -1,10 +1,19 @@
 //! Authentication: HS256 JWTs for browsers, hashed API keys for agents
 //! (SPEC sections 3.3 and 5).
 //!
+//! Tokens are signed and verified by the `jsonwebtoken` crate (base64url,
+//! JSON, the signature), through a crypto provider of ours that knows HS256
+//! only ([`hs256`]: `hmac` + `sha2`). What a token must say is ours to check
+//! ([`claims_from`] and the time checks in [`JwtVerifier::verify`]): the
+//! crate reads the system clock (ours is passed in, so tests pin it), refuses
+//! float NumericDates (RFC 7519 allows them) and accepts a token for the
+//! whole second `exp + leeway` (ours stops there).
+//!
 //! Invariants:
 //! - Only `alg: "HS256"` is accepted. The algorithm is read from the header and
-//!   checked *before* the signature, so `none`, `HS384`, `RS256`, a missing
-//!   `alg` or a `crit` header never reach the MAC.
+//!   checked *before* the token reaches the crate, so `none`, `HS384`,
+//!   `RS256`, a missing `alg` or a `crit` header never reach the MAC (and the
+//!   provider could not compute another algorithm anyway).
 //! - Signatures are compared in constant time (`hmac`'s `verify_slice`). An
 //!   API key is hashed before anything looks at it; its digest finds the
 //!   candidate entry, whose stored hash is compared with `subtle` in constant
@@ -29,7 +38,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::Hmac;
+#[cfg(test)]
+use hmac::{KeyInit, Mac};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -152,6 +163,8 @@ pub enum AuthError {
     SecretTooLong { path: PathBuf },
     #[error("could not parse key_sha256 {0:?}: expected 64 hex digits")]
     BadKeyHash(String),
+    #[error("could not sign token: {0}")]
+    Sign(String),
 }
 
 impl AuthError {
@@ -171,6 +184,7 @@ impl AuthError {
                 "secret"
             }
             Self::BadKeyHash(_) => "bad_key_hash",
+            Self::Sign(_) => "sign",
         }
     }
 }
@@ -178,9 +192,9 @@ impl AuthError {
 /// Verifies HS256 tokens against one shared secret.
 #[derive(Clone)]
 pub struct JwtVerifier {
-    /// The MAC already keyed with the secret; cloned per token so the key
-    /// schedule is not redone on every verification.
-    mac: HmacSha256,
+    /// `None` only for an empty secret (which then verifies nothing); the
+    /// config never makes one.
+    key: Option<jsonwebtoken::DecodingKey>,
     leeway: u64,
 }
 
@@ -196,8 +210,9 @@ impl fmt::Debug for JwtVerifier {
 impl JwtVerifier {
     /// A verifier with [`DEFAULT_LEEWAY`].
     pub fn new(secret: Vec<u8>) -> Self {
+        hs256::install();
         Self {
-            mac: keyed_mac(&secret),
+            key: jsonwebtoken::DecodingKey::from_secret(&secret).ok(),
             leeway: DEFAULT_LEEWAY.as_secs(),
         }
     }
@@ -217,7 +232,7 @@ impl JwtVerifier {
             return Err(AuthError::Malformed("longer than 8 KiB"));
         }
         let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(sig_b64), None) =
+        let (Some(header_b64), Some(_), Some(_), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(AuthError::Malformed(
@@ -236,17 +251,12 @@ impl JwtVerifier {
         if header.contains_key("crit") {
             return Err(AuthError::BadHeader("crit extensions are not supported"));
         }
-
-        let signature = URL_SAFE_NO_PAD
-            .decode(sig_b64)
-            .map_err(|_| AuthError::Malformed("signature is not base64url without padding"))?;
-        let signing_input_len = header_b64.len() + 1 + payload_b64.len();
-        let mut mac = self.mac.clone();
-        mac.update(&token.as_bytes()[..signing_input_len]);
-        mac.verify_slice(&signature)
-            .map_err(|_| AuthError::BadSignature)?;
-
-        let payload = decode_json_object(payload_b64, "payload")?;
+        let key = self.key.as_ref().ok_or(AuthError::BadSignature)?;
+        // The signature, then the payload as a JSON object; no claim checks
+        // (ours follow), so the crate's clock is never read.
+        let payload = jsonwebtoken::decode::<Map<String, Value>>(token, key, &hs256::VALIDATION)
+            .map_err(from_jwt_error)?
+            .claims;
         let claims = claims_from(&payload)?;
         let leeway = self.leeway;
         if now_unix >= claims.exp.saturating_add(leeway) {
@@ -267,9 +277,106 @@ impl JwtVerifier {
     }
 }
 
-fn keyed_mac(secret: &[u8]) -> HmacSha256 {
-    // HMAC accepts keys of any length (long keys are hashed), so this cannot fail.
-    HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length")
+/// What the crate's refusals mean here (the header was checked before).
+fn from_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::InvalidSignature => AuthError::BadSignature,
+        K::Base64(_) => AuthError::Malformed("a segment is not base64url without padding"),
+        K::Json(_) | K::Utf8(_) => AuthError::Malformed("payload is not a JSON object"),
+        K::InvalidAlgorithm | K::InvalidAlgorithmName | K::UnsupportedAlgorithm => {
+            AuthError::BadAlgorithm("(refused by the verifier)".to_owned())
+        }
+        K::InvalidToken => AuthError::BadHeader("a header parameter is not supported"),
+        _ => AuthError::Malformed("refused by the JWT decoder"),
+    }
+}
+
+/// The crypto provider `jsonwebtoken` uses here: HS256 and nothing else.
+mod hs256 {
+    use std::sync::LazyLock;
+
+    use hmac::{KeyInit, Mac};
+    use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
+    use jsonwebtoken::errors::{ErrorKind, Result};
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
+
+    use super::HmacSha256;
+
+    /// The crate checks the signature and decodes; the claims are checked
+    /// by the caller (`exp` is required there, with its own boundary).
+    pub static VALIDATION: LazyLock<Validation> = LazyLock::new(|| {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.required_spec_claims.clear();
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        v.validate_aud = false;
+        v.leeway = 0;
+        v
+    });
+
+    static PROVIDER: CryptoProvider = CryptoProvider {
+        signer_factory: signer,
+        verifier_factory: verifier,
+        // JWK helpers: never called (no JWKs here).
+        key_utils: KeyUtils::new_unimplemented(),
+    };
+
+    /// Makes [`PROVIDER`] the process's provider (once; later calls and a
+    /// provider installed by someone else first are fine: HS256 is checked
+    /// before any token reaches it).
+    pub fn install() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let _ = CryptoProvider::install_default(&PROVIDER);
+        });
+    }
+
+    fn mac(alg: Algorithm, key: &[u8]) -> Result<HmacSha256> {
+        if alg != Algorithm::HS256 {
+            return Err(ErrorKind::UnsupportedAlgorithm.into());
+        }
+        HmacSha256::new_from_slice(key).map_err(|_| ErrorKind::InvalidKeyFormat.into())
+    }
+
+    struct Hs256(HmacSha256);
+
+    impl signature::Signer<Vec<u8>> for Hs256 {
+        fn try_sign(&self, msg: &[u8]) -> std::result::Result<Vec<u8>, signature::Error> {
+            let mut m = self.0.clone();
+            m.update(msg);
+            Ok(m.finalize().into_bytes().to_vec())
+        }
+    }
+
+    impl signature::Verifier<Vec<u8>> for Hs256 {
+        fn verify(&self, msg: &[u8], sig: &Vec<u8>) -> std::result::Result<(), signature::Error> {
+            let mut m = self.0.clone();
+            m.update(msg);
+            // Constant-time comparison.
+            m.verify_slice(sig).map_err(|_| signature::Error::new())
+        }
+    }
+
+    impl JwtSigner for Hs256 {
+        fn algorithm(&self) -> Algorithm {
+            Algorithm::HS256
+        }
+    }
+
+    impl JwtVerifier for Hs256 {
+        fn algorithm(&self) -> Algorithm {
+            Algorithm::HS256
+        }
+    }
+
+    fn signer(alg: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>> {
+        Ok(Box::new(Hs256(mac(*alg, key.as_bytes())?)))
+    }
+
+    fn verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>> {
+        Ok(Box::new(Hs256(mac(*alg, key.try_get_as_bytes()?)?)))
+    }
 }
 
 fn decode_json_object(segment: &str, what: &'static str) -> Result<Map<String, Value>, AuthError> {
@@ -332,25 +439,27 @@ fn claims_from(map: &Map<String, Value>) -> Result<Claims, AuthError> {
 
 /// Makes an HS256 token with claims `sub`, `role`, `iat` = `now_unix` and
 /// `exp` = `now_unix` + `ttl` (whole seconds).
-pub fn sign_token(secret: &[u8], sub: &str, role: Role, ttl: Duration, now_unix: u64) -> String {
-    let header = br#"{"alg":"HS256","typ":"JWT"}"#;
+///
+/// # Errors
+/// `Sign` when the secret is empty (the config never has one).
+pub fn sign_token(
+    secret: &[u8],
+    sub: &str,
+    role: Role,
+    ttl: Duration,
+    now_unix: u64,
+) -> Result<String, AuthError> {
+    hs256::install();
     let claims = serde_json::json!({
         "sub": sub,
         "role": role.as_str(),
         "iat": now_unix,
         "exp": now_unix.saturating_add(ttl.as_secs()),
     });
-    // Serializing a `Value` built from strings and integers cannot fail.
-    let payload = serde_json::to_vec(&claims).unwrap_or_default();
-    let mut token = URL_SAFE_NO_PAD.encode(header);
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
-    let mut mac = keyed_mac(secret);
-    mac.update(token.as_bytes());
-    let sig = mac.finalize().into_bytes();
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(sig, &mut token);
-    token
+    let key = jsonwebtoken::EncodingKey::from_secret(secret)
+        .map_err(|e| AuthError::Sign(e.to_string()))?;
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    jsonwebtoken::encode(&header, &claims, &key).map_err(|e| AuthError::Sign(e.to_string()))
 }
 
 /// Reads a JWT secret file. Trailing `\n` / `\r\n` are removed (editors add

@@ -36,7 +36,7 @@ fn hs256(payload: &str) -> String {
 
 #[test]
 fn round_trip() {
-    let t = sign_token(SECRET, "alice", Role::Admin, Duration::from_secs(3600), NOW);
+    let t = sign_token(SECRET, "alice", Role::Admin, Duration::from_secs(3600), NOW).unwrap();
     let c = verifier().verify(&t, NOW + 10).unwrap();
     assert_eq!(
         c,
@@ -52,7 +52,11 @@ fn round_trip() {
     let header = URL_SAFE_NO_PAD
         .decode(t.split('.').next().unwrap())
         .unwrap();
-    assert_eq!(header, br#"{"alg":"HS256","typ":"JWT"}"#);
+    // (Compared as JSON: the crate writes `typ` first.)
+    assert_eq!(
+        serde_json::from_slice::<Value>(&header).unwrap(),
+        serde_json::json!({"alg": "HS256", "typ": "JWT"})
+    );
     // Another secret does not verify it.
     let other = JwtVerifier::new(b"another secret of sufficient len".to_vec());
     assert!(matches!(
@@ -64,7 +68,7 @@ fn round_trip() {
 #[test]
 fn sub_is_escaped() {
     let sub = "a\"b\\c\u{1}é";
-    let t = sign_token(SECRET, sub, Role::Viewer, Duration::from_secs(60), NOW);
+    let t = sign_token(SECRET, sub, Role::Viewer, Duration::from_secs(60), NOW).unwrap();
     assert_eq!(verifier().verify(&t, NOW).unwrap().sub, sub);
 }
 
@@ -159,7 +163,7 @@ fn crit_header_refused() {
 
 #[test]
 fn tampered_payload_refused() {
-    let t = sign_token(SECRET, "alice", Role::Viewer, Duration::from_secs(60), NOW);
+    let t = sign_token(SECRET, "alice", Role::Viewer, Duration::from_secs(60), NOW).unwrap();
     let parts: Vec<&str> = t.split('.').collect();
     let forged = b64(format!(
         r#"{{"sub":"alice","role":"admin","iat":{NOW},"exp":{}}}"#,
@@ -174,7 +178,7 @@ fn tampered_payload_refused() {
 
 #[test]
 fn tampered_signature_refused() {
-    let t = sign_token(SECRET, "alice", Role::Viewer, Duration::from_secs(60), NOW);
+    let t = sign_token(SECRET, "alice", Role::Viewer, Duration::from_secs(60), NOW).unwrap();
     let (input, sig) = t.rsplit_once('.').unwrap();
     let mut raw = URL_SAFE_NO_PAD.decode(sig).unwrap();
     raw[31] ^= 1;
@@ -288,7 +292,7 @@ fn roles() {
 
 #[test]
 fn bad_base64_refused() {
-    let good = sign_token(SECRET, "a", Role::Viewer, Duration::from_secs(60), NOW);
+    let good = sign_token(SECRET, "a", Role::Viewer, Duration::from_secs(60), NOW).unwrap();
     let parts: Vec<&str> = good.split('.').collect();
     let cases = [
         // Standard (not url-safe) alphabet characters, at valid lengths.
@@ -319,7 +323,7 @@ fn bad_base64_refused() {
 
 #[test]
 fn wrong_segment_count_refused() {
-    let good = sign_token(SECRET, "a", Role::Viewer, Duration::from_secs(60), NOW);
+    let good = sign_token(SECRET, "a", Role::Viewer, Duration::from_secs(60), NOW).unwrap();
     for t in [
         String::new(),
         "abc".to_owned(),
@@ -514,6 +518,17 @@ fn load_secret_rules() {
     // A loaded secret signs and verifies.
     let p = temp_file("rt", b"a-secret-that-is-long-enough-xyz\n");
     let s = load_secret(&p).unwrap();
-    let t = sign_token(&s, "u", Role::Viewer, Duration::from_secs(5), NOW);
+    let t = sign_token(&s, "u", Role::Viewer, Duration::from_secs(5), NOW).unwrap();
     assert!(JwtVerifier::new(s).verify(&t, NOW).is_ok());
+}
+
+#[test]
+fn empty_secret_signs_nothing_and_verifies_nothing() {
+    let e = sign_token(b"", "a", Role::Viewer, Duration::from_secs(5), NOW).unwrap_err();
+    assert!(matches!(e, AuthError::Sign(_)), "{e:?}");
+    let t = sign_token(SECRET, "a", Role::Viewer, Duration::from_secs(5), NOW).unwrap();
+    assert!(matches!(
+        JwtVerifier::new(Vec::new()).verify(&t, NOW),
+        Err(AuthError::BadSignature)
+    ));
 }

@@ -523,7 +523,8 @@ mod tests {
             crate::auth::Role::Viewer,
             std::time::Duration::from_secs(60),
             1_800_000_000,
-        );
+        )
+        .unwrap();
         let get = |path: &str, query: &str, cookie: Option<String>, origin: Option<&str>| {
             let head = RequestHead {
                 method: "GET".into(),

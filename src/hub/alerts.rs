@@ -134,6 +134,36 @@ impl Alerts {
         }
     }
 
+    /// After a reload: `rule_map[i]` is the new index of old rule `i`
+    /// (`None`: the rule is gone or changed). States of rules that are gone,
+    /// and everything about servers `server_kept` refuses, are forgotten.
+    /// Returns the names (alert ids) of firing alerts that were dropped.
+    pub(super) fn remap(
+        &mut self,
+        rule_map: &[Option<usize>],
+        server_kept: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let mut dropped = Vec::new();
+        let states = std::mem::take(&mut self.states);
+        for (mut key, state) in states {
+            let new_rule = rule_map.get(key.rule).copied().flatten();
+            match new_rule {
+                Some(r) if server_kept(&key.server) => {
+                    key.rule = r;
+                    self.states.insert(key, state);
+                }
+                _ => {
+                    if let Some(f) = &state.firing {
+                        dropped.push(f["id"].as_str().unwrap_or("?").to_string());
+                    }
+                }
+            }
+        }
+        self.restarts.retain(|(server, _), _| server_kept(server));
+        self.requested.retain(|(server, _), _| server_kept(server));
+        dropped
+    }
+
     fn is_firing(&self, key: &AlertKey) -> bool {
         self.states.get(key).is_some_and(|s| s.firing.is_some())
     }

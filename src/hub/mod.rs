@@ -17,6 +17,7 @@
 //! metrics), `commands.rs` (relayed commands and the audit trail),
 //! `servers.rs` (the server directory, agents' containers, container
 //! stats), `alerts.rs` (alert rules), `history.rs` (metrics history),
+//! `reload.rs` (a new config on SIGHUP, and what it revokes),
 //! `drive.rs` (arbitrary inputs, for fuzzing).
 
 mod agents;
@@ -28,6 +29,7 @@ mod drive;
 pub mod history;
 mod logs;
 mod outbox;
+mod reload;
 mod servers;
 #[cfg(test)]
 mod servers_tests;
@@ -55,6 +57,7 @@ pub use drive::{DRIVE_AGENT_KEY, drive_hub};
 pub use history::HistoryRange;
 pub use logs::{LOG_COALESCE, LogFollow};
 pub use outbox::{Close, Io, MemoryConn, MemoryOutbox, Outbox};
+pub use reload::Reload;
 pub use servers::{DockerStatus, MAX_REMOTE_CONTAINERS, RemoteTable};
 pub use session::{AuthState, ConnId, Session, Sessions};
 pub use topics::{
@@ -90,6 +93,9 @@ pub enum Input<'a> {
     Tick { unix_now: u64 },
     /// A deadline of the hub's own came ([`Hub::next_deadline`]).
     Timers,
+    /// SIGHUP: run with a new (merged, validated) config from now on;
+    /// connections it revokes are closed with 1008 (`reload.rs`).
+    Reload(Box<Reload>),
 }
 
 /// All hub state but the sessions.
@@ -243,6 +249,7 @@ impl Hub {
             Input::Feed(FeedEvent::LocalMetrics(m)) => st.on_local_metrics(&mut io, &m),
             Input::Tick { unix_now } => st.tick(&mut io, unix_now),
             Input::Timers => st.flush_held_logs(&mut io),
+            Input::Reload(r) => st.reload(&mut io, *r),
         }
         // Sessions the hub closed leave every topic before the input returns.
         while let Some(conn) = io.closed.pop() {

@@ -121,7 +121,7 @@ impl Harness {
     }
 
     pub(super) fn token(&self, role: Role, ttl: Duration) -> String {
-        sign_token(SECRET, "tester", role, ttl, unix_now())
+        sign_token(SECRET, "tester", role, ttl, unix_now()).unwrap()
     }
 
     /// An authenticated `/api/v1/ws` socket.
@@ -794,3 +794,4 @@ fn metrics_history_is_kept_for_the_local_host_and_agents() {
 
 /// Alert rules, states and the snapshot, driven the same way.
 mod alerts;
+mod reload;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::login::{LoginDone, LoginJob, LoginLimiter, LoginWorker};
-use crate::auth::users::session_cookie;
+use crate::auth::users::{User, session_cookie};
 use crate::auth::{Role, sign_token};
 use crate::http::{self, RequestHead};
 use crate::hub::WarnBudget;
@@ -28,6 +28,8 @@ pub const BAD_LOGIN: &str = "invalid username or password";
 #[derive(Default)]
 pub struct Logins {
     worker: Option<LoginWorker>,
+    /// Wakes the loop; kept to start a worker when a reload adds users.
+    wake: Option<Arc<dyn Fn() + Send + Sync>>,
     limiter: LoginLimiter,
     /// Origin refusals: one log line per `WARN_EVERY`, the rest counted.
     origin_warnings: WarnBudget,
@@ -41,8 +43,22 @@ impl Server {
     /// The worker thread could not be spawned.
     pub fn enable_logins(&mut self, wake: Arc<dyn Fn() + Send + Sync>) -> std::io::Result<()> {
         let users = self.hub.config().users.clone();
-        if !users.is_empty() {
-            self.logins.worker = Some(LoginWorker::spawn(users, wake)?);
+        self.logins.wake = Some(wake);
+        self.set_users(users)
+    }
+
+    /// Logins check `users` from now on (start-up and reloads); the worker
+    /// starts with the first user.
+    ///
+    /// # Errors
+    /// The worker thread could not be spawned.
+    pub(super) fn set_users(&mut self, users: Vec<User>) -> std::io::Result<()> {
+        match (&self.logins.worker, &self.logins.wake) {
+            (Some(w), _) => w.set_users(users),
+            (None, Some(wake)) if !users.is_empty() => {
+                self.logins.worker = Some(LoginWorker::spawn(users, wake.clone())?);
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -99,7 +115,16 @@ impl Server {
     }
 
     fn finish_login(&mut self, done: LoginDone, now: Instant) {
-        let reply = match done.role {
+        // A reload may have removed or changed the user while the password
+        // was being checked: the running config has the last word.
+        let role = done.role.filter(|r| {
+            self.hub
+                .config()
+                .users
+                .iter()
+                .any(|u| u.name == done.username && u.role == *r)
+        });
+        let reply = match role {
             Some(role) => {
                 self.logins.limiter.succeeded(&done.username, done.peer);
                 log::info!("login: {:?} ({role}) from {}", done.username, done.peer);
@@ -134,7 +159,16 @@ impl Server {
         };
         let now_unix = crate::hub::unix_now();
         let ttl = config.session_ttl;
-        let token = sign_token(secret, username, role, ttl, now_unix);
+        let token = match sign_token(secret, username, role, ttl, now_unix) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("login for {username:?}: {e}");
+                return (
+                    500,
+                    http::error_response(500, "", "could not make a session"),
+                );
+            }
+        };
         let exp = now_unix.saturating_add(ttl.as_secs());
         let expires_at = crate::feed::metrics::rfc3339_secs(exp);
         let body = serde_json::json!({"role": role.as_str(), "expires_at": expires_at});

@@ -25,6 +25,7 @@ pub mod conn;
 mod logins;
 mod messages;
 pub mod outbox;
+pub mod reload;
 mod requests;
 pub mod system;
 
@@ -143,6 +144,8 @@ pub struct Server {
     logins: logins::Logins,
     /// `[tls]`: accepted sockets speak TLS with these settings.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// SIGHUP's flag and the config loader (`reload.rs`); `None`: no reloads.
+    reload: Option<reload::ReloadSource>,
 }
 
 impl Server {
@@ -185,6 +188,7 @@ impl Server {
             ping_frame: ws::ping_frame(b""),
             logins: logins::Logins::default(),
             tls: None,
+            reload: None,
         }
     }
 
@@ -197,6 +201,12 @@ impl Server {
     /// Whether the port speaks TLS (session cookies are then `Secure`).
     pub(super) fn serves_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// Reloads the config (`source.load`) whenever `source.requested` is set
+    /// (SIGHUP); the flag's setter wakes the loop.
+    pub fn enable_reload(&mut self, source: reload::ReloadSource) {
+        self.reload = Some(source);
     }
 
     /// Gives one input to the hub and applies what it asks.
@@ -268,6 +278,9 @@ impl Server {
                 }
             }
             self.hub_input(started, Input::Timers);
+            if shutdown_deadline.is_none() {
+                self.reload_if_asked(started);
+            }
             if started >= next_tick {
                 self.tick(started);
                 next_tick = started + TICK;

@@ -1,6 +1,7 @@
 //! The daemon's contract with its host: systemd readiness notifications
-//! (`sd_notify` over `$NOTIFY_SOCKET`, std only), SIGTERM/SIGINT handling
-//! (sets the shutdown flag and wakes the loop), and the open-file limit.
+//! (`sd_notify` over `$NOTIFY_SOCKET`, std only), signal handling
+//! (SIGTERM/SIGINT set the shutdown flag, SIGHUP the reload flag; both wake
+//! the loop), and the open-file limit.
 
 use std::io;
 use std::sync::Arc;
@@ -31,6 +32,24 @@ pub fn sd_notify(state: &str) {
     }
 }
 
+/// `RELOADING=1` with the `MONOTONIC_USEC=` systemd wants for
+/// `Type=notify-reload` (it must be the time the reload started).
+pub fn sd_notify_reloading() {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the struct we pass; CLOCK_MONOTONIC
+    // always exists on Linux.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    let usec = (ts.tv_sec.max(0) as u64)
+        .saturating_mul(1_000_000)
+        .saturating_add(ts.tv_nsec.max(0) as u64 / 1000);
+    sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
+}
+
 /// Raises the soft open-file limit to the hard limit; returns the new soft limit.
 pub fn raise_nofile_limit() -> io::Result<u64> {
     let mut lim = libc::rlimit {
@@ -52,17 +71,29 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
-/// Installs SIGTERM/SIGINT handling: the flag is set and the loop woken.
-/// A second signal while shutting down exits at once.
+/// Installs signal handling on a thread of its own: SIGTERM/SIGINT set
+/// `flag` (a second one while shutting down exits at once), SIGHUP sets
+/// `reload`; either way the loop is woken and acts on its next iteration.
 ///
 /// # Errors
 /// When the handler thread cannot be set up.
-pub fn handle_signals(flag: Arc<AtomicBool>, waker: Arc<Waker>) -> io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])?;
+pub fn handle_signals(
+    flag: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+) -> io::Result<()> {
+    let mut signals =
+        signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             for sig in signals.forever() {
+                if sig == libc::SIGHUP {
+                    log::info!("SIGHUP: reloading the config");
+                    reload.store(true, Ordering::SeqCst);
+                    let _ = waker.wake();
+                    continue;
+                }
                 if flag.swap(true, Ordering::SeqCst) {
                     log::warn!("second signal {sig}: exiting now");
                     std::process::exit(1);

@@ -585,6 +585,7 @@ pub fn token(role: Role) -> String {
         Duration::from_secs(3600),
         unix_now(),
     )
+    .unwrap()
 }
 
 /// An authenticated browser socket on `path` of the hub.
