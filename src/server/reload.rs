@@ -46,7 +46,10 @@ impl Server {
     pub fn reload(&mut self, now: Instant) {
         system::sd_notify_reloading();
         match self.try_reload(now) {
-            Ok(()) => system::sd_notify("READY=1\nSTATUS=config reloaded"),
+            Ok(()) => {
+                log::info!("config reloaded");
+                system::sd_notify("READY=1\nSTATUS=config reloaded");
+            }
             Err(e) => {
                 log::error!("config reload failed, the running config is kept: {e}");
                 system::sd_notify("READY=1\nSTATUS=config reload failed; see the log");

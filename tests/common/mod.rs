@@ -95,8 +95,11 @@ impl Daemon {
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok((200, _)) = try_http_get(self.addr, "/healthz") {
-                return;
+            match try_http_get(self.addr, "/healthz") {
+                Ok((200, _)) => return,
+                // A TLS port answers plain HTTP with this: it is up.
+                Ok((400, body)) if body.contains("speaks TLS") => return,
+                _ => {}
             }
             std::thread::sleep(Duration::from_millis(50));
         }
