@@ -214,6 +214,22 @@ impl Drop for Agent {
     }
 }
 
+/// Sends SIGHUP and waits until the log says `outcome` once more.
+fn sighup_and_wait(d: &Daemon, outcome: &str) {
+    let before = d.log().matches(outcome).count();
+    // SAFETY: kill(2) on the daemon's pid; no memory is involved.
+    assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) }, 0);
+    let deadline = Instant::now() + WAIT;
+    while d.log().matches(outcome).count() == before {
+        assert!(
+            Instant::now() < deadline,
+            "no {outcome:?} after SIGHUP; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn every_endpoint_speaks_tls_and_bad_peers_cost_one_socket() {
     let dir = temp_dir("tls");
@@ -399,14 +415,7 @@ fn a_reload_serves_the_new_certificate_to_new_connections_and_keeps_open_ones() 
     let second = pki(&dir, "second", false);
     std::fs::copy(&second.cert, &first.cert).unwrap();
     std::fs::copy(&second.key, &first.key).unwrap();
-    let reloads = d.log().matches("config reloaded").count();
-    // SAFETY: kill(2) on the daemon's pid; no memory is involved.
-    assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) }, 0);
-    let deadline = Instant::now() + WAIT;
-    while d.log().matches("config reloaded").count() == reloads {
-        assert!(Instant::now() < deadline, "no reload; log:\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    sighup_and_wait(&d, "config reloaded");
 
     // New connections get the new certificate...
     let mut s = tls_connect(&d, client_config(&second.ca_der, false)).unwrap();
@@ -421,17 +430,7 @@ fn a_reload_serves_the_new_certificate_to_new_connections_and_keeps_open_ones() 
 
     // A broken certificate: the reload fails, the current one stays.
     std::fs::write(&first.cert, "not a certificate").unwrap();
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) }, 0);
-    let deadline = Instant::now() + WAIT;
-    while !d.log().contains("config reload failed") {
-        assert!(
-            Instant::now() < deadline,
-            "no failed reload; log:\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    sighup_and_wait(&d, "config reload failed");
     let mut s = tls_connect(&d, client_config(&second.ca_der, false)).unwrap();
     assert_eq!(https_get(&mut s, "/healthz").0, 200);
 }
