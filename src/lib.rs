@@ -22,6 +22,7 @@ pub mod config;
 pub mod feed;
 pub mod http;
 pub mod hub;
+pub mod init;
 pub mod notify;
 pub mod protocol;
 pub mod server;

@@ -38,8 +38,23 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Print a new agent API key and the `[[agents]]` lines holding its hash.
-    Keygen,
+    /// Write a first, secure config (random JWT secret, an admin user with a
+    /// generated password printed once) and say what to do next.
+    Init {
+        /// Where to write it (refused if it exists).
+        #[arg(long, default_value = dockwire::init::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Print a new agent API key: with --name, the hub's `[[agents]]` lines
+    /// and the exact commands (and a systemd unit) for the new host.
+    Keygen {
+        /// The agent's name in the hub's server list.
+        #[arg(long)]
+        name: Option<String>,
+        /// The hub's agent URL to put in the printed command.
+        #[arg(long, requires = "name")]
+        hub: Option<String>,
+    },
     /// Print an HS256 JWT for a browser.
     Token {
         #[arg(long)]
@@ -122,10 +137,16 @@ fn main() {
     let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(a) => serve(a),
         Command::CheckConfig { config } => check_config(config),
-        Command::Keygen => {
+        Command::Init { config } => dockwire::init::write_initial_config(&config)
+            .map(|w| print!("{}", dockwire::init::next_steps(&w))),
+        Command::Keygen { name: None, .. } => {
             print!("{}", auth::keygen_output());
             Ok(())
         }
+        Command::Keygen {
+            name: Some(name),
+            hub,
+        } => keygen_for(&name, hub.as_deref()),
         Command::Token {
             secret_file,
             sub,
@@ -139,6 +160,22 @@ fn main() {
         eprintln!("dockwire: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn keygen_for(name: &str, hub: Option<&str>) -> anyhow::Result<()> {
+    dockwire::init::check_agent_name(name).map_err(anyhow::Error::msg)?;
+    if let Some(url) = hub {
+        let parsed = agent::HubUrl::parse(url)?;
+        if !parsed.tls && !parsed.is_loopback() {
+            bail!(
+                "--hub {url}: an agent on another host needs wss:// (turn on [tls] on the hub); \
+                 ws:// would send its key in clear"
+            );
+        }
+    }
+    let key = auth::generate_api_key();
+    print!("{}", dockwire::init::keygen_text(&key, name, hub));
+    Ok(())
 }
 
 fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {

@@ -659,17 +659,27 @@ pub fn keygen_output() -> String {
 /// What `dockwire keygen` prints for `key`: the key, then a config snippet
 /// with its hash and the `server_id` the agent will get.
 pub fn keygen_text(key: &str) -> String {
-    let hash = sha256(key.as_bytes());
     format!(
         "# Agent API key (shown once; put it in the agent's --api-key-file):\n\
          {key}\n\
          \n\
-         # Add this to the hub's config. The agent's server_id will be {server_id}\n\
-         # (set server_id = \"...\" in the entry to choose another).\n\
+         # Add this to the hub's config.\n\
+         {}",
+        agent_lines(key, "agent")
+    )
+}
+
+/// The hub's `[[agents]]` lines for `key` named `name` (its hash, never the
+/// key), with the `server_id` the agent will get.
+pub fn agent_lines(key: &str, name: &str) -> String {
+    let hash = sha256(key.as_bytes());
+    format!(
+        "# The agent's server_id will be {server_id} (set server_id = \"...\" to choose another).\n\
          [[agents]]\n\
-         name = \"agent\"\n\
+         name = {name}\n\
          key_sha256 = \"{hex}\"\n",
         server_id = server_id_for_key_hash(&hash),
+        name = toml::Value::String(name.to_owned()),
         hex = to_hex(&hash),
     )
 }
