@@ -315,7 +315,12 @@ impl Worker {
                         self.pub_sent + ahead,
                     ));
                 }
-                if let Some(st) = &self.plan.storm {
+                // At the concurrency cap the next connect waits for a setup
+                // to end, which is an I/O event (or a setup deadline, below):
+                // no timer, or a run the setups cannot keep up with spins.
+                if let Some(st) = &self.plan.storm
+                    && self.in_setup < self.plan.connect_concurrency
+                {
                     t = t.min(publish::until_next(st.rate, el, self.storm_started));
                 }
                 if let Some(due) = self.next_agent_due() {
