@@ -535,6 +535,39 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_are_checked_before_any_worker() {
+        use clap::Parser as _;
+        let idle_of = |args: &[&str]| {
+            let mut v = vec!["x", "idle"];
+            v.extend_from_slice(args);
+            let Some(crate::cli::Cmd::Idle(a)) = crate::cli::Cli::try_parse_from(v).unwrap().cmd
+            else {
+                panic!()
+            };
+            idle(a)
+        };
+        assert!(idle_of(&[]).unwrap().base.tls.is_none());
+        let e = idle_of(&["--ca-file", "ca.pem"]).unwrap_err().to_string();
+        assert!(e.contains("--ca-file needs --tls"), "{e}");
+        let e = format!(
+            "{:#}",
+            idle_of(&["--tls", "--ca-file", "/nonexistent/ca.pem"]).unwrap_err()
+        );
+        assert!(e.contains("could not read --ca-file"), "{e}");
+        let e = format!(
+            "{:#}",
+            idle_of(&[
+                "--target",
+                "wss://localhost:7443",
+                "--ca-file",
+                "/nonexistent/ca.pem"
+            ])
+            .unwrap_err()
+        );
+        assert!(e.contains("could not read --ca-file"), "{e}");
+    }
+
+    #[test]
     fn fanout_refuses_non_loopback_and_needs_a_key() {
         use clap::Parser as _;
         let cli = crate::cli::Cli::try_parse_from([
