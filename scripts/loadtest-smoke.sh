@@ -17,7 +17,8 @@
 # state changes; log_batch lines to start_log_stream browsers. The daemon runs with a
 # temp config on a free loopback port: agent keys stored as sha256 (sha256sum),
 # browser auth off — except one `idle` run against a second daemon with a JWT
-# secret, using a token from `$DOCKWIRE_BIN token`.
+# secret, using a token from `$DOCKWIRE_BIN token`, and one `fanout --tls`
+# against a daemon with [tls] (certificate by openssl; skipped without it).
 # shellcheck disable=SC2317  # cleanup runs from the EXIT trap
 set -euo pipefail
 
@@ -165,6 +166,33 @@ if [ -n "${DOCKER_HOST:-}" ] && [ -n "${DOCKWIRE_TEST_IMAGE:-}" ]; then
         --dialect socketio --subscribers 100 --rate 200 --duration 3s --settle 2s
 else
     RESULTS+=("SKIP  fanout-container (DOCKER_HOST / DOCKWIRE_TEST_IMAGE not set)")
+fi
+
+# One fanout over TLS (wss://) against a third daemon with [tls], its
+# certificate made here by openssl: connections established, nothing lost.
+if command -v openssl >/dev/null 2>&1 &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$WORK/tls-key.pem" -out "$WORK/tls-cert.pem" -days 1 -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -addext "basicConstraints=critical,CA:FALSE" >"$WORK/openssl.log" 2>&1; then
+    PORT3=$(free_port)
+    {
+        printf 'listen = "127.0.0.1:%s"\n' "$PORT3"
+        printf '[tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$WORK/tls-cert.pem" "$WORK/tls-key.pem"
+        sed -n '/^\[\[agents\]\]/,$p' "$CONF"
+    } >"$WORK/tls.toml"
+    start_daemon "$WORK/tls.toml" "$WORK/dockwire-tls.log"
+    PLAIN_TARGET=$TARGET
+    TARGET=127.0.0.1:$PORT3
+    run fanout-tls \
+        'r["target"].startswith("wss://") and r["connections"]["established"] == 101 and r["connections"]["failed"] == 0 and r["connections"]["dropped"] == 0 and r["messages"]["delivered"] > 0 and r["messages"]["lost"] == 0' \
+        -- fanout --tls --ca-file "$WORK/tls-cert.pem" --api-key "$(head -1 "$KEYS")" \
+        --subscribers 100 --rate 50 --payload 100 --duration 2s
+    TARGET=$PLAIN_TARGET
+elif command -v openssl >/dev/null 2>&1; then
+    RESULTS+=("SKIP  fanout-tls (openssl could not make a certificate: $(tail -c 200 "$WORK/openssl.log"))")
+else
+    RESULTS+=("SKIP  fanout-tls (no openssl to make a test certificate)")
 fi
 
 # One idle run with browser auth on, when the binary can mint tokens.

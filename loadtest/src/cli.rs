@@ -102,6 +102,14 @@ pub struct Common {
     /// Largest server message accepted (bigger ones end that connection).
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// Speak TLS (wss://) on every connection, verifying the server's
+    /// certificate against the --target host; every connection makes a
+    /// full handshake (no session resumption). Implied by a wss:// target.
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM CA certificate(s) to trust with --tls (default: the system's roots).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -313,11 +313,20 @@ fn drive(
         }),
         _ => None,
     };
+    let mut params = spec.params.clone();
+    let target = if spec.base.tls.is_some() {
+        if let Some(m) = params.as_object_mut() {
+            m.insert("tls".into(), true.into());
+        }
+        format!("wss://{}", spec.target.host_header)
+    } else {
+        spec.target.host_header.clone()
+    };
     let meta = report::RunMeta {
         scenario: spec.scenario.to_string(),
         label: spec.common.label.clone(),
-        target: spec.target.host_header.clone(),
-        params: spec.params.clone(),
+        target,
+        params,
     };
     Ok(report::build(
         meta,

@@ -17,6 +17,7 @@ mod report;
 mod scenario;
 mod stats;
 mod target;
+mod tls;
 mod worker;
 mod wsproto;
 

@@ -105,6 +105,15 @@ pub struct StormSpec {
     pub max: u64,
 }
 
+/// TLS settings of a `--tls` run (the same for every connection).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TlsPlan {
+    /// Name the certificate is verified against (DNS name or IP address).
+    pub server_name: String,
+    /// PEM text of `--ca-file`; `None`: the system's roots.
+    pub ca_pem: Option<String>,
+}
+
 /// Everything a worker needs; sent as the first command.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerPlan {
@@ -147,6 +156,9 @@ pub struct WorkerPlan {
     /// intervals (its `container_stats` go every interval).
     pub change_every: u64,
     pub storm: Option<StormSpec>,
+    /// Speak TLS on every connection.
+    #[serde(default)]
+    pub tls: Option<TlsPlan>,
 }
 
 /// Coordinator → worker, one per line on stdin.

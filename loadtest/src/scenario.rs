@@ -14,7 +14,7 @@ use crate::cli::{AgentsArgs, Common, DialectArg, FanoutArgs, IdleArgs, Peer, Sou
 use crate::container::SpawnedContainer;
 use crate::payload::json_escape_into;
 use crate::plan::{
-    AgentSlot, Dialect, Extract, PubSpec, StormSpec, SubSpec, WorkerPlan, split_range,
+    AgentSlot, Dialect, Extract, PubSpec, StormSpec, SubSpec, TlsPlan, WorkerPlan, split_range,
 };
 use crate::target::{SourceSpread, Target, parse_target};
 use crate::worker::{SIO_PATH, publish};
@@ -68,8 +68,32 @@ fn token(c: &Common) -> anyhow::Result<Option<String>> {
     Ok(None)
 }
 
-fn base_plan(c: &Common, target: &Target, duration: Duration) -> WorkerPlan {
-    WorkerPlan {
+/// TLS settings for `--tls` (or a wss:// target), checked here so a bad
+/// CA file or host fails the run before any worker starts.
+fn tls_plan(c: &Common, target: &Target) -> anyhow::Result<Option<TlsPlan>> {
+    if !(c.tls || target.tls) {
+        if c.ca_file.is_some() {
+            bail!("--ca-file needs --tls (or a wss:// target)");
+        }
+        return Ok(None);
+    }
+    let ca_pem = match &c.ca_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("could not read --ca-file {}", f.display()))?,
+        ),
+        None => None,
+    };
+    crate::tls::client_config(ca_pem.as_deref())?;
+    crate::tls::server_name(&target.host)?;
+    Ok(Some(TlsPlan {
+        server_name: target.host.clone(),
+        ca_pem,
+    }))
+}
+
+fn base_plan(c: &Common, target: &Target, duration: Duration) -> anyhow::Result<WorkerPlan> {
+    Ok(WorkerPlan {
         worker: 0,
         workers: 1,
         target: target.addr,
@@ -97,7 +121,8 @@ fn base_plan(c: &Common, target: &Target, duration: Duration) -> WorkerPlan {
         remote_containers: 0,
         change_every: 1,
         storm: None,
-    }
+        tls: tls_plan(c, target)?,
+    })
 }
 
 /// Fills in the worker count: `--procs`, or enough for the open-file limit.
@@ -132,7 +157,7 @@ fn api_key(a: &FanoutArgs) -> anyhow::Result<String> {
 /// Bad target, missing API key or container, or a failing `docker run`.
 pub fn fanout(a: FanoutArgs) -> anyhow::Result<RunSpec> {
     let target = parse_target(&a.common.target)?;
-    let mut base = base_plan(&a.common, &target, a.duration);
+    let mut base = base_plan(&a.common, &target, a.duration)?;
     let tok = token(&a.common)?;
     base.rate = a.rate;
     base.payload = a.payload;
@@ -318,7 +343,7 @@ fn passive_subscriber(
 /// Bad target or token file.
 pub fn idle(a: IdleArgs) -> anyhow::Result<RunSpec> {
     let target = parse_target(&a.common.target)?;
-    let mut base = base_plan(&a.common, &target, a.hold);
+    let mut base = base_plan(&a.common, &target, a.hold)?;
     base.sub = Some(passive_subscriber(a.dialect, a.path.as_deref(), &a.common)?);
     base.subs_total = a.connections;
     let params = json!({
@@ -359,7 +384,7 @@ pub fn agents(a: AgentsArgs) -> anyhow::Result<RunSpec> {
             a.agents
         );
     }
-    let mut base = base_plan(&a.common, &target, a.duration);
+    let mut base = base_plan(&a.common, &target, a.duration)?;
     base.sub = Some(if a.containers > 0 {
         SubSpec {
             path: "/api/v1/ws".into(),
@@ -413,7 +438,7 @@ pub fn agents(a: AgentsArgs) -> anyhow::Result<RunSpec> {
 /// Bad target or token file.
 pub fn storm(a: StormArgs) -> anyhow::Result<RunSpec> {
     let target = parse_target(&a.common.target)?;
-    let mut base = base_plan(&a.common, &target, a.duration);
+    let mut base = base_plan(&a.common, &target, a.duration)?;
     base.sub = Some(passive_subscriber(a.dialect, a.path.as_deref(), &a.common)?);
     let params = json!({
         "connections": a.connections,
@@ -507,6 +532,39 @@ mod tests {
         assert!((plans[1].storm.as_ref().unwrap().rate - 200.0 / 3.0).abs() < 1e-9);
         assert_eq!(plans[2].worker, 2);
         assert_eq!(plans[2].target, target.addr);
+    }
+
+    #[test]
+    fn tls_flags_are_checked_before_any_worker() {
+        use clap::Parser as _;
+        let idle_of = |args: &[&str]| {
+            let mut v = vec!["x", "idle"];
+            v.extend_from_slice(args);
+            let Some(crate::cli::Cmd::Idle(a)) = crate::cli::Cli::try_parse_from(v).unwrap().cmd
+            else {
+                panic!()
+            };
+            idle(a)
+        };
+        assert!(idle_of(&[]).unwrap().base.tls.is_none());
+        let e = idle_of(&["--ca-file", "ca.pem"]).unwrap_err().to_string();
+        assert!(e.contains("--ca-file needs --tls"), "{e}");
+        let e = format!(
+            "{:#}",
+            idle_of(&["--tls", "--ca-file", "/nonexistent/ca.pem"]).unwrap_err()
+        );
+        assert!(e.contains("could not read --ca-file"), "{e}");
+        let e = format!(
+            "{:#}",
+            idle_of(&[
+                "--target",
+                "wss://localhost:7443",
+                "--ca-file",
+                "/nonexistent/ca.pem"
+            ])
+            .unwrap_err()
+        );
+        assert!(e.contains("could not read --ca-file"), "{e}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ const SOURCE_ADDRS: u64 = 253;
 /// Errors from parsing a target; all are fatal for the run.
 #[derive(Debug, Error)]
 pub enum TargetError {
-    #[error("could not parse target {0:?}: expected HOST:PORT or ws://HOST:PORT")]
+    #[error("could not parse target {0:?}: expected HOST:PORT, ws://HOST:PORT or wss://HOST:PORT")]
     Syntax(String),
     #[error("could not resolve target {0:?}")]
     Resolve(String),
@@ -40,6 +40,11 @@ pub struct Target {
     pub addr: SocketAddr,
     /// Value of the HTTP `Host` header (`ip:port`, IPv6 bracketed).
     pub host_header: String,
+    /// The host as written (`localhost`, `127.0.0.1`, `::1`): the name a
+    /// TLS certificate is verified against.
+    pub host: String,
+    /// Written as `wss://` or `https://`: the run speaks TLS.
+    pub tls: bool,
 }
 
 /// True when `ip` is a loopback address.
@@ -51,13 +56,17 @@ pub fn is_loopback(ip: IpAddr) -> bool {
 }
 
 /// Parses `HOST:PORT`, `ws://HOST:PORT[/path]` or `http://HOST:PORT[/path]`
-/// and checks that it is loopback.
+/// (`wss://` and `https://` too, which also ask for TLS) and checks that it
+/// is loopback.
 ///
 /// # Errors
 /// Syntax errors, names that do not resolve, and any non-loopback address.
 pub fn parse_target(text: &str) -> Result<Target, TargetError> {
     let trimmed = text.trim();
-    let without_scheme = ["ws://", "http://"]
+    let tls = ["wss://", "https://"]
+        .iter()
+        .any(|p| trimmed.starts_with(p));
+    let without_scheme = ["ws://", "http://", "wss://", "https://"]
         .iter()
         .find_map(|p| trimmed.strip_prefix(p))
         .unwrap_or(trimmed);
@@ -65,21 +74,23 @@ pub fn parse_target(text: &str) -> Result<Target, TargetError> {
     if authority.is_empty() {
         return Err(TargetError::Syntax(text.to_string()));
     }
+    let mut host = String::new();
     let addr: SocketAddr = if let Ok(a) = authority.parse::<SocketAddr>() {
         a
     } else {
-        let (host, port) = authority
+        let (name, port) = authority
             .rsplit_once(':')
             .ok_or_else(|| TargetError::Syntax(text.to_string()))?;
         let port: u16 = port
             .parse()
             .map_err(|_| TargetError::Syntax(text.to_string()))?;
-        if host.eq_ignore_ascii_case("localhost") {
+        host = host_name(name);
+        if name.eq_ignore_ascii_case("localhost") {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
         } else {
             // Resolve, but judge every answer: a name must not smuggle in a
             // remote address.
-            let all: Vec<SocketAddr> = (host, port)
+            let all: Vec<SocketAddr> = (name, port)
                 .to_socket_addrs()
                 .map_err(|_| TargetError::Resolve(text.to_string()))?
                 .collect();
@@ -98,10 +109,21 @@ pub fn parse_target(text: &str) -> Result<Target, TargetError> {
     if addr.port() == 0 {
         return Err(TargetError::Syntax(text.to_string()));
     }
+    if host.is_empty() {
+        host = addr.ip().to_string();
+    }
     Ok(Target {
         addr,
         host_header: addr.to_string(),
+        host,
+        tls,
     })
+}
+
+fn host_name(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase()
 }
 
 /// How source addresses are handed out.
@@ -140,6 +162,20 @@ mod tests {
         assert_eq!(t.addr, "127.0.0.1:9000".parse().unwrap());
         let t = parse_target("[::1]:7000").unwrap();
         assert_eq!(t.host_header, "[::1]:7000");
+        assert_eq!(t.host, "::1");
+        assert!(!t.tls);
+    }
+
+    #[test]
+    fn keeps_the_host_name_for_tls() {
+        let t = parse_target("wss://localhost:7443/api/v1/ws").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:7443".parse().unwrap());
+        assert_eq!(t.host, "localhost");
+        assert!(t.tls);
+        let t = parse_target("127.0.0.1:7443").unwrap();
+        assert_eq!(t.host, "127.0.0.1");
+        assert!(!t.tls);
+        assert!(parse_target("https://127.0.0.1:7443").unwrap().tls);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::payload::{self, SioPacket, Stamp};
 use crate::plan::{Dialect, Extract};
 use crate::stats::{Counters, ErrorCounts, Latency};
+use crate::tls::Wire;
 use crate::wsproto::{self, Event, FrameReader};
 
 /// Most reads per readiness event before the socket yields to others.
@@ -146,7 +147,7 @@ pub struct Session {
 }
 
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Wire,
     reader: FrameReader,
     inbuf: Vec<u8>,
     pub s: Session,
@@ -208,7 +209,7 @@ pub fn io_kind(prefix: &str, e: &io::Error) -> String {
 
 impl Conn {
     pub fn new(
-        stream: TcpStream,
+        stream: Wire,
         id: u64,
         role: Role,
         dialect: Dialect,
@@ -241,14 +242,14 @@ impl Conn {
     /// Handles write readiness: finishes the TCP connect, then flushes.
     pub fn on_writable(&mut self, host: &str) {
         if self.s.state == State::Connecting {
-            match self.stream.take_error() {
+            match self.stream.tcp().take_error() {
                 Ok(Some(e)) | Err(e) => {
                     self.s.dead = Some(Death::Error(io_kind("connect", &e)));
                     return;
                 }
                 Ok(None) => {}
             }
-            match self.stream.peer_addr() {
+            match self.stream.tcp().peer_addr() {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => {
@@ -268,6 +269,15 @@ impl Conn {
     /// Writes queued output until done or the socket would block.
     pub fn flush(&mut self) {
         let s = &mut self.s;
+        // TLS records still waiting go first (a no-op on plain TCP).
+        match self.stream.flush_records() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                s.dead.get_or_insert(Death::Error(io_kind("write", &e)));
+                return;
+            }
+        }
         while s.out_pos < s.out.len() {
             match self.stream.write(&s.out[s.out_pos..]) {
                 Ok(0) => {
@@ -334,6 +344,14 @@ impl Conn {
                         (State::Closing, _) => Death::Closed,
                         (_, io::ErrorKind::ConnectionReset) => {
                             Death::Error("closed by server: reset".into())
+                        }
+                        // TLS: TCP ended without close_notify.
+                        (_, io::ErrorKind::UnexpectedEof) => {
+                            Death::Error("closed by server: eof".into())
+                        }
+                        // TLS: a failed handshake or a bad record (rustls's reason).
+                        (_, io::ErrorKind::InvalidData) if e.raw_os_error().is_none() => {
+                            Death::Error(short(&format!("tls: {e}")))
                         }
                         _ => Death::Error(io_kind("read", &e)),
                     };

@@ -26,6 +26,7 @@ use crate::payload::now_ns;
 use crate::plan::{Command, Dialect, Extract, PubSpec, WorkerEvent, WorkerPlan};
 use crate::procfs;
 use crate::stats::WorkerResult;
+use crate::tls::Wire;
 use crate::wsproto;
 use conn::{Conn, Ctx, Death, Live, Rng, Role, State, io_kind, open_socket};
 use publish::FifoWriter;
@@ -135,13 +136,36 @@ pub fn main() -> anyhow::Result<()> {
         });
         bail!(msg);
     }
+    let tls = match &plan.tls {
+        None => None,
+        Some(t) => {
+            let made = crate::tls::client_config(t.ca_pem.as_deref())
+                .and_then(|c| Ok((c, crate::tls::server_name(&t.server_name)?)));
+            match made {
+                Ok(pair) => Some(pair),
+                Err(e) => {
+                    let message = format!("worker {}: TLS settings: {e:#}", plan.worker);
+                    emit(&WorkerEvent::Fatal {
+                        message: message.clone(),
+                    });
+                    bail!(message);
+                }
+            }
+        }
+    };
     let mut w = Worker::new(plan, waker);
+    w.tls = tls;
     w.run(&mut poll, &rx, tx)
 }
 
 struct Worker {
     plan: WorkerPlan,
     waker: Arc<Waker>,
+    /// Client settings and server name when the run speaks TLS.
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     conns: Slab<Conn>,
     scratch: Vec<u8>,
     live: Live,
@@ -184,6 +208,7 @@ impl Worker {
             rng: Rng::new(now_ns() ^ ((std::process::id() as u64) << 32) ^ plan.worker as u64),
             plan,
             waker,
+            tls: None,
             conns: Slab::new(),
             scratch: vec![0; 256 * 1024],
             live: Live::default(),
@@ -290,7 +315,12 @@ impl Worker {
                         self.pub_sent + ahead,
                     ));
                 }
-                if let Some(st) = &self.plan.storm {
+                // At the concurrency cap the next connect waits for a setup
+                // to end, which is an I/O event (or a setup deadline, below):
+                // no timer, or a run the setups cannot keep up with spins.
+                if let Some(st) = &self.plan.storm
+                    && self.in_setup < self.plan.connect_concurrency
+                {
                     t = t.min(publish::until_next(st.rate, el, self.storm_started));
                 }
                 if let Some(due) = self.next_agent_due() {
@@ -421,7 +451,11 @@ impl Worker {
         self.connects_started += 1;
         let now = Instant::now();
         self.first_connect.get_or_insert(now);
-        let mut stream = match open_socket(self.plan.target, src) {
+        let opened = open_socket(self.plan.target, src).and_then(|s| match &self.tls {
+            None => Ok(Wire::Plain(s)),
+            Some((config, name)) => Wire::tls(s, config.clone(), name.clone()),
+        });
+        let mut stream = match opened {
             Ok(s) => s,
             Err(e) => {
                 self.live.counters.failed += 1;
