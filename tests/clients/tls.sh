@@ -9,6 +9,8 @@
 #   node     the official socket.io-client with `ca`: connects over wss://,
 #            emits list_servers and gets servers; without `ca` it is refused
 #   https    Python's urllib with the CA: GET /healthz is 200 over TLS
+#   reload   an RSA certificate written over the ECDSA one, SIGHUP: new
+#            connections get it, and the Python client works again
 #
 # Env (required): DOCKWIRE_BIN. Optional: PYTHON, NODE. Exits non-zero on any
 # failure, after a closing "tls: N passed, N failed" line. Every step has a
@@ -173,9 +175,43 @@ clearTimeout(timer);
 JS
 }
 
+# An RSA certificate from the same CA, at the same paths, served after a
+# SIGHUP (the reload reads the files again).
+rsa_after_reload() {
+    (
+        cd "$TMP"
+        openssl req -newkey rsa:2048 -nodes -keyout rsa.key -out rsa.csr -subj "/CN=localhost" 2>/dev/null
+        openssl x509 -req -in rsa.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+            -days 1 -extfile leaf.ext -out rsa.pem 2>/dev/null
+        cat rsa.pem ca.pem >chain.pem
+        cp rsa.key key.pem
+    )
+    local before
+    before=$(grep -c "config reloaded" "$DLOG" || true)
+    kill -HUP "$DAEMON_PID"
+    for _ in $(seq 1 100); do
+        [ "$(grep -c "config reloaded" "$DLOG" || true)" -gt "$before" ] && break
+        sleep 0.1
+    done
+    [ "$(grep -c "config reloaded" "$DLOG" || true)" -gt "$before" ] || { echo "no reload logged"; return 1; }
+    timeout -k 5 60 "$PYTHON" - "$PORT" "$TMP/ca.pem" <<'PY'
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5) as raw:
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        cipher = s.cipher()
+        print("after reload:", s.version(), cipher[0])
+        der = s.getpeercert(binary_form=True)
+        # An RSA certificate carries the rsaEncryption OID 1.2.840.113549.1.1.1.
+        assert bytes.fromhex("2a864886f70d010101") in der, "not the RSA certificate"
+PY
+}
+
 step "https: GET /healthz with the CA" py_https
 step "python websocket-client over wss:// (and refused without the CA)" py_wss
 step "node socket.io-client over wss:// with ca (and refused without)" node_sio
+step "an RSA certificate served after SIGHUP" rsa_after_reload
+step "python websocket-client over wss:// with the RSA certificate" py_wss
 
 log "tls: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
