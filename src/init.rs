@@ -7,12 +7,14 @@
 //! commands and systemd unit for the remote host.
 //!
 //! Invariants: nothing existing is overwritten (init refuses); secrets are
-//! created with their final mode (never world-readable, not even briefly);
+//! created with their final mode (never world-readable, not even briefly;
+//! group-readable only in a directory that belongs to another group, the
+//! package's `root:dockwire` one);
 //! every text that goes into TOML is quoted by the TOML serializer.
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -82,13 +84,31 @@ pub fn write_initial_config(config: &Path) -> anyhow::Result<Written> {
     }
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("could not create {}: {e}", dir.display()))?;
+    // A directory of another group (the package's root:dockwire 0750):
+    // the files get that group and are readable by it, so the service's
+    // user reads what root wrote; otherwise the secret is the owner's alone.
+    let dir_gid = std::fs::metadata(dir)?.gid();
+    // SAFETY: getegid(2) has no preconditions and cannot fail.
+    let shared_group = (dir_gid != unsafe { libc::getegid() }).then_some(dir_gid);
     let admin_password = random_text(15);
     let hash = auth::users::hash_password(admin_password.as_bytes()).map_err(anyhow::Error::msg)?;
     let listen = crate::config::defaults::LISTEN.to_owned();
     let text = config_text(&listen, &secret, &hash);
-    create_new(&secret, 0o600, &format!("{}\n", random_text(48)))?;
-    if let Err(e) = create_new(&config, 0o640, &text) {
+    let secret_mode = if shared_group.is_some() { 0o640 } else { 0o600 };
+    let written = create_new(&secret, secret_mode, &format!("{}\n", random_text(48)))
+        .and_then(|()| create_new(&config, 0o640, &text))
+        .and_then(|()| match shared_group {
+            Some(gid) => [&secret, &config].iter().try_for_each(|p| {
+                std::os::unix::fs::chown(p, None, Some(gid)).map_err(|e| {
+                    anyhow::anyhow!("could not give {} to group {gid}: {e}", p.display())
+                })
+            }),
+            None => Ok(()),
+        });
+    if let Err(e) = written {
+        // Only what this run created goes (both were checked absent above).
         let _ = std::fs::remove_file(&secret);
+        let _ = std::fs::remove_file(&config);
         return Err(e);
     }
     Ok(Written {
@@ -172,7 +192,7 @@ role = "admin"
 pub fn next_steps(w: &Written) -> String {
     let config = w.config.display();
     format!(
-        "Wrote {config} and {secret} (mode 600).\n\
+        "Wrote {config} and {secret} (readable by no one else).\n\
          \n\
          Dashboard login (shown only now; change it with `dockwire passwd {ADMIN_NAME} --role admin`):\n\
          \x20 user:     {ADMIN_NAME}\n\

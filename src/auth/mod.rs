@@ -478,10 +478,12 @@ pub fn load_secret(path: &Path) -> Result<Vec<u8>, AuthError> {
     {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(meta) = file.metadata()
-            && meta.permissions().mode() & 0o077 != 0
+            && meta.permissions().mode() & 0o007 != 0
         {
+            // Group-readable is how a packaged daemon's user reads a file
+            // root wrote (root:dockwire 640); readable by everyone is not.
             log::warn!(
-                "JWT secret {} is readable by group or others; chmod 600 it",
+                "JWT secret {} is readable by every user; chmod o-rwx it",
                 path.display()
             );
         }
