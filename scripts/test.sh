@@ -17,7 +17,7 @@
 #             when that file exists.
 #   build     cargo build --workspace --bins
 # Stages (DOCKWIRE_STAGES, space-separated, default "systemd cargo autobahn
-# clients browser loadtest fuzz"):
+# clients browser loadtest package fuzz"):
 #   systemd   scripts/check-systemd.sh: systemd/dockwire.service hardening
 #             (systemd-analyze security exposure at most 2.0).
 #   cargo     cargo nextest run --workspace --no-fail-fast (settings in
@@ -36,6 +36,8 @@
 #             daemon and engine; same environment, screenshots in
 #             $DOCKWIRE_ARTIFACTS (default target/browser-artifacts). 300 s limit.
 #   loadtest  scripts/loadtest-smoke.sh when present, same environment.
+#   package   scripts/check-package.sh: the Debian package (cargo-deb, of the
+#             debug build) installed with dpkg, used, and purged.
 #   fuzz      scripts/fuzz.sh with DOCKWIRE_FUZZ_SECONDS (default 10) per
 #             target: every fuzz target briefly, from its seed corpus.
 # Every step has a time limit. A summary of the steps, with their times, is
@@ -46,12 +48,12 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
-STAGES=${DOCKWIRE_STAGES:-"systemd cargo autobahn clients browser loadtest fuzz"}
+STAGES=${DOCKWIRE_STAGES:-"systemd cargo autobahn clients browser loadtest package fuzz"}
 for s in $STAGES; do
     case $s in
-    systemd | cargo | autobahn | clients | browser | loadtest | fuzz) ;;
+    systemd | cargo | autobahn | clients | browser | loadtest | package | fuzz) ;;
     *)
-        echo "test.sh: unknown stage '$s' (known: systemd cargo autobahn clients browser loadtest fuzz)" >&2
+        echo "test.sh: unknown stage '$s' (known: systemd cargo autobahn clients browser loadtest package fuzz)" >&2
         exit 2
         ;;
     esac
@@ -280,6 +282,10 @@ if want loadtest; then
     else
         skip loadtest "no scripts/loadtest-smoke.sh"
     fi
+fi
+
+if want package; then
+    stage package timeout -k 30 2400 scripts/check-package.sh || true
 fi
 
 if want fuzz; then
