@@ -143,6 +143,9 @@ fn main() {
 
 fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
     let c = Config::load(path.as_deref(), &Overrides::default())?;
+    if let Some(note) = &c.listen_note {
+        println!("{note}");
+    }
     println!(
         "config OK: listen {}, server_id {}, {} agent key(s), browser auth {}",
         c.listen,
@@ -196,6 +199,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
+    if let Some(note) = &config.listen_note {
+        log::info!("{note}");
+    }
     match system::raise_nofile_limit() {
         Ok(n) => log::debug!("open-file limit: {n}"),
         Err(e) => log::warn!("could not raise the open-file limit: {e}"),

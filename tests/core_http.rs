@@ -242,3 +242,43 @@ fn keep_alive_serves_pipelined_requests_on_one_connection() {
     assert!(text.contains("Connection: keep-alive"));
     assert!(text.contains("Connection: close"));
 }
+
+/// Papercut (issue 15): `--listen localhost:PORT` was refused as "not an
+/// address". It binds the loopback address the name resolves to, says so,
+/// and serves.
+#[test]
+fn serve_listens_on_a_host_name() {
+    let port = free_port();
+    let dir = temp_dir("listen-name");
+    let config = dir.join("empty.toml");
+    std::fs::write(&config, "").unwrap();
+    let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_dockwire"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("localhost:{port}")])
+        .env("RUST_LOG", "info")
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/no-docker.sock", dir.display()),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut d = Daemon {
+        child,
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        dir,
+        config_path: config,
+    };
+    d.wait_ready();
+    assert_eq!(d.healthz()["status"], "ok", "{}", d.log());
+    let log = d.log();
+    assert!(
+        log.contains(&format!("listen: localhost:{port} resolves to"))
+            && log.contains(&format!("127.0.0.1:{port}")),
+        "{log}"
+    );
+    d.terminate(Duration::from_secs(10));
+}
