@@ -424,8 +424,7 @@ impl Config {
         let mut jwt_secret_generated = false;
         let jwt_secret = match &f.auth.jwt_secret_file {
             Some(p) => Some(
-                auth::load_secret(p)
-                    .map_err(|e| invalid(format!("auth.jwt_secret_file {}: {e}", p.display())))?,
+                auth::load_secret(p).map_err(|e| invalid(format!("auth.jwt_secret_file: {e}")))?,
             ),
             None if !users.is_empty() => {
                 jwt_secret_generated = true;

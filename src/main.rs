@@ -167,8 +167,8 @@ fn token(
     if sub.is_empty() {
         bail!("--sub must not be empty");
     }
-    let secret = auth::load_secret(secret_file)
-        .with_context(|| format!("could not load secret {}", secret_file.display()))?;
+    // The error names the file.
+    let secret = auth::load_secret(secret_file)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();

@@ -282,3 +282,60 @@ fn serve_listens_on_a_host_name() {
     );
     d.terminate(Duration::from_secs(10));
 }
+
+/// Runs the binary; (success, stdout, stderr).
+fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dockwire"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Papercut (issue 15): a missing file was reported as "No such file or
+/// directory (os error 2): No such file or directory (os error 2)". The
+/// path is named once, the cause said once, with what to do.
+#[test]
+fn missing_files_are_named_once_with_what_to_do() {
+    let dir = temp_dir("missing-files");
+    let missing = dir.join("absent-file");
+    let path = missing.to_str().unwrap();
+    let secret_toml = dir.join("secret.toml");
+    std::fs::write(
+        &secret_toml,
+        format!("[auth]\njwt_secret_file = {path:?}\n"),
+    )
+    .unwrap();
+    for (args, hint) in [
+        (
+            vec!["token", "--secret-file", path, "--sub", "alice"],
+            "/dev/urandom",
+        ),
+        (
+            vec![
+                "agent",
+                "--hub",
+                "ws://127.0.0.1:9/api/v1/agents/ws",
+                "--api-key-file",
+                path,
+            ],
+            "dockwire keygen",
+        ),
+        (
+            vec!["check-config", "--config", secret_toml.to_str().unwrap()],
+            "/dev/urandom",
+        ),
+    ] {
+        let (ok, out, err) = run_cli(&args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert_eq!(err.matches(path).count(), 1, "{args:?}: {err}");
+        assert_eq!(err.matches("os error 2").count(), 1, "{args:?}: {err}");
+        assert!(err.contains(hint), "{args:?} should say {hint:?}: {err}");
+    }
+}
