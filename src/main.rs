@@ -48,7 +48,8 @@ enum Command {
         sub: String,
         #[arg(long, default_value = "viewer")]
         role: String,
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        /// How long the token is valid: at least 1s (e.g. 30m, 12h, 7d).
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: Duration,
     },
     /// Run as an agent connected to a hub: pushes host metrics and followed log
@@ -174,6 +175,18 @@ fn token(
         .as_secs();
     println!("{}", auth::sign_token(&secret, sub, role, ttl, now)?);
     Ok(())
+}
+
+/// `--ttl`: a duration of at least a second. Tokens expire at whole seconds,
+/// so a shorter one would be printed already expired.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if ttl < Duration::from_secs(1) {
+        return Err(format!(
+            "{text:?} would print a token that is already expired; give at least 1s, e.g. 1h"
+        ));
+    }
+    Ok(ttl)
 }
 
 fn passwd(name: &str, role: &str) -> anyhow::Result<()> {

@@ -339,3 +339,39 @@ fn missing_files_are_named_once_with_what_to_do() {
         assert!(err.contains(hint), "{args:?} should say {hint:?}: {err}");
     }
 }
+
+/// Papercut (issue 15): `token --ttl 0s` printed a token already expired.
+#[test]
+fn token_refuses_a_ttl_under_a_second() {
+    let dir = temp_dir("token-ttl");
+    let secret = write_secret(&dir);
+    let secret = secret.to_str().unwrap();
+    for ttl in ["0s", "500ms"] {
+        let (ok, out, err) = run_cli(&[
+            "token",
+            "--secret-file",
+            secret,
+            "--sub",
+            "alice",
+            "--ttl",
+            ttl,
+        ]);
+        assert!(!ok, "--ttl {ttl} should fail");
+        assert!(out.is_empty(), "--ttl {ttl} printed {out}");
+        assert!(
+            err.contains("already expired") && err.contains("at least 1s"),
+            "{err}"
+        );
+    }
+    let (ok, out, err) = run_cli(&[
+        "token",
+        "--secret-file",
+        secret,
+        "--sub",
+        "alice",
+        "--ttl",
+        "1s",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim().split('.').count(), 3, "{out}");
+}
