@@ -278,7 +278,11 @@ pub use reload::RESTART_ONLY;
 /// The validated configuration the daemon runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The address bound: `listen` as written, or the one its host name
+    /// resolved to (see [`pick_listen`]).
     pub listen: SocketAddr,
+    /// For a host name: which address it resolved to, for the log.
+    pub listen_note: Option<String>,
     /// The local host's id on every endpoint.
     pub server_id: String,
     pub metrics_interval: Duration,
@@ -325,6 +329,50 @@ pub struct TlsFiles {
     pub key_file: PathBuf,
 }
 
+/// `listen` as written: an address, or a host name and port that resolve
+/// (`localhost:7575`). A name gives the one address [`pick_listen`] picks and
+/// a note naming it among all those the name resolved to.
+///
+/// # Errors
+/// A message for the operator when it is neither.
+pub fn resolve_listen(text: &str) -> Result<(SocketAddr, Option<String>), String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok((addr, None));
+    }
+    let bad = |why: String| {
+        format!(
+            "listen: {text:?} is neither an address like \"127.0.0.1:7575\" nor a host name \
+             and port that resolve (like \"localhost:7575\"): {why}"
+        )
+    };
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| bad(e.to_string()))?
+        .collect();
+    let addr = pick_listen(&addrs).ok_or_else(|| bad("it resolves to no address".into()))?;
+    let all: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    let note = if addrs.len() > 1 {
+        format!(
+            "listen: {text} resolves to {}; listening on {addr} only (write an address to \
+             choose another)",
+            all.join(", ")
+        )
+    } else {
+        format!("listen: {text} resolves to {addr}")
+    };
+    Ok((addr, Some(note)))
+}
+
+/// The one address of a listen name that is bound: a loopback one when there
+/// is one (a name like `localhost` must not open the daemon wider), IPv4
+/// before IPv6, else in resolution order.
+#[must_use]
+pub fn pick_listen(addrs: &[SocketAddr]) -> Option<SocketAddr> {
+    addrs
+        .iter()
+        .min_by_key(|a| (!a.ip().is_loopback(), !a.is_ipv4()))
+        .copied()
+}
+
 /// Flags that override the file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -366,11 +414,7 @@ impl Config {
             .as_deref()
             .or(f.listen.as_deref())
             .unwrap_or(defaults::LISTEN);
-        let listen: SocketAddr = listen_text.parse().map_err(|_| {
-            invalid(format!(
-                "listen: {listen_text:?} is not an address like \"127.0.0.1:7575\""
-            ))
-        })?;
+        let (listen, listen_note) = resolve_listen(listen_text).map_err(invalid)?;
         let server_id = match f.server_id {
             Some(id) if id.trim().is_empty() => return Err(invalid("server_id must not be empty")),
             Some(id) => id,
@@ -380,8 +424,7 @@ impl Config {
         let mut jwt_secret_generated = false;
         let jwt_secret = match &f.auth.jwt_secret_file {
             Some(p) => Some(
-                auth::load_secret(p)
-                    .map_err(|e| invalid(format!("auth.jwt_secret_file {}: {e}", p.display())))?,
+                auth::load_secret(p).map_err(|e| invalid(format!("auth.jwt_secret_file: {e}")))?,
             ),
             None if !users.is_empty() => {
                 jwt_secret_generated = true;
@@ -479,6 +522,7 @@ impl Config {
         }
         Ok(Config {
             listen,
+            listen_note,
             server_id,
             metrics_interval: duration(
                 &f.metrics_interval,
@@ -602,6 +646,38 @@ mod tests {
         assert_eq!(c.max_message_bytes, 64 << 10);
         assert!(!c.auth_enabled());
         assert!(!c.echo_endpoint);
+    }
+
+    #[test]
+    fn listen_takes_host_names_that_resolve() {
+        // Papercut (issue 15): `localhost:7590` was "not an address".
+        let c = parse("listen = \"localhost:7590\"").unwrap();
+        assert!(c.listen.ip().is_loopback(), "{}", c.listen);
+        assert_eq!(c.listen.port(), 7590);
+        let note = c.listen_note.unwrap();
+        assert!(note.contains(&c.listen.to_string()), "{note}");
+        let c = parse("listen = \"[::1]:7591\"").unwrap();
+        assert_eq!(c.listen.to_string(), "[::1]:7591");
+        assert!(c.listen_note.is_none());
+        for bad in ["nope", "localhost", "no-such-host.invalid:7575"] {
+            let e = parse(&format!("listen = {bad:?}")).unwrap_err().to_string();
+            assert!(e.contains("listen") && e.contains(bad), "{e}");
+        }
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        // Loopback first (IPv4 before IPv6), else resolution order.
+        assert_eq!(
+            pick_listen(&[a("[::1]:1"), a("10.0.0.1:1"), a("127.0.0.1:1")]),
+            Some(a("127.0.0.1:1"))
+        );
+        assert_eq!(
+            pick_listen(&[a("[2001:db8::1]:1"), a("[::1]:1")]),
+            Some(a("[::1]:1"))
+        );
+        assert_eq!(
+            pick_listen(&[a("[2001:db8::1]:1"), a("10.0.0.2:1"), a("10.0.0.1:1")]),
+            Some(a("10.0.0.2:1"))
+        );
+        assert_eq!(pick_listen(&[]), None);
     }
 
     #[test]

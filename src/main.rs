@@ -63,7 +63,8 @@ enum Command {
         sub: String,
         #[arg(long, default_value = "viewer")]
         role: String,
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        /// How long the token is valid: at least 1s (e.g. 30m, 12h, 7d).
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: Duration,
     },
     /// Run as an agent connected to a hub: pushes host metrics and followed log
@@ -180,6 +181,9 @@ fn keygen_for(name: &str, hub: Option<&str>) -> anyhow::Result<()> {
 
 fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
     let c = Config::load(path.as_deref(), &Overrides::default())?;
+    if let Some(note) = &c.listen_note {
+        println!("{note}");
+    }
     println!(
         "config OK: listen {}, server_id {}, {} agent key(s), browser auth {}",
         c.listen,
@@ -201,13 +205,25 @@ fn token(
     if sub.is_empty() {
         bail!("--sub must not be empty");
     }
-    let secret = auth::load_secret(secret_file)
-        .with_context(|| format!("could not load secret {}", secret_file.display()))?;
+    // The error names the file.
+    let secret = auth::load_secret(secret_file)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     println!("{}", auth::sign_token(&secret, sub, role, ttl, now)?);
     Ok(())
+}
+
+/// `--ttl`: a duration of at least a second. Tokens expire at whole seconds,
+/// so a shorter one would be printed already expired.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if ttl < Duration::from_secs(1) {
+        return Err(format!(
+            "{text:?} would print a token that is already expired; give at least 1s, e.g. 1h"
+        ));
+    }
+    Ok(ttl)
 }
 
 fn passwd(name: &str, role: &str) -> anyhow::Result<()> {
@@ -233,6 +249,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
+    if let Some(note) = &config.listen_note {
+        log::info!("{note}");
+    }
     match system::raise_nofile_limit() {
         Ok(n) => log::debug!("open-file limit: {n}"),
         Err(e) => log::warn!("could not raise the open-file limit: {e}"),

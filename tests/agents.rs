@@ -37,6 +37,17 @@ fn agent_keys_good_bad_and_replacement() {
         assert_eq!(e["message"], "Invalid or inactive API key");
         assert_eq!(wait_close(&mut b, Duration::from_secs(5)), Some(1008));
     }
+    // The operator is told, with the peer's address, once for the burst.
+    let log = h.d.log();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("refused an agent from"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{log}");
+    assert!(
+        refusals[0].contains("from 127.0.0.1: invalid or inactive API key"),
+        "{log}"
+    );
     assert!(
         h.d.metric("dockwire_auth_failures_total{kind=\"bad_api_key\"}")
             .unwrap()

@@ -242,3 +242,136 @@ fn keep_alive_serves_pipelined_requests_on_one_connection() {
     assert!(text.contains("Connection: keep-alive"));
     assert!(text.contains("Connection: close"));
 }
+
+/// Papercut (issue 15): `--listen localhost:PORT` was refused as "not an
+/// address". It binds the loopback address the name resolves to, says so,
+/// and serves.
+#[test]
+fn serve_listens_on_a_host_name() {
+    let port = free_port();
+    let dir = temp_dir("listen-name");
+    let config = dir.join("empty.toml");
+    std::fs::write(&config, "").unwrap();
+    let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_dockwire"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("localhost:{port}")])
+        .env("RUST_LOG", "info")
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/no-docker.sock", dir.display()),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut d = Daemon {
+        child,
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        dir,
+        config_path: config,
+    };
+    d.wait_ready();
+    assert_eq!(d.healthz()["status"], "ok", "{}", d.log());
+    let log = d.log();
+    assert!(
+        log.contains(&format!("listen: localhost:{port} resolves to"))
+            && log.contains(&format!("127.0.0.1:{port}")),
+        "{log}"
+    );
+    d.terminate(Duration::from_secs(10));
+}
+
+/// Runs the binary; (success, stdout, stderr).
+fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dockwire"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Papercut (issue 15): a missing file was reported as "No such file or
+/// directory (os error 2): No such file or directory (os error 2)". The
+/// path is named once, the cause said once, with what to do.
+#[test]
+fn missing_files_are_named_once_with_what_to_do() {
+    let dir = temp_dir("missing-files");
+    let missing = dir.join("absent-file");
+    let path = missing.to_str().unwrap();
+    let secret_toml = dir.join("secret.toml");
+    std::fs::write(
+        &secret_toml,
+        format!("[auth]\njwt_secret_file = {path:?}\n"),
+    )
+    .unwrap();
+    for (args, hint) in [
+        (
+            vec!["token", "--secret-file", path, "--sub", "alice"],
+            "/dev/urandom",
+        ),
+        (
+            vec![
+                "agent",
+                "--hub",
+                "ws://127.0.0.1:9/api/v1/agents/ws",
+                "--api-key-file",
+                path,
+            ],
+            "dockwire keygen",
+        ),
+        (
+            vec!["check-config", "--config", secret_toml.to_str().unwrap()],
+            "/dev/urandom",
+        ),
+    ] {
+        let (ok, out, err) = run_cli(&args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert_eq!(err.matches(path).count(), 1, "{args:?}: {err}");
+        assert_eq!(err.matches("os error 2").count(), 1, "{args:?}: {err}");
+        assert!(err.contains(hint), "{args:?} should say {hint:?}: {err}");
+    }
+}
+
+/// Papercut (issue 15): `token --ttl 0s` printed a token already expired.
+#[test]
+fn token_refuses_a_ttl_under_a_second() {
+    let dir = temp_dir("token-ttl");
+    let secret = write_secret(&dir);
+    let secret = secret.to_str().unwrap();
+    for ttl in ["0s", "500ms"] {
+        let (ok, out, err) = run_cli(&[
+            "token",
+            "--secret-file",
+            secret,
+            "--sub",
+            "alice",
+            "--ttl",
+            ttl,
+        ]);
+        assert!(!ok, "--ttl {ttl} should fail");
+        assert!(out.is_empty(), "--ttl {ttl} printed {out}");
+        assert!(
+            err.contains("already expired") && err.contains("at least 1s"),
+            "{err}"
+        );
+    }
+    let (ok, out, err) = run_cli(&[
+        "token",
+        "--secret-file",
+        secret,
+        "--sub",
+        "alice",
+        "--ttl",
+        "1s",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim().split('.').count(), 3, "{out}");
+}

@@ -527,6 +527,37 @@ fn lifecycle_events_and_actions() {
     });
 }
 
+/// Papercut (issue 15): `docker stop` sends `kill` while the container
+/// still runs; that inspection differs from the held one only in its aged
+/// status text and must not go out as a change to `running`.
+#[test]
+fn stop_sends_no_running_change_before_exited() {
+    if engine().is_none() {
+        return;
+    }
+    let mut feed = Feed::start();
+    feed.up();
+    // Lingers a second after SIGTERM, so `kill` surely sees it running.
+    let c = Ctr::run("stop", &[], "trap 'sleep 1; exit 0' TERM; sleep 300 & wait");
+    feed.changed(&c.id, "running", Duration::from_secs(10));
+    // Let "Up Less than a second" age, so the status text differs.
+    std::thread::sleep(Duration::from_millis(2100));
+    docker(&["stop", "-t", "10", &c.id]);
+    let mut seen = Vec::new();
+    feed.wait(
+        "Changed to exited",
+        Duration::from_secs(15),
+        |ev| match ev {
+            DockerEvent::Changed(x) if x.id == c.id => {
+                seen.push((x.state.clone(), x.status.clone()));
+                (x.state == "exited").then_some(())
+            }
+            _ => None,
+        },
+    );
+    assert_eq!(seen.len(), 1, "changes between stop and exited: {seen:?}");
+}
+
 #[test]
 fn blocking_client_runs_actions() {
     if engine().is_none() {

@@ -338,7 +338,13 @@ fn ambient_cookie_needs_an_allowed_origin() {
     while !d.log().contains("[auth] allowed_origins") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(d.log().contains("http://evil.example"), "{}", d.log());
+    // The line names the peer and the Origin (issue 15).
+    assert!(
+        d.log()
+            .contains("from 127.0.0.1 with Origin \"http://evil.example\""),
+        "{}",
+        d.log()
+    );
     // Without any token: 401.
     assert_eq!(get(d.addr, "/api/v1/containers", "").0, 401);
 }

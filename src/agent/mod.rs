@@ -73,8 +73,17 @@ pub enum AgentError {
     Plaintext(String),
     #[error("could not set up TLS: {0}")]
     Tls(String),
-    #[error("could not read the API key file {path}: {source}")]
-    KeyFile { path: PathBuf, source: io::Error },
+    /// The cause is in the message and deliberately not a `source`: error
+    /// chains (`{:#}`) would print it twice.
+    #[error(
+        "could not read the API key file {path}: {error}{}",
+        crate::auth::missing_hint(
+            error,
+            "; write the key that `dockwire keygen` printed \
+         (on the hub's host) into it, mode 600"
+        )
+    )]
+    KeyFile { path: PathBuf, error: io::Error },
     #[error("could not use the API key file {0}: it is empty")]
     EmptyKey(PathBuf),
     #[error("could not use --allow-command {0}")]
@@ -501,9 +510,9 @@ pub fn read_api_key_file(path: &Path) -> anyhow::Result<String> {
 }
 
 fn read_key(path: &Path) -> Result<String, AgentError> {
-    let key_error = |source| AgentError::KeyFile {
+    let key_error = |error| AgentError::KeyFile {
         path: path.to_owned(),
-        source,
+        error,
     };
     let meta = std::fs::metadata(path).map_err(key_error)?;
     let text = std::fs::read_to_string(path).map_err(key_error)?;

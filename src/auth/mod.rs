@@ -152,10 +152,19 @@ pub enum AuthError {
     BadRole(String),
     #[error("could not accept token claim {0:?}: missing or of the wrong type")]
     BadClaim(&'static str),
-    #[error("could not read JWT secret {path}: {source}")]
+    /// The cause is in the message and deliberately not a `source`: error
+    /// chains (`{:#}`) would print it twice.
+    #[error(
+        "could not read JWT secret {path}: {error}{}",
+        missing_hint(
+            error,
+            "; create it with 32 random bytes, e.g. \
+         `head -c 32 /dev/urandom > FILE && chmod 600 FILE`"
+        )
+    )]
     SecretFile {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("could not use JWT secret {path}: {len} bytes, at least {MIN_SECRET_LEN} needed")]
     SecretTooShort { path: PathBuf, len: usize },
@@ -165,6 +174,16 @@ pub enum AuthError {
     BadKeyHash(String),
     #[error("could not sign token: {0}")]
     Sign(String),
+}
+
+/// `hint` when `e` says the file does not exist, else nothing.
+#[must_use]
+pub fn missing_hint(e: &std::io::Error, hint: &'static str) -> &'static str {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        hint
+    } else {
+        ""
+    }
 }
 
 impl AuthError {
@@ -469,9 +488,9 @@ pub fn sign_token(
 /// `SecretFile` when the file cannot be read, `SecretTooLong` past
 /// [`MAX_SECRET_FILE_LEN`], `SecretTooShort` under [`MIN_SECRET_LEN`] bytes.
 pub fn load_secret(path: &Path) -> Result<Vec<u8>, AuthError> {
-    let io_err = |source| AuthError::SecretFile {
+    let io_err = |error| AuthError::SecretFile {
         path: path.to_owned(),
-        source,
+        error,
     };
     let file = std::fs::File::open(path).map_err(io_err)?;
     #[cfg(unix)]

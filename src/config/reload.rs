@@ -58,6 +58,8 @@ impl Config {
             sio_ping_timeout => "[socketio] ping_timeout",
             audit_log => "[commands] audit_log",
         );
+        // The running address's note goes with it.
+        merged.listen_note.clone_from(&self.listen_note);
         if merged.tls.is_some() != self.tls.is_some() {
             // Turning TLS on or off changes what every client must speak.
             restart.push("[tls] (on or off)");

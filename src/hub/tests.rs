@@ -467,6 +467,37 @@ fn long_tokens_get_an_authentication_error_not_send_auth_first() {
 }
 
 #[test]
+fn an_agent_at_a_browser_endpoint_is_sent_to_the_agents_endpoint() {
+    // Papercut (issue 15): it was told `missing field "token"`.
+    let agent_auth = json!({"type": "auth", "api_key": AGENT_KEY});
+    for auth_on in [true, false] {
+        let mut h = if auth_on {
+            Harness::with_auth(&agent_config())
+        } else {
+            Harness::new(&agent_config())
+        };
+        let c = h.open(Endpoint::Browser, None);
+        h.send(c, &agent_auth);
+        // Without auth the socket was greeted first.
+        let e = h.take(c);
+        let e = e.iter().find(|v| v["type"] == "error").expect("an error");
+        let msg = e["message"].as_str().unwrap();
+        assert!(msg.contains("browser endpoint"), "{msg}");
+        assert!(msg.contains("/api/v1/agents/ws"), "{msg}");
+        assert!(!msg.contains("missing field"), "{msg}");
+        if auth_on {
+            assert_eq!(h.out.closed(c).map(|c| c.0), Some(1008));
+        }
+    }
+    // A browser's `auth` without a token is still told what is missing.
+    let mut h = Harness::with_auth("");
+    let c = h.open(Endpoint::Browser, None);
+    h.send(c, &json!({"type": "auth"}));
+    let msg = h.take(c)[0]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("missing field \"token\""), "{msg}");
+}
+
+#[test]
 fn refused_commands_are_audited_within_a_budget_and_summarised() {
     // Hole 6: a viewer flooding refused commands.
     let audit = temp_file("audit", b"");

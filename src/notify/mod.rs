@@ -44,8 +44,9 @@ const MAX_CHAT_CHARS: usize = 1900;
 /// Errors starting the notifiers. Fatal at start-up.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
+    // The cause is in the message, not a `source` (chains would repeat it).
     #[error("could not start the notifier thread for {0}: {1}")]
-    Thread(String, #[source] std::io::Error),
+    Thread(String, std::io::Error),
 }
 
 /// What happened to notifications, per notifier.

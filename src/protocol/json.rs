@@ -89,6 +89,10 @@ fn optional_field(
     }
 }
 
+/// The reply to an agent's `auth` sent to a browser endpoint.
+pub const WRONG_ENDPOINT_FOR_AGENT: &str = "this is a browser endpoint and the message is an \
+     agent's auth (api_key): agents connect to /api/v1/agents/ws";
+
 /// Longest `request_id` a client may send (SPEC 6).
 pub const MAX_REQUEST_ID: usize = 64;
 
@@ -115,6 +119,11 @@ pub fn request_from(
     obj: &serde_json::Map<String, Value>,
 ) -> Result<BrowserRequest, String> {
     Ok(match kind {
+        // An agent's `auth` (an `api_key`, no `token`) sent to a browser
+        // endpoint: say where agents belong instead of "missing field".
+        "auth" if !obj.contains_key("token") && obj.contains_key("api_key") => {
+            return Err(WRONG_ENDPOINT_FOR_AGENT.to_string());
+        }
         "auth" => BrowserRequest::Auth {
             token: field(obj, "token")?.to_string(),
         },

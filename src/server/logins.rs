@@ -188,7 +188,12 @@ impl Server {
 
     /// Logs a request refused for its Origin: at most one line per
     /// [`crate::hub::WARN_EVERY`], with the number suppressed since the last.
-    pub(super) fn log_origin_refusal(&mut self, head: &RequestHead, now: Instant) {
+    pub(super) fn log_origin_refusal(
+        &mut self,
+        head: &RequestHead,
+        peer: std::net::IpAddr,
+        now: Instant,
+    ) {
         let Some(suppressed) = self.logins.origin_warnings.allow(now) else {
             return;
         };
@@ -201,8 +206,8 @@ impl Server {
             .collect();
         let path: String = head.path.chars().take(120).collect();
         log::warn!(
-            "refused {} {path} from Origin {origin:?}: not the same origin as Host and not in \
-             [auth] allowed_origins (add it there to allow it){}",
+            "refused {} {path} from {peer} with Origin {origin:?}: not the same origin as Host \
+             and not in [auth] allowed_origins (add it there to allow it){}",
             head.method,
             if suppressed > 0 {
                 format!("; {suppressed} more refusals since the last such line")

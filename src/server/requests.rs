@@ -145,6 +145,7 @@ impl Server {
         if c.inbuf.len() < head.head_len + body_len {
             return false; // the rest of the body is still on its way
         }
+        let peer = c.peer;
         let _ = c.inbuf.split_to(head.head_len);
         if body_len > 0 {
             head.body = c.inbuf.split_to(body_len).to_vec();
@@ -173,7 +174,7 @@ impl Server {
                 match refusal {
                     Some("origin") => {
                         self.stats.auth_failure("origin");
-                        self.log_origin_refusal(&head, now);
+                        self.log_origin_refusal(&head, peer, now);
                     }
                     Some(why @ ("no_token" | "bad_token")) => self.stats.auth_failure(why),
                     Some("host") => self.stats.bad_input("bad_host"),

@@ -13,7 +13,9 @@
 //!   computed the way Docker computes the listing's, so `Changed` and `Up`
 //!   read alike.
 //! - `Changed` is sent only when a container differs from what was last sent
-//!   for it, and `Removed` only for containers that were announced.
+//!   for it in something a client sees (see [`visibly_changed`]; the human
+//!   `status` alone, which ages with the clock, is not a change), and
+//!   `Removed` only for containers that were announced.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -280,12 +282,44 @@ async fn apply_events(
             }
             Err(e) => return Err(e),
         };
-        if known.get(id) != Some(&c) {
+        if visibly_changed(known.get(id), &c) {
             known.insert(id.to_string(), c.clone());
             sink.send(DockerEvent::Changed(c));
         }
     }
     Ok(())
+}
+
+/// Whether `new` shows a client something that `old` (what was last sent)
+/// did not. Docker's human `status` is left out: it is derived from the
+/// other fields plus the clock, so it differs between two inspections of an
+/// unchanged container ("Up 3 seconds", "Up 5 seconds"). Comparing it made
+/// `docker stop`'s `kill` event, seen while the container still runs, go out
+/// as a `container_state_change` with `state: "running"` before `exited`.
+fn visibly_changed(old: Option<&Container>, new: &Container) -> bool {
+    let Some(old) = old else { return true };
+    // Destructured so that a new field must be judged here.
+    let Container {
+        id,
+        name,
+        image,
+        state,
+        status: _,
+        created,
+        labels,
+        started_at,
+        exit_code,
+        health,
+    } = new;
+    *id != old.id
+        || *name != old.name
+        || *image != old.image
+        || *state != old.state
+        || *created != old.created
+        || *labels != old.labels
+        || *started_at != old.started_at
+        || *exit_code != old.exit_code
+        || *health != old.health
 }
 
 /// One container's current state, `None` when it does not exist.
@@ -529,6 +563,72 @@ fn health_in(status: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A running container as an inspection shows it.
+    fn running_inspect() -> ContainerInspectResponse {
+        ContainerInspectResponse {
+            id: Some("abc".into()),
+            name: Some("/web".into()),
+            created: Some("2026-11-23T15:00:00Z".into()),
+            config: Some(bollard::models::ContainerConfig {
+                image: Some("busybox:latest".into()),
+                ..Default::default()
+            }),
+            state: Some(ContainerState {
+                status: Some(ContainerStateStatusEnum::RUNNING),
+                running: Some(true),
+                started_at: Some("2026-11-23T15:00:01Z".into()),
+                finished_at: Some("0001-01-01T00:00:00Z".into()),
+                exit_code: Some(0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_visible_differences_are_changes() {
+        // `docker stop`'s `kill` event: inspected a few seconds after the
+        // table, the container still runs; only the status text aged.
+        let t0 = 1_795_446_005.0;
+        let held = from_inspect(running_inspect(), None, t0).unwrap();
+        let at_kill = from_inspect(running_inspect(), None, t0 + 4.0).unwrap();
+        assert_eq!(held.status, "Up 4 seconds");
+        assert_eq!(at_kill.status, "Up 8 seconds");
+        assert_ne!(held, at_kill);
+        assert!(!visibly_changed(Some(&held), &at_kill));
+
+        // The `die` that follows: exited, with an exit code.
+        let mut r = running_inspect();
+        let st = r.state.as_mut().unwrap();
+        st.status = Some(ContainerStateStatusEnum::EXITED);
+        st.running = Some(false);
+        st.finished_at = Some("2026-11-23T15:00:10Z".into());
+        st.exit_code = Some(143);
+        let exited = from_inspect(r, None, t0 + 5.0).unwrap();
+        assert!(visibly_changed(Some(&held), &exited));
+
+        // A container never sent is always a change; so is each other field.
+        assert!(visibly_changed(None, &held));
+        let edits: [fn(&mut Container); 9] = [
+            |c| c.id.push('x'),
+            |c| c.name.push('x'),
+            |c| c.image.push('x'),
+            |c| c.state = "paused".into(),
+            |c| c.created.push('x'),
+            |c| {
+                c.labels.insert("k".into(), "v".into());
+            },
+            |c| c.started_at = Some("2026-11-23T15:09:00Z".into()),
+            |c| c.exit_code = Some(1),
+            |c| c.health = Some("unhealthy".into()),
+        ];
+        for (i, edit) in edits.iter().enumerate() {
+            let mut c = held.clone();
+            edit(&mut c);
+            assert!(visibly_changed(Some(&held), &c), "field {i}");
+        }
+    }
 
     #[test]
     fn parses_engine_clock() {

@@ -67,13 +67,14 @@ pub const MAX_TAIL: usize = 100_000;
 /// thread retries, and [`DockerClient`] callers report them.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
+    // Causes are in the messages and not `source`s, so that error chains
+    // (`{:#}`) say each once.
     #[error("could not start the docker thread: {0}")]
-    Thread(#[source] std::io::Error),
-    #[error("could not connect to docker at {host}: {source}")]
+    Thread(std::io::Error),
+    #[error("could not connect to docker at {host}: {error}")]
     Connect {
         host: String,
-        #[source]
-        source: bollard::errors::Error,
+        error: bollard::errors::Error,
     },
     #[error("could not talk to docker: {0}")]
     Request(#[from] bollard::errors::Error),
@@ -332,7 +333,7 @@ impl DockerClient {
             .map_err(DockerError::Thread)?;
         let docker = rt
             .block_on(connect(&host))
-            .map_err(|source| DockerError::Connect { host, source })?;
+            .map_err(|error| DockerError::Connect { host, error })?;
         Ok(Self { rt, docker })
     }
 
