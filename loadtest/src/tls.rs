@@ -214,6 +214,16 @@ impl Write for Wire {
     }
 }
 
+impl Wire {
+    /// The TCP socket under either kind (what mio registers).
+    fn tcp_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Wire::Plain(s) => s,
+            Wire::Tls(t) => &mut t.tcp,
+        }
+    }
+}
+
 impl mio::event::Source for Wire {
     fn register(
         &mut self,
@@ -221,10 +231,7 @@ impl mio::event::Source for Wire {
         token: mio::Token,
         interests: mio::Interest,
     ) -> io::Result<()> {
-        match self {
-            Wire::Plain(s) => s.register(registry, token, interests),
-            Wire::Tls(t) => t.tcp.register(registry, token, interests),
-        }
+        self.tcp_mut().register(registry, token, interests)
     }
 
     fn reregister(
@@ -233,17 +240,11 @@ impl mio::event::Source for Wire {
         token: mio::Token,
         interests: mio::Interest,
     ) -> io::Result<()> {
-        match self {
-            Wire::Plain(s) => s.reregister(registry, token, interests),
-            Wire::Tls(t) => t.tcp.reregister(registry, token, interests),
-        }
+        self.tcp_mut().reregister(registry, token, interests)
     }
 
     fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
-        match self {
-            Wire::Plain(s) => s.deregister(registry),
-            Wire::Tls(t) => t.tcp.deregister(registry),
-        }
+        self.tcp_mut().deregister(registry)
     }
 }
 
