@@ -13,7 +13,7 @@
 // with busybox `sh`), DOCKWIRE_SIO_TIMEOUT_S (hard limit, default 120).
 // Exit 0 when every check passed; 1 with a "FAIL ..." line otherwise.
 
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { io } from "socket.io-client";
 
@@ -94,12 +94,17 @@ function waitFor(name, pred, what, ms = 15000, from = 0) {
   });
 }
 
+// Runs the docker CLI without blocking the event loop: a synchronous call
+// (docker stop waits for the container) would starve the Socket.IO client of
+// its pings, and with the test's 1 s ping interval it would drop the
+// connection and miss the very event the step waits for.
 function docker(args, timeout = 30000) {
-  try {
-    return execFileSync("docker", args, { encoding: "utf8", timeout, stdio: ["ignore", "pipe", "pipe"] }).trim();
-  } catch (e) {
-    throw new Error(`docker ${args.join(" ")} failed: ${e.stderr || e.message}`);
-  }
+  return new Promise((resolve, reject) => {
+    execFile("docker", args, { encoding: "utf8", timeout }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`docker ${args.join(" ")} failed: ${stderr || err.message}`));
+      else resolve(stdout.trim());
+    });
+  });
 }
 
 function cleanupContainer() {
@@ -213,7 +218,7 @@ async function fullFlow() {
   const name = `dockwire-sio-${randomBytes(4).toString("hex")}`;
   const script = `i=1; while [ $i -le ${LINES} ]; do echo "line $i"; i=$((i+1)); sleep 0.05; done; exec sleep 3600`;
   let mark = received.length;
-  containerId = docker(["run", "-d", "--network", "none", "--label", "dockwire.test=socketio-clients", "--name", name, image, "sh", "-c", script]);
+  containerId = await docker(["run", "-d", "--network", "none", "--label", "dockwire.test=socketio-clients", "--name", name, image, "sh", "-c", script]);
   assert(/^[0-9a-f]{64}$/.test(containerId), `docker run printed no container id: ${short(containerId)}`);
   log(`started container ${name} ${containerId.slice(0, 12)}`);
   const running = await waitFor(
@@ -251,7 +256,7 @@ async function fullFlow() {
   log("PASS start_log_stream again: history replayed in order");
 
   mark = received.length;
-  docker(["stop", "-t", "1", containerId]);
+  await docker(["stop", "-t", "1", containerId]);
   const exited = await waitFor(
     "container_state_change",
     (d) => changeId(d) === containerId && d.state === "exited",
@@ -270,7 +275,7 @@ async function fullFlow() {
   log("PASS docker stop -> container_state_change exited + log_stream_stopped");
 
   mark = received.length;
-  docker(["rm", containerId]);
+  await docker(["rm", containerId]);
   const removedId = containerId;
   containerId = null;
   await waitFor(
