@@ -17,7 +17,7 @@
 #             when that file exists.
 #   build     cargo build --workspace --bins
 # Stages (DOCKWIRE_STAGES, space-separated, default "systemd cargo autobahn
-# clients browser loadtest package fuzz"):
+# clients browser loadtest soak package fuzz"):
 #   systemd   scripts/check-systemd.sh: systemd/dockwire.service hardening
 #             (systemd-analyze security exposure at most 2.0).
 #   cargo     cargo nextest run --workspace --no-fail-fast (settings in
@@ -36,6 +36,9 @@
 #             daemon and engine; same environment, screenshots in
 #             $DOCKWIRE_ARTIFACTS (default target/browser-artifacts). 300 s limit.
 #   loadtest  scripts/loadtest-smoke.sh when present, same environment.
+#   soak      scripts/soak.sh ${DOCKWIRE_SOAK_SECONDS:-45}: the daemon on its own
+#             engine under load, churn, faults (engine and agent killed) and
+#             attacks; nothing lost by well-behaved clients, bounds held.
 #   package   scripts/check-package.sh: the Debian package (cargo-deb, of the
 #             debug build) installed with dpkg, used, and purged.
 #   fuzz      scripts/fuzz.sh with DOCKWIRE_FUZZ_SECONDS (default 10) per
@@ -48,12 +51,12 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
-STAGES=${DOCKWIRE_STAGES:-"systemd cargo autobahn clients browser loadtest package fuzz"}
+STAGES=${DOCKWIRE_STAGES:-"systemd cargo autobahn clients browser loadtest soak package fuzz"}
 for s in $STAGES; do
     case $s in
-    systemd | cargo | autobahn | clients | browser | loadtest | package | fuzz) ;;
+    systemd | cargo | autobahn | clients | browser | loadtest | soak | package | fuzz) ;;
     *)
-        echo "test.sh: unknown stage '$s' (known: systemd cargo autobahn clients browser loadtest package fuzz)" >&2
+        echo "test.sh: unknown stage '$s' (known: systemd cargo autobahn clients browser loadtest soak package fuzz)" >&2
         exit 2
         ;;
     esac
@@ -282,6 +285,9 @@ if want loadtest; then
     else
         skip loadtest "no scripts/loadtest-smoke.sh"
     fi
+fi
+if want soak; then
+    stage soak timeout -k 30 600 scripts/soak.sh "${DOCKWIRE_SOAK_SECONDS:-45}" || true
 fi
 
 if want package; then

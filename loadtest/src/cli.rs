@@ -36,6 +36,9 @@ pub enum Cmd {
     Storm(StormArgs),
     /// Print reports from earlier `--json` runs side by side (ratios vs the first).
     Compare(CompareArgs),
+    /// Misbehaving clients (slowloris, ping/message flood, garbage, a
+    /// non-reading log follower): how many the daemon ends, and how fast.
+    Attack(AttackArgs),
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -258,4 +261,55 @@ pub struct CompareArgs {
     /// NAME=REPORT.json, the first is the baseline.
     #[arg(required = true)]
     pub reports: Vec<String>,
+}
+
+/// The attacks of `dockwire-loadtest attack` (see attack.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AttackKind {
+    /// HTTP heads sent a byte at a time and never finished.
+    Slowloris,
+    /// Unauthenticated upgraded sockets sending pings and junk messages without reading.
+    Flood,
+    /// Random bytes as the HTTP head (even connections) or as frames (odd ones).
+    Garbage,
+    /// Authenticated sockets following --container's logs that never read.
+    Nonreader,
+}
+
+impl AttackKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttackKind::Slowloris => "slowloris",
+            AttackKind::Flood => "flood",
+            AttackKind::Garbage => "garbage",
+            AttackKind::Nonreader => "nonreader",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AttackArgs {
+    /// Target HOST:PORT (or ws://HOST:PORT); must be a loopback address.
+    #[arg(long, default_value = "127.0.0.1:7575")]
+    pub target: String,
+    #[arg(long, value_enum)]
+    pub kind: AttackKind,
+    /// Attacking connections, one thread each (at most 500).
+    #[arg(long, default_value_t = 20)]
+    pub connections: u64,
+    /// How long the attack lasts; connections still open then count as held.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// JWT for `nonreader` (sent in the `auth` message).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Container (id or name) whose logs `nonreader` follows.
+    #[arg(long)]
+    pub container: Option<String>,
+    /// Seed of the random bytes (a run can be replayed).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -7,6 +7,7 @@
 //! stats, procfs, target and report are the pieces both sides share.
 //! Only loopback targets are accepted, and every run ends on its own.
 
+mod attack;
 mod cli;
 mod container;
 mod coord;
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
             Some(cmd) => run(cmd),
             None => {
                 eprintln!(
-                    "dockwire-loadtest: pick a scenario (fanout, idle, agents, storm) or compare; see --help"
+                    "dockwire-loadtest: pick a scenario (fanout, idle, agents, storm, attack) or compare; see --help"
                 );
                 return ExitCode::from(2);
             }
@@ -60,6 +61,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Agents(a) => scenario::agents(a)?,
         Cmd::Storm(a) => scenario::storm(a)?,
         Cmd::Compare(a) => return compare(&a.reports),
+        Cmd::Attack(a) => return attack::run(a),
     };
     let json = spec.common.json;
     let report = coord::run(spec)?;

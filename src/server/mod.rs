@@ -42,7 +42,7 @@ use slab::Slab;
 use crate::config::Config;
 use crate::feed::FeedEvent;
 use crate::http;
-use crate::hub::{Hub, Input};
+use crate::hub::{Hub, Input, WarnBudget};
 use crate::stats::{Endpoint, Stats};
 use crate::transport::tcp::TcpTransport;
 use crate::transport::tls::TlsTransport;
@@ -68,6 +68,8 @@ const MAX_REQUESTS_PER_EVENT: usize = 16;
 const MAX_BODY: usize = 8 << 10;
 /// Feed events handled per iteration.
 const MAX_FEED_EVENTS: usize = 4096;
+/// An iteration this long is logged (rate-limited): every socket waited.
+const STALL_WARN: Duration = Duration::from_millis(250);
 /// How often timers (deadlines, pings, commands, alerts) are checked.
 const TICK: Duration = Duration::from_millis(250);
 /// How long a closing socket may linger for the peer's close/EOF.
@@ -146,6 +148,8 @@ pub struct Server {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// SIGHUP's flag and the config loader (`reload.rs`); `None`: no reloads.
     reload: Option<reload::ReloadSource>,
+    /// One warning per 10 s when an iteration runs past [`STALL_WARN`].
+    stall_warnings: WarnBudget,
 }
 
 impl Server {
@@ -182,6 +186,7 @@ impl Server {
             scratch: vec![0; conn::READ_CHUNK],
             dirty: Vec::new(),
             backlog: Vec::new(),
+            stall_warnings: WarnBudget::default(),
             accept_pending: false,
             feed_pending: false,
             next_serial: 1,
@@ -289,7 +294,24 @@ impl Server {
                 shutdown_deadline = Some(self.begin_shutdown(started));
             }
             self.flush_dirty(started);
-            self.stats.loop_iteration(started.elapsed());
+            let took = started.elapsed();
+            self.stats.loop_iteration(took);
+            if took >= STALL_WARN
+                && let Some(suppressed) = self.stall_warnings.allow(started)
+            {
+                log::warn!(
+                    "event loop: one iteration took {} ms ({} readiness events, {} connections{}); \
+                     every socket waited that long (CPU starved, or a bug: please report)",
+                    took.as_millis(),
+                    events.iter().count(),
+                    self.conns.len(),
+                    if suppressed > 0 {
+                        format!("; {suppressed} more such iterations in the last 10 s")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
             if let Some(d) = shutdown_deadline
                 && (self.conns.is_empty() || Instant::now() >= d)
             {
