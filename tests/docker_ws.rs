@@ -460,15 +460,19 @@ fn engine_outage_and_resync() {
         &json!({"type": "start_log_stream", "container_id": name, "tail": 1000}),
     );
     // (seq, number) per line, and every log_gap; log_stream_stopped fails.
+    type Until<'a> = &'a dyn Fn(&Value, &[(u64, u64)]) -> bool;
     let mut seen: Vec<(u64, u64)> = Vec::new();
     let mut gaps: Vec<Value> = Vec::new();
     // Returns the message that ended it and the last line number seen.
-    let mut read = |ws: &mut Ws, until: &dyn Fn(&Value, &[(u64, u64)]) -> bool| -> (Value, u64) {
+    let mut read = |ws: &mut Ws, until: Until<'_>| -> (Value, u64) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let m = next_json(ws, left).expect("the stream goes on");
-            assert_ne!(m["type"], "log_stream_stopped", "SPEC 7: resumed, not stopped: {m}");
+            assert_ne!(
+                m["type"], "log_stream_stopped",
+                "SPEC 7: resumed, not stopped: {m}"
+            );
             if m["type"] == "log_gap" {
                 gaps.push(m.clone());
             }
@@ -477,7 +481,11 @@ fn engine_outage_and_resync() {
                 let log = m["log"].as_str().unwrap();
                 let nums: Vec<u64> = log.lines().map(|l| l.parse().unwrap()).collect();
                 let first = seq + 1 - nums.len() as u64;
-                seen.extend(nums.into_iter().enumerate().map(|(i, n)| (first + i as u64, n)));
+                seen.extend(
+                    nums.into_iter()
+                        .enumerate()
+                        .map(|(i, n)| (first + i as u64, n)),
+                );
             }
             if until(&m, &seen) {
                 return (m, seen.last().map_or(0, |l| l.1));
@@ -511,8 +519,9 @@ fn engine_outage_and_resync() {
     // The stream goes on by itself (SPEC 7): lines written before, during
     // and after the outage, each once and in order; --live-restore keeps
     // the container running and Docker its log, so no gap either.
-    read(&mut ws, &|_, seen| seen.last().is_some_and(|l| l.1 >= resumed_from + 40));
-    drop(read);
+    read(&mut ws, &|_, seen| {
+        seen.last().is_some_and(|l| l.1 >= resumed_from + 40)
+    });
     for w in seen.windows(2) {
         assert!(
             w[1].0 == w[0].0 + 1 && w[1].1 == w[0].1 + 1,

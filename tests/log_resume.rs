@@ -50,7 +50,12 @@ fn read_until(ws: &mut Ws, id: &str, seen: &mut Seen, done: impl Fn(&Seen) -> bo
     let deadline = Instant::now() + WAIT;
     while !done(seen) {
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "stream stalled; saw {} lines, gaps {:?}", seen.lines.len(), seen.gaps);
+        assert!(
+            !left.is_zero(),
+            "stream stalled; saw {} lines, gaps {:?}",
+            seen.lines.len(),
+            seen.gaps
+        );
         let Some(m) = next_json(ws, left.min(Duration::from_millis(500))) else {
             continue;
         };
@@ -63,7 +68,11 @@ fn read_until(ws: &mut Ws, id: &str, seen: &mut Seen, done: impl Fn(&Seen) -> bo
                 let log = m["log"].as_str().unwrap();
                 let nums: Vec<u64> = log
                     .lines()
-                    .map(|l| l.trim().parse().unwrap_or_else(|_| panic!("not a number: {l:?}")))
+                    .map(|l| {
+                        l.trim()
+                            .parse()
+                            .unwrap_or_else(|_| panic!("not a number: {l:?}"))
+                    })
                     .collect();
                 let first = seq + 1 - nums.len() as u64;
                 for (i, n) in nums.into_iter().enumerate() {
@@ -112,7 +121,10 @@ fn a_dropped_socket_resumes_with_since_seq_exactly_once() {
 
     // Round 1: the only subscriber drops; the stream goes idle meanwhile.
     let mut a = browser_ws(&d);
-    send_json(&mut a, &json!({"type": "start_log_stream", "container_id": name, "tail": 1000}));
+    send_json(
+        &mut a,
+        &json!({"type": "start_log_stream", "container_id": name, "tail": 1000}),
+    );
     let mut seen = Seen::default();
     read_until(&mut a, &id, &mut seen, |s| s.lines.len() >= 40);
     assert_eq!(seen.lines[0].1, 1, "the whole log from its first line");
@@ -124,14 +136,20 @@ fn a_dropped_socket_resumes_with_since_seq_exactly_once() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut a = browser_ws(&d);
-    send_json(&mut a, &json!({"type": "start_log_stream", "container_id": name, "since_seq": since}));
+    send_json(
+        &mut a,
+        &json!({"type": "start_log_stream", "container_id": name, "since_seq": since}),
+    );
     read_until(&mut a, &id, &mut seen, |s| s.last().1 >= n_before + 60);
     assert!(seen.gaps.is_empty(), "nothing was lost: {:?}", seen.gaps);
     assert_exactly_once(&seen.lines, "idle resume");
 
     // Round 2: another subscriber keeps the stream busy while `a` is away.
     let mut keeper = browser_ws(&d);
-    send_json(&mut keeper, &json!({"type": "start_log_stream", "container_id": name, "tail": 0}));
+    send_json(
+        &mut keeper,
+        &json!({"type": "start_log_stream", "container_id": name, "tail": 0}),
+    );
     let mut kept = Seen::default();
     read_until(&mut keeper, &id, &mut kept, |s| !s.lines.is_empty());
     read_until(&mut a, &id, &mut seen, |s| s.last().1 >= kept.last().1 + 5);
@@ -139,7 +157,10 @@ fn a_dropped_socket_resumes_with_since_seq_exactly_once() {
     let (since, n_before) = seen.last();
     read_until(&mut keeper, &id, &mut kept, |s| s.last().1 >= n_before + 30);
     let mut a = browser_ws(&d);
-    send_json(&mut a, &json!({"type": "start_log_stream", "container_id": name, "since_seq": since}));
+    send_json(
+        &mut a,
+        &json!({"type": "start_log_stream", "container_id": name, "since_seq": since}),
+    );
     read_until(&mut a, &id, &mut seen, |s| s.last().1 >= n_before + 60);
     assert!(seen.gaps.is_empty(), "nothing was lost: {:?}", seen.gaps);
     assert_exactly_once(&seen.lines, "busy resume");
@@ -149,16 +170,23 @@ fn a_dropped_socket_resumes_with_since_seq_exactly_once() {
     drop(a);
     let (since, n_before) = seen.last();
     docker(&["exec", &name, "touch", "/tmp/burst"]);
-    read_until(&mut keeper, &id, &mut kept, |s| s.last().1 >= n_before + 2600);
+    read_until(&mut keeper, &id, &mut kept, |s| {
+        s.last().1 >= n_before + 2600
+    });
     let mut a = browser_ws(&d);
-    send_json(&mut a, &json!({"type": "start_log_stream", "container_id": name, "since_seq": since}));
+    send_json(
+        &mut a,
+        &json!({"type": "start_log_stream", "container_id": name, "since_seq": since}),
+    );
     let mut after = Seen::default();
-    read_until(&mut a, &id, &mut after, |s| !s.lines.is_empty() && s.last().1 >= n_before + 2650);
+    read_until(&mut a, &id, &mut after, |s| {
+        !s.lines.is_empty() && s.last().1 >= n_before + 2650
+    });
     assert_eq!(after.gaps.len(), 1, "{:?}", after.gaps);
     let (at, gap) = &after.gaps[0];
     assert_eq!(*at, 0, "the gap comes first");
     assert_eq!(gap["type"], "log_gap");
-    assert_eq!(gap["server_id"].as_str().map(str::len).unwrap_or(0) > 0, true);
+    assert!(gap["server_id"].as_str().is_some_and(|s| !s.is_empty()));
     let missed = gap["missed"].as_u64().expect("a known count");
     assert!(missed > 0);
     let (first_seq, first_n) = after.lines[0];

@@ -163,7 +163,11 @@ impl LogRing {
         }
         let window: Vec<&LogLine> = self.lines.iter().skip(self.lines.len() - w).collect();
         for end in (w..=history.len()).rev() {
-            if history[end - w..end].iter().zip(&window).all(|(a, b)| a == *b) {
+            if history[end - w..end]
+                .iter()
+                .zip(&window)
+                .all(|(a, b)| a == *b)
+            {
                 return Seam {
                     new_from: end,
                     gap: false,
@@ -173,7 +177,12 @@ impl LogRing {
         // A history that starts inside the window (shorter than it before
         // the ring's newest line): its first lines are the ring's last.
         for k in (1..w).rev() {
-            if history.len() >= k && history[..k].iter().zip(&window[w - k..]).all(|(a, b)| a == *b) {
+            if history.len() >= k
+                && history[..k]
+                    .iter()
+                    .zip(&window[w - k..])
+                    .all(|(a, b)| a == *b)
+            {
                 return Seam {
                     new_from: k,
                     gap: false,
@@ -309,7 +318,11 @@ mod tests {
         let r = ring_of(0..1500); // seqs 101..=1600, holding 601..=1600
         assert_eq!(r.len(), LOG_HISTORY_LINES);
         assert_eq!(r.last_seq(), 1600);
-        assert_eq!(r.after(1600), After::Held(1000), "up to date: nothing to replay");
+        assert_eq!(
+            r.after(1600),
+            After::Held(1000),
+            "up to date: nothing to replay"
+        );
         assert_eq!(r.after(1599), After::Held(999));
         assert_eq!(r.after(600), After::Held(0));
         assert_eq!(r.after(599), After::Gap(1));
@@ -320,7 +333,10 @@ mod tests {
         assert_eq!(r.after(0), After::Unknown);
         let (first, lines) = r.from_index(999);
         assert_eq!(first, 1600);
-        assert_eq!(lines.map(|l| l.text.as_str()).collect::<Vec<_>>(), ["line 1499"]);
+        assert_eq!(
+            lines.map(|l| l.text.as_str()).collect::<Vec<_>>(),
+            ["line 1499"]
+        );
         let empty = LogRing::with_base(5);
         assert_eq!(empty.after(5), After::Held(0));
         assert_eq!(empty.after(6), After::Unknown);
@@ -343,28 +359,76 @@ mod tests {
         let r = ring_of(0..10);
         // A history overlapping the ring: lines after line 9 are new.
         let hist: Vec<LogLine> = (5..14).map(|i| l(&ts(i), &format!("line {i}"))).collect();
-        assert_eq!(r.seam(&hist), Seam { new_from: 5, gap: false });
+        assert_eq!(
+            r.seam(&hist),
+            Seam {
+                new_from: 5,
+                gap: false
+            }
+        );
         // Nothing new yet.
-        assert_eq!(r.seam(&hist[..5]), Seam { new_from: 5, gap: false });
+        assert_eq!(
+            r.seam(&hist[..5]),
+            Seam {
+                new_from: 5,
+                gap: false
+            }
+        );
         // The ring's end is not in it: newer lines are new, with a gap.
         let later: Vec<LogLine> = (20..25).map(|i| l(&ts(i), &format!("line {i}"))).collect();
-        assert_eq!(r.seam(&later), Seam { new_from: 0, gap: true });
+        assert_eq!(
+            r.seam(&later),
+            Seam {
+                new_from: 0,
+                gap: true
+            }
+        );
         let mixed: Vec<LogLine> = (7..9)
             .map(|i| l(&ts(i), "other"))
             .chain((30..32).map(|i| l(&ts(i), "x")))
             .collect();
-        assert_eq!(r.seam(&mixed), Seam { new_from: 2, gap: true });
-        assert_eq!(r.seam(&[]), Seam { new_from: 0, gap: false });
+        assert_eq!(
+            r.seam(&mixed),
+            Seam {
+                new_from: 2,
+                gap: true
+            }
+        );
+        assert_eq!(
+            r.seam(&[]),
+            Seam {
+                new_from: 0,
+                gap: false
+            }
+        );
         // Repeated identical lines: the window picks the right one.
         let mut same = LogRing::with_base(0);
         for t in ["a", "b", "a", "b"] {
             same.push(l("", t));
         }
         let hist: Vec<LogLine> = ["a", "b", "a", "b", "c"].iter().map(|t| l("", t)).collect();
-        assert_eq!(same.seam(&hist), Seam { new_from: 4, gap: false });
+        assert_eq!(
+            same.seam(&hist),
+            Seam {
+                new_from: 4,
+                gap: false
+            }
+        );
         // A history that starts inside the window.
-        assert_eq!(same.seam(&hist[1..]), Seam { new_from: 3, gap: false });
-        assert_eq!(LogRing::with_base(0).seam(&hist), Seam { new_from: 0, gap: false });
+        assert_eq!(
+            same.seam(&hist[1..]),
+            Seam {
+                new_from: 3,
+                gap: false
+            }
+        );
+        assert_eq!(
+            LogRing::with_base(0).seam(&hist),
+            Seam {
+                new_from: 0,
+                gap: false
+            }
+        );
     }
 
     #[test]

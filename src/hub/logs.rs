@@ -165,10 +165,8 @@ impl State {
                         follow_id: f.follow_id,
                     });
                 }
-            } else if let TopicKey::Logs { server, container } = key {
-                if !f.suspended {
-                    self.tell_agent(io, server, "unsubscribe_logs", container, None);
-                }
+            } else if let (TopicKey::Logs { server, container }, false) = (key, f.suspended) {
+                self.tell_agent(io, server, "unsubscribe_logs", container, None);
             }
             self.keep_idle(io, key, f);
         }
@@ -252,7 +250,13 @@ impl State {
             self.follows.insert(follow_id, key.clone());
             follow_id
         } else {
-            self.tell_agent(io, server, "subscribe_logs", container, Some(LOG_HISTORY_LINES));
+            self.tell_agent(
+                io,
+                server,
+                "subscribe_logs",
+                container,
+                Some(LOG_HISTORY_LINES),
+            );
             0
         };
         if let Some(f) = self.topics.get_mut(key).and_then(|t| t.log.as_mut()) {
@@ -383,7 +387,11 @@ impl State {
         let TopicKey::Logs { server, container } = key else {
             return;
         };
-        let Some(mut seq) = self.topics.get(key).and_then(|t| t.log.as_ref()).map(|f| f.ring.last_seq())
+        let Some(mut seq) = self
+            .topics
+            .get(key)
+            .and_then(|t| t.log.as_ref())
+            .map(|f| f.ring.last_seq())
         else {
             return;
         };

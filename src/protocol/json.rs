@@ -606,15 +606,22 @@ mod tests {
             ("1e300", Some(u64::MAX)),
             ("2.5", Some(2)),
         ] {
-            let text = format!(r#"{{"type":"start_log_stream","container_id":"w","since_seq":{raw}}}"#);
+            let text =
+                format!(r#"{{"type":"start_log_stream","container_id":"w","since_seq":{raw}}}"#);
             match parse_browser(&text).unwrap() {
-                BrowserRequest::StartLogStream { since_seq, .. } => assert_eq!(since_seq, want, "{raw}"),
+                BrowserRequest::StartLogStream { since_seq, .. } => {
+                    assert_eq!(since_seq, want, "{raw}")
+                }
                 other => panic!("{other:?}"),
             }
         }
         for raw in ["-1", "\"5\"", "[]"] {
-            let text = format!(r#"{{"type":"start_log_stream","container_id":"w","since_seq":{raw}}}"#);
-            assert!(parse_browser(&text).unwrap_err().contains("since_seq"), "{raw}");
+            let text =
+                format!(r#"{{"type":"start_log_stream","container_id":"w","since_seq":{raw}}}"#);
+            assert!(
+                parse_browser(&text).unwrap_err().contains("since_seq"),
+                "{raw}"
+            );
         }
         assert!(parse_browser("not json").unwrap_err().contains("not JSON"));
         assert!(parse_browser("[1]").unwrap_err().contains("object"));

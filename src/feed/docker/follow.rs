@@ -77,7 +77,10 @@ pub(super) async fn follow(
     let reason = f.run(&docker, tail).await;
     let container_end = matches!(
         reason.as_str(),
-        "container stopped" | "container removed" | "container restarted" | "the event loop is gone"
+        "container stopped"
+            | "container removed"
+            | "container restarted"
+            | "the event loop is gone"
     );
     let engine_lost = !container_end && docker.ping().await.is_err();
     (follow_id, reason, engine_lost)

@@ -258,7 +258,12 @@ impl State {
                 else {
                     return;
                 };
-                (task_id, follow_id, format!("log follower failed: {e}"), false)
+                (
+                    task_id,
+                    follow_id,
+                    format!("log follower failed: {e}"),
+                    false,
+                )
             }
         };
         // A replaced or unfollowed follower may finish before its abort lands.

@@ -9,7 +9,12 @@ fn stamped(range: std::ops::Range<u32>) -> Vec<LogLine> {
     range
         .map(|i| LogLine {
             stream: LogStream::Stdout,
-            timestamp: format!("2026-11-30T14:{:02}:{:02}.{:03}000000Z", i / 60_000, (i / 1000) % 60, i % 1000),
+            timestamp: format!(
+                "2026-11-30T14:{:02}:{:02}.{:03}000000Z",
+                i / 60_000,
+                (i / 1000) % 60,
+                i % 1000
+            ),
             text: format!("line {i}"),
         })
         .collect()
@@ -115,7 +120,11 @@ fn seq_numbers_every_line_including_coalesced_frames() {
     h.now += Duration::from_millis(5);
     h.input(Input::Timers);
     let frames = h.take(b);
-    assert_eq!(frames.len(), 3, "history, one live batch, one coalesced: {frames:?}");
+    assert_eq!(
+        frames.len(),
+        3,
+        "history, one live batch, one coalesced: {frames:?}"
+    );
     let got = numbered(&frames);
     let texts: Vec<String> = got.iter().map(|(_, t)| t.clone()).collect();
     let want: Vec<String> = (7..16).map(|i| format!("line {i}")).collect();
@@ -149,7 +158,11 @@ fn since_seq_replays_what_was_missed_exactly_once_then_live() {
     start(&mut h, a2, json!({"since_seq": last, "tail": 100}));
     live(&mut h, f, &id, stamped(11..12));
     let resumed = numbered(&h.take(a2));
-    let texts: Vec<&str> = seen.iter().chain(&resumed).map(|(_, t)| t.as_str()).collect();
+    let texts: Vec<&str> = seen
+        .iter()
+        .chain(&resumed)
+        .map(|(_, t)| t.as_str())
+        .collect();
     let want: Vec<String> = (0..12).map(|i| format!("line {i}")).collect();
     assert_eq!(texts, want, "every line once, in order");
     assert_eq!(resumed[0].0, last + 1);
@@ -239,7 +252,10 @@ fn a_stream_nobody_follows_is_kept_and_resumed_at_its_seam() {
     assert_eq!(h.hub.state().idle_logs.len(), 1);
     let b2 = browser(&mut h);
     start(&mut h, b2, json!({"since_seq": last}));
-    assert!(h.take(b2).is_empty(), "up to date until the new follower reports");
+    assert!(
+        h.take(b2).is_empty(),
+        "up to date until the new follower reports"
+    );
     // The new follower's history overlaps the ring: only lines after it are sent.
     let f2 = follow_of(&h, &id).unwrap();
     assert_ne!(f, f2);
@@ -251,7 +267,10 @@ fn a_stream_nobody_follows_is_kept_and_resumed_at_its_seam() {
     let got = numbered(&h.take(b2));
     assert_eq!(
         got,
-        vec![(last + 1, "line 7".to_string()), (last + 2, "line 8".to_string())]
+        vec![
+            (last + 1, "line 7".to_string()),
+            (last + 2, "line 8".to_string())
+        ]
     );
     // Kept streams expire.
     h.input(Input::Closed { conn: b2 });
@@ -393,12 +412,18 @@ fn an_agent_reconnect_resumes_its_log_streams() {
     assert_eq!(of_type(&r, "log_gap"), 0);
     all.extend(numbered(&r));
     let texts: Vec<&str> = all.iter().map(|(_, t)| t.as_str()).collect();
-    assert_eq!(texts, ["line 0", "line 1", "line 2", "line 3", "line 4", "line 5"]);
+    assert_eq!(
+        texts,
+        ["line 0", "line 1", "line 2", "line 3", "line 4", "line 5"]
+    );
     for w in all.windows(2) {
         assert_eq!(w[1].0, w[0].0 + 1);
     }
     // Its engine goes away and comes back: the same.
-    h.send(a2, &json!({"type": "docker_status", "up": false, "reason": "x"}));
+    h.send(
+        a2,
+        &json!({"type": "docker_status", "up": false, "reason": "x"}),
+    );
     h.send(
         a2,
         &json!({"type": "log_stream_stopped", "container_id": "aaaa1111", "message": "docker went away", "resumable": true}),
