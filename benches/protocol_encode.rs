@@ -34,6 +34,7 @@ fn log_update(c: &mut Criterion) {
                     server_id: "7b0c5d1e-0000-4000-8000-000000000001",
                     container_id: &id,
                     log: &log,
+                    seq: 1_796_050_800_000_412,
                 }),
                 Dialect::Json,
             )
@@ -46,6 +47,7 @@ fn log_update(c: &mut Criterion) {
                     server_id: "7b0c5d1e-0000-4000-8000-000000000001",
                     container_id: &id,
                     log: &log,
+                    seq: 1_796_050_800_000_412,
                 }),
                 Dialect::SocketIo,
             )

@@ -288,15 +288,19 @@ impl Bridge {
                 follow_id,
                 container_id,
                 reason,
+                engine_lost,
             } => {
                 if t.follows.get(&container_id) != Some(&follow_id) {
                     return Vec::new();
                 }
                 t.follows.remove(&container_id);
-                vec![
-                    json!({"type": "log_stream_stopped", "container_id": container_id, "message": reason})
-                        .to_string(),
-                ]
+                // `resumable`: the engine went away, not the container; the
+                // hub suspends the stream and asks again (SPEC 7).
+                let mut msg = json!({"type": "log_stream_stopped", "container_id": container_id, "message": reason});
+                if engine_lost {
+                    msg["resumable"] = true.into();
+                }
+                vec![msg.to_string()]
             }
             DockerEvent::ActionDone { .. } => Vec::new(),
         }

@@ -67,6 +67,9 @@ pub enum DockerEvent {
         follow_id: u64,
         container_id: String,
         reason: String,
+        /// It ended because the engine went away (or was down), not the
+        /// container: the stream can be resumed when the engine is back.
+        engine_lost: bool,
     },
     /// One round of per-container usage (running containers), while
     /// sampling is on ([`DockerRequest::Stats`]).

@@ -206,8 +206,9 @@ impl State {
                 "replaced by a newer connection with the same key",
             );
             io.stats.agents_connected = io.stats.agents_connected.saturating_sub(1);
-            // The older socket's followers are gone with it.
-            self.end_server_logs(io, &agent.server_id, "agent reconnected");
+            // The older socket's followers are gone with it; the new
+            // connection's `hello` resumes its log streams (SPEC 7).
+            self.suspend_server_logs(io, &agent.server_id);
         }
         let Some(state) = self.servers.get_mut(&agent.server_id) else {
             return;
@@ -255,7 +256,8 @@ impl State {
             state.stats_on = false;
             io.stats.agents_connected = io.stats.agents_connected.saturating_sub(1);
             log::info!("agent {:?} ({server_id}) disconnected", state.name);
-            self.end_server_logs(io, server_id, "agent disconnected");
+            // Its log streams wait for it (SPEC 7); subscribers stay.
+            self.suspend_server_logs(io, server_id);
             self.publish_server_state(io, server_id);
         }
         self.fail_commands_of(io, server_id);

@@ -307,10 +307,15 @@ impl State {
                 server_id,
                 container_id,
                 tail,
+                since_seq,
             } => {
                 let sid = server_id.unwrap_or_else(|| self.config.server_id.clone());
                 let id = self.resolve_on(&sid, &container_id)?;
-                self.subscribe_logs(io, conn, &sid, &id, tail.unwrap_or(100));
+                let from = super::logs::Start {
+                    tail: tail.unwrap_or(100),
+                    since_seq,
+                };
+                self.subscribe_logs(io, conn, &sid, &id, from);
                 Ok(())
             }
             BrowserRequest::StopLogStream {

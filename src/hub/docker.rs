@@ -37,14 +37,17 @@ impl State {
                 let sid = self.config.server_id.clone();
                 self.publish_server_state(io, &sid);
                 self.alerts_after_resync(io, &sid, before);
+                // Log streams the outage suspended go on where they were.
+                self.resume_server_logs(io, &sid);
             }
             DockerEvent::Down { reason } => {
                 log::warn!("docker engine unavailable: {reason}");
                 self.docker_up = false;
                 self.docker_error = Some(reason.clone());
                 io.stats.docker_up = false;
-                self.end_all_topics(io, "Docker engine unavailable");
                 let sid = self.config.server_id.clone();
+                // Log streams wait for the engine (SPEC 7), subscribers stay.
+                self.suspend_server_logs(io, &sid);
                 self.publish_server_state(io, &sid);
             }
             DockerEvent::Changed(c) => {
@@ -82,8 +85,11 @@ impl State {
                 follow_id, lines, ..
             } => self.on_log_event(io, LogEvent::Lines(follow_id, lines)),
             DockerEvent::LogEnded {
-                follow_id, reason, ..
-            } => self.on_log_event(io, LogEvent::Ended(follow_id, reason)),
+                follow_id,
+                reason,
+                engine_lost,
+                ..
+            } => self.on_log_event(io, LogEvent::Ended(follow_id, reason, engine_lost)),
             DockerEvent::ActionDone {
                 request_id,
                 success,

@@ -4,27 +4,44 @@
 //! (`subscribe_logs` / `unsubscribe_logs`, answered with `log_batch`).
 //!
 //! A log topic starts a follower for its first subscriber and stops it when
-//! the last one leaves. Its [`LogFollow`] keeps the last `LOG_HISTORY_LINES`
-//! lines in a ring so a later subscriber gets its own `tail` from the ring
-//! and then joins the live stream in the same loop iteration: no gap, no
-//! duplicate. Live lines that arrive together leave together: one
-//! `log_update` frame per batch (split only between lines, at
-//! `MAX_LOG_FRAME_BYTES`), published once through [`Topics::publish`].
+//! the last one leaves. Its [`LogFollow`] keeps the last lines in a
+//! numbered ring ([`LogRing`]: every line has a `seq`, SPEC 7) so a later
+//! subscriber gets its own `tail` (or, resuming, the lines after its
+//! `since_seq`) from the ring and then joins the live stream in the same
+//! loop iteration: no gap, no duplicate. Live lines that arrive together
+//! leave together: one `log_update` frame per batch (split only between
+//! lines, at `MAX_LOG_FRAME_BYTES`), published once through
+//! [`Topics::publish`], carrying the `seq` of its last line.
 //! Coalescing adapts to the rate: a line arriving more than
 //! [`LOG_COALESCE`] after the topic's previous frame goes out at once; lines
 //! arriving faster are held until that much time has passed since the
 //! previous frame, so a busy container sends a few large frames instead of
 //! one per line, and a quiet one is never delayed.
 //!
+//! Resume (SPEC 7): a stream outlives its follower. When the local engine
+//! goes away (`Down`, or a follower that ended because the engine did) or
+//! an agent disconnects, the topic is *suspended*: subscribers stay, the
+//! ring stays. When the engine or agent is back, a new follower is started
+//! for every suspended stream; its history is joined to the ring
+//! ([`LogRing::seam`]) and only what follows is published, so subscribers
+//! see each line once, and a `log_gap` only when the seam was not found
+//! (lines were lost). A stream whose last subscriber left is kept idle for
+//! a while ([`IdleLogs`]) so a client that lost its socket can come back
+//! with `since_seq`; its follower is stopped meanwhile and restarted (and
+//! joined the same way) when someone subscribes again.
+//!
 //! [`Topics::publish`]: super::Topics::publish
+//! [`LogRing`]: super::logring::LogRing
+//! [`LogRing::seam`]: super::logring::LogRing::seam
+//! [`IdleLogs`]: super::logring::IdleLogs
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::config::defaults::LOG_HISTORY_LINES;
 use crate::feed::{DockerRequest, LogLine};
 use crate::protocol::json::Event;
 
+use super::logring::{After, LogRing};
 use super::session::ConnId;
 use super::topics::{Publish, TopicKey};
 use super::{Io, State};
@@ -34,44 +51,39 @@ const MAX_LOG_FRAME_BYTES: usize = 64 << 10;
 /// Minimum spacing of a topic's frames while lines keep coming.
 pub const LOG_COALESCE: Duration = Duration::from_millis(2);
 
-/// The follower behind one container's log topic.
+/// Where a subscriber's stream starts: its last `tail` lines, or (resuming)
+/// the lines after `since_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    pub tail: usize,
+    pub since_seq: Option<u64>,
+}
+
+/// The follower behind one container's log topic, and the stream's ring.
 #[derive(Debug, Default)]
 pub struct LogFollow {
-    /// The Docker feed's follower id (local containers); 0 for an agent's.
+    /// The Docker feed's follower id (local containers); 0 for an agent's
+    /// and while no follower runs.
     pub follow_id: u64,
-    /// Subscribers waiting for the follower's history: (conn, tail).
-    pub waiting: Vec<(ConnId, usize)>,
+    /// Subscribers waiting for the stream's first history.
+    pub waiting: Vec<(ConnId, Start)>,
+    /// The ring holds the stream (its first history arrived).
     pub has_history: bool,
-    pub ring: VecDeque<String>,
+    pub ring: LogRing,
+    /// The current follower's history while it arrives (`None` once it is
+    /// complete, and while no follower runs).
+    pub incoming: Option<Vec<LogLine>>,
+    /// No follower runs (engine or agent away); restarted when it is back.
+    pub suspended: bool,
     /// When the last live frame went out.
     pub last_frame: Option<Instant>,
     /// Lines held back because they came within `LOG_COALESCE` of the last frame.
     pub held: Vec<LogLine>,
 }
 
-impl LogFollow {
-    fn push_ring(&mut self, line: String) {
-        if self.ring.len() == LOG_HISTORY_LINES {
-            self.ring.pop_front();
-        }
-        self.ring.push_back(line);
-    }
-
-    /// The last `tail` lines of the ring, newline-terminated.
-    fn history(&self, tail: usize) -> String {
-        let skip = self.ring.len().saturating_sub(tail);
-        let mut s = String::new();
-        for l in self.ring.iter().skip(skip) {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s
-    }
-}
-
 /// Splits lines into newline-terminated chunks of at most `MAX_LOG_FRAME_BYTES`
 /// (a longer single line travels alone, never split).
-fn chunks(lines: &[LogLine]) -> Vec<(String, u64)> {
+fn chunks<'a>(lines: impl IntoIterator<Item = &'a LogLine>) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut n = 0u64;
@@ -90,8 +102,52 @@ fn chunks(lines: &[LogLine]) -> Vec<(String, u64)> {
     out
 }
 
+/// Sends one subscriber where its stream starts, from the ring: a
+/// `log_gap` first when lines it asked for are gone (or its `since_seq` is
+/// not of this stream's epoch: then its `tail` follows), then the lines,
+/// each frame with the `seq` of its last line.
+fn serve(io: &mut Io<'_>, conn: ConnId, server: &str, container: &str, ring: &LogRing, at: Start) {
+    let gap = |io: &mut Io<'_>, missed: Option<u64>| {
+        io.event(
+            conn,
+            &Event::LogGap {
+                server_id: server,
+                container_id: container,
+                missed,
+            },
+        );
+    };
+    let from = match at.since_seq.map(|n| ring.after(n)) {
+        None => ring.tail_index(at.tail),
+        Some(After::Held(i)) => i,
+        Some(After::Gap(missed)) => {
+            gap(io, Some(missed));
+            0
+        }
+        Some(After::Unknown) => {
+            gap(io, None);
+            ring.tail_index(at.tail)
+        }
+    };
+    let (first, lines) = ring.from_index(from);
+    let mut seq = first.saturating_sub(1);
+    for (log, n) in chunks(lines) {
+        seq = seq.saturating_add(n);
+        io.event(
+            conn,
+            &Event::LogUpdate {
+                server_id: server,
+                container_id: container,
+                log: &log,
+                seq,
+            },
+        );
+    }
+}
+
 impl State {
-    /// Leaves any topic; a log topic left empty stops its follower.
+    /// Leaves any topic; a log topic left empty stops its follower, and its
+    /// stream is kept idle for a resume.
     pub(super) fn leave_topic(&mut self, io: &mut Io<'_>, key: &TopicKey, conn: ConnId) {
         let Some(topic) = self.topics.unsubscribe(io, key, conn) else {
             return;
@@ -109,10 +165,27 @@ impl State {
                         follow_id: f.follow_id,
                     });
                 }
-            } else if let TopicKey::Logs { server, container } = key {
+            } else if let (TopicKey::Logs { server, container }, false) = (key, f.suspended) {
                 self.tell_agent(io, server, "unsubscribe_logs", container, None);
             }
+            self.keep_idle(io, key, f);
         }
+    }
+
+    /// Keeps a stream nobody follows (its follower stopped) for a resume.
+    fn keep_idle(&mut self, io: &mut Io<'_>, key: &TopicKey, mut f: Box<LogFollow>) {
+        if !f.has_history {
+            return;
+        }
+        // Held lines were never sent: the next follower's history brings
+        // them again, after the seam.
+        f.held.clear();
+        f.waiting.clear();
+        f.incoming = None;
+        f.follow_id = 0;
+        f.suspended = true;
+        f.last_frame = None;
+        self.idle_logs.keep(key.clone(), f, io.now);
     }
 
     /// `start_log_stream` for an already resolved container id of `server_id`
@@ -123,7 +196,7 @@ impl State {
         conn: ConnId,
         server_id: &str,
         id: &str,
-        tail: usize,
+        at: Start,
     ) {
         let key = TopicKey::Logs {
             server: server_id.to_string(),
@@ -133,55 +206,69 @@ impl State {
         if !self.topics.note_subscribed(io, &key, conn) {
             return;
         }
-        let tail = tail.min(LOG_HISTORY_LINES);
-        let local = server_id == self.config.server_id;
+        let at = Start {
+            tail: at.tail.min(LOG_HISTORY_LINES),
+            ..at
+        };
         if self.topics.entry(&key).log.is_none() {
-            let follow_id = if local {
-                let follow_id = self.next_follow_id;
-                self.next_follow_id += 1;
-                if let Some(d) = &self.docker {
-                    d.request(DockerRequest::Follow {
-                        follow_id,
-                        container_id: id.to_string(),
-                        tail: LOG_HISTORY_LINES,
-                    });
-                }
-                self.follows.insert(follow_id, key.clone());
-                follow_id
-            } else {
-                self.tell_agent(io, server_id, "subscribe_logs", id, Some(LOG_HISTORY_LINES));
-                0
-            };
+            // A stream kept idle resumes where it was; else a new one.
+            let follow = self.idle_logs.take(&key).unwrap_or_default();
             io.stats.log_followers += 1;
-            self.topics.entry(&key).log = Some(Box::new(LogFollow {
-                follow_id,
-                ..LogFollow::default()
-            }));
+            self.topics.entry(&key).log = Some(follow);
+            self.start_follower(io, &key);
         }
         let topic = self.topics.entry(&key);
         let Some(follow) = topic.log.as_mut() else {
             return;
         };
         if follow.has_history {
-            let h = follow.history(tail);
-            if !h.is_empty() {
-                io.event(
-                    conn,
-                    &Event::LogUpdate {
-                        server_id,
-                        container_id: id,
-                        log: &h,
-                    },
-                );
-            }
+            serve(io, conn, server_id, id, &follow.ring, at);
             let d = io.dialect(conn);
             topic.subs.set(d).insert(conn);
         } else {
-            follow.waiting.push((conn, tail));
+            follow.waiting.push((conn, at));
         }
     }
 
-    /// History arrived: fill the ring; when it is `complete`, serve the waiting.
+    /// Starts the follower of a log topic: the Docker feed's for a local
+    /// container, the agent's otherwise. Its history is joined to the ring.
+    pub(super) fn start_follower(&mut self, io: &mut Io<'_>, key: &TopicKey) {
+        let TopicKey::Logs { server, container } = key else {
+            return;
+        };
+        let local = *server == self.config.server_id;
+        let follow_id = if local {
+            let follow_id = self.next_follow_id;
+            self.next_follow_id += 1;
+            if let Some(d) = &self.docker {
+                d.request(DockerRequest::Follow {
+                    follow_id,
+                    container_id: container.clone(),
+                    tail: LOG_HISTORY_LINES,
+                });
+            }
+            self.follows.insert(follow_id, key.clone());
+            follow_id
+        } else {
+            self.tell_agent(
+                io,
+                server,
+                "subscribe_logs",
+                container,
+                Some(LOG_HISTORY_LINES),
+            );
+            0
+        };
+        if let Some(f) = self.topics.get_mut(key).and_then(|t| t.log.as_mut()) {
+            f.follow_id = follow_id;
+            f.suspended = false;
+            f.incoming = Some(Vec::new());
+        }
+    }
+
+    /// History arrived: collect it; when it is `complete`, fill a new
+    /// stream's ring and serve the waiting, or join a resumed stream's ring
+    /// and publish what is new.
     pub(super) fn on_log_history(
         &mut self,
         io: &mut Io<'_>,
@@ -198,25 +285,38 @@ impl State {
         let Some(follow) = topic.log.as_mut() else {
             return;
         };
-        for l in lines {
-            follow.push_ring(l.text);
+        let incoming = follow.incoming.get_or_insert_with(Vec::new);
+        incoming.extend(lines);
+        if incoming.len() > LOG_HISTORY_LINES {
+            let extra = incoming.len() - LOG_HISTORY_LINES;
+            incoming.drain(..extra);
         }
         if !complete {
             return;
         }
-        follow.has_history = true;
-        for (conn, tail) in std::mem::take(&mut follow.waiting) {
-            let h = follow.history(tail);
-            if !h.is_empty() {
-                io.event(
-                    conn,
-                    &Event::LogUpdate {
-                        server_id: server,
-                        container_id: container,
-                        log: &h,
-                    },
-                );
+        let history = follow.incoming.take().unwrap_or_default();
+        if follow.has_history {
+            let seam = follow.ring.seam(&history);
+            if seam.gap {
+                let ev = Event::LogGap {
+                    server_id: server,
+                    container_id: container,
+                    missed: None,
+                };
+                super::topics::fan_out(io, key, &topic.subs, &ev, Publish::ESSENTIAL);
             }
+            let new: Vec<LogLine> = history.into_iter().skip(seam.new_from).collect();
+            if !new.is_empty() {
+                self.on_log_lines(io, key, new);
+            }
+            return;
+        }
+        for l in history {
+            follow.ring.push(l);
+        }
+        follow.has_history = true;
+        for (conn, at) in std::mem::take(&mut follow.waiting) {
+            serve(io, conn, server, container, &follow.ring, at);
             let d = io.dialect(conn);
             topic.subs.set(d).insert(conn);
         }
@@ -279,41 +379,47 @@ impl State {
         }
     }
 
-    /// One shared frame per chunk and dialect to every subscriber.
-    /// The lines then join the ring: it holds only lines every subscriber
-    /// has been sent, so a newcomer's history never repeats held lines.
-    fn send_live(&mut self, io: &mut Io<'_>, key: &TopicKey, lines: Vec<LogLine>) {
+    /// One shared frame per chunk and dialect to every subscriber, each
+    /// with the `seq` of its last line. The lines then join the ring: it
+    /// holds only lines every subscriber has been sent, so a newcomer's
+    /// history never repeats held lines.
+    pub(super) fn send_live(&mut self, io: &mut Io<'_>, key: &TopicKey, lines: Vec<LogLine>) {
         let TopicKey::Logs { server, container } = key else {
             return;
         };
+        let Some(mut seq) = self
+            .topics
+            .get(key)
+            .and_then(|t| t.log.as_ref())
+            .map(|f| f.ring.last_seq())
+        else {
+            return;
+        };
         for (log, n) in chunks(&lines) {
+            seq = seq.saturating_add(n);
             let ev = Event::LogUpdate {
                 server_id: server,
                 container_id: container,
                 log: &log,
+                seq,
             };
             self.topics.publish(io, key, &ev, Publish::lines(n));
         }
         if let Some(follow) = self.topics.get_mut(key).and_then(|t| t.log.as_mut()) {
             for l in lines {
-                follow.push_ring(l.text);
+                follow.ring.push(l);
             }
         }
     }
 
-    /// The follower ended: tell every subscriber, forget the topic.
+    /// The follower ended: tell every subscriber, end the topic. Its stream
+    /// is kept idle (unless the container is gone): a container started
+    /// again and followed again goes on with the same numbering, so a
+    /// client resuming with `since_seq` gets just the new lines.
     pub(super) fn on_log_ended(&mut self, io: &mut Io<'_>, key: &TopicKey, reason: &str) {
         let key = key.clone();
         // Lines held for coalescing go out before the stop notice.
-        self.held_logs.remove(&key);
-        let held = self
-            .topics
-            .get_mut(&key)
-            .and_then(|t| t.log.as_mut())
-            .map(|f| std::mem::take(&mut f.held));
-        if let Some(held) = held.filter(|h| !h.is_empty()) {
-            self.send_live(io, &key, held);
-        }
+        self.flush_held_of(io, &key);
         let Some(id) = self.topics.id_of(&key) else {
             return;
         };
@@ -348,20 +454,28 @@ impl State {
             }
             io.sessions.forget_dropped(c, &key);
         }
+        if let Some(f) = topic.log.filter(|_| reason != "container removed") {
+            self.keep_idle(io, &key, f);
+        }
     }
 
-    /// Ends every local log topic (the engine went away).
-    pub(super) fn end_all_topics(&mut self, io: &mut Io<'_>, reason: &str) {
-        let keys: Vec<TopicKey> = self.follows.values().cloned().collect();
-        for key in keys {
-            self.on_log_ended(io, &key, reason);
+    /// Sends the lines a topic holds for coalescing now.
+    pub(super) fn flush_held_of(&mut self, io: &mut Io<'_>, key: &TopicKey) {
+        self.held_logs.remove(key);
+        let held = self
+            .topics
+            .get_mut(key)
+            .and_then(|t| t.log.as_mut())
+            .map(|f| std::mem::take(&mut f.held));
+        if let Some(held) = held.filter(|h| !h.is_empty()) {
+            self.send_live(io, key, held);
         }
     }
 
     /// Routes a log event from the Docker feed.
     pub(super) fn on_log_event(&mut self, io: &mut Io<'_>, ev: LogEvent) {
         let f = match &ev {
-            LogEvent::History(f, _) | LogEvent::Lines(f, _) | LogEvent::Ended(f, _) => *f,
+            LogEvent::History(f, _) | LogEvent::Lines(f, _) | LogEvent::Ended(f, ..) => *f,
         };
         let Some(key) = self.follows.get(&f).cloned() else {
             return;
@@ -369,7 +483,9 @@ impl State {
         match ev {
             LogEvent::History(_, lines) => self.on_log_history(io, &key, lines, true),
             LogEvent::Lines(_, lines) => self.on_log_lines(io, &key, lines),
-            LogEvent::Ended(_, reason) => self.on_log_ended(io, &key, &reason),
+            // The engine went away under the follower: resumed when it is back.
+            LogEvent::Ended(_, _, true) => self.suspend_log(io, &key),
+            LogEvent::Ended(_, reason, false) => self.on_log_ended(io, &key, &reason),
         }
     }
 }
@@ -378,7 +494,8 @@ impl State {
 pub(super) enum LogEvent {
     History(u64, Vec<LogLine>),
     Lines(u64, Vec<LogLine>),
-    Ended(u64, String),
+    /// Follow id, reason, and whether the engine went away (not the container).
+    Ended(u64, String, bool),
 }
 
 #[cfg(test)]

@@ -17,7 +17,9 @@
 //! metrics), `commands.rs` (relayed commands and the audit trail),
 //! `servers.rs` (the server directory, agents' containers, container
 //! stats), `alerts.rs` (alert rules), `history.rs` (metrics history),
-//! `reload.rs` (a new config on SIGHUP, and what it revokes),
+//! `reload.rs` (a new config on SIGHUP, and what it revokes), `logring.rs`
+//! (a log stream's numbered lines, `since_seq`, idle streams), `resume.rs`
+//! (log streams suspended and resumed across outages),
 //! `drive.rs` (arbitrary inputs, for fuzzing).
 
 mod agents;
@@ -27,9 +29,11 @@ mod commands;
 mod docker;
 mod drive;
 pub mod history;
+mod logring;
 mod logs;
 mod outbox;
 mod reload;
+mod resume;
 mod servers;
 #[cfg(test)]
 mod servers_tests;
@@ -55,6 +59,7 @@ pub use browser::unix_now;
 pub use commands::{Audit, PendingCommand};
 pub use drive::{DRIVE_AGENT_KEY, drive_hub};
 pub use history::HistoryRange;
+pub use logring::{IdleLogs, LogRing};
 pub use logs::{LOG_COALESCE, LogFollow};
 pub use outbox::{Close, Io, MemoryConn, MemoryOutbox, Outbox};
 pub use reload::Reload;
@@ -114,6 +119,8 @@ pub struct State {
     pub follows: HashMap<u64, TopicKey>,
     /// Log topics holding lines back for coalescing (an index into `topics`).
     pub held_logs: HashSet<TopicKey>,
+    /// Log streams nobody follows, kept a while for a resume (SPEC 7).
+    pub idle_logs: IdleLogs,
     pub next_follow_id: u64,
     pub servers: HashMap<String, ServerState>,
     pub pending: HashMap<String, PendingCommand>,
@@ -165,6 +172,7 @@ impl Hub {
                 topics: Topics::default(),
                 follows: HashMap::new(),
                 held_logs: HashSet::new(),
+                idle_logs: IdleLogs::default(),
                 next_follow_id: 1,
                 servers,
                 pending: HashMap::new(),
@@ -354,6 +362,7 @@ impl State {
             io.close(conn, close_code::POLICY_VIOLATION, "Engine.IO ping timeout");
         }
         self.expire_commands(io);
+        self.logs_tick(io);
         self.alerts_tick(io);
     }
 }

@@ -114,6 +114,8 @@ impl State {
             .map(|k| k.server_id.clone())
             .collect();
         for sid in gone {
+            // Its log streams cannot resume any more.
+            self.end_server_logs(io, &sid, "server removed from the configuration");
             self.servers.remove(&sid);
             log::info!("server {sid} left the directory (no key names it any more)");
         }

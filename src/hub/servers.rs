@@ -370,7 +370,12 @@ impl State {
                     container: id.to_string(),
                 };
                 let why: String = why.chars().take(200).collect();
-                self.on_log_ended(io, &key, &why);
+                // The agent's engine went away, not the container: resumed later (SPEC 7).
+                if obj.get("resumable").and_then(Value::as_bool) == Some(true) {
+                    self.suspend_log(io, &key);
+                } else {
+                    self.on_log_ended(io, &key, &why);
+                }
                 Ok(())
             }
             _ => return false,
@@ -415,9 +420,14 @@ impl State {
         } else {
             DockerStatus::Absent
         };
+        let docker = s.docker == DockerStatus::Up;
         s.capabilities = caps;
         s.version = version;
         self.publish_server_state(io, server_id);
+        if docker {
+            // Log streams its last connection had go on where they were.
+            self.resume_server_logs(io, server_id);
+        }
         Ok(())
     }
 
@@ -542,9 +552,11 @@ impl State {
             log::warn!("agent {:?} ({server_id}): docker is down: {why}", s.name);
         }
         s.docker = status;
-        if !up {
-            // The agent's followers ended with its engine.
-            self.end_server_logs(io, server_id, "Docker engine unavailable");
+        if up {
+            self.resume_server_logs(io, server_id);
+        } else {
+            // The agent's followers ended with its engine: resumed when it is back.
+            self.suspend_server_logs(io, server_id);
         }
         self.publish_server_state(io, server_id);
         Ok(())
@@ -597,7 +609,12 @@ impl State {
             // Nobody follows it (any more): lines in flight after unsubscribe_logs.
             return Ok(());
         };
-        let has_history = follow.has_history;
+        if follow.suspended {
+            // A follower the hub no longer counts on (its stream waits for a new one).
+            return Ok(());
+        }
+        // The current follower's history is still arriving.
+        let in_history = follow.incoming.is_some();
         let mut lines = Vec::with_capacity(raw.len().min(MAX_BATCH_LINES));
         for l in raw.iter().take(MAX_BATCH_LINES) {
             let text = l.get("line").and_then(Value::as_str).unwrap_or_default();
@@ -618,25 +635,12 @@ impl State {
             });
         }
         let history = obj.get("history").and_then(Value::as_bool).unwrap_or(false);
-        if !has_history {
+        if in_history {
             let last = obj.get("last").and_then(Value::as_bool).unwrap_or(!history);
             self.on_log_history(io, &key, lines, last);
         } else if !lines.is_empty() {
             self.on_log_lines(io, &key, lines);
         }
         Ok(())
-    }
-
-    /// Ends every log topic of an agent's server.
-    pub(super) fn end_server_logs(&mut self, io: &mut Io<'_>, server_id: &str, reason: &str) {
-        let keys: Vec<TopicKey> = self
-            .topics
-            .keys()
-            .filter(|k| matches!(k, TopicKey::Logs { server, .. } if server == server_id))
-            .cloned()
-            .collect();
-        for key in keys {
-            self.on_log_ended(io, &key, reason);
-        }
     }
 }

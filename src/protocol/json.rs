@@ -23,6 +23,8 @@ pub enum BrowserRequest {
         server_id: Option<String>,
         container_id: String,
         tail: Option<usize>,
+        /// Resume (SPEC 7): the `seq` of the last line the client has.
+        since_seq: Option<u64>,
     },
     StopLogStream {
         server_id: Option<String>,
@@ -89,6 +91,25 @@ fn optional_field(
     }
 }
 
+/// `since_seq` (SPEC 7): absent or null is `None`. A peer's number: any
+/// non-negative number is taken, saturated to `u64` (a float or a huge
+/// value means "beyond anything held", which the hub answers with a gap).
+fn since_seq(obj: &serde_json::Map<String, Value>) -> Result<Option<u64>, String> {
+    match obj.get("since_seq") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(v), _) => Ok(Some(v)),
+            (None, Some(f)) if f >= 0.0 => Ok(Some(if f >= u64::MAX as f64 {
+                u64::MAX
+            } else {
+                f as u64
+            })),
+            _ => Err("field \"since_seq\" must be a non-negative integer".into()),
+        },
+        Some(_) => Err("field \"since_seq\" must be a non-negative integer".into()),
+    }
+}
+
 /// The reply to an agent's `auth` sent to a browser endpoint.
 pub const WRONG_ENDPOINT_FOR_AGENT: &str = "this is a browser endpoint and the message is an \
      agent's auth (api_key): agents connect to /api/v1/agents/ws";
@@ -140,6 +161,7 @@ pub fn request_from(
                 server_id: optional_field(obj, "server_id")?,
                 container_id: field(obj, "container_id")?.to_string(),
                 tail,
+                since_seq: since_seq(obj)?,
             }
         }
         "stop_log_stream" => BrowserRequest::StopLogStream {
@@ -223,10 +245,19 @@ pub enum Event<'a> {
         server_id: &'a str,
         id: &'a str,
     },
+    /// `seq`: the number of the frame's last line in its stream (SPEC 7).
     LogUpdate {
         server_id: &'a str,
         container_id: &'a str,
         log: &'a str,
+        seq: u64,
+    },
+    /// Lines a resuming client cannot get any more (SPEC 7); `missed: None`
+    /// when the count is unknown.
+    LogGap {
+        server_id: &'a str,
+        container_id: &'a str,
+        missed: Option<u64>,
     },
     LogStreamStopped {
         server_id: &'a str,
@@ -271,6 +302,7 @@ impl<'a> Event<'a> {
                 "container_state_change"
             }
             Event::LogUpdate { .. } => "log_update",
+            Event::LogGap { .. } => "log_gap",
             Event::LogStreamStopped { .. } => "log_stream_stopped",
             Event::LogDropped { .. } => "log_dropped",
             Event::Metrics { .. } => "metrics",
@@ -339,10 +371,21 @@ fn write_fields(out: &mut Vec<u8>, ev: &Event<'_>, dialect: Dialect) {
             server_id,
             container_id,
             log,
+            seq,
         } => {
             kv(out, true, "server_id", &server_id);
             kv(out, false, "container_id", &container_id);
             kv(out, false, "log", &log);
+            kv(out, false, "seq", &seq);
+        }
+        Event::LogGap {
+            server_id,
+            container_id,
+            missed,
+        } => {
+            kv(out, true, "server_id", &server_id);
+            kv(out, false, "container_id", &container_id);
+            kv(out, false, "missed", &missed);
         }
         Event::LogStreamStopped {
             server_id,
@@ -504,18 +547,32 @@ mod tests {
             server_id: "s1",
             container_id: "abc",
             log: "a\n\"b\"\n",
+            seq: 7,
         };
         let j: Value = serde_json::from_str(&payload(&encode(&ev, Dialect::Json))).unwrap();
         assert_eq!(
             j,
-            serde_json::json!({"type":"log_update","server_id":"s1","container_id":"abc","log":"a\n\"b\"\n"})
+            serde_json::json!({"type":"log_update","server_id":"s1","container_id":"abc","log":"a\n\"b\"\n","seq":7})
         );
         let s = payload(&encode(&ev, Dialect::SocketIo));
         let arr: Value = serde_json::from_str(s.strip_prefix("42").unwrap()).unwrap();
         assert_eq!(
             arr,
-            serde_json::json!(["log_update", {"server_id":"s1","container_id":"abc","log":"a\n\"b\"\n"}])
+            serde_json::json!(["log_update", {"server_id":"s1","container_id":"abc","log":"a\n\"b\"\n","seq":7}])
         );
+        // SPEC 7's gap notice; an unknown count is null.
+        for (missed, want) in [(Some(3), serde_json::json!(3)), (None, Value::Null)] {
+            let ev = Event::LogGap {
+                server_id: "s1",
+                container_id: "abc",
+                missed,
+            };
+            let j: Value = serde_json::from_str(&payload(&encode(&ev, Dialect::Json))).unwrap();
+            assert_eq!(
+                j,
+                serde_json::json!({"type":"log_gap","server_id":"s1","container_id":"abc","missed":want})
+            );
+        }
     }
 
     #[test]
@@ -537,9 +594,35 @@ mod tests {
             BrowserRequest::StartLogStream {
                 server_id: None,
                 container_id: "web".into(),
-                tail: Some(5)
+                tail: Some(5),
+                since_seq: None,
             }
         );
+        // `since_seq`: a peer's number, saturated; negative or not a number is refused.
+        for (raw, want) in [
+            ("41", Some(41)),
+            ("null", None),
+            ("18446744073709551615", Some(u64::MAX)),
+            ("1e300", Some(u64::MAX)),
+            ("2.5", Some(2)),
+        ] {
+            let text =
+                format!(r#"{{"type":"start_log_stream","container_id":"w","since_seq":{raw}}}"#);
+            match parse_browser(&text).unwrap() {
+                BrowserRequest::StartLogStream { since_seq, .. } => {
+                    assert_eq!(since_seq, want, "{raw}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        for raw in ["-1", "\"5\"", "[]"] {
+            let text =
+                format!(r#"{{"type":"start_log_stream","container_id":"w","since_seq":{raw}}}"#);
+            assert!(
+                parse_browser(&text).unwrap_err().contains("since_seq"),
+                "{raw}"
+            );
+        }
         assert!(parse_browser("not json").unwrap_err().contains("not JSON"));
         assert!(parse_browser("[1]").unwrap_err().contains("object"));
         assert!(

@@ -174,7 +174,7 @@ async fn engine_time(docker: &Docker) -> Result<String, bollard::errors::Error> 
 
 /// Parses RFC 3339 (`2026-11-23T15:09:44.632261483Z` or with `+02:00`) into
 /// Unix seconds and nanoseconds.
-pub(super) fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
+pub fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {

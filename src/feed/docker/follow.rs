@@ -55,14 +55,16 @@ const BACKLOG_POLL: Duration = Duration::from_millis(2);
 
 type Item = Result<LogOutput, bollard::errors::Error>;
 
-/// Follows `container_id`'s logs; returns the follow id and why it ended.
+/// Follows `container_id`'s logs; returns the follow id, why it ended and
+/// whether that was the engine going away rather than the container
+/// (checked with a ping when the reason is not the container's own end).
 pub(super) async fn follow(
     docker: Docker,
     sink: Sink,
     follow_id: u64,
     container_id: String,
     tail: usize,
-) -> (u64, String) {
+) -> (u64, String, bool) {
     let mut f = Follower {
         sink,
         follow_id,
@@ -73,7 +75,15 @@ pub(super) async fn follow(
         taken: 0,
     };
     let reason = f.run(&docker, tail).await;
-    (follow_id, reason)
+    let container_end = matches!(
+        reason.as_str(),
+        "container stopped"
+            | "container removed"
+            | "container restarted"
+            | "the event loop is gone"
+    );
+    let engine_lost = !container_end && docker.ping().await.is_err();
+    (follow_id, reason, engine_lost)
 }
 
 struct Follower {

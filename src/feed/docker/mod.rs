@@ -30,6 +30,7 @@
 //! `stats` (per-container usage while someone subscribes).
 
 mod engine;
+pub use engine::parse_rfc3339;
 mod follow;
 pub mod lines;
 mod runtime;

@@ -34,7 +34,7 @@ struct State {
     /// The connected client while the engine is up.
     docker: Option<Docker>,
     followers: HashMap<u64, FollowerEntry>,
-    tasks: JoinSet<(u64, String)>,
+    tasks: JoinSet<(u64, String, bool)>,
     /// `Down` was sent and no `Up` since.
     down_reported: bool,
     /// Container sampling period while someone wants `container_stats`.
@@ -167,6 +167,7 @@ impl State {
                 follow_id,
                 container_id: f.container_id,
                 reason: reason.clone(),
+                engine_lost: true,
             });
         }
     }
@@ -184,6 +185,7 @@ impl State {
                         follow_id,
                         container_id,
                         reason: "docker is down".into(),
+                        engine_lost: true,
                     });
                     return;
                 };
@@ -242,9 +244,9 @@ impl State {
         }
     }
 
-    fn follower_done(&mut self, done: Result<(Id, (u64, String)), JoinError>) {
-        let (task_id, follow_id, reason) = match done {
-            Ok((task_id, (follow_id, reason))) => (task_id, follow_id, reason),
+    fn follower_done(&mut self, done: Result<(Id, (u64, String, bool)), JoinError>) {
+        let (task_id, follow_id, reason, engine_lost) = match done {
+            Ok((task_id, (follow_id, reason, lost))) => (task_id, follow_id, reason, lost),
             Err(e) if e.is_cancelled() => return,
             Err(e) => {
                 let task_id = e.id();
@@ -256,7 +258,12 @@ impl State {
                 else {
                     return;
                 };
-                (task_id, follow_id, format!("log follower failed: {e}"))
+                (
+                    task_id,
+                    follow_id,
+                    format!("log follower failed: {e}"),
+                    false,
+                )
             }
         };
         // A replaced or unfollowed follower may finish before its abort lands.
@@ -273,6 +280,7 @@ impl State {
                 follow_id,
                 container_id: f.container_id,
                 reason,
+                engine_lost,
             });
         }
     }
