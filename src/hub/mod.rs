@@ -29,6 +29,7 @@ mod drive;
 pub mod history;
 mod logs;
 mod outbox;
+mod recovery;
 mod reload;
 mod servers;
 #[cfg(test)]
@@ -290,6 +291,10 @@ impl State {
 
     /// Removes a session and takes it out of every topic (it closed or is closing).
     fn detach(&mut self, io: &mut Io<'_>, conn: ConnId) {
+        // A recoverable Socket.IO session is kept for its client (recovery.rs).
+        if self.park(io, conn) {
+            return;
+        }
         let Some(session) = io.sessions.get(conn) else {
             return;
         };
@@ -340,6 +345,7 @@ impl State {
             }
         }
         for (conn, why) in expired {
+            recovery::forfeit(io.sessions, conn);
             io.stats.auth_failure(if why == "token expired" {
                 "expired"
             } else {
@@ -354,6 +360,7 @@ impl State {
             io.close(conn, close_code::POLICY_VIOLATION, "Engine.IO ping timeout");
         }
         self.expire_commands(io);
+        self.expire_parked(io);
         self.alerts_tick(io);
     }
 }
