@@ -45,9 +45,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::protocol::Dialect;
 use crate::protocol::json::Event;
 use crate::protocol::socketio::RecoveryAuth;
-use crate::protocol::Dialect;
 use crate::stats::Endpoint;
 use crate::writer::{Offer, Priority};
 use crate::ws::Frame;

@@ -23,7 +23,10 @@ fn offset_of(raw: &str) -> Option<u64> {
 
 /// The CONNECT answer's object.
 fn connect_reply(raw: &[String]) -> Value {
-    let r = raw.iter().find(|t| t.starts_with("40")).expect("a CONNECT answer");
+    let r = raw
+        .iter()
+        .find(|t| t.starts_with("40"))
+        .expect("a CONNECT answer");
     serde_json::from_str(&r[2..]).unwrap()
 }
 
@@ -111,7 +114,11 @@ fn a_recovered_session_gets_exactly_what_it_missed_once_in_order() {
     let topics_before = h.topic_count();
     h.input(Input::Closed { conn: c });
     assert!(h.hub.session(c).is_none());
-    assert_eq!(h.topic_count(), topics_before, "a parked session keeps its topics");
+    assert_eq!(
+        h.topic_count(),
+        topics_before,
+        "a parked session keeps its topics"
+    );
     // Published while it was away.
     changed(&mut h, &id, "running");
     changed(&mut h, &id, "exited");
@@ -124,7 +131,10 @@ fn a_recovered_session_gets_exactly_what_it_missed_once_in_order() {
     assert_eq!(reply["pid"], first["pid"], "the same pid: socket.recovered");
     assert!(raw[0].starts_with("40"), "CONNECT answer first: {raw:?}");
     let names: Vec<String> = raw.iter().filter_map(|t| event(t)).map(|e| e.0).collect();
-    assert_eq!(names, ["container_state_change"; 3], "no new greeting: {raw:?}");
+    assert_eq!(
+        names, ["container_state_change"; 3],
+        "no new greeting: {raw:?}"
+    );
     assert_eq!(states(&raw), ["paused", "running", "exited"]);
     let offs: Vec<u64> = raw.iter().filter_map(|t| offset_of(t)).collect();
     assert!(offs[0] > processed && offs.windows(2).all(|w| w[0] < w[1]));
@@ -153,14 +163,22 @@ fn log_streams_survive_the_gap_and_stop_when_the_window_ends() {
     up(&mut h, &id);
     let (c, raw) = sio(&mut h, &json!({"recover": true}));
     let pid = connect_reply(&raw)["pid"].clone();
-    h.send_text(c, r#"42["start_log_stream",{"container_id":"web","tail":0}]"#);
+    h.send_text(
+        c,
+        r#"42["start_log_stream",{"container_id":"web","tail":0}]"#,
+    );
     h.docker(DockerEvent::LogHistory {
         follow_id: 1,
         container_id: id.clone(),
         lines: lines(0..3),
     });
     let got = h.take_raw(c);
-    let processed = raw.iter().chain(&got).filter_map(|t| offset_of(t)).max().unwrap();
+    let processed = raw
+        .iter()
+        .chain(&got)
+        .filter_map(|t| offset_of(t))
+        .max()
+        .unwrap();
     h.input(Input::Closed { conn: c });
     assert_eq!(h.hub.state().follows.len(), 1, "the follower keeps running");
     h.docker(DockerEvent::LogLines {
@@ -196,7 +214,10 @@ fn log_streams_survive_the_gap_and_stop_when_the_window_ends() {
     let (_, raw) = sio(&mut h, &auth);
     assert_ne!(connect_reply(&raw)["pid"], pid);
     let names: Vec<String> = raw.iter().filter_map(|t| event(t)).map(|e| e.0).collect();
-    assert_eq!(names[0], "connection_established", "a fresh session: {raw:?}");
+    assert_eq!(
+        names[0], "connection_established",
+        "a fresh session: {raw:?}"
+    );
 }
 
 #[test]
@@ -218,7 +239,10 @@ fn unknown_forged_or_stale_resumes_get_a_fresh_session() {
     };
     let off = processed.to_string();
     let other = "0".repeat(PID_LEN);
-    fresh(&mut h, json!({"recover": true, "pid": other, "offset": off}));
+    fresh(
+        &mut h,
+        json!({"recover": true, "pid": other, "offset": off}),
+    );
     for bad in [
         json!({"recover": true, "pid": pid.to_uppercase(), "offset": off}),
         json!({"recover": true, "pid": format!("{pid}0"), "offset": off}),
@@ -235,7 +259,10 @@ fn unknown_forged_or_stale_resumes_get_a_fresh_session() {
     // None of those touched the parked session; an offset newer than
     // anything sent fails it (and frees it), as the pid can then not be
     // trusted to have read what it claims.
-    fresh(&mut h, json!({"recover": true, "pid": pid, "offset": (processed + 1000).to_string()}));
+    fresh(
+        &mut h,
+        json!({"recover": true, "pid": pid, "offset": (processed + 1000).to_string()}),
+    );
     fresh(&mut h, json!({"recover": true, "pid": pid, "offset": off}));
     // A client without `recover` sending a pid is not recovered either.
     let (c, raw) = sio(&mut h, &json!({"recover": true}));
@@ -244,7 +271,10 @@ fn unknown_forged_or_stale_resumes_get_a_fresh_session() {
     h.input(Input::Closed { conn: c });
     let (_, raw) = sio(&mut h, &json!({"pid": pid2, "offset": off2.to_string()}));
     assert!(connect_reply(&raw).get("pid").is_none());
-    assert!(raw.iter().all(|t| !t.starts_with("42") || t.ends_with("}]")));
+    assert!(
+        raw.iter()
+            .all(|t| !t.starts_with("42") || t.ends_with("}]"))
+    );
 }
 
 #[test]
@@ -264,13 +294,24 @@ fn leaving_on_purpose_or_for_auth_is_not_recoverable() {
     // Recovery needs the same identity, authenticated as usual.
     let (c, raw) = sio(&mut h, &json!({"recover": true, "token": tok}));
     let pid = connect_reply(&raw)["pid"].clone();
-    let off = raw.iter().filter_map(|t| offset_of(t)).max().unwrap().to_string();
+    let off = raw
+        .iter()
+        .filter_map(|t| offset_of(t))
+        .max()
+        .unwrap()
+        .to_string();
     h.input(Input::Closed { conn: c });
     let (bad, raw) = sio(&mut h, &json!({"recover": true, "pid": pid, "offset": off}));
     assert!(raw[0].starts_with("44"), "no token, no recovery: {raw:?}");
     assert!(h.hub.session(bad).is_none_or(|s| !s.is_ready()));
-    let someone = sign_token(SECRET, "someone-else", Role::Admin, Duration::from_secs(60), unix_now())
-        .unwrap();
+    let someone = sign_token(
+        SECRET,
+        "someone-else",
+        Role::Admin,
+        Duration::from_secs(60),
+        unix_now(),
+    )
+    .unwrap();
     let auth = json!({"recover": true, "token": someone, "pid": pid, "offset": off});
     let (_, raw) = sio(&mut h, &auth);
     assert_ne!(connect_reply(&raw)["pid"], pid, "another user's pid");
@@ -290,7 +331,10 @@ fn parked_sessions_and_their_logs_are_capped() {
     assert_eq!(log.len(), LOG_FRAMES);
     assert!(log.after(5).is_none(), "forgotten: no replay with a hole");
     assert_eq!(log.after(10).unwrap().len(), LOG_FRAMES);
-    assert!(log.after(LOG_FRAMES as u64 + 11).is_none(), "newer than sent");
+    assert!(
+        log.after(LOG_FRAMES as u64 + 11).is_none(),
+        "newer than sent"
+    );
     let big = crate::ws::text_frame(&vec![b'x'; LOG_BYTES / 2 + 1]);
     log.push(10_000, big.clone());
     log.push(10_001, big);
@@ -308,9 +352,15 @@ fn parked_sessions_and_their_logs_are_capped() {
     }
     assert_eq!(h.hub.sessions.sio.parked_len(), MAX_PARKED);
     let (pid, off) = pids.pop().unwrap();
-    let (_, raw) = sio(&mut h, &json!({"recover": true, "pid": pid, "offset": off.to_string()}));
+    let (_, raw) = sio(
+        &mut h,
+        &json!({"recover": true, "pid": pid, "offset": off.to_string()}),
+    );
     assert_ne!(connect_reply(&raw)["pid"], pid, "past the cap: not kept");
     let (pid, off) = pids.pop().unwrap();
-    let (_, raw) = sio(&mut h, &json!({"recover": true, "pid": pid, "offset": off.to_string()}));
+    let (_, raw) = sio(
+        &mut h,
+        &json!({"recover": true, "pid": pid, "offset": off.to_string()}),
+    );
     assert_eq!(connect_reply(&raw)["pid"], pid);
 }

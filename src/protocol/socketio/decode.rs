@@ -215,7 +215,8 @@ pub fn recovery_auth(auth: Option<&Value>) -> RecoveryAuth {
     let pid = match a.get("pid") {
         Some(Value::String(p))
             if p.len() == PID_LEN
-                && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+                && p.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
         {
             Some(p.clone())
         }
