@@ -211,20 +211,21 @@ impl Store {
     /// Appends a published frame to every session parked on `key`;
     /// `ended`: the topic is gone (its last message), they leave it.
     fn append(&mut self, key: &TopicKey, offset: u64, frame: &Frame, ended: bool) {
-        let pids = if ended {
-            self.by_topic.remove(key).unwrap_or_default()
-        } else {
-            match self.by_topic.get(key) {
-                Some(p) => p.clone(),
-                None => return,
-            }
-        };
-        for pid in &pids {
-            if let Some(p) = self.parked.get_mut(pid) {
-                p.resume.log.push(offset, frame.clone());
-                if ended {
+        if ended {
+            for pid in self.by_topic.remove(key).unwrap_or_default() {
+                if let Some(p) = self.parked.get_mut(&pid) {
+                    p.resume.log.push(offset, frame.clone());
                     p.keys.retain(|k| k != key);
                 }
+            }
+            return;
+        }
+        let Some(pids) = self.by_topic.get(key) else {
+            return;
+        };
+        for pid in pids {
+            if let Some(p) = self.parked.get_mut(pid) {
+                p.resume.log.push(offset, frame.clone());
             }
         }
     }
