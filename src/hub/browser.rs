@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::auth::{Claims, Role};
 use crate::protocol::json::{self, BrowserRequest, Event};
-use crate::protocol::socketio::OpenParams;
+use crate::protocol::socketio::{OpenParams, RecoveryAuth};
 use crate::protocol::{Dialect, Inbound};
 use crate::stats::Endpoint;
 use crate::writer::Priority;
@@ -166,7 +166,9 @@ impl State {
             Inbound::Request { kind, obj, ack } => {
                 self.on_browser_request(io, conn, ready, &kind, &obj, ack)
             }
-            Inbound::Connect { token } => self.on_connect(io, conn, token.as_deref()),
+            Inbound::Connect { token, recovery } => {
+                self.on_connect(io, conn, token.as_deref(), recovery)
+            }
             Inbound::Reply(f) => {
                 io.send(conn, &f, Priority::Essential);
             }
@@ -179,7 +181,10 @@ impl State {
                     Dialect::heartbeat_answered(&mut s.wire);
                 }
             }
-            Inbound::Leave(why) => io.close(conn, close_code::NORMAL, why),
+            Inbound::Leave(why) => {
+                super::recovery::forfeit(io.sessions, conn);
+                io.close(conn, close_code::NORMAL, why)
+            }
             Inbound::Nothing => {}
             Inbound::Invalid { message, stat } => {
                 io.stats.message_in("other");
@@ -195,7 +200,13 @@ impl State {
     }
 
     /// A Socket.IO CONNECT: authenticate with its token, then serve.
-    fn on_connect(&mut self, io: &mut Io<'_>, conn: ConnId, token: Option<&str>) {
+    fn on_connect(
+        &mut self,
+        io: &mut Io<'_>,
+        conn: ConnId,
+        token: Option<&str>,
+        recovery: RecoveryAuth,
+    ) {
         // Opened with a session cookie: the CONNECT needs no token.
         let preauth = token.is_none() && io.session(conn).is_some_and(Session::is_ready);
         let result = if preauth {
@@ -203,6 +214,14 @@ impl State {
         } else {
             self.authenticate(io, conn, token.unwrap_or(""))
         };
+        // Connection state recovery (recovery.rs): answered with a pid, and a
+        // recovered session continues without a new greeting.
+        if result.is_ok() && recovery.recover {
+            if !self.recoverable_connect(io, conn, recovery) {
+                self.on_ready(io, conn);
+            }
+            return;
+        }
         let now = io.now;
         let Some(s) = io.session_mut(conn) else {
             return;

@@ -32,6 +32,7 @@ pub mod history;
 mod logring;
 mod logs;
 mod outbox;
+mod recovery;
 mod reload;
 mod resume;
 mod servers;
@@ -298,6 +299,10 @@ impl State {
 
     /// Removes a session and takes it out of every topic (it closed or is closing).
     fn detach(&mut self, io: &mut Io<'_>, conn: ConnId) {
+        // A recoverable Socket.IO session is kept for its client (recovery.rs).
+        if self.park(io, conn) {
+            return;
+        }
         let Some(session) = io.sessions.get(conn) else {
             return;
         };
@@ -348,6 +353,7 @@ impl State {
             }
         }
         for (conn, why) in expired {
+            recovery::forfeit(io.sessions, conn);
             io.stats.auth_failure(if why == "token expired" {
                 "expired"
             } else {
@@ -363,6 +369,7 @@ impl State {
         }
         self.expire_commands(io);
         self.logs_tick(io);
+        self.expire_parked(io);
         self.alerts_tick(io);
     }
 }

@@ -76,7 +76,17 @@ impl<'a> Io<'a> {
 
     /// Queues `frame` on `conn`. Droppable frames past the soft cap are
     /// refused; anything past the hard cap closes the socket with 1013.
+    /// A Socket.IO event for a recoverable socket gets its offset here.
     pub fn send(&mut self, conn: ConnId, frame: &Frame, prio: Priority) -> Offer {
+        match super::recovery::stamp_direct(self.sessions, conn, frame) {
+            Some(stamped) => self.offer(conn, &stamped, prio),
+            None => self.offer(conn, frame, prio),
+        }
+    }
+
+    /// [`Io::send`] of a frame as it is: shared frames, already stamped
+    /// when they need an offset (`recovery.rs`).
+    pub fn offer(&mut self, conn: ConnId, frame: &Frame, prio: Priority) -> Offer {
         let offer = self.out.send(conn, frame, prio);
         match offer {
             Offer::Queued => self.stats.messages_sent += 1,

@@ -150,6 +150,7 @@ impl State {
         for (conn, why, who) in closing {
             log::info!("closing the browser socket of {who:?}: {why} (1008)");
             io.stats.auth_failure("revoked");
+            super::recovery::forfeit(io.sessions, conn);
             io.error_and_close(conn, why, close_code::POLICY_VIOLATION);
         }
     }

@@ -15,6 +15,7 @@ use crate::auth::Role;
 use crate::protocol::{Dialect, DialectState};
 use crate::stats::Endpoint;
 
+use super::recovery::{self, Resume};
 use super::topics::{TopicId, TopicKey};
 
 /// The event loop's name for a connection (its slab key). Reused after the
@@ -69,6 +70,9 @@ pub struct Session {
     /// The peer's address (for the operator's logs), when the loop gave it.
     pub peer: Option<std::net::IpAddr>,
     pub refusals: RefusalBudget,
+    /// Socket.IO connection state recovery: set when the CONNECT asked for
+    /// it (`recovery.rs`); its events then carry offsets.
+    pub resume: Option<Box<Resume>>,
 }
 
 impl Session {
@@ -85,6 +89,7 @@ impl Session {
             agent_server: None,
             peer: None,
             refusals: RefusalBudget::default(),
+            resume: None,
         }
     }
 
@@ -143,6 +148,8 @@ pub struct Sessions {
     slots: Vec<Option<Box<Session>>>,
     behind: Vec<u64>,
     len: usize,
+    /// Socket.IO recovery: the offset counter and the parked sessions.
+    pub sio: recovery::Store,
 }
 
 impl Sessions {

@@ -24,6 +24,7 @@ use crate::writer::{Offer, Priority};
 
 use super::logs::LogFollow;
 use super::outbox::Io;
+use super::recovery::Stamp;
 use super::session::ConnId;
 
 /// What a topic carries, and for which server.
@@ -274,7 +275,9 @@ impl Topics {
         if let Some(f) = topic.log.as_mut() {
             f.waiting.retain(|(c, _)| *c != conn);
         }
-        let idle = topic.subs.is_empty() && topic.log.as_ref().is_none_or(|f| f.waiting.is_empty());
+        let idle = topic.subs.is_empty()
+            && topic.log.as_ref().is_none_or(|f| f.waiting.is_empty())
+            && !io.sessions.sio.keeps(key); // a parked Socket.IO session (recovery.rs)
         if idle { self.remove(key) } else { None }
     }
 
@@ -310,6 +313,8 @@ pub fn fan_out(
     ev: &Event<'_>,
     how: Publish,
 ) -> usize {
+    // Socket.IO recovery: the frame with an offset, made once (recovery.rs).
+    let mut stamp = Stamp::default();
     for (dialect, set) in subs.iter() {
         if set.is_empty() {
             continue;
@@ -320,7 +325,7 @@ pub fn fan_out(
         }
         for &conn in set.conns() {
             if how.prio == Priority::Essential {
-                io.send(conn, &frame, how.prio);
+                stamp.offer(io, conn, dialect, &frame, how.prio);
                 continue;
             }
             // A socket that lost lines hears how many before it gets new
@@ -329,11 +334,12 @@ pub fn fan_out(
                 note_dropped(io, conn, key, how.lines);
                 continue;
             }
-            if io.send(conn, &frame, how.prio) == Offer::Dropped {
+            if stamp.offer(io, conn, dialect, &frame, how.prio) == Offer::Dropped {
                 note_dropped(io, conn, key, how.lines);
             }
         }
     }
+    stamp.to_parked(io, key, ev);
     let n = subs.len();
     io.stats.message_out_named(ev.name(), n as u64);
     n

@@ -48,8 +48,12 @@ pub enum Inbound {
         obj: Map<String, Value>,
         ack: Option<u64>,
     },
-    /// Socket.IO CONNECT with the `auth.token` it carried (if any).
-    Connect { token: Option<String> },
+    /// Socket.IO CONNECT with the `auth.token` it carried (if any) and what
+    /// it asks of connection state recovery.
+    Connect {
+        token: Option<String>,
+        recovery: sio::RecoveryAuth,
+    },
     /// A reply the dialect answers by itself (Engine.IO pong).
     Reply(Frame),
     /// A refusal the dialect words by itself (Socket.IO CONNECT_ERROR).
@@ -163,6 +167,40 @@ impl Dialect {
         }
     }
 
+    /// The CONNECT answer of a recoverable Socket.IO session (`sid` and
+    /// `pid` kept across a recovery); `None` for the JSON dialect.
+    pub fn connect_reply_recoverable(
+        self,
+        state: &mut DialectState,
+        now: Instant,
+        sid: &str,
+        pid: &str,
+    ) -> Option<Frame> {
+        if self != Dialect::SocketIo {
+            return None;
+        }
+        state.connected = true;
+        state.last_ping = Some(now);
+        Some(text(&sio::connect_ok_recoverable(sid, pid)))
+    }
+
+    /// `frame` (a Socket.IO EVENT built by [`Dialect::encode`]) with `offset`
+    /// as its last argument; `None` for any other frame. One copy, made once
+    /// per published frame however many sockets share it.
+    pub fn stamp(frame: &Frame, offset: u64) -> Option<Frame> {
+        let payload = ws::frame_payload(frame);
+        let mut buf = ws::begin_frame(payload.len() + 24);
+        if !sio::write_with_offset(&mut buf, payload, offset) {
+            return None;
+        }
+        Some(ws::finish_frame(buf, ws::OpCode::Text))
+    }
+
+    /// Whether `frame` is a Socket.IO EVENT that [`Dialect::stamp`] would stamp.
+    pub fn is_stampable(frame: &Frame) -> bool {
+        frame.first() == Some(&0x81) && sio::is_event(ws::frame_payload(frame))
+    }
+
     /// Engine.IO heartbeat: ping every `interval`, give up `timeout` after an
     /// unanswered ping. The JSON dialect relies on WebSocket pings instead.
     pub fn heartbeat(
@@ -243,6 +281,7 @@ fn decode_socketio(frame: &str, state: &DialectState) -> Inbound {
                 .and_then(|a| a.get("token"))
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            recovery: sio::recovery_auth(auth.as_ref()),
         },
         _ if !state.connected => Inbound::Refuse {
             frame: text(&sio::connect_error(
@@ -328,7 +367,10 @@ mod tests {
             Inbound::Refuse { .. }
         ));
         match Dialect::SocketIo.decode(r#"40{"token":"t"}"#, &st) {
-            Inbound::Connect { token } => assert_eq!(token.as_deref(), Some("t")),
+            Inbound::Connect { token, recovery } => {
+                assert_eq!(token.as_deref(), Some("t"));
+                assert_eq!(recovery, sio::RecoveryAuth::default());
+            }
             other => panic!("{other:?}"),
         }
         assert!(

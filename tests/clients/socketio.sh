@@ -8,6 +8,10 @@
 #   reconnect           seed_frontend.mjs --reconnect while this script
 #                       restarts the daemon (SIGTERM, start again on the same
 #                       port): the client must get connect + initial_state again
+#   recover             recover.mjs: connection state recovery (auth.recover)
+#                       after a dropped transport: recovered, missed events once
+#   recover_restart     recover.mjs --restart across a daemon restart: a fresh
+#                       session (recovered false)
 #
 # Env (required): DOCKWIRE_BIN (the dockwire binary), DOCKER_HOST,
 # DOCKWIRE_TEST_IMAGE (busybox image; see scripts/docker-env.sh).
@@ -156,9 +160,12 @@ step seed_python timeout -k 5 120 "$PYTHON" "$HERE/seed_python.py" "$URL"
 step socketio_raw timeout -k 5 150 "$PYTHON" "$HERE/socketio_raw.py" "$URL" \
     --ping-interval-ms 1000 --ping-timeout-ms 1000
 
-reconnect() {
+step recover timeout -k 5 150 "$NODE" "$HERE/recover.mjs" "$URL"
+
+reconnect() { # reconnect [SCRIPT FLAG]: the client runs while the daemon restarts
+    local script=${1:-seed_frontend.mjs} flag=${2:---reconnect}
     local out=$TMP/reconnect.out i rc=0
-    timeout -k 5 120 "$NODE" "$HERE/seed_frontend.mjs" "$URL" --reconnect >"$out" 2>&1 &
+    timeout -k 5 120 "$NODE" "$HERE/$script" "$URL" "$flag" >"$out" 2>&1 &
     BG_PID=$!
     for ((i = 0; i < 300; i++)); do
         grep -q READY_FOR_RESTART "$out" && break
@@ -187,6 +194,7 @@ reconnect() {
     return "$rc"
 }
 step reconnect reconnect
+step recover_restart reconnect recover.mjs --restart
 
 log "socketio: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

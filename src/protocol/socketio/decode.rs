@@ -187,3 +187,51 @@ fn json_array(payload: &str, shape: &'static str) -> Result<Vec<Value>, SioError
         _ => Err(SioError::Malformed(shape)),
     }
 }
+
+/// Length of a session id (`pid`) this server hands out: 32 lowercase hex
+/// digits (a random v4 UUID, simple form).
+pub const PID_LEN: usize = 32;
+
+/// What a CONNECT's `auth` asks of connection state recovery.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryAuth {
+    /// `auth.recover === true`: the client handles offsets on its events
+    /// (the official client, 4.6+), so it gets a `pid` and offsets.
+    pub recover: bool,
+    /// `auth.pid` and `auth.offset`, as the official client sends them when
+    /// it reconnects: a well-formed pid and a decimal offset, or nothing.
+    pub resume: Option<(String, u64)>,
+}
+
+/// Reads `recover`, `pid` and `offset` from a CONNECT's auth object. Peer
+/// input: anything malformed (a pid of the wrong shape, an offset that is
+/// not 1 to 20 decimal digits or does not fit a u64) reads as no resume, so
+/// the client simply gets a fresh session.
+pub fn recovery_auth(auth: Option<&Value>) -> RecoveryAuth {
+    let Some(Value::Object(a)) = auth else {
+        return RecoveryAuth::default();
+    };
+    let recover = a.get("recover") == Some(&Value::Bool(true));
+    let pid = match a.get("pid") {
+        Some(Value::String(p))
+            if p.len() == PID_LEN
+                && p.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            Some(p.clone())
+        }
+        _ => None,
+    };
+    let offset = match a.get("offset") {
+        Some(Value::String(o))
+            if (1..=20).contains(&o.len()) && o.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            o.parse::<u64>().ok()
+        }
+        _ => None,
+    };
+    RecoveryAuth {
+        recover,
+        resume: pid.zip(offset),
+    }
+}

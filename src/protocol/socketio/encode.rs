@@ -36,6 +36,43 @@ pub fn connect_ok(sid: &str) -> String {
     s
 }
 
+/// Socket.IO CONNECT answer of a session that can be recovered (connection
+/// state recovery, socket.io 4.6+): `40{"sid":"..","pid":".."}`. The client
+/// keeps `pid` and sends it back, with the last offset it processed, in the
+/// CONNECT of its next connection.
+pub fn connect_ok_recoverable(sid: &str, pid: &str) -> String {
+    let mut s = String::with_capacity(22 + sid.len() + pid.len());
+    s.push_str("40{\"sid\":");
+    escape_into_string(&mut s, sid);
+    s.push_str(",\"pid\":");
+    escape_into_string(&mut s, pid);
+    s.push('}');
+    s
+}
+
+/// Whether an Engine.IO payload is a Socket.IO EVENT on the default
+/// namespace without an ack id (`42[...]`): what carries an offset.
+pub fn is_event(payload: &[u8]) -> bool {
+    payload.starts_with(b"42[") && payload.ends_with(b"]")
+}
+
+/// Appends the EVENT `payload` (see [`is_event`]) to `out` with `offset` as
+/// its last argument, as a string: `42["name",{..}]` -> `42["name",{..},"17"]`.
+/// This is where socket.io 4.6+ puts it, and where its client looks for it
+/// (the last argument, when it is a string). False (and nothing appended)
+/// for anything else.
+pub fn write_with_offset(out: &mut Vec<u8>, payload: &[u8], offset: u64) -> bool {
+    if !is_event(payload) {
+        return false;
+    }
+    out.reserve(payload.len() + 24);
+    out.extend_from_slice(&payload[..payload.len() - 1]);
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(offset.to_string().as_bytes());
+    out.extend_from_slice(b"\"]");
+    true
+}
+
 /// Socket.IO CONNECT_ERROR: `44{"message":".."}` on the default namespace,
 /// `44/nsp,{"message":".."}` on another. `nsp` should come from
 /// [`super::parse_sio`], which guarantees it holds no `,`.

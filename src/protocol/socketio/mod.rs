@@ -8,7 +8,9 @@
 //! ```text
 //! S->C 0{"sid":"..","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}
 //! C->S 40                      (or 40{"token":".."} when the client passes `auth`)
-//! S->C 40{"sid":".."}           (or 44{"message":".."} to refuse)
+//! S->C 40{"sid":".."}           (or 44{"message":".."} to refuse; with
+//!                               `auth.recover` 40{"sid":"..","pid":".."}
+//!                               and every EVENT gets a last "offset" argument)
 //! S->C 42["connection_established",{..}]
 //! C->S 42["start_log_stream",{"container_id":".."}]
 //! S->C 2                        every pingInterval; the client answers 3 and is
@@ -34,9 +36,10 @@ mod query;
 #[cfg(test)]
 mod tests;
 
-pub use decode::{parse_eio, parse_sio};
+pub use decode::{PID_LEN, RecoveryAuth, parse_eio, parse_sio, recovery_auth};
 pub use encode::{
-    ack, connect_error, connect_ok, disconnect, event, event_encoded_len, open_packet, write_event,
+    ack, connect_error, connect_ok, connect_ok_recoverable, disconnect, event, event_encoded_len,
+    is_event, open_packet, write_event, write_with_offset,
 };
 pub use query::check_query;
 
