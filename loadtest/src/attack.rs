@@ -66,7 +66,10 @@ pub struct AttackReport {
 
 pub fn run(args: AttackArgs) -> anyhow::Result<()> {
     let target = parse_target(&args.target)?;
-    anyhow::ensure!(!target.tls, "attack speaks plain TCP only; point it at a ws:// target");
+    anyhow::ensure!(
+        !target.tls,
+        "attack speaks plain TCP only; point it at a ws:// target"
+    );
     anyhow::ensure!(
         (1..=MAX_CONNECTIONS).contains(&args.connections),
         "--connections must be 1..={MAX_CONNECTIONS}"
@@ -378,7 +381,8 @@ fn nonreader(
     let container = args.container.as_deref().unwrap_or_default();
     let mut out = Vec::new();
     let auth = serde_json::json!({"type": "auth", "token": token}).to_string();
-    let follow = serde_json::json!({"type": "start_log_stream", "container_id": container}).to_string();
+    let follow =
+        serde_json::json!({"type": "start_log_stream", "container_id": container}).to_string();
     for msg in [auth, follow] {
         let mask = (rng.next() as u32).to_be_bytes();
         wsproto::encode_frame(&mut out, 0x1, msg.as_bytes(), mask);
@@ -412,6 +416,19 @@ mod tests {
         assert_ne!(Rng::new(8).next(), Rng::new(7).next());
     }
 
+    fn one_slowloris(addr: SocketAddr) -> AttackArgs {
+        AttackArgs {
+            target: addr.to_string(),
+            kind: AttackKind::Slowloris,
+            connections: 1,
+            duration: Duration::from_secs(10),
+            token: None,
+            container: None,
+            seed: 1,
+            json: false,
+        }
+    }
+
     #[test]
     fn a_slowloris_against_a_listener_that_hangs_up_is_counted_as_ended() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -422,16 +439,7 @@ mod tests {
             let _ = s.read(&mut b);
             drop(s);
         });
-        let args = AttackArgs {
-            target: addr.to_string(),
-            kind: AttackKind::Slowloris,
-            connections: 1,
-            duration: Duration::from_secs(10),
-            token: None,
-            container: None,
-            seed: 1,
-            json: false,
-        };
+        let args = one_slowloris(addr);
         let stop = AtomicBool::new(false);
         let (outcome, sent) = attack_one(&args, addr, &addr.to_string(), 0, &stop);
         server.join().unwrap();
@@ -453,16 +461,7 @@ mod tests {
                 kept
             })
         };
-        let args = AttackArgs {
-            target: addr.to_string(),
-            kind: AttackKind::Slowloris,
-            connections: 1,
-            duration: Duration::from_secs(10),
-            token: None,
-            container: None,
-            seed: 1,
-            json: false,
-        };
+        let args = one_slowloris(addr);
         let (outcome, _) = attack_one(&args, addr, &addr.to_string(), 0, &stop);
         drop(stopper.join().unwrap());
         assert_eq!(outcome, Outcome::Held);
