@@ -61,7 +61,7 @@ cleanup() {
     for p in "${PIDS[@]}" $AGENT_PID $DAEMON_PID; do kill -TERM "$p" 2>/dev/null || true; done
     sleep 0.3
     for p in "${PIDS[@]}" $AGENT_PID $DAEMON_PID; do kill -KILL "$p" 2>/dev/null || true; done
-    if [ -S "$WORK/engine-run/docker.sock" ] || [ -d "$WORK/engine" ]; then
+    if [ -d "$DOCKWIRE_TESTENV" ]; then
         timeout 60 scripts/docker-env.sh stop >/dev/null 2>&1 || true
     fi
     if [ "${DOCKWIRE_SOAK_KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK" 2>/dev/null || true; fi
@@ -71,8 +71,7 @@ trap cleanup EXIT INT TERM
 timeout 180 scripts/docker-env.sh start >"$WORK/engine-start.log" 2>&1 ||
     { cat "$WORK/engine-start.log" >&2; exit 1; }
 eval "$(scripts/docker-env.sh env)"
-ENGINE_PID_FILE=$DOCKWIRE_TESTENV/dockerd.pid
-[ -f "$ENGINE_PID_FILE" ] || ENGINE_PID_FILE=$(find "$DOCKWIRE_TESTENV" -name dockerd.pid | head -1)
+ENGINE_PID_FILE=$DOCKWIRE_TESTENV/dockerd.pid # written by docker-env.sh
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 TARGET=127.0.0.1:$PORT

@@ -322,9 +322,9 @@ fn flood(stream: &mut TcpStream, rng: &mut Rng, stop: &AtomicBool, sent: &mut u6
         if write_all_or_closed(stream, &batch, stop, sent) {
             return Some(());
         }
-        // A flood never reads; only check, every few writes, whether the
-        // daemon has hung up (the read drains nothing it would not drop).
-        if round % 64 == 0 && peer_closed_now(stream) {
+        // A flood never reads; after each batch, only look (without
+        // waiting) whether the daemon has hung up.
+        if peer_closed_now(stream) {
             return Some(());
         }
     }
