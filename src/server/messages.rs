@@ -33,7 +33,7 @@ impl Server {
             let Some(reader) = c.reader.as_mut() else {
                 return;
             };
-            let msg = match reader.read(&mut c.inbuf) {
+            let msg = match reader.read_inflating(&mut c.inbuf, Some(&mut self.inflater)) {
                 Ok(Some(m)) => m,
                 Ok(None) => {
                     c.release_inbuf();
@@ -59,6 +59,7 @@ impl Server {
             return;
         };
         let endpoint = c.endpoint;
+        let deflate = c.deflate;
         let reply = match msg {
             Incoming::Ping(p) => ws::pong_frame(&p),
             Incoming::Pong(_) => return,
@@ -70,10 +71,13 @@ impl Server {
                 self.leave_hub(key, now);
                 return;
             }
+            // The echo answers compressed when the client negotiated it (Autobahn 12, 13).
             Incoming::Binary(b) if endpoint == Endpoint::Echo => {
-                ws::encode_frame(OpCode::Binary, &b)
+                self.deflated_if(deflate, ws::encode_frame(OpCode::Binary, &b))
             }
-            Incoming::Text(t) if endpoint == Endpoint::Echo => ws::text_frame(t.as_bytes()),
+            Incoming::Text(t) if endpoint == Endpoint::Echo => {
+                self.deflated_if(deflate, ws::text_frame(t.as_bytes()))
+            }
             Incoming::Binary(_) => return self.hub_input(now, Input::Binary { conn: key }),
             Incoming::Text(t) => {
                 return self.hub_input(
@@ -86,6 +90,15 @@ impl Server {
             }
         };
         self.queue_own(key, reply, now);
+    }
+
+    /// `frame` as a socket that negotiated permessage-deflate gets it (or as is).
+    fn deflated_if(&mut self, deflate: bool, frame: ws::Frame) -> ws::Frame {
+        if deflate {
+            self.deflater.frame_for(&frame)
+        } else {
+            frame
+        }
     }
 
     /// Queues a frame the loop itself answers with (pong, echo) under the caps.
