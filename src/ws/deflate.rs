@@ -180,7 +180,7 @@ impl Deflater {
             Some((_, compressed)) => compressed.clone(),
             None => {
                 let compressed = self
-                    .compress(opcode, frame_payload(plain))
+                    .compress(opcode, frame_payload(plain), false)
                     .unwrap_or_else(|| plain.clone());
                 self.cache[self.next_slot] = Some((plain.clone(), compressed.clone()));
                 self.next_slot = (self.next_slot + 1) % CACHE_SLOTS;
@@ -196,8 +196,9 @@ impl Deflater {
     }
 
     /// Compresses one message into a frame with RSV1 set, exactly sized;
-    /// `None` when it would not be smaller than the plain payload.
-    pub fn compress(&mut self, opcode: OpCode, payload: &[u8]) -> Option<Frame> {
+    /// `None` when it would not be smaller than the plain payload, unless
+    /// `always` (the echo endpoint answers every message compressed).
+    pub fn compress(&mut self, opcode: OpCode, payload: &[u8], always: bool) -> Option<Frame> {
         self.stats.compressions += 1;
         self.compress.reset();
         let out = &mut self.scratch;
@@ -215,7 +216,7 @@ impl Deflater {
                 .compress_vec(&payload[consumed..], out, FlushCompress::Sync)
                 .ok()?;
             consumed += (self.compress.total_in() - before) as usize;
-            if out.len() > payload.len() + SYNC_TAIL.len() {
+            if !always && out.len() > payload.len() + SYNC_TAIL.len() {
                 return None;
             }
             if consumed >= payload.len() && out.len() < out.capacity() {
@@ -225,7 +226,7 @@ impl Deflater {
         if out.ends_with(&SYNC_TAIL) {
             out.truncate(out.len() - SYNC_TAIL.len());
         }
-        if out.len() >= payload.len() {
+        if !always && out.len() >= payload.len() {
             return None;
         }
         let mut frame = Vec::with_capacity(super::header_len(out.len()) + out.len());
@@ -380,17 +381,23 @@ mod tests {
         let mut d = Deflater::default();
         let mut i = Inflater::default();
         let text = r#"{"type":"log_update","line":"GET /index.html 200"}"#.repeat(40);
-        let f = d.compress(OpCode::Text, text.as_bytes()).expect("compresses");
+        let f = d.compress(OpCode::Text, text.as_bytes(), false).expect("compresses");
         assert_eq!(f[0], 0x80 | RSV1 | 0x1);
         assert!(f.len() < text.len() / 4, "{} bytes", f.len());
         let back = i.inflate(&payload_of(&f), 1 << 20).unwrap();
         assert_eq!(back, text.as_bytes());
         // Each message stands alone: the same state serves the next one.
         let other = vec![7u8; 100_000];
-        let f = d.compress(OpCode::Binary, &other).unwrap();
+        let f = d.compress(OpCode::Binary, &other, false).unwrap();
         assert_eq!(f[0], 0x80 | RSV1 | 0x2);
         assert_eq!(i.inflate(&payload_of(&f), 1 << 20).unwrap(), other);
         assert_eq!(i.inflate(&[0x00], 10).unwrap(), b"");
+        // `always` (the echo): even an empty message goes compressed.
+        let f = d.compress(OpCode::Text, b"", true).unwrap();
+        assert_eq!(&f[..], &[0x80 | RSV1 | 0x1, 1, 0x00]);
+        let f = d.compress(OpCode::Text, b"hi", true).unwrap();
+        assert_eq!(i.inflate(&payload_of(&f), 10).unwrap(), b"hi");
+        assert_eq!(d.compress(OpCode::Text, b"hi", false), None);
     }
 
     #[test]
@@ -441,14 +448,14 @@ mod tests {
         let mut d = Deflater::default();
         let mut i = Inflater::default();
         let bomb = vec![0u8; 10 << 20];
-        let f = d.compress(OpCode::Binary, &bomb).unwrap();
+        let f = d.compress(OpCode::Binary, &bomb, false).unwrap();
         assert!(f.len() < 20_000, "{}", f.len());
         let err = i.inflate(&payload_of(&f), 64 << 10).unwrap_err();
         assert_eq!(err.close_code(), 1009);
         let exact = vec![1u8; 64 << 10];
-        let f = d.compress(OpCode::Binary, &exact).unwrap();
+        let f = d.compress(OpCode::Binary, &exact, false).unwrap();
         assert_eq!(i.inflate(&payload_of(&f), 64 << 10).unwrap().len(), 64 << 10);
-        let f = d.compress(OpCode::Binary, &[1u8; (64 << 10) + 1]).unwrap();
+        let f = d.compress(OpCode::Binary, &[1u8; (64 << 10) + 1], false).unwrap();
         assert!(i.inflate(&payload_of(&f), 64 << 10).is_err());
     }
 
@@ -457,7 +464,7 @@ mod tests {
         let mut i = Inflater::default();
         assert_eq!(i.inflate(&[0xff; 32], 1000), Err(WsError::BadDeflate));
         let mut d = Deflater::default();
-        let f = d.compress(OpCode::Text, &[b'z'; 500]).unwrap();
+        let f = d.compress(OpCode::Text, &[b'z'; 500], false).unwrap();
         assert_eq!(i.inflate(&payload_of(&f), 1000).unwrap(), vec![b'z'; 500]);
     }
 }

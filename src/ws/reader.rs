@@ -401,7 +401,7 @@ mod tests {
 
     fn deflated(payload: &[u8]) -> Vec<u8> {
         let mut d = crate::ws::deflate::Deflater::default();
-        let f = d.compress(OpCode::Text, payload).expect("compressible");
+        let f = d.compress(OpCode::Text, payload, false).expect("compressible");
         crate::ws::frame_payload(&f).to_vec()
     }
 
@@ -467,7 +467,7 @@ mod tests {
         // Compressed invalid UTF-8 is found after inflating.
         let bad = {
             let mut d = crate::ws::deflate::Deflater::default();
-            let f = d.compress(OpCode::Text, &[0xC3; 300]).unwrap();
+            let f = d.compress(OpCode::Text, &[0xC3; 300], false).unwrap();
             crate::ws::frame_payload(&f).to_vec()
         };
         let e = read(true, rsv1(encode_client_frame(OpCode::Text, &bad, true, [1; 4])));
