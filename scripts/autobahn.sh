@@ -20,7 +20,8 @@
 #
 # Environment:
 #   DOCKWIRE_AUTOBAHN_CONCURRENCY  cases run in parallel (default 2)
-#   DOCKWIRE_AUTOBAHN_TIMEOUT      seconds for the whole run (default 900)
+#   DOCKWIRE_AUTOBAHN_TIMEOUT      seconds for the whole run (default 1800; 1.*-13.*
+#                                  take ~15 min at concurrency 2 on 2 busy cores)
 #   DOCKWIRE_AUTOBAHN_CASES        space-separated case globs to run instead of
 #                                  the default set (for debugging, e.g. "9.1.*")
 set -euo pipefail
@@ -56,7 +57,7 @@ export DOCKWIRE_AUTOBAHN_REPORTS=${DOCKWIRE_AUTOBAHN_REPORTS:-$REPO/target/autob
 
 # The Python side bounds the run itself (asyncio.wait_for); the outer timeout
 # is a backstop should the native runner ignore cancellation.
-HARD_LIMIT=$((${DOCKWIRE_AUTOBAHN_TIMEOUT:-900} + 60))
+HARD_LIMIT=$((${DOCKWIRE_AUTOBAHN_TIMEOUT:-1800} + 60))
 exec timeout -k 10 "$HARD_LIMIT" python3 - "$URL" <<'EOF'
 import asyncio
 import collections
@@ -70,7 +71,7 @@ import kosoku
 
 url = sys.argv[1]
 concurrency = int(os.environ.get("DOCKWIRE_AUTOBAHN_CONCURRENCY", "2"))
-deadline = float(os.environ.get("DOCKWIRE_AUTOBAHN_TIMEOUT", "900"))
+deadline = float(os.environ.get("DOCKWIRE_AUTOBAHN_TIMEOUT", "1800"))
 reports = os.environ["DOCKWIRE_AUTOBAHN_REPORTS"]
 custom = os.environ.get("DOCKWIRE_AUTOBAHN_CASES", "").split()
 
