@@ -122,9 +122,8 @@ impl Raw {
 fn agent_setup() -> (String, String, String) {
     let key = "dwk_test_key_for_compression_0123456789";
     let hash = dockwire::auth::hash_api_key(key);
-    let cfg = format!(
-        "[[agents]]\nname = \"zip\"\nkey_sha256 = \"{hash}\"\nserver_id = \"srv-zip\"\n"
-    );
+    let cfg =
+        format!("[[agents]]\nname = \"zip\"\nkey_sha256 = \"{hash}\"\nserver_id = \"srv-zip\"\n");
     (key.to_string(), cfg, "srv-zip".to_string())
 }
 
@@ -158,7 +157,11 @@ fn the_101_accepts_an_offer_without_context_takeover_and_declines_what_it_cannot
         "/socket.io/?EIO=4&transport=websocket",
         "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=9\r\n",
     );
-    assert!(!raw.head.contains("Sec-WebSocket-Extensions"), "{}", raw.head);
+    assert!(
+        !raw.head.contains("Sec-WebSocket-Extensions"),
+        "{}",
+        raw.head
+    );
     let raw = Raw::open(
         &d,
         "/api/v1/ws",
@@ -168,11 +171,19 @@ fn the_101_accepts_an_offer_without_context_takeover_and_declines_what_it_cannot
     assert!(raw.head.contains("permessage-deflate"), "{}", raw.head);
     // No offer, no extension.
     let raw = Raw::open(&d, "/api/v1/ws", "");
-    assert!(!raw.head.contains("Sec-WebSocket-Extensions"), "{}", raw.head);
+    assert!(
+        !raw.head.contains("Sec-WebSocket-Extensions"),
+        "{}",
+        raw.head
+    );
 
     let off = Daemon::start("[limits]\ncompression = false\n");
     let raw = Raw::open(&off, "/api/v1/ws", OFFER);
-    assert!(!raw.head.contains("Sec-WebSocket-Extensions"), "{}", raw.head);
+    assert!(
+        !raw.head.contains("Sec-WebSocket-Extensions"),
+        "{}",
+        raw.head
+    );
 }
 
 #[test]
@@ -216,7 +227,11 @@ fn a_published_frame_is_compressed_once_for_every_deflate_subscriber() {
                 .json(&mut inflater, Duration::from_secs(10))
                 .unwrap_or_else(|| panic!("subscriber {n} missed lines"));
             if m["type"] == "log" {
-                assert!(compressed, "subscriber {n}: a {}-line log frame came plain", lines);
+                assert!(
+                    compressed,
+                    "subscriber {n}: a {}-line log frame came plain",
+                    lines
+                );
                 got.push(m);
             }
         }
@@ -224,8 +239,15 @@ fn a_published_frame_is_compressed_once_for_every_deflate_subscriber() {
     }
     let compressions = d.metric("dockwire_ws_deflate_compressions_total").unwrap() - before;
     let sent = d.metric("dockwire_ws_deflate_frames_sent_total").unwrap() - sent_before;
-    assert_eq!(compressions, lines as f64, "one compression per publish, not per socket");
-    assert_eq!(sent, 5.0 * lines as f64, "every deflate subscriber got the shared frame");
+    assert_eq!(
+        compressions, lines as f64,
+        "one compression per publish, not per socket"
+    );
+    assert_eq!(
+        sent,
+        5.0 * lines as f64,
+        "every deflate subscriber got the shared frame"
+    );
     assert!(d.metric("dockwire_ws_deflate_bytes_saved_total").unwrap() > 0.0);
 }
 
@@ -247,13 +269,19 @@ fn compressed_client_messages_are_inflated_and_bombs_refused() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (m, _) = raw
-            .json(&mut inflater, deadline.saturating_duration_since(Instant::now()))
+            .json(
+                &mut inflater,
+                deadline.saturating_duration_since(Instant::now()),
+            )
             .expect("a pong for the compressed ping");
         if m["type"] == "pong" {
             break;
         }
     }
-    assert_eq!(d.metric("dockwire_ws_deflate_messages_inflated_total"), Some(1.0));
+    assert_eq!(
+        d.metric("dockwire_ws_deflate_messages_inflated_total"),
+        Some(1.0)
+    );
     // 1 MiB of zeros compresses to ~1 KiB: under the 4 KiB limit on the wire,
     // far past it once inflated. The daemon stops inflating and closes 1009.
     raw.send(&compressed(&mut deflater, &vec![b' '; 1 << 20]));

@@ -589,6 +589,8 @@ mod tests {
             b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Extensions: permessage-deflate; \
               server_no_context_takeover\r\n\r\n"
         ));
-        assert!(!accepts_deflate(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"));
+        assert!(!accepts_deflate(
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
+        ));
     }
 }

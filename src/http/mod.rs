@@ -239,7 +239,10 @@ pub fn origin_allowed(head: &RequestHead, allowed: &[String]) -> bool {
 /// ([`crate::ws::deflate::RESPONSE`]).
 pub fn switching_protocols(accept: &str, deflate: bool) -> Vec<u8> {
     let extensions = if deflate {
-        format!("Sec-WebSocket-Extensions: {}\r\n", crate::ws::deflate::RESPONSE)
+        format!(
+            "Sec-WebSocket-Extensions: {}\r\n",
+            crate::ws::deflate::RESPONSE
+        )
     } else {
         String::new()
     };

@@ -96,9 +96,7 @@ impl Server {
     /// negotiated permessage-deflate (however small: it is a conformance
     /// target, and a compressed echo is what Autobahn 12 and 13 check).
     fn echo(&mut self, deflate: bool, opcode: OpCode, payload: &[u8]) -> ws::Frame {
-        if deflate
-            && let Some(f) = self.deflater.compress(opcode, payload, true)
-        {
+        if deflate && let Some(f) = self.deflater.compress(opcode, payload, true) {
             return f;
         }
         ws::encode_frame(opcode, payload)

@@ -175,7 +175,11 @@ impl Deflater {
         if frame_payload(plain).len() < MIN_COMPRESS {
             return plain.clone();
         }
-        let hit = self.cache.iter().flatten().find(|(p, _)| same_frame(p, plain));
+        let hit = self
+            .cache
+            .iter()
+            .flatten()
+            .find(|(p, _)| same_frame(p, plain));
         let sent = match hit {
             Some((_, compressed)) => compressed.clone(),
             None => {
@@ -381,7 +385,9 @@ mod tests {
         let mut d = Deflater::default();
         let mut i = Inflater::default();
         let text = r#"{"type":"log_update","line":"GET /index.html 200"}"#.repeat(40);
-        let f = d.compress(OpCode::Text, text.as_bytes(), false).expect("compresses");
+        let f = d
+            .compress(OpCode::Text, text.as_bytes(), false)
+            .expect("compresses");
         assert_eq!(f[0], 0x80 | RSV1 | 0x1);
         assert!(f.len() < text.len() / 4, "{} bytes", f.len());
         let back = i.inflate(&payload_of(&f), 1 << 20).unwrap();
@@ -454,8 +460,13 @@ mod tests {
         assert_eq!(err.close_code(), 1009);
         let exact = vec![1u8; 64 << 10];
         let f = d.compress(OpCode::Binary, &exact, false).unwrap();
-        assert_eq!(i.inflate(&payload_of(&f), 64 << 10).unwrap().len(), 64 << 10);
-        let f = d.compress(OpCode::Binary, &[1u8; (64 << 10) + 1], false).unwrap();
+        assert_eq!(
+            i.inflate(&payload_of(&f), 64 << 10).unwrap().len(),
+            64 << 10
+        );
+        let f = d
+            .compress(OpCode::Binary, &[1u8; (64 << 10) + 1], false)
+            .unwrap();
         assert!(i.inflate(&payload_of(&f), 64 << 10).is_err());
     }
 

@@ -35,7 +35,9 @@ pub enum WsError {
     InvalidCloseCode(u16),
     #[error("could not read close frame: reason is not valid UTF-8")]
     InvalidCloseReason,
-    #[error("could not read frame: RSV1 (compressed) is only allowed on the first frame of a data message")]
+    #[error(
+        "could not read frame: RSV1 (compressed) is only allowed on the first frame of a data message"
+    )]
     MisplacedRsv1,
     #[error("could not inflate message: not valid deflate data")]
     BadDeflate,

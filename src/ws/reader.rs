@@ -401,7 +401,9 @@ mod tests {
 
     fn deflated(payload: &[u8]) -> Vec<u8> {
         let mut d = crate::ws::deflate::Deflater::default();
-        let f = d.compress(OpCode::Text, payload, false).expect("compressible");
+        let f = d
+            .compress(OpCode::Text, payload, false)
+            .expect("compressible");
         crate::ws::frame_payload(&f).to_vec()
     }
 
@@ -418,7 +420,10 @@ mod tests {
         buf.extend_from_slice(&encode_client_frame(OpCode::Continuation, b, true, [3; 4]));
         buf.extend_from_slice(&encode_client_frame(OpCode::Text, b"plain", true, [4; 4]));
         let mut got = Vec::new();
-        while let Some(m) = reader.read_inflating(&mut buf, Some(&mut inflater)).unwrap() {
+        while let Some(m) = reader
+            .read_inflating(&mut buf, Some(&mut inflater))
+            .unwrap()
+        {
             got.push(m);
         }
         assert_eq!(
@@ -445,24 +450,46 @@ mod tests {
             reader.read_inflating(&mut buf, Some(&mut inflater))
         };
         // Not negotiated: RSV1 is a protocol error.
-        let e = read(false, rsv1(encode_client_frame(OpCode::Text, &z, true, [1; 4])));
+        let e = read(
+            false,
+            rsv1(encode_client_frame(OpCode::Text, &z, true, [1; 4])),
+        );
         assert_eq!(e.unwrap_err().close_code(), close_code::PROTOCOL_ERROR);
         // RSV2/RSV3 stay errors on a deflate socket.
         let mut f = encode_client_frame(OpCode::Text, b"a", true, [1; 4]);
         f[0] |= 0x20;
         assert_eq!(read(true, f).unwrap_err(), WsError::ReservedBits(2));
         // RSV1 on a control frame or a continuation.
-        let e = read(true, rsv1(encode_client_frame(OpCode::Ping, b"", true, [1; 4])));
+        let e = read(
+            true,
+            rsv1(encode_client_frame(OpCode::Ping, b"", true, [1; 4])),
+        );
         assert_eq!(e.unwrap_err(), WsError::MisplacedRsv1);
         let mut two = rsv1(encode_client_frame(OpCode::Text, &z[..3], false, [1; 4]));
-        two.extend(rsv1(encode_client_frame(OpCode::Continuation, &z[3..], true, [1; 4])));
+        two.extend(rsv1(encode_client_frame(
+            OpCode::Continuation,
+            &z[3..],
+            true,
+            [1; 4],
+        )));
         assert_eq!(read(true, two).unwrap_err(), WsError::MisplacedRsv1);
         // A zip bomb stops at the limit with 1009; bad data is 1007.
         let bomb = deflated(&[b'x'; 100_000]);
         assert!(bomb.len() < 1000);
-        let e = read(true, rsv1(encode_client_frame(OpCode::Text, &bomb, true, [1; 4])));
+        let e = read(
+            true,
+            rsv1(encode_client_frame(OpCode::Text, &bomb, true, [1; 4])),
+        );
         assert_eq!(e.unwrap_err().close_code(), close_code::MESSAGE_TOO_BIG);
-        let e = read(true, rsv1(encode_client_frame(OpCode::Binary, &[0xff; 9], true, [1; 4])));
+        let e = read(
+            true,
+            rsv1(encode_client_frame(
+                OpCode::Binary,
+                &[0xff; 9],
+                true,
+                [1; 4],
+            )),
+        );
         assert_eq!(e.unwrap_err().close_code(), close_code::INVALID_PAYLOAD);
         // Compressed invalid UTF-8 is found after inflating.
         let bad = {
@@ -470,7 +497,10 @@ mod tests {
             let f = d.compress(OpCode::Text, &[0xC3; 300], false).unwrap();
             crate::ws::frame_payload(&f).to_vec()
         };
-        let e = read(true, rsv1(encode_client_frame(OpCode::Text, &bad, true, [1; 4])));
+        let e = read(
+            true,
+            rsv1(encode_client_frame(OpCode::Text, &bad, true, [1; 4])),
+        );
         assert_eq!(e.unwrap_err().close_code(), close_code::INVALID_PAYLOAD);
     }
 }

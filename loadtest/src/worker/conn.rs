@@ -400,7 +400,8 @@ impl Conn {
                 Ok(None) => return 0,
                 Ok(Some(n)) => {
                     pos = n;
-                    self.reader.deflate = ctx.inflate.is_some() && wsproto::accepts_deflate(&buf[..n]);
+                    self.reader.deflate =
+                        ctx.inflate.is_some() && wsproto::accepts_deflate(&buf[..n]);
                     self.s.key = None;
                     self.s.upgraded(ctx);
                 }
