@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/autobahn.sh — Autobahn TestSuite fuzzingclient cases 1.* to 10.*
+# scripts/autobahn.sh — Autobahn TestSuite fuzzingclient cases 1.* to 13.*
 # against a WebSocket echo endpoint, driven by kosoku (PyPI, pinned below).
 #
 # Usage: scripts/autobahn.sh ws://127.0.0.1:PORT/debug/echo
@@ -7,19 +7,21 @@
 # kosoku runs the Autobahn case files (Python) on a Rust runner; its Python API
 # `kosoku.run_fuzzingclient(url, cases, exclude_cases, concurrency)` returns one
 # CaseResult per case (or raises kosoku.FailureError carrying all results).
-# This script runs every case except 12.* and 13.* (permessage-deflate, which
-# the endpoint does not offer), i.e. categories 1-7, 9 and 10 (there is no 8),
-# and fails unless every case passed:
+# This script runs every case: categories 1-7, 9 and 10 (there is no 8), and
+# 12 and 13 (permessage-deflate: the endpoint accepts the offers it can honour,
+# so 13.3.* and 13.5.*, which ask for a 9-bit server window, are declined and
+# report UNIMPLEMENTED), and fails unless every case passed:
 #   behavior       in OK, NON-STRICT, INFORMATIONAL (UNIMPLEMENTED tolerated)
 #   behavior_close in OK, INFORMATIONAL
-# and every category 1-7, 9, 10 was run. It prints one summary line with the
+# and every category 1-7, 9, 10, 12, 13 was run. It prints one summary line with the
 # counts per verdict and `autobahn: N passed, N failed`; the failing cases are
 # listed before it (all on stdout, in order). Per-case HTML/JSON reports go to $DOCKWIRE_AUTOBAHN_REPORTS
 # (default $REPO/target/autobahn).
 #
 # Environment:
 #   DOCKWIRE_AUTOBAHN_CONCURRENCY  cases run in parallel (default 2)
-#   DOCKWIRE_AUTOBAHN_TIMEOUT      seconds for the whole run (default 900)
+#   DOCKWIRE_AUTOBAHN_TIMEOUT      seconds for the whole run (default 1800; 1.*-13.*
+#                                  take ~15 min at concurrency 2 on 2 busy cores)
 #   DOCKWIRE_AUTOBAHN_CASES        space-separated case globs to run instead of
 #                                  the default set (for debugging, e.g. "9.1.*")
 set -euo pipefail
@@ -55,7 +57,7 @@ export DOCKWIRE_AUTOBAHN_REPORTS=${DOCKWIRE_AUTOBAHN_REPORTS:-$REPO/target/autob
 
 # The Python side bounds the run itself (asyncio.wait_for); the outer timeout
 # is a backstop should the native runner ignore cancellation.
-HARD_LIMIT=$((${DOCKWIRE_AUTOBAHN_TIMEOUT:-900} + 60))
+HARD_LIMIT=$((${DOCKWIRE_AUTOBAHN_TIMEOUT:-1800} + 60))
 exec timeout -k 10 "$HARD_LIMIT" python3 - "$URL" <<'EOF'
 import asyncio
 import collections
@@ -69,13 +71,13 @@ import kosoku
 
 url = sys.argv[1]
 concurrency = int(os.environ.get("DOCKWIRE_AUTOBAHN_CONCURRENCY", "2"))
-deadline = float(os.environ.get("DOCKWIRE_AUTOBAHN_TIMEOUT", "900"))
+deadline = float(os.environ.get("DOCKWIRE_AUTOBAHN_TIMEOUT", "1800"))
 reports = os.environ["DOCKWIRE_AUTOBAHN_REPORTS"]
 custom = os.environ.get("DOCKWIRE_AUTOBAHN_CASES", "").split()
 
 OK_BEHAVIOR = {"OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED"}
 OK_CLOSE = {"OK", "INFORMATIONAL"}
-CATEGORIES = {"1", "2", "3", "4", "5", "6", "7", "9", "10"}
+CATEGORIES = {"1", "2", "3", "4", "5", "6", "7", "9", "10", "12", "13"}
 
 
 def wait_reachable(url, seconds):
@@ -97,7 +99,7 @@ def wait_reachable(url, seconds):
 
 async def run():
     cases = custom or None
-    exclude = None if custom else ["12.*", "13.*"]
+    exclude = None
     try:
         return await asyncio.wait_for(
             kosoku.run_fuzzingclient(url, cases, exclude, concurrency=concurrency),

@@ -211,13 +211,17 @@ autobahn() {
     conf=$WORK/autobahn.toml
     log=$WORK/dockwire-autobahn.log
     # The 9.* cases echo messages of up to 16 MiB: raise the message and
-    # per-socket queue caps above the defaults (64 KiB / 4 MiB).
+    # per-socket queue caps above the defaults (64 KiB / 4 MiB). The 12.* and
+    # 13.* cases (permessage-deflate) run for up to a minute each, and the
+    # case runner ends a case at the first keepalive ping it did not expect:
+    # ping less often than a case lasts.
     cat >"$conf" <<EOF
 listen = "127.0.0.1:$port"
 
 [limits]
 max_message_bytes = "32MiB"
 max_queued_bytes = "64MiB"
+ping_interval = "10m"
 
 [debug]
 echo_endpoint = true

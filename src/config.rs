@@ -26,6 +26,8 @@ pub mod defaults {
     /// Per-socket queue past which log lines are dropped (SPEC section 4).
     pub const MAX_QUEUED_BYTES: usize = 4 << 20;
     pub const MAX_MESSAGE_BYTES: usize = 64 << 10;
+    /// permessage-deflate is accepted when a client offers it.
+    pub const COMPRESSION: bool = true;
     pub const MAX_HEAD_BYTES: usize = 8 << 10;
     pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
     pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -154,6 +156,8 @@ pub struct LimitsSection {
     pub auth_timeout: Option<String>,
     pub ping_interval: Option<String>,
     pub idle_timeout: Option<String>,
+    /// permessage-deflate for clients that offer it (default true).
+    pub compression: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -311,6 +315,9 @@ pub struct Config {
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
     pub echo_endpoint: bool,
+    /// `[limits] compression`: accept permessage-deflate offers (new sockets;
+    /// live on reload, open sockets keep what they negotiated).
+    pub compression: bool,
     pub sio_ping_interval: Duration,
     pub sio_ping_timeout: Duration,
     pub command_timeout: Duration,
@@ -580,6 +587,7 @@ impl Config {
                 defaults::IDLE_TIMEOUT,
             )?,
             echo_endpoint: f.debug.echo_endpoint,
+            compression: l.compression.unwrap_or(defaults::COMPRESSION),
             sio_ping_interval: duration(
                 &f.socketio.ping_interval,
                 "socketio.ping_interval",

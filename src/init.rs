@@ -165,6 +165,7 @@ role = "admin"
 # auth_timeout = "10s"
 # ping_interval = "20s"
 # idle_timeout = "60s"
+# compression = true            # permessage-deflate when a client offers it
 
 # [socketio]
 # ping_interval = "25s"

@@ -334,6 +334,35 @@ impl Stats {
     }
 }
 
+/// The permessage-deflate counters (kept by the loop's compressor and
+/// inflater, appended to the `/metrics` text).
+pub fn render_deflate(o: &mut String, d: &crate::ws::deflate::DeflateStats) {
+    counter(
+        o,
+        "dockwire_ws_deflate_compressions_total",
+        "Messages compressed with permessage-deflate (once per shared frame).",
+        d.compressions,
+    );
+    counter(
+        o,
+        "dockwire_ws_deflate_frames_sent_total",
+        "Compressed frames queued on sockets.",
+        d.frames_sent,
+    );
+    counter(
+        o,
+        "dockwire_ws_deflate_bytes_saved_total",
+        "Bytes compressed frames saved against their plain form.",
+        d.bytes_saved,
+    );
+    counter(
+        o,
+        "dockwire_ws_deflate_messages_inflated_total",
+        "Compressed client messages inflated.",
+        d.messages_inflated,
+    );
+}
+
 fn counter(o: &mut String, name: &str, help: &str, v: u64) {
     let _ = write!(
         o,

@@ -102,6 +102,10 @@ pub struct Common {
     /// the client's CPU awake so wake-up latency is not charged to the server).
     #[arg(long)]
     pub busy_poll: bool,
+    /// Offer permessage-deflate on every connection and inflate what the
+    /// server sends compressed (one inflater per worker, no context kept).
+    #[arg(long)]
+    pub deflate: bool,
     /// Largest server message accepted (bigger ones end that connection).
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_message_bytes: usize,

@@ -136,6 +136,9 @@ pub struct WorkerPlan {
     pub max_message: usize,
     /// Poll with a zero timeout instead of sleeping.
     pub busy_poll: bool,
+    /// Offer permessage-deflate and inflate compressed messages.
+    #[serde(default)]
+    pub deflate: bool,
     /// Subscriber behaviour and this worker's run-wide index range `[start, end)`.
     pub sub: Option<SubSpec>,
     pub subs: (u64, u64),

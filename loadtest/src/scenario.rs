@@ -109,6 +109,7 @@ fn base_plan(c: &Common, target: &Target, duration: Duration) -> anyhow::Result<
         drain_ms: c.drain.as_millis() as u64,
         max_message: c.max_message_bytes,
         busy_poll: c.busy_poll,
+        deflate: c.deflate,
         sub: None,
         subs: (0, 0),
         subs_total: 0,

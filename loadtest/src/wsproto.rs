@@ -7,6 +7,11 @@
 //! message (larger messages are an error, not a reallocation without end),
 //! and it never copies a complete unfragmented frame: callers get a slice into
 //! the buffer they handed in.
+//!
+//! permessage-deflate (`--deflate`): the upgrade offers it, and once the
+//! server accepted (it answers without context takeover), a message whose
+//! first frame has RSV1 set is reported `compressed`; [`Inflate`] (one per
+//! worker, reset per message) turns it back into the plain message.
 
 use base64::Engine as _;
 use thiserror::Error;
@@ -39,13 +44,84 @@ pub enum WsError {
     TooLarge(usize),
 }
 
-/// Builds the upgrade request for `path` with a base64 `key` of 16 random bytes.
-pub fn handshake_request(host: &str, path: &str, key: &str) -> Vec<u8> {
+/// Builds the upgrade request for `path` with a base64 `key` of 16 random bytes;
+/// `deflate`: offer permessage-deflate.
+pub fn handshake_request(host: &str, path: &str, key: &str, deflate: bool) -> Vec<u8> {
+    let offer = if deflate {
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    } else {
+        ""
+    };
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: dockwire-loadtest\r\n\r\n"
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: dockwire-loadtest\r\n\
+         {offer}\r\n"
     )
     .into_bytes()
+}
+
+/// Whether a complete response head (from [`parse_response`]) accepted
+/// permessage-deflate.
+pub fn accepts_deflate(head: &[u8]) -> bool {
+    std::str::from_utf8(head).is_ok_and(|h| {
+        h.split("\r\n").any(|l| {
+            l.split_once(':').is_some_and(|(name, value)| {
+                name.trim().eq_ignore_ascii_case("sec-websocket-extensions")
+                    && value.trim_start().starts_with("permessage-deflate")
+            })
+        })
+    })
+}
+
+/// One inflater per worker: the server compresses every message on its own
+/// (`server_no_context_takeover`), so the state is reset per message.
+pub struct Inflate {
+    d: flate2::Decompress,
+    pub out: Vec<u8>,
+}
+
+impl Default for Inflate {
+    fn default() -> Self {
+        Inflate {
+            d: flate2::Decompress::new(false),
+            out: Vec::new(),
+        }
+    }
+}
+
+impl Inflate {
+    /// Inflates one message into `self.out`.
+    ///
+    /// # Errors
+    /// Data that is not deflate, or output over `max` bytes.
+    pub fn inflate(&mut self, data: &[u8], max: usize) -> Result<&[u8], WsError> {
+        self.d.reset(false);
+        self.out.clear();
+        for piece in [data, &[0x00, 0x00, 0xff, 0xff][..]] {
+            let mut used = 0;
+            loop {
+                if self.out.capacity() - self.out.len() < 1024 {
+                    self.out.reserve(self.out.capacity().max(4096));
+                }
+                let before = self.d.total_in();
+                let status = self
+                    .d
+                    .decompress_vec(&piece[used..], &mut self.out, flate2::FlushDecompress::Sync)
+                    .map_err(|_| WsError::Frame("bad deflate data"))?;
+                used += (self.d.total_in() - before) as usize;
+                if self.out.len() > max {
+                    return Err(WsError::TooLarge(max));
+                }
+                if status == flate2::Status::StreamEnd {
+                    return Ok(&self.out);
+                }
+                if used >= piece.len() && self.out.len() < self.out.capacity() {
+                    break;
+                }
+            }
+        }
+        Ok(&self.out)
+    }
 }
 
 /// Encodes 16 bytes as the `Sec-WebSocket-Key` value.
@@ -148,20 +224,23 @@ pub fn close_payload(code: u16) -> [u8; 2] {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Header {
     fin: bool,
+    rsv1: bool,
     opcode: u8,
     mask: Option<[u8; 4]>,
     header_len: usize,
     payload_len: usize,
 }
 
-fn parse_header(buf: &[u8], max: usize) -> Result<Option<Header>, WsError> {
+fn parse_header(buf: &[u8], max: usize, deflate: bool) -> Result<Option<Header>, WsError> {
     if buf.len() < 2 {
         return Ok(None);
     }
     let fin = buf[0] & 0x80 != 0;
-    if buf[0] & 0x70 != 0 {
+    let allowed = if deflate { 0x40 } else { 0 };
+    if buf[0] & 0x70 & !allowed != 0 {
         return Err(WsError::Frame("reserved bits set"));
     }
+    let rsv1 = buf[0] & 0x40 != 0;
     let opcode = buf[0] & 0x0F;
     let masked = buf[1] & 0x80 != 0;
     let mut len = (buf[1] & 0x7F) as u64;
@@ -199,6 +278,7 @@ fn parse_header(buf: &[u8], max: usize) -> Result<Option<Header>, WsError> {
     };
     Ok(Some(Header {
         fin,
+        rsv1,
         opcode,
         mask,
         header_len: pos,
@@ -213,6 +293,8 @@ pub enum Event<'a> {
     Message {
         opcode: u8,
         data: &'a [u8],
+        /// permessage-deflate: `data` is deflate (see [`Inflate`]).
+        compressed: bool,
     },
     Ping(&'a [u8]),
     Pong,
@@ -226,6 +308,10 @@ pub struct FrameReader {
     /// Opcode of the message being reassembled; `None` when not inside one.
     frag_opcode: Option<u8>,
     frag: Vec<u8>,
+    /// The message being reassembled had RSV1 on its first frame.
+    frag_compressed: bool,
+    /// The server accepted permessage-deflate: RSV1 is allowed.
+    pub deflate: bool,
 }
 
 impl FrameReader {
@@ -243,7 +329,7 @@ impl FrameReader {
         buf: &'a mut [u8],
         max_message: usize,
     ) -> Result<(usize, Option<Event<'a>>), WsError> {
-        let Some(h) = parse_header(buf, max_message)? else {
+        let Some(h) = parse_header(buf, max_message, self.deflate)? else {
             return Ok((0, None));
         };
         let total = h.header_len + h.payload_len;
@@ -255,6 +341,9 @@ impl FrameReader {
             apply_mask(payload, m);
         }
         let payload: &'a [u8] = payload;
+        if h.rsv1 && (h.opcode == OP_CONT || h.opcode >= 0x8) {
+            return Err(WsError::Frame("RSV1 on a continuation or control frame"));
+        }
         let ev = match h.opcode {
             OP_PING => Some(Event::Ping(payload)),
             OP_PONG => Some(Event::Pong),
@@ -271,9 +360,11 @@ impl FrameReader {
                     Some(Event::Message {
                         opcode: h.opcode,
                         data: payload,
+                        compressed: h.rsv1,
                     })
                 } else {
                     self.frag_opcode = Some(h.opcode);
+                    self.frag_compressed = h.rsv1;
                     self.frag.clear();
                     self.frag.extend_from_slice(payload);
                     None
@@ -292,6 +383,7 @@ impl FrameReader {
                     Some(Event::Message {
                         opcode: op,
                         data: &self.frag,
+                        compressed: self.frag_compressed,
                     })
                 } else {
                     None
@@ -371,7 +463,8 @@ mod tests {
                 ev,
                 Some(Event::Message {
                     opcode: OP_TEXT,
-                    data: &payload[..]
+                    data: &payload[..],
+                    compressed: false,
                 })
             );
         }
@@ -461,5 +554,43 @@ mod tests {
             r.next(&mut close, 1000).unwrap().1,
             Some(Event::Close(Some(1001)))
         );
+    }
+
+    #[test]
+    fn compressed_messages_are_flagged_and_inflate() {
+        let text = b"{\"type\":\"log_update\"} ".repeat(50);
+        let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut z = Vec::with_capacity(text.len() + 64);
+        c.compress_vec(&text, &mut z, flate2::FlushCompress::Sync)
+            .unwrap();
+        z.truncate(z.len() - 4);
+        let mut frame = server_frame(true, OP_TEXT, &z);
+        frame[0] |= 0x40;
+        // Not negotiated: RSV1 is an error.
+        let mut r = FrameReader::default();
+        assert!(r.next(&mut frame.clone(), 1 << 20).is_err());
+        let mut r = FrameReader {
+            deflate: true,
+            ..FrameReader::default()
+        };
+        let (_, ev) = r.next(&mut frame, 1 << 20).unwrap();
+        let Some(Event::Message {
+            data,
+            compressed: true,
+            ..
+        }) = ev
+        else {
+            panic!("{ev:?}")
+        };
+        let mut inflate = Inflate::default();
+        assert_eq!(inflate.inflate(data, 1 << 20).unwrap(), &text[..]);
+        assert!(inflate.inflate(data, 100).is_err());
+        assert!(accepts_deflate(
+            b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Extensions: permessage-deflate; \
+              server_no_context_takeover\r\n\r\n"
+        ));
+        assert!(!accepts_deflate(
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
+        ));
     }
 }

@@ -28,6 +28,8 @@ pub struct RequestHead {
     pub connection_upgrade: bool,
     pub ws_key: Option<String>,
     pub ws_version: Option<String>,
+    /// `Sec-WebSocket-Extensions`, every such header joined with `, `.
+    pub ws_extensions: Option<String>,
     /// The `Authorization` header, as sent.
     pub authorization: Option<String>,
     /// `Connection: close` was asked for.
@@ -136,6 +138,11 @@ pub fn parse_head(buf: &[u8]) -> Parse {
             head.ws_key = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             head.ws_version = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            head.ws_extensions = Some(match head.ws_extensions.take() {
+                Some(prev) => format!("{prev}, {value}"),
+                None => value.to_string(),
+            });
         }
     }
     Parse::Complete(head)
@@ -228,11 +235,20 @@ pub fn origin_allowed(head: &RequestHead, allowed: &[String]) -> bool {
         .is_some_and(|h| h.eq_ignore_ascii_case(authority))
 }
 
-/// The 101 reply.
-pub fn switching_protocols(accept: &str) -> Vec<u8> {
+/// The 101 reply; `deflate`: with the permessage-deflate answer
+/// ([`crate::ws::deflate::RESPONSE`]).
+pub fn switching_protocols(accept: &str, deflate: bool) -> Vec<u8> {
+    let extensions = if deflate {
+        format!(
+            "Sec-WebSocket-Extensions: {}\r\n",
+            crate::ws::deflate::RESPONSE
+        )
+    } else {
+        String::new()
+    };
     format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+         Sec-WebSocket-Accept: {accept}\r\n{extensions}\r\n"
     )
     .into_bytes()
 }

@@ -70,6 +70,9 @@ pub enum Route {
         accept: String,
         /// The session token (cookie or Bearer) was valid: the socket opens authenticated.
         claims: Option<Claims>,
+        /// The client offered permessage-deflate in a form we accept, and
+        /// `[limits] compression` is on.
+        deflate: bool,
     },
     /// `POST /api/v1/login` with a well-formed body: check the password
     /// off the loop, then answer (and close the connection).
@@ -327,11 +330,17 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
             (true, Some(v), Some((token, _))) => v.verify(token, rc.now_unix).ok(),
             _ => None,
         };
+        let deflate = config.compression
+            && head
+                .ws_extensions
+                .as_deref()
+                .is_some_and(crate::ws::deflate::negotiate);
         return Route::Upgrade {
             endpoint,
             target,
             accept,
             claims,
+            deflate,
         };
     }
     let keep_alive = !head.connection_close;

@@ -72,6 +72,9 @@ pub struct Conn {
     pub in_backlog: bool,
     /// The peer's address (login failures are counted per address).
     pub peer: IpAddr,
+    /// permessage-deflate was negotiated: data frames go out through the
+    /// loop's shared [`crate::ws::deflate::Deflater`] (one flag, no window).
+    pub deflate: bool,
 }
 
 impl Conn {
@@ -101,6 +104,7 @@ impl Conn {
             requests_served: 0,
             in_backlog: false,
             peer: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            deflate: false,
         }
     }
 

@@ -33,7 +33,7 @@ impl Server {
             let Some(reader) = c.reader.as_mut() else {
                 return;
             };
-            let msg = match reader.read(&mut c.inbuf) {
+            let msg = match reader.read_inflating(&mut c.inbuf, Some(&mut self.inflater)) {
                 Ok(Some(m)) => m,
                 Ok(None) => {
                     c.release_inbuf();
@@ -59,6 +59,7 @@ impl Server {
             return;
         };
         let endpoint = c.endpoint;
+        let deflate = c.deflate;
         let reply = match msg {
             Incoming::Ping(p) => ws::pong_frame(&p),
             Incoming::Pong(_) => return,
@@ -70,10 +71,13 @@ impl Server {
                 self.leave_hub(key, now);
                 return;
             }
+            // The echo answers compressed when the client negotiated it (Autobahn 12, 13).
             Incoming::Binary(b) if endpoint == Endpoint::Echo => {
-                ws::encode_frame(OpCode::Binary, &b)
+                self.echo(deflate, OpCode::Binary, &b)
             }
-            Incoming::Text(t) if endpoint == Endpoint::Echo => ws::text_frame(t.as_bytes()),
+            Incoming::Text(t) if endpoint == Endpoint::Echo => {
+                self.echo(deflate, OpCode::Text, t.as_bytes())
+            }
             Incoming::Binary(_) => return self.hub_input(now, Input::Binary { conn: key }),
             Incoming::Text(t) => {
                 return self.hub_input(
@@ -86,6 +90,16 @@ impl Server {
             }
         };
         self.queue_own(key, reply, now);
+    }
+
+    /// The echo endpoint's answer: every message compressed when the client
+    /// negotiated permessage-deflate (however small: it is a conformance
+    /// target, and a compressed echo is what Autobahn 12 and 13 check).
+    fn echo(&mut self, deflate: bool, opcode: OpCode, payload: &[u8]) -> ws::Frame {
+        if deflate && let Some(f) = self.deflater.compress(opcode, payload, true) {
+            return f;
+        }
+        ws::encode_frame(opcode, payload)
     }
 
     /// Queues a frame the loop itself answers with (pong, echo) under the caps.

@@ -144,6 +144,10 @@ pub struct Server {
     /// Logins: the password-checking worker (when `[[users]]` are set),
     /// the failure limiter, and the rate-limited Origin refusal log.
     logins: logins::Logins,
+    /// permessage-deflate: one compressor and one inflater for every socket
+    /// (no context takeover either way, so no socket keeps a window).
+    pub(super) deflater: ws::deflate::Deflater,
+    pub(super) inflater: ws::deflate::Inflater,
     /// `[tls]`: accepted sockets speak TLS with these settings.
     tls: Option<Arc<rustls::ServerConfig>>,
     /// SIGHUP's flag and the config loader (`reload.rs`); `None`: no reloads.
@@ -192,6 +196,8 @@ impl Server {
             next_serial: 1,
             ping_frame: ws::ping_frame(b""),
             logins: logins::Logins::default(),
+            deflater: ws::deflate::Deflater::default(),
+            inflater: ws::deflate::Inflater::default(),
             tls: None,
             reload: None,
         }
@@ -220,6 +226,7 @@ impl Server {
             conns: &mut self.conns,
             dirty: &mut self.dirty,
             now,
+            deflate: &mut self.deflater,
         };
         self.hub.handle(&mut out, &mut self.stats, now, input);
     }

@@ -9,6 +9,7 @@ use slab::Slab;
 use crate::hub::{Close, ConnId, Outbox};
 use crate::writer::{Offer, Priority};
 use crate::ws::Frame;
+use crate::ws::deflate::Deflater;
 
 use super::conn::Conn;
 
@@ -25,6 +26,9 @@ pub struct LoopOutbox<'a> {
     pub conns: &'a mut Slab<Conn>,
     pub dirty: &'a mut Vec<usize>,
     pub now: Instant,
+    /// The loop's compressor: a shared frame is compressed once for every
+    /// socket that negotiated permessage-deflate.
+    pub deflate: &'a mut Deflater,
 }
 
 impl Outbox for LoopOutbox<'_> {
@@ -35,7 +39,12 @@ impl Outbox for LoopOutbox<'_> {
         if c.is_closing() {
             return Offer::Dropped;
         }
-        let offer = c.out.offer(frame.clone(), prio);
+        let frame = if c.deflate {
+            self.deflate.frame_for(frame)
+        } else {
+            frame.clone()
+        };
+        let offer = c.out.offer(frame, prio);
         match offer {
             Offer::Queued => mark_dirty(self.dirty, c, conn),
             Offer::Dropped => c.lossy = true,

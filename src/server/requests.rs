@@ -19,6 +19,7 @@ use crate::auth::Claims;
 struct AppView<'a> {
     hub: &'a Hub,
     stats: &'a Stats,
+    deflate: crate::ws::deflate::DeflateStats,
     connections: usize,
 }
 
@@ -33,6 +34,7 @@ impl HttpApp for AppView<'_> {
     }
     fn metrics(&self) -> String {
         let mut text = self.stats.render();
+        crate::stats::render_deflate(&mut text, &self.deflate);
         self.hub.state().render_alert_metrics(&mut text);
         text
     }
@@ -154,6 +156,10 @@ impl Server {
             let app = AppView {
                 hub: &self.hub,
                 stats: &self.stats,
+                deflate: crate::ws::deflate::DeflateStats {
+                    messages_inflated: self.inflater.messages,
+                    ..self.deflater.stats
+                },
                 connections: self.conns.len(),
             };
             let rc = RouterConfig {
@@ -201,8 +207,9 @@ impl Server {
                 target,
                 accept,
                 claims,
+                deflate,
             } => {
-                self.upgrade(key, endpoint, target, claims, &accept, now);
+                self.upgrade(key, endpoint, target, claims, (&accept, deflate), now);
                 false
             }
             Route::Login { username, password } => {
@@ -219,7 +226,7 @@ impl Server {
         endpoint: Endpoint,
         target: Option<String>,
         claims: Option<Claims>,
-        accept: &str,
+        (accept, deflate): (&str, bool),
         now: Instant,
     ) {
         let max_msg = self.hub.config().max_message_bytes;
@@ -227,10 +234,15 @@ impl Server {
             return;
         };
         c.out
-            .push(ws::Frame::from(http::switching_protocols(accept)));
+            .push(ws::Frame::from(http::switching_protocols(accept, deflate)));
         c.phase = Phase::Open;
         c.endpoint = endpoint;
-        c.reader = Some(MessageReader::new(max_msg));
+        c.deflate = deflate;
+        c.reader = Some(if deflate {
+            MessageReader::with_deflate(max_msg)
+        } else {
+            MessageReader::new(max_msg)
+        });
         c.last_ping = now;
         c.in_hub = endpoint != Endpoint::Echo;
         let serial = c.serial;

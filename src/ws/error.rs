@@ -35,16 +35,25 @@ pub enum WsError {
     InvalidCloseCode(u16),
     #[error("could not read close frame: reason is not valid UTF-8")]
     InvalidCloseReason,
+    #[error(
+        "could not read frame: RSV1 (compressed) is only allowed on the first frame of a data message"
+    )]
+    MisplacedRsv1,
+    #[error("could not inflate message: not valid deflate data")]
+    BadDeflate,
 }
 
 impl WsError {
     /// The status code to put in the close frame that answers this violation:
-    /// 1009 for an oversized message, 1007 for invalid UTF-8 (text or close reason),
+    /// 1009 for an oversized message (also once inflated), 1007 for invalid UTF-8 (text or
+    /// close reason) or invalid deflate data,
     /// 1002 for everything else.
     pub fn close_code(&self) -> u16 {
         match self {
             WsError::MessageTooBig { .. } => close_code::MESSAGE_TOO_BIG,
-            WsError::InvalidUtf8 | WsError::InvalidCloseReason => close_code::INVALID_PAYLOAD,
+            WsError::InvalidUtf8 | WsError::InvalidCloseReason | WsError::BadDeflate => {
+                close_code::INVALID_PAYLOAD
+            }
             WsError::ReservedBits(_)
             | WsError::UnknownOpcode(_)
             | WsError::Unmasked
@@ -54,7 +63,8 @@ impl WsError {
             | WsError::UnexpectedContinuation
             | WsError::ExpectedContinuation
             | WsError::CloseTooShort
-            | WsError::InvalidCloseCode(_) => close_code::PROTOCOL_ERROR,
+            | WsError::InvalidCloseCode(_)
+            | WsError::MisplacedRsv1 => close_code::PROTOCOL_ERROR,
         }
     }
 }

@@ -7,15 +7,17 @@
 //! Invariants:
 //! - Every server frame is unmasked with FIN set and carries header and payload in one
 //!   allocation ([`Frame`] = `Bytes`), so one frame can be shared by any number of sockets.
-//! - The reader is the server side: client frames must be masked, no extension is ever
-//!   negotiated (RSV bits must be zero), and every protocol violation maps to the close
-//!   code the RFC asks for ([`WsError::close_code`]).
+//! - The reader is the server side: client frames must be masked, the only extension is
+//!   permessage-deflate ([`deflate`]: RSV1 on the first frame of a data message, only on a
+//!   socket that negotiated it; other RSV bits must be zero), and every protocol violation
+//!   maps to the close code the RFC asks for ([`WsError::close_code`]).
 //! - The reader never allocates from an unchecked length: a data message is refused with
 //!   1009 as soon as a frame header says it would exceed the limit, and its payload is
 //!   appended only as bytes actually arrive.
 //! - Text is validated as it arrives, so invalid UTF-8 fails the connection at the first
 //!   bad byte, not at the end of the message.
 
+pub mod deflate;
 mod error;
 mod frame;
 mod mask;

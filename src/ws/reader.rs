@@ -12,9 +12,15 @@
 //!
 //! After `read` returns an error or [`Incoming::Close`], the connection is done: the caller
 //! answers with a close frame and must not call `read` again.
+//!
+//! On a socket that negotiated permessage-deflate ([`MessageReader::with_deflate`]), a
+//! message whose first frame has RSV1 set is collected compressed (same limit on its
+//! compressed size) and inflated whole by the loop's shared [`Inflater`] once its last
+//! frame is in, its output capped at the same limit; text is validated after inflating.
 
 use bytes::{Buf, BytesMut};
 
+use super::deflate::{Inflater, RSV1};
 use super::mask::apply_mask;
 use super::{MAX_CONTROL_PAYLOAD, OpCode, WsError, close_code};
 
@@ -38,6 +44,8 @@ pub enum Incoming {
 #[derive(Debug, Clone, Copy)]
 struct Header {
     fin: bool,
+    /// RSV1: the message this frame starts is compressed.
+    compressed: bool,
     opcode: OpCode,
     mask: [u8; 4],
     len: u64,
@@ -57,6 +65,8 @@ struct FrameProgress {
 #[derive(Debug)]
 struct Partial {
     text: bool,
+    /// RSV1 was set on the first frame: `data` is deflate, inflated in `finish`.
+    compressed: bool,
     data: Vec<u8>,
     /// `data[..valid_up_to]` is known to be valid UTF-8 (text messages only); what follows
     /// is at most an incomplete sequence of up to 3 bytes waiting for the next piece.
@@ -78,7 +88,13 @@ impl Partial {
         Ok(())
     }
 
-    fn finish(self) -> Result<Incoming, WsError> {
+    fn finish(mut self, inflater: Option<&mut Inflater>, max: usize) -> Result<Incoming, WsError> {
+        if self.compressed {
+            // `with_deflate` is the only way to get here; without an inflater the
+            // RSV1 bit could not have been negotiated.
+            let inflater = inflater.ok_or(WsError::ReservedBits(RSV1 >> 4))?;
+            self.data = inflater.inflate(&self.data, max)?;
+        }
         if self.text {
             // One more full pass: cheap next to the copy we already made, and it keeps the
             // conversion safe. It also catches an incomplete sequence at the very end.
@@ -95,6 +111,8 @@ impl Partial {
 #[derive(Debug)]
 pub struct MessageReader {
     max_message_bytes: usize,
+    /// permessage-deflate was negotiated: RSV1 is allowed on a message's first frame.
+    deflate: bool,
     message: Option<Partial>,
 }
 
@@ -103,7 +121,17 @@ impl MessageReader {
     pub fn new(max_message_bytes: usize) -> Self {
         MessageReader {
             max_message_bytes,
+            deflate: false,
             message: None,
+        }
+    }
+
+    /// A reader for a socket that negotiated permessage-deflate: compressed messages
+    /// are inflated by [`MessageReader::read_inflating`], up to the same limit.
+    pub fn with_deflate(max_message_bytes: usize) -> Self {
+        MessageReader {
+            deflate: true,
+            ..MessageReader::new(max_message_bytes)
         }
     }
 
@@ -127,6 +155,21 @@ impl MessageReader {
     /// Any [`WsError`] is a protocol violation: close the connection with
     /// [`WsError::close_code`] and stop reading.
     pub fn read(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, WsError> {
+        self.read_inflating(buf, None)
+    }
+
+    /// [`MessageReader::read`], inflating compressed messages with `inflater` (the
+    /// loop's, shared by every socket: no context is kept between messages).
+    ///
+    /// # Errors
+    ///
+    /// As `read`; also 1009 for a message that inflates past the limit and 1007 for
+    /// data that is not deflate.
+    pub fn read_inflating(
+        &mut self,
+        buf: &mut BytesMut,
+        mut inflater: Option<&mut Inflater>,
+    ) -> Result<Option<Incoming>, WsError> {
         loop {
             if let Some(msg) = &mut self.message
                 && let Some(frame) = &mut msg.frame
@@ -151,7 +194,7 @@ impl MessageReader {
                 let complete = remaining == 0 && frame.fin;
                 // A message that arrives whole is validated once, in `finish`; one that
                 // arrives in pieces is validated piece by piece to fail fast.
-                if msg.text && n > 0 && !complete {
+                if msg.text && !msg.compressed && n > 0 && !complete {
                     msg.check_utf8()?;
                 }
                 if remaining > 0 {
@@ -162,12 +205,14 @@ impl MessageReader {
                     continue;
                 }
                 return match self.message.take() {
-                    Some(msg) => msg.finish().map(Some),
+                    Some(msg) => msg
+                        .finish(inflater.take(), self.max_message_bytes)
+                        .map(Some),
                     None => Ok(None),
                 };
             }
 
-            let Some(h) = parse_header(buf)? else {
+            let Some(h) = parse_header(buf, self.deflate)? else {
                 return Ok(None);
             };
 
@@ -208,6 +253,7 @@ impl MessageReader {
                 None => {
                     self.message = Some(Partial {
                         text: h.opcode == OpCode::Text,
+                        compressed: h.compressed,
                         data: Vec::new(),
                         valid_up_to: 0,
                         frame: Some(progress),
@@ -220,15 +266,20 @@ impl MessageReader {
 
 /// Parses the header at the front of `buf` without consuming it. `Ok(None)` until the
 /// whole header is there; violations visible in the header fail as early as possible.
-fn parse_header(buf: &[u8]) -> Result<Option<Header>, WsError> {
+fn parse_header(buf: &[u8], deflate: bool) -> Result<Option<Header>, WsError> {
     let [b0, b1, ..] = *buf else {
         return Ok(None);
     };
+    let allowed = if deflate { RSV1 } else { 0 };
     let rsv = (b0 >> 4) & 0x7;
-    if rsv != 0 {
+    if b0 & 0x70 & !allowed != 0 {
         return Err(WsError::ReservedBits(rsv));
     }
     let opcode = OpCode::from_u8(b0 & 0x0F).ok_or(WsError::UnknownOpcode(b0 & 0x0F))?;
+    let compressed = b0 & RSV1 != 0;
+    if compressed && (opcode.is_control() || opcode == OpCode::Continuation) {
+        return Err(WsError::MisplacedRsv1);
+    }
     let fin = b0 & 0x80 != 0;
     if b1 & 0x80 == 0 {
         return Err(WsError::Unmasked);
@@ -271,6 +322,7 @@ fn parse_header(buf: &[u8]) -> Result<Option<Header>, WsError> {
     let mask = [key[0], key[1], key[2], key[3]];
     Ok(Some(Header {
         fin,
+        compressed,
         opcode,
         mask,
         len,
@@ -339,5 +391,116 @@ mod tests {
                 assert!(cap <= max, "capacity {cap}");
             }
         }
+    }
+
+    /// A client frame with RSV1 set (a compressed message's first frame).
+    fn rsv1(mut frame: Vec<u8>) -> Vec<u8> {
+        frame[0] |= RSV1;
+        frame
+    }
+
+    fn deflated(payload: &[u8]) -> Vec<u8> {
+        let mut d = crate::ws::deflate::Deflater::default();
+        let f = d
+            .compress(OpCode::Text, payload, false)
+            .expect("compressible");
+        crate::ws::frame_payload(&f).to_vec()
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_whole_even_when_fragmented() {
+        let text = "hello deflate ".repeat(100);
+        let z = deflated(text.as_bytes());
+        let mut inflater = Inflater::default();
+        let mut reader = MessageReader::with_deflate(1 << 16);
+        let (a, b) = z.split_at(z.len() / 2);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&rsv1(encode_client_frame(OpCode::Text, a, false, [1; 4])));
+        buf.extend_from_slice(&encode_client_frame(OpCode::Ping, b"p", true, [2; 4]));
+        buf.extend_from_slice(&encode_client_frame(OpCode::Continuation, b, true, [3; 4]));
+        buf.extend_from_slice(&encode_client_frame(OpCode::Text, b"plain", true, [4; 4]));
+        let mut got = Vec::new();
+        while let Some(m) = reader
+            .read_inflating(&mut buf, Some(&mut inflater))
+            .unwrap()
+        {
+            got.push(m);
+        }
+        assert_eq!(
+            got,
+            vec![
+                Incoming::Ping(b"p".to_vec()),
+                Incoming::Text(text),
+                Incoming::Text("plain".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn rsv1_rules() {
+        let z = deflated(&[b'x'; 400]);
+        let read = |deflate: bool, bytes: Vec<u8>| {
+            let mut reader = if deflate {
+                MessageReader::with_deflate(1000)
+            } else {
+                MessageReader::new(1000)
+            };
+            let mut inflater = Inflater::default();
+            let mut buf = BytesMut::from(&bytes[..]);
+            reader.read_inflating(&mut buf, Some(&mut inflater))
+        };
+        // Not negotiated: RSV1 is a protocol error.
+        let e = read(
+            false,
+            rsv1(encode_client_frame(OpCode::Text, &z, true, [1; 4])),
+        );
+        assert_eq!(e.unwrap_err().close_code(), close_code::PROTOCOL_ERROR);
+        // RSV2/RSV3 stay errors on a deflate socket.
+        let mut f = encode_client_frame(OpCode::Text, b"a", true, [1; 4]);
+        f[0] |= 0x20;
+        assert_eq!(read(true, f).unwrap_err(), WsError::ReservedBits(2));
+        // RSV1 on a control frame or a continuation.
+        let e = read(
+            true,
+            rsv1(encode_client_frame(OpCode::Ping, b"", true, [1; 4])),
+        );
+        assert_eq!(e.unwrap_err(), WsError::MisplacedRsv1);
+        let mut two = rsv1(encode_client_frame(OpCode::Text, &z[..3], false, [1; 4]));
+        two.extend(rsv1(encode_client_frame(
+            OpCode::Continuation,
+            &z[3..],
+            true,
+            [1; 4],
+        )));
+        assert_eq!(read(true, two).unwrap_err(), WsError::MisplacedRsv1);
+        // A zip bomb stops at the limit with 1009; bad data is 1007.
+        let bomb = deflated(&[b'x'; 100_000]);
+        assert!(bomb.len() < 1000);
+        let e = read(
+            true,
+            rsv1(encode_client_frame(OpCode::Text, &bomb, true, [1; 4])),
+        );
+        assert_eq!(e.unwrap_err().close_code(), close_code::MESSAGE_TOO_BIG);
+        let e = read(
+            true,
+            rsv1(encode_client_frame(
+                OpCode::Binary,
+                &[0xff; 9],
+                true,
+                [1; 4],
+            )),
+        );
+        assert_eq!(e.unwrap_err().close_code(), close_code::INVALID_PAYLOAD);
+        // Compressed invalid UTF-8 is found after inflating.
+        let bad = {
+            let mut d = crate::ws::deflate::Deflater::default();
+            let f = d.compress(OpCode::Text, &[0xC3; 300], false).unwrap();
+            crate::ws::frame_payload(&f).to_vec()
+        };
+        let e = read(
+            true,
+            rsv1(encode_client_frame(OpCode::Text, &bad, true, [1; 4])),
+        );
+        assert_eq!(e.unwrap_err().close_code(), close_code::INVALID_PAYLOAD);
     }
 }

@@ -465,6 +465,10 @@ async function main() {
   const frames = [];
   const cdp = await p2.createCDPSession();
   await cdp.send("Network.enable");
+  // The page's socket handshakes: Chromium offers permessage-deflate by itself
+  // and the daemon accepts it (SPEC section 7); the frames above arrive inflated.
+  const handshakes = [];
+  cdp.on("Network.webSocketHandshakeResponseReceived", ({ response }) => handshakes.push(response));
   cdp.on("Network.webSocketFrameReceived", ({ response }) => {
     try {
       frames.push(JSON.parse(response.payloadData));
@@ -497,6 +501,14 @@ async function main() {
   await step("login: a viewer sees no admin control, and a forced command is refused", async () => {
     await login("bob", "bob-pw");
     await p2.waitForFunction(() => document.querySelector("#conn-state")?.dataset.state === "live", { timeout: 10000 });
+    const ext = handshakes
+      .filter((r) => r.status === 101)
+      .map((r) => Object.entries(r.headers || {}).find(([k]) => k.toLowerCase() === "sec-websocket-extensions")?.[1] || "");
+    assert(ext.length > 0, "no WebSocket handshake seen through CDP");
+    assert(
+      ext.every((e) => /permessage-deflate/.test(e) && /server_no_context_takeover/.test(e)),
+      `the dashboard's socket did not negotiate permessage-deflate: ${JSON.stringify(ext)}`,
+    );
     localId2 = await p2.evaluate(() => window.__dockwire.store.localId);
     await p2.waitForSelector(`${row2(localId2, nameC)}[data-state="running"]`, { timeout: 10000 });
     assert((await p2.$eval("#role", (e) => e.textContent)) === "viewer", "role badge");

@@ -213,6 +213,11 @@ async function fullFlow() {
   assert(image, "DOCKWIRE_TEST_IMAGE is not set");
   connect();
   await expectGreeting(0, "greeting");
+  // engine.io-client offers permessage-deflate by default (ws, threshold 1 KiB);
+  // the daemon accepts it (SPEC section 7) and everything below runs over it.
+  const ext = socket.io.engine?.transport?.ws?.extensions || "";
+  assert(/permessage-deflate/.test(ext), `greeting: the websocket did not negotiate permessage-deflate: ${short(ext)}`);
+  log(`PASS greeting: permessage-deflate negotiated (${ext})`);
 
   // A container printing numbered lines, then idling so the stream stays open.
   const name = `dockwire-sio-${randomBytes(4).toString("hex")}`;

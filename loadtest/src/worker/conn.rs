@@ -96,6 +96,8 @@ pub struct Ctx<'a> {
     pub recv_ns: u64,
     pub live: &'a mut Live,
     pub rng: &'a mut Rng,
+    /// `--deflate`: the worker's inflater (`None`: no offer made).
+    pub inflate: Option<&'a mut wsproto::Inflate>,
 }
 
 /// xorshift64*: masks and handshake keys need variety, not secrecy.
@@ -240,7 +242,7 @@ impl Conn {
     }
 
     /// Handles write readiness: finishes the TCP connect, then flushes.
-    pub fn on_writable(&mut self, host: &str) {
+    pub fn on_writable(&mut self, host: &str, deflate: bool) {
         if self.s.state == State::Connecting {
             match self.stream.tcp().take_error() {
                 Ok(Some(e)) | Err(e) => {
@@ -259,7 +261,7 @@ impl Conn {
             }
             let path = self.s.path.take().unwrap_or_default();
             let key = self.s.key.as_deref().unwrap_or("");
-            let req = wsproto::handshake_request(host, &path, key);
+            let req = wsproto::handshake_request(host, &path, key, deflate);
             self.s.out.extend_from_slice(&req);
             self.s.state = State::Upgrading;
         }
@@ -315,7 +317,7 @@ impl Conn {
     pub fn on_readable(&mut self, scratch: &mut [u8], ctx: &mut Ctx) -> bool {
         if self.s.state == State::Connecting {
             // Readable before writable: usually a refused connect.
-            self.on_writable(ctx.host);
+            self.on_writable(ctx.host, ctx.inflate.is_some());
             if self.s.state == State::Connecting || self.s.dead.is_some() {
                 return false;
             }
@@ -398,6 +400,8 @@ impl Conn {
                 Ok(None) => return 0,
                 Ok(Some(n)) => {
                     pos = n;
+                    self.reader.deflate =
+                        ctx.inflate.is_some() && wsproto::accepts_deflate(&buf[..n]);
                     self.s.key = None;
                     self.s.upgraded(ctx);
                 }
@@ -420,6 +424,21 @@ impl Conn {
             }
             pos += used;
             match ev {
+                Some(Event::Message {
+                    data,
+                    compressed: true,
+                    ..
+                }) => {
+                    let Some(inflate) = ctx.inflate.take() else {
+                        self.s.dead = Some(Death::Error("compressed without an offer".into()));
+                        return buf.len();
+                    };
+                    match inflate.inflate(data, ctx.max_message) {
+                        Ok(plain) => self.s.on_message(plain, ctx),
+                        Err(e) => self.s.dead = Some(Death::Error(short(&e.to_string()))),
+                    }
+                    ctx.inflate = Some(inflate);
+                }
                 Some(Event::Message { data, .. }) => self.s.on_message(data, ctx),
                 Some(Event::Ping(p)) => {
                     let p = p.to_vec();
@@ -708,6 +727,7 @@ mod tests {
             recv_ns: 2_000_000_000_000_000_000,
             live,
             rng,
+            inflate: None,
         }
     }
 

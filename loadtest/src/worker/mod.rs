@@ -168,6 +168,8 @@ struct Worker {
     )>,
     conns: Slab<Conn>,
     scratch: Vec<u8>,
+    /// `--deflate`: one inflater for every connection of this worker.
+    inflate: crate::wsproto::Inflate,
     live: Live,
     rng: Rng,
     phase: Phase,
@@ -211,6 +213,7 @@ impl Worker {
             tls: None,
             conns: Slab::new(),
             scratch: vec![0; 256 * 1024],
+            inflate: crate::wsproto::Inflate::default(),
             live: Live::default(),
             phase: Phase::Prepare,
             phase_started: now,
@@ -354,6 +357,7 @@ impl Worker {
             scratch,
             plan,
             hot,
+            inflate,
             ..
         } = self;
         let Some(c) = conns.get_mut(key) else { return };
@@ -369,9 +373,10 @@ impl Worker {
             recv_ns,
             live,
             rng,
+            inflate: plan.deflate.then_some(inflate),
         };
         if writable {
-            c.on_writable(&plan.host_header);
+            c.on_writable(&plan.host_header, plan.deflate);
         }
         if readable && c.s.dead.is_none() && c.on_readable(scratch, &mut ctx) {
             hot.push(key);
