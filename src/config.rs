@@ -36,6 +36,7 @@ pub mod defaults {
     pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
     pub const SIO_PING_INTERVAL: Duration = Duration::from_secs(25);
     pub const SIO_PING_TIMEOUT: Duration = Duration::from_secs(20);
+    pub const SIO_RECOVERY: bool = true;
     /// Lines of history kept per followed container; the largest `tail`.
     pub const LOG_HISTORY_LINES: usize = 1000;
     /// Lifetime of a login session (`[auth] session_ttl`): the cookie's JWT `exp`.
@@ -172,6 +173,8 @@ pub struct DebugSection {
 pub struct SocketIoSection {
     pub ping_interval: Option<String>,
     pub ping_timeout: Option<String>,
+    /// Connection state recovery (pid and offsets, SPEC §7; default true).
+    pub recovery: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +323,9 @@ pub struct Config {
     pub compression: bool,
     pub sio_ping_interval: Duration,
     pub sio_ping_timeout: Duration,
+    /// `[socketio] recovery`: connection state recovery for clients that do
+    /// not opt out (new connections; live on reload).
+    pub sio_recovery: bool,
     pub command_timeout: Duration,
     pub audit_log: Option<PathBuf>,
     /// `[tls]` certificate and key files; read (and checked) by
@@ -598,6 +604,7 @@ impl Config {
                 "socketio.ping_timeout",
                 defaults::SIO_PING_TIMEOUT,
             )?,
+            sio_recovery: f.socketio.recovery.unwrap_or(defaults::SIO_RECOVERY),
             command_timeout: duration(
                 &f.commands.timeout,
                 "commands.timeout",

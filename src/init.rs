@@ -170,6 +170,7 @@ role = "admin"
 # [socketio]
 # ping_interval = "25s"
 # ping_timeout = "20s"
+# recovery = true               # connection state recovery (pid, offsets on events)
 
 # [commands]
 # timeout = "30s"

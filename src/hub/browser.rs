@@ -216,7 +216,7 @@ impl State {
         };
         // Connection state recovery (recovery.rs): answered with a pid, and a
         // recovered session continues without a new greeting.
-        if result.is_ok() && recovery.recover {
+        if result.is_ok() && recovery.recover && self.config.sio_recovery {
             if !self.recoverable_connect(io, conn, recovery) {
                 self.on_ready(io, conn);
             }

@@ -97,6 +97,19 @@ pub fn drive_hub(data: &[u8]) {
             hub.handle(&mut out, &mut stats, now, Input::Closed { conn });
         }
     }
+    // Socket.IO sessions dropped without a DISCONNECT of their own are
+    // parked for recovery (recovery.rs) and keep their topics until the
+    // window ends: let it end.
+    now += super::recovery::RECOVERY_WINDOW + Duration::from_secs(1);
+    hub.handle(
+        &mut out,
+        &mut stats,
+        now,
+        Input::Tick {
+            unix_now: 1_800_000_000,
+        },
+    );
+    assert_eq!(hub.sessions.sio.parked_len(), 0, "parked sessions left");
     assert_eq!(hub.session_count(), 0, "sessions left after every close");
     assert_eq!(hub.state().topics.len(), 0, "topics left after every close");
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Socket.IO connection state recovery (SPEC §7) with the official
 // socket.io-client (pinned in package-lock.json) against the real daemon and
-// a real Docker container. The client opts in with `auth: {recover: true}`.
+// a real Docker container. Recovery is on by default; a client opts out with `auth: {recover: false}`.
 //
 // Usage:
 //   node recover.mjs <url>             drop the transport, let the daemon publish
@@ -149,15 +149,15 @@ async function recoverFlow() {
   assert(image, "DOCKWIRE_TEST_IMAGE is not set");
   // Reconnection is driven by hand, so the gap lasts exactly until the
   // watcher has seen the daemon publish what the recovering client missed.
-  const main = client("main", { auth: { recover: true }, reconnection: false });
-  const watcher = client("watcher", {});
+  const main = client("main", { reconnection: false });
+  const watcher = client("watcher", { auth: { recover: false } });
   const first = await greeting(main, 0, "main");
   assert(first.conn.data.recovered === false, `a first connection is not recovered: ${short(first.conn.data)}`);
   assert(typeof first.init.offset === "string" && /^\d+$/.test(first.init.offset), `events carry an offset as their last argument: ${short(first.init)}`);
   await greeting(watcher, 0, "watcher");
   const plain = watcher.received.filter((e) => e.offset !== undefined);
-  assert(plain.length === 0, `a client without auth.recover gets no offsets: ${short(plain)}`);
-  log("PASS first connection: recovered false, offsets on events (only for the recover client)");
+  assert(plain.length === 0, `a client with auth.recover false gets no offsets: ${short(plain)}`);
+  log("PASS first connection: recovered false, offsets on events (by default; none with recover: false)");
 
   const name = `dockwire-recover-${randomBytes(4).toString("hex")}`;
   const script = 'i=1; while true; do echo "line $i"; i=$((i+1)); sleep 0.1; done';
@@ -232,7 +232,7 @@ async function recoverFlow() {
 }
 
 async function restartFlow() {
-  const main = client("main", { auth: { recover: true }, reconnectionDelay: 500, reconnectionDelayMax: 2000 });
+  const main = client("main", { reconnectionDelay: 500, reconnectionDelayMax: 2000 });
   const first = await greeting(main, 0, "first connection");
   assert(first.conn.data.recovered === false, "a first connection is not recovered");
   const mark = main.received.length;

@@ -190,7 +190,13 @@ function connect() {
   socket.on("connect", () => record("connect", socket.id));
   socket.on("disconnect", (reason) => record("disconnect", reason));
   socket.on("connect_error", (err) => record("connect_error", err && err.message));
-  socket.onAny((name, ...args) => record(name, args.length === 1 ? args[0] : args));
+  // The payload is the first argument; a second, a string, is the offset of
+  // connection state recovery (SPEC 7), which the seed's handlers ignore.
+  socket.onAny((name, ...args) => {
+    const offset = args.length === 2 && typeof args[1] === "string" ? args.pop() : undefined;
+    if (offset !== undefined && !/^\d+$/.test(offset)) throw new Error(`bad offset ${offset} on ${name}`);
+    record(name, args.length === 1 ? args[0] : args);
+  });
 }
 
 async function expectGreeting(from, what) {

@@ -60,9 +60,10 @@ fn up(h: &mut Harness, id: &str) {
 }
 
 #[test]
-fn recoverable_sockets_get_a_pid_and_offsets_others_keep_their_wire() {
+fn sockets_get_a_pid_and_offsets_unless_they_or_the_config_opt_out() {
     let mut h = Harness::new("server_id = \"local\"\n");
-    let (c, raw) = sio(&mut h, &json!({"recover": true}));
+    // The official client sends no `recover`: recoverable by default.
+    let (c, raw) = sio(&mut h, &json!({}));
     let reply = connect_reply(&raw);
     let pid = reply["pid"].as_str().unwrap();
     assert_eq!(pid.len(), PID_LEN);
@@ -81,8 +82,9 @@ fn recoverable_sockets_get_a_pid_and_offsets_others_keep_their_wire() {
     let pong = h.take_raw(c);
     assert!(offset_of(&pong[0]).unwrap() > *offsets.last().unwrap());
 
-    // Without `recover` (the seed, python-socketio): no pid, no offset.
-    let (plain, raw) = sio(&mut h, &json!({}));
+    // With `recover: false` (python-socketio's one-argument handlers): no
+    // pid, no offset.
+    let (plain, raw) = sio(&mut h, &json!({"recover": false}));
     assert!(connect_reply(&raw).get("pid").is_none(), "{raw:?}");
     let id = "a".repeat(64);
     up(&mut h, &id);
@@ -99,6 +101,21 @@ fn recoverable_sockets_get_a_pid_and_offsets_others_keep_their_wire() {
     let a = h.take_raw(c).pop().unwrap();
     let b = h.take_raw(c2).pop().unwrap();
     assert_eq!(a, b, "one stamped frame shared by both");
+}
+
+#[test]
+fn the_config_can_turn_recovery_off() {
+    let mut h = Harness::new("server_id = \"local\"\n[socketio]\nrecovery = false\n");
+    for auth in [json!({}), json!({"recover": true})] {
+        let (c, raw) = sio(&mut h, &auth);
+        assert!(connect_reply(&raw).get("pid").is_none(), "{raw:?}");
+        assert!(raw.iter().all(|t| offset_of(t).is_none()), "{raw:?}");
+        let id = "b".repeat(64);
+        up(&mut h, &id);
+        changed(&mut h, &id, "exited");
+        let r = h.take_raw(c);
+        assert!(r.iter().all(|t| offset_of(t).is_none()), "{r:?}");
+    }
 }
 
 #[test]
@@ -264,12 +281,15 @@ fn unknown_forged_or_stale_resumes_get_a_fresh_session() {
         json!({"recover": true, "pid": pid, "offset": (processed + 1000).to_string()}),
     );
     fresh(&mut h, json!({"recover": true, "pid": pid, "offset": off}));
-    // A client without `recover` sending a pid is not recovered either.
+    // A client with `recover: false` sending a pid is not recovered either.
     let (c, raw) = sio(&mut h, &json!({"recover": true}));
     let pid2 = connect_reply(&raw)["pid"].clone();
     let off2 = raw.iter().filter_map(|t| offset_of(t)).max().unwrap();
     h.input(Input::Closed { conn: c });
-    let (_, raw) = sio(&mut h, &json!({"pid": pid2, "offset": off2.to_string()}));
+    let (_, raw) = sio(
+        &mut h,
+        &json!({"recover": false, "pid": pid2, "offset": off2.to_string()}),
+    );
     assert!(connect_reply(&raw).get("pid").is_none());
     assert!(
         raw.iter()

@@ -193,14 +193,26 @@ fn json_array(payload: &str, shape: &'static str) -> Result<Vec<Value>, SioError
 pub const PID_LEN: usize = 32;
 
 /// What a CONNECT's `auth` asks of connection state recovery.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryAuth {
-    /// `auth.recover === true`: the client handles offsets on its events
-    /// (the official client, 4.6+), so it gets a `pid` and offsets.
+    /// Unless `auth.recover === false`: the client handles offsets on its
+    /// events (the official client, 4.6+, and any client that ignores extra
+    /// arguments), so it gets a `pid` and offsets. Clients whose handlers
+    /// take exactly one argument (python-socketio) send `recover: false`.
     pub recover: bool,
     /// `auth.pid` and `auth.offset`, as the official client sends them when
     /// it reconnects: a well-formed pid and a decimal offset, or nothing.
     pub resume: Option<(String, u64)>,
+}
+
+/// No auth, or an auth without `recover: false`: a fresh recoverable session.
+impl Default for RecoveryAuth {
+    fn default() -> Self {
+        Self {
+            recover: true,
+            resume: None,
+        }
+    }
 }
 
 /// Reads `recover`, `pid` and `offset` from a CONNECT's auth object. Peer
@@ -211,7 +223,7 @@ pub fn recovery_auth(auth: Option<&Value>) -> RecoveryAuth {
     let Some(Value::Object(a)) = auth else {
         return RecoveryAuth::default();
     };
-    let recover = a.get("recover") == Some(&Value::Bool(true));
+    let recover = a.get("recover") != Some(&Value::Bool(false));
     let pid = match a.get("pid") {
         Some(Value::String(p))
             if p.len() == PID_LEN
