@@ -281,7 +281,7 @@ fn upgrade(stream: &mut TcpStream, host: &str, path: &str, rng: &mut Rng) -> any
     let mut raw = [0u8; 16];
     rng.fill(&mut raw);
     let key = wsproto::make_key(raw);
-    stream.write_all(&wsproto::handshake_request(host, path, &key))?;
+    stream.write_all(&wsproto::handshake_request(host, path, &key, false))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -52,6 +52,10 @@ class Raw:
         self.answer_pings = answer_pings
         self.seen = []
         self.pings = []
+        # Connection state recovery (SPEC 7, on by default): once the CONNECT
+        # answer carries a pid, every event ends with a decimal offset.
+        self.pid = None
+        self.last_offset = 0
         try:
             self.ws = websocket.create_connection(self.url, timeout=5, enable_multithread=True)
         except Exception as e:  # noqa: BLE001
@@ -111,15 +115,34 @@ class Raw:
                 return text
 
     def expect_event(self, name, what, timeout=5):
+        """The next event called `name`; returns its arguments, without the
+        recovery offset (checked: decimal digits, increasing)."""
         text = self.expect(lambda t: event_name(t) == name, what, timeout)
-        return json.loads(text[2:])[1:]
+        args = json.loads(text[2:])[1:]
+        if self.pid is not None:
+            require(args and isinstance(args[-1], str) and args[-1].isdigit(), f"{name} should end with a recovery offset: {short(text)}")
+            offset = int(args.pop())
+            require(offset > self.last_offset, f"offsets should increase: {offset} after {self.last_offset}")
+            self.last_offset = offset
+        return args
+
+    def connected(self, ok, recover=True):
+        """Checks a CONNECT answer `40{sid[, pid]}` and returns its body."""
+        require(ok.startswith("40{"), f"CONNECT on / should be answered 40{{sid}}, got {short(ok)}")
+        body = json.loads(ok[2:])
+        require(isinstance(body.get("sid"), str) and body["sid"], f"CONNECT answer should carry a sid: {short(ok)}")
+        if recover:
+            pid = body.get("pid")
+            require(isinstance(pid, str) and re.fullmatch(r"[0-9a-f]{32}", pid), f"CONNECT answer should carry a pid (recovery is on by default): {short(ok)}")
+            self.pid = pid
+        else:
+            require("pid" not in body, f"a client that sent recover: false gets no pid: {short(ok)}")
+        return body
 
     def sio_connect(self):
         self.send("40")
         ok = self.expect(lambda t: t.startswith("40") or t.startswith("44"), "the CONNECT answer")
-        require(ok.startswith("40{"), f"CONNECT on / should be answered 40{{sid}}, got {short(ok)}")
-        body = json.loads(ok[2:])
-        require(isinstance(body.get("sid"), str) and body["sid"], f"CONNECT answer should carry a sid: {short(ok)}")
+        body = self.connected(ok)
         self.expect_event("initial_state", "initial_state after CONNECT")
         return body
 
@@ -217,7 +240,18 @@ def check_connect_with_auth_object(ctx):
         r.send('40{"token":"ignored-when-auth-is-off"}')
         ok = r.expect(lambda t: t.startswith("40") or t.startswith("44"), "the CONNECT answer")
         require(ok.startswith("40{"), f"CONNECT with an auth object should succeed when auth is off: {short(ok)}")
+        r.connected(ok)
         r.expect_event("initial_state", "initial_state")
+    finally:
+        r.close()
+    # Opting out of recovery: the wire has no pid and no offsets.
+    r = Raw(ctx.ws)
+    try:
+        r.send('40{"recover":false}')
+        ok = r.expect(lambda t: t.startswith("40") or t.startswith("44"), "the CONNECT answer")
+        r.connected(ok, recover=False)
+        args = r.expect_event("initial_state", "initial_state")
+        require(len(args) == 1 and isinstance(args[0], dict), f"without recovery initial_state is one object: {short(args)}")
     finally:
         r.close()
 
