@@ -21,7 +21,7 @@
 # Environment:
 #   DOCKWIRE_AUTOBAHN_CONCURRENCY  cases run in parallel (default 2)
 #   DOCKWIRE_AUTOBAHN_TIMEOUT      seconds for the whole run (default 1800; 1.*-13.*
-#                                  take ~15 min at concurrency 2 on 2 busy cores)
+#                                  take ~12 min at concurrency 2 on 2 busy cores)
 #   DOCKWIRE_AUTOBAHN_CASES        space-separated case globs to run instead of
 #                                  the default set (for debugging, e.g. "9.1.*")
 set -euo pipefail
