@@ -47,6 +47,33 @@ impl Seen {
 /// Reads `ws` until `done(&seen)`; panics on `log_stream_stopped`,
 /// `log_dropped` or the deadline.
 fn read_until(ws: &mut Ws, id: &str, seen: &mut Seen, done: impl Fn(&Seen) -> bool) {
+    read_messages(|within| next_json(ws, within), id, seen, done)
+}
+
+/// [`read_until`] for a raw Socket.IO client: each event `42["name",{..}(,
+/// offset)]` read as the JSON message `{"type":"name",..}`.
+fn read_until_sio(ws: &mut Ws, id: &str, seen: &mut Seen, done: impl Fn(&Seen) -> bool) {
+    read_messages(
+        |within| {
+            let text = sio_text(ws, within)?;
+            let body = text.strip_prefix("42")?;
+            let arr: Value = serde_json::from_str(body).ok()?;
+            let mut msg = arr.get(1)?.clone();
+            msg["type"] = arr[0].clone();
+            Some(msg)
+        },
+        id,
+        seen,
+        done,
+    )
+}
+
+fn read_messages(
+    mut next: impl FnMut(Duration) -> Option<Value>,
+    id: &str,
+    seen: &mut Seen,
+    done: impl Fn(&Seen) -> bool,
+) {
     let deadline = Instant::now() + WAIT;
     while !done(seen) {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -56,7 +83,7 @@ fn read_until(ws: &mut Ws, id: &str, seen: &mut Seen, done: impl Fn(&Seen) -> bo
             seen.lines.len(),
             seen.gaps
         );
-        let Some(m) = next_json(ws, left.min(Duration::from_millis(500))) else {
+        let Some(m) = next(left.min(Duration::from_millis(500))) else {
             continue;
         };
         if m["container_id"] != id {
@@ -198,6 +225,33 @@ fn a_dropped_socket_resumes_with_since_seq_exactly_once() {
     for (seq, n) in seen.lines.iter().chain(&kept.lines).chain(&after.lines) {
         assert_eq!(seq - n, offset, "seq {seq} for line {n}");
     }
+}
+
+/// The same `since_seq` contract for a Socket.IO client: `seq` in the
+/// `log_update` payload, `since_seq` in `start_log_stream`.
+#[test]
+fn a_socketio_client_resumes_with_since_seq_exactly_once() {
+    need_docker!();
+    let d = Daemon::start("");
+    let name = unique_name("sio-resume");
+    let (_c, id) = run_container(&name, &[], COUNTER);
+    let start = |ws: &mut Ws, args: Value| {
+        let text = format!(r#"42["start_log_stream",{args}]"#);
+        ws.send(tungstenite::Message::text(text)).unwrap();
+    };
+    let mut a = sio_connect(&d);
+    start(&mut a, json!({"container_id": name, "tail": 1000}));
+    let mut seen = Seen::default();
+    read_until_sio(&mut a, &id, &mut seen, |s| s.lines.len() >= 30);
+    assert_eq!(seen.lines[0].1, 1, "the whole log from its first line");
+    drop(a);
+    let (since, n_before) = seen.last();
+    std::thread::sleep(Duration::from_millis(600));
+    let mut a = sio_connect(&d);
+    start(&mut a, json!({"container_id": name, "since_seq": since}));
+    read_until_sio(&mut a, &id, &mut seen, |s| s.last().1 >= n_before + 60);
+    assert!(seen.gaps.is_empty(), "nothing was lost: {:?}", seen.gaps);
+    assert_exactly_once(&seen.lines, "Socket.IO resume");
 }
 
 #[test]
