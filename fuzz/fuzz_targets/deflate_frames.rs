@@ -13,48 +13,18 @@
 
 #![no_main]
 
-use bytes::BytesMut;
 use dockwire::ws::deflate::{Deflater, Inflater, negotiate};
-use dockwire::ws::{Incoming, MAX_UNCONSUMED, MessageReader, OpCode, WsError, frame_payload};
+use dockwire::ws::{Incoming, MessageReader, OpCode, WsError, frame_payload};
 use libfuzzer_sys::fuzz_target;
 
-const MAX_MESSAGE: usize = 4096;
+#[path = "../common/segmented.rs"]
+mod segmented;
+use segmented::MAX_MESSAGE;
 
 /// Feeds `data` in segments of `seg` bytes through a deflate reader sharing `inflater`.
 fn run(data: &[u8], seg: usize, inflater: &mut Inflater) -> (Vec<Incoming>, Option<WsError>) {
-    let mut reader = MessageReader::with_deflate(MAX_MESSAGE);
-    let mut buf = BytesMut::new();
-    let mut out = Vec::new();
-    for piece in data.chunks(seg) {
-        buf.extend_from_slice(piece);
-        loop {
-            match reader.read_inflating(&mut buf, Some(inflater)) {
-                Ok(Some(m)) => {
-                    if let Incoming::Text(t) = &m {
-                        assert!(t.len() <= MAX_MESSAGE);
-                    }
-                    if let Incoming::Binary(b) = &m {
-                        assert!(b.len() <= MAX_MESSAGE);
-                    }
-                    let closing = matches!(m, Incoming::Close(_));
-                    out.push(m);
-                    if closing {
-                        return (out, None);
-                    }
-                }
-                Ok(None) => {
-                    assert!(buf.len() < MAX_UNCONSUMED);
-                    break;
-                }
-                Err(e) => {
-                    assert!(matches!(e.close_code(), 1002 | 1007 | 1009), "{e:?}");
-                    return (out, Some(e));
-                }
-            }
-            assert!(reader.pending_message_bytes() <= MAX_MESSAGE);
-        }
-    }
-    (out, None)
+    let reader = MessageReader::with_deflate(MAX_MESSAGE);
+    segmented::run(data, seg, reader, |r, b| r.read_inflating(b, Some(&mut *inflater)))
 }
 
 fuzz_target!(|input: &[u8]| {
@@ -69,8 +39,8 @@ fuzz_target!(|input: &[u8]| {
     let mut inflater = Inflater::default();
     let seg = 1 + sel as usize % 64;
     let whole = run(data, data.len().max(1), &mut inflater);
-    let segmented = run(data, seg, &mut inflater);
-    assert_eq!(whole, segmented);
+    let pieces = run(data, seg, &mut inflater);
+    assert_eq!(whole, pieces);
 
     // The compressor: any payload comes back whole through the inflater.
     let mut deflater = Deflater::default();

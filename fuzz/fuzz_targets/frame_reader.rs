@@ -8,42 +8,15 @@
 
 #![no_main]
 
-use bytes::BytesMut;
-use dockwire::ws::{Incoming, MAX_UNCONSUMED, MessageReader, WsError};
+use dockwire::ws::MessageReader;
 use libfuzzer_sys::fuzz_target;
 
-const MAX_MESSAGE: usize = 4096;
+#[path = "../common/segmented.rs"]
+mod segmented;
+use segmented::MAX_MESSAGE;
 
-/// Feeds `data` in segments of `seg` bytes; returns the messages and the error, if any.
-fn run(data: &[u8], seg: usize) -> (Vec<Incoming>, Option<WsError>) {
-    let mut reader = MessageReader::new(MAX_MESSAGE);
-    let mut buf = BytesMut::new();
-    let mut out = Vec::new();
-    for piece in data.chunks(seg) {
-        buf.extend_from_slice(piece);
-        loop {
-            match reader.read(&mut buf) {
-                Ok(Some(m)) => {
-                    let closing = matches!(m, Incoming::Close(_));
-                    out.push(m);
-                    if closing {
-                        return (out, None);
-                    }
-                }
-                Ok(None) => {
-                    assert!(buf.len() < MAX_UNCONSUMED);
-                    break;
-                }
-                Err(e) => {
-                    assert!(matches!(e.close_code(), 1002 | 1007 | 1009));
-                    return (out, Some(e));
-                }
-            }
-            assert!(reader.pending_message_bytes() <= MAX_MESSAGE);
-        }
-        assert!(reader.pending_message_bytes() <= MAX_MESSAGE);
-    }
-    (out, None)
+fn run(data: &[u8], seg: usize) -> (Vec<dockwire::ws::Incoming>, Option<dockwire::ws::WsError>) {
+    segmented::run(data, seg, MessageReader::new(MAX_MESSAGE), |r, b| r.read(b))
 }
 
 fuzz_target!(|input: &[u8]| {
@@ -52,8 +25,8 @@ fuzz_target!(|input: &[u8]| {
     };
     let seg = 1 + sel as usize % 64;
     let whole = run(data, data.len().max(1));
-    let segmented = run(data, seg);
+    let pieces = run(data, seg);
     // Same messages, same error: UTF-8 fail-fast may stop a segmented read at an earlier
     // byte, but never at a different frame or with a different verdict.
-    assert_eq!(whole, segmented);
+    assert_eq!(whole, pieces);
 });
