@@ -327,15 +327,16 @@ impl State {
                 container_id,
                 tail,
                 since_seq,
+                filter,
             } => {
                 let sid = server_id.unwrap_or_else(|| self.config.server_id.clone());
                 let id = self.resolve_on(&sid, &container_id)?;
                 let from = super::logs::Start {
                     tail: tail.unwrap_or(100),
                     since_seq,
+                    group: None,
                 };
-                self.subscribe_logs(io, conn, &sid, &id, from);
-                Ok(())
+                self.subscribe_logs(io, conn, &sid, &id, from, filter)
             }
             BrowserRequest::StopLogStream {
                 server_id,
@@ -363,6 +364,9 @@ impl State {
                     },
                 );
                 Ok(())
+            }
+            BrowserRequest::SetEventFilter { server_id, filter } => {
+                self.set_event_filter(io, conn, server_id, filter)
             }
             BrowserRequest::ListServers => {
                 self.send_servers(io, conn, request_id);

@@ -15,8 +15,8 @@
 //! `topics.rs` (fan-out), `browser.rs` (browser requests), `logs.rs` (log
 //! followers), `docker.rs` (Docker feed events), `agents.rs` (agents and
 //! metrics), `commands.rs` (relayed commands and the audit trail),
-//! `servers.rs` (the server directory, agents' containers, container
-//! stats), `alerts.rs` (alert rules), `history.rs` (metrics history),
+//! `servers.rs` (the server directory, agents' containers),
+//! `events.rs` (event filters, container stats), `alerts.rs` (alert rules), `history.rs` (metrics history),
 //! `reload.rs` (a new config on SIGHUP, and what it revokes), `logring.rs`
 //! (a log stream's numbered lines, `since_seq`, idle streams), `resume.rs`
 //! (log streams suspended and resumed across outages),
@@ -28,6 +28,7 @@ mod browser;
 mod commands;
 mod docker;
 mod drive;
+mod events;
 pub mod history;
 mod logring;
 mod logs;
@@ -61,7 +62,10 @@ pub use commands::{Audit, PendingCommand};
 pub use drive::{DRIVE_AGENT_KEY, drive_hub};
 pub use history::HistoryRange;
 pub use logring::{IdleLogs, LogRing};
-pub use logs::{LOG_COALESCE, LogFollow};
+pub use logs::{
+    FilterGroup, LOG_COALESCE, LogFollow, MAX_FILTERED_STREAMS_PER_SOCKET,
+    MAX_FILTERS_PER_CONTAINER,
+};
 pub use outbox::{Close, Io, MemoryConn, MemoryOutbox, Outbox};
 pub use reload::Reload;
 pub use servers::{DockerStatus, MAX_REMOTE_CONTAINERS, RemoteTable};

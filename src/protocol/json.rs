@@ -12,6 +12,7 @@ use crate::protocol::model::Container;
 use crate::ws::{self, Frame, OpCode};
 
 pub use super::dialect::Dialect;
+use super::filter::{EventFilter, LogFilterSpec, parse_event_filter, parse_log_filter};
 
 /// A request from a browser, whichever dialect carried it.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +26,8 @@ pub enum BrowserRequest {
         tail: Option<usize>,
         /// Resume (SPEC 7): the `seq` of the last line the client has.
         since_seq: Option<u64>,
+        /// Only the lines this selects (SPEC 12).
+        filter: Option<LogFilterSpec>,
     },
     StopLogStream {
         server_id: Option<String>,
@@ -54,6 +57,11 @@ pub enum BrowserRequest {
     },
     UnsubscribeMetrics {
         server_id: String,
+    },
+    /// `set_event_filter` (SPEC 12): an empty filter clears it.
+    SetEventFilter {
+        server_id: Option<String>,
+        filter: EventFilter,
     },
 }
 
@@ -162,6 +170,7 @@ pub fn request_from(
                 container_id: field(obj, "container_id")?.to_string(),
                 tail,
                 since_seq: since_seq(obj)?,
+                filter: parse_log_filter(obj)?,
             }
         }
         "stop_log_stream" => BrowserRequest::StopLogStream {
@@ -185,6 +194,10 @@ pub fn request_from(
             command: field(obj, "command")?.to_string(),
         },
         "ping" => BrowserRequest::Ping,
+        "set_event_filter" => BrowserRequest::SetEventFilter {
+            server_id: optional_field(obj, "server_id")?,
+            filter: parse_event_filter(obj)?,
+        },
         "subscribe_metrics" => BrowserRequest::SubscribeMetrics {
             server_id: field(obj, "server_id")?.to_string(),
         },
@@ -596,6 +609,7 @@ mod tests {
                 container_id: "web".into(),
                 tail: Some(5),
                 since_seq: None,
+                filter: None,
             }
         );
         // `since_seq`: a peer's number, saturated; negative or not a number is refused.

@@ -3,6 +3,7 @@
 //! messages, and the Socket.IO v4 dialect's packets.
 
 pub mod dialect;
+pub mod filter;
 pub mod json;
 pub mod model;
 pub mod socketio;
