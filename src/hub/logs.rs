@@ -324,6 +324,16 @@ impl State {
         let existing = filter.as_ref().and_then(|spec| {
             follow.and_then(|f| f.groups.iter().find(|(_, g)| g.filter.spec == *spec))
         });
+        // A bad filter is refused first, before anything is recorded.
+        let mut compiled = None;
+        if let Some(spec) = filter.as_ref().filter(|_| existing.is_none()) {
+            if follow.is_some_and(|f| f.groups.len() >= MAX_FILTERS_PER_CONTAINER) {
+                return Err(format!(
+                    "this container's stream already serves {MAX_FILTERS_PER_CONTAINER} distinct filters"
+                ));
+            }
+            compiled = Some(LogFilter::compile(spec.clone())?);
+        }
         if io
             .session(conn)
             .is_some_and(|s| s.is_subscribed(self.topics.id_of(&key)))
@@ -339,16 +349,6 @@ impl State {
                 ));
             }
             return Ok(());
-        }
-        // Everything that can refuse the filter, before anything is recorded.
-        let mut compiled = None;
-        if let Some(spec) = filter.as_ref().filter(|_| existing.is_none()) {
-            if follow.is_some_and(|f| f.groups.len() >= MAX_FILTERS_PER_CONTAINER) {
-                return Err(format!(
-                    "this container's stream already serves {MAX_FILTERS_PER_CONTAINER} distinct filters"
-                ));
-            }
-            compiled = Some(LogFilter::compile(spec.clone())?);
         }
         if filter.is_some() && self.filtered_streams_of(io, conn) >= MAX_FILTERED_STREAMS_PER_SOCKET
         {
