@@ -52,11 +52,11 @@ impl State {
         conn: ConnId,
         serial: u64,
         endpoint: Endpoint,
+        dialect: Dialect,
         target: Option<String>,
         claims: Option<Claims>,
     ) {
         let deadline = io.now + self.config.auth_timeout;
-        let dialect = Dialect::for_endpoint(endpoint);
         // A session token on the upgrade (checked by the router) stands for
         // the first-message `auth`; agents always authenticate with their key.
         let claims = claims.filter(|_| endpoint != Endpoint::Agent);
@@ -102,7 +102,7 @@ impl State {
                 self.topics
                     .subscribe(io, &TopicKey::Containers(local.clone()), conn);
                 self.topics.subscribe(io, &TopicKey::Servers, conn);
-                if dialect == Dialect::Json {
+                if dialect != Dialect::SocketIo {
                     self.watch_metrics(io, conn, &local, false);
                 }
             }
@@ -157,8 +157,21 @@ impl State {
     /// One text message from any WebSocket the hub serves.
     pub(super) fn on_text(&mut self, io: &mut Io<'_>, conn: ConnId, text: &str) {
         let Some(s) = io.session(conn) else { return };
+        let inbound = s.dialect.decode(text, &s.wire);
+        self.on_inbound(io, conn, inbound);
+    }
+
+    /// One binary message (a MessagePack socket's requests).
+    pub(super) fn on_binary(&mut self, io: &mut Io<'_>, conn: ConnId, data: &[u8]) {
+        let Some(s) = io.session(conn) else { return };
+        let inbound = s.dialect.decode_binary(data);
+        self.on_inbound(io, conn, inbound);
+    }
+
+    /// A decoded message, whichever its frame.
+    fn on_inbound(&mut self, io: &mut Io<'_>, conn: ConnId, inbound: Inbound) {
+        let Some(s) = io.session(conn) else { return };
         let (endpoint, dialect, ready) = (s.endpoint, s.dialect, s.is_ready());
-        let inbound = dialect.decode(text, &s.wire);
         if endpoint == Endpoint::Agent {
             return self.on_agent_inbound(io, conn, inbound);
         }

@@ -82,6 +82,8 @@ pub enum Input<'a> {
         conn: ConnId,
         serial: u64,
         endpoint: Endpoint,
+        /// The wire the upgrade asked for ([`crate::protocol::Dialect::for_request`]).
+        dialect: crate::protocol::Dialect,
         target: Option<String>,
         /// A browser socket whose upgrade carried a valid session token
         /// (cookie or Bearer, checked by the router): it opens authenticated.
@@ -91,8 +93,8 @@ pub enum Input<'a> {
     },
     /// One complete text message.
     Text { conn: ConnId, text: &'a str },
-    /// One complete binary message (no endpoint takes them).
-    Binary { conn: ConnId },
+    /// One complete binary message (MessagePack sockets take them).
+    Binary { conn: ConnId, data: &'a [u8] },
     /// The connection is gone or closing (not by the hub's own close).
     Closed { conn: ConnId },
     /// The connection's queue drained below half its cap after it lost frames.
@@ -242,20 +244,18 @@ impl Hub {
                 conn,
                 serial,
                 endpoint,
+                dialect,
                 target,
                 claims,
                 peer,
             } => {
-                st.on_open(&mut io, conn, serial, endpoint, target, claims);
+                st.on_open(&mut io, conn, serial, endpoint, dialect, target, claims);
                 if let Some(s) = io.session_mut(conn) {
                     s.peer = peer;
                 }
             }
             Input::Text { conn, text } => st.on_text(&mut io, conn, text),
-            Input::Binary { conn } => {
-                io.stats.bad_input("binary");
-                io.error(conn, "binary messages are not supported; send JSON text");
-            }
+            Input::Binary { conn, data } => st.on_binary(&mut io, conn, data),
             Input::Closed { conn } => st.detach(&mut io, conn),
             Input::Drained { conn } => topics::report_dropped(&mut io, conn),
             Input::Feed(FeedEvent::Docker(d)) => st.on_docker(&mut io, d),

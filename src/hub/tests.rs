@@ -77,6 +77,7 @@ impl Harness {
             target: target.map(str::to_string),
             claims: None,
             peer: None,
+            dialect: crate::protocol::Dialect::for_endpoint(endpoint),
         });
         conn
     }
@@ -748,6 +749,7 @@ fn a_socket_opened_with_a_verified_session_starts_authenticated() {
             target: None,
             claims: Some(claims(role)),
             peer: None,
+            dialect: crate::protocol::Dialect::for_endpoint(endpoint),
         });
         conn
     };

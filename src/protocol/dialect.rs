@@ -26,6 +26,9 @@ pub enum Dialect {
     Json,
     /// Engine.IO v4 / Socket.IO v5 packets over WebSocket (`/socket.io/`).
     SocketIo,
+    /// The JSON dialect's messages as MessagePack maps in binary frames
+    /// (`/api/v1/ws?format=msgpack`, SPEC 12).
+    MsgPack,
 }
 
 /// Per-socket dialect state: only Socket.IO has any.
@@ -82,7 +85,7 @@ fn text(s: &str) -> Frame {
 
 impl Dialect {
     /// Every dialect, in [`Dialect::index`] order.
-    pub const ALL: [Dialect; 2] = [Dialect::Json, Dialect::SocketIo];
+    pub const ALL: [Dialect; 3] = [Dialect::Json, Dialect::SocketIo, Dialect::MsgPack];
 
     /// A dense index (for per-dialect arrays).
     pub fn index(self) -> usize {
@@ -97,15 +100,46 @@ impl Dialect {
         }
     }
 
-    /// One message in this dialect, as a complete WebSocket text frame.
+    /// The dialect an upgrade asks for: its endpoint's, or MessagePack on
+    /// `/api/v1/ws?format=msgpack`.
+    ///
+    /// # Errors
+    /// A `format` (or Socket.IO `parser`) this daemon does not speak.
+    pub fn for_request(endpoint: Endpoint, query: &str) -> Result<Dialect, &'static str> {
+        let param = |name: &str| {
+            query
+                .strip_prefix('?')
+                .unwrap_or(query)
+                .split('&')
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v)
+        };
+        match (endpoint, param("format"), param("parser")) {
+            (Endpoint::Browser, None | Some("json"), _) => Ok(Dialect::Json),
+            (Endpoint::Browser, Some("msgpack"), _) => Ok(Dialect::MsgPack),
+            (Endpoint::Browser, Some(_), _) => {
+                Err("unknown format: use format=json (the default) or format=msgpack")
+            }
+            (Endpoint::SocketIo, _, Some("msgpack")) => {
+                Err("parser=msgpack is not served yet: connect without it (JSON packets)")
+            }
+            _ => Ok(Dialect::for_endpoint(endpoint)),
+        }
+    }
+
+    /// One message in this dialect, as a complete WebSocket frame.
     pub fn encode(self, ev: &Event<'_>) -> Frame {
-        json::encode(ev, self)
+        match self {
+            Dialect::MsgPack => super::msgpack::encode(ev),
+            _ => json::encode(ev, self),
+        }
     }
 
     /// What the server says first, before any request (Engine.IO OPEN).
     pub fn greeting(self, params: &OpenParams) -> Option<Frame> {
         match self {
-            Dialect::Json => None,
+            Dialect::Json | Dialect::MsgPack => None,
             Dialect::SocketIo => Some(text(&sio::open_packet(params))),
         }
     }
@@ -115,9 +149,35 @@ impl Dialect {
         self == Dialect::SocketIo
     }
 
+    /// Decodes one binary message (only MessagePack sockets take them).
+    pub fn decode_binary(self, bytes: &[u8]) -> Inbound {
+        if self != Dialect::MsgPack {
+            return Inbound::Invalid {
+                message: "binary messages are not supported; send JSON text".into(),
+                stat: "binary",
+            };
+        }
+        match super::msgpack::decode(bytes) {
+            Ok((kind, obj)) => Inbound::Request {
+                kind,
+                obj,
+                ack: None,
+            },
+            Err(message) => Inbound::Invalid {
+                message,
+                stat: "invalid_msgpack",
+            },
+        }
+    }
+
     /// Decodes one text frame.
     pub fn decode(self, frame: &str, state: &DialectState) -> Inbound {
         match self {
+            Dialect::MsgPack => Inbound::Invalid {
+                message: "this socket speaks MessagePack (format=msgpack): send binary frames"
+                    .into(),
+                stat: "text_on_msgpack",
+            },
             Dialect::Json => match json::parse_typed(frame) {
                 Ok((kind, obj)) => Inbound::Request {
                     kind,
@@ -137,7 +197,7 @@ impl Dialect {
     pub fn ack(self, id: Option<u64>, result: Result<(), &str>) -> Option<Frame> {
         let id = id?;
         match self {
-            Dialect::Json => None,
+            Dialect::Json | Dialect::MsgPack => None,
             Dialect::SocketIo => {
                 let args = match result {
                     Ok(()) => r#"[{"ok":true}]"#.to_string(),
@@ -156,7 +216,7 @@ impl Dialect {
         result: Result<(), &str>,
     ) -> Option<Frame> {
         match (self, result) {
-            (Dialect::Json, _) => None,
+            (Dialect::Json | Dialect::MsgPack, _) => None,
             (Dialect::SocketIo, Ok(())) => {
                 state.connected = true;
                 state.last_ping = Some(now);

@@ -470,7 +470,8 @@ pub fn encode(ev: &Event<'_>, dialect: Dialect) -> Frame {
     };
     let mut buf = ws::begin_frame(hint);
     match dialect {
-        Dialect::Json => {
+        // MessagePack is built from the JSON form (msgpack/mod.rs).
+        Dialect::Json | Dialect::MsgPack => {
             buf.extend_from_slice(b"{\"type\":");
             let _ = serde_json::to_writer(&mut buf, ev.name());
             let mark = buf.len();

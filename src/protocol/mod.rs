@@ -6,6 +6,7 @@ pub mod dialect;
 pub mod filter;
 pub mod json;
 pub mod model;
+pub mod msgpack;
 pub mod socketio;
 
 pub use dialect::{Dialect, DialectState, Heartbeat, Inbound};

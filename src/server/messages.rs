@@ -74,7 +74,15 @@ impl Server {
                 ws::encode_frame(OpCode::Binary, &b)
             }
             Incoming::Text(t) if endpoint == Endpoint::Echo => ws::text_frame(t.as_bytes()),
-            Incoming::Binary(_) => return self.hub_input(now, Input::Binary { conn: key }),
+            Incoming::Binary(b) => {
+                return self.hub_input(
+                    now,
+                    Input::Binary {
+                        conn: key,
+                        data: &b,
+                    },
+                );
+            }
             Incoming::Text(t) => {
                 return self.hub_input(
                     now,

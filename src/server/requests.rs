@@ -201,8 +201,9 @@ impl Server {
                 target,
                 accept,
                 claims,
+                dialect,
             } => {
-                self.upgrade(key, endpoint, target, claims, &accept, now);
+                self.upgrade(key, endpoint, dialect, target, claims, &accept, now);
                 false
             }
             Route::Login { username, password } => {
@@ -217,6 +218,7 @@ impl Server {
         &mut self,
         key: usize,
         endpoint: Endpoint,
+        dialect: crate::protocol::Dialect,
         target: Option<String>,
         claims: Option<Claims>,
         accept: &str,
@@ -244,6 +246,7 @@ impl Server {
                     conn: key,
                     serial,
                     endpoint,
+                    dialect,
                     target,
                     claims,
                     peer: Some(peer),
