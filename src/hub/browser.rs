@@ -102,7 +102,7 @@ impl State {
                 self.topics
                     .subscribe(io, &TopicKey::Containers(local.clone()), conn);
                 self.topics.subscribe(io, &TopicKey::Servers, conn);
-                if dialect != Dialect::SocketIo {
+                if !dialect.is_socketio() {
                     self.watch_metrics(io, conn, &local, false);
                 }
             }
@@ -164,7 +164,7 @@ impl State {
     /// One binary message (a MessagePack socket's requests).
     pub(super) fn on_binary(&mut self, io: &mut Io<'_>, conn: ConnId, data: &[u8]) {
         let Some(s) = io.session(conn) else { return };
-        let inbound = s.dialect.decode_binary(data);
+        let inbound = s.dialect.decode_binary(data, &s.wire);
         self.on_inbound(io, conn, inbound);
     }
 

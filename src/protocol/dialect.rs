@@ -29,6 +29,10 @@ pub enum Dialect {
     /// The JSON dialect's messages as MessagePack maps in binary frames
     /// (`/api/v1/ws?format=msgpack`, SPEC 12).
     MsgPack,
+    /// Socket.IO with `socket.io-msgpack-parser`'s packets: binary frames
+    /// holding `{type, nsp, data, id}` maps; Engine.IO's own packets stay
+    /// text (`/socket.io/?…&parser=msgpack`, SPEC 12).
+    SocketIoMsgPack,
 }
 
 /// Per-socket dialect state: only Socket.IO has any.
@@ -85,7 +89,25 @@ fn text(s: &str) -> Frame {
 
 impl Dialect {
     /// Every dialect, in [`Dialect::index`] order.
-    pub const ALL: [Dialect; 3] = [Dialect::Json, Dialect::SocketIo, Dialect::MsgPack];
+    pub const ALL: [Dialect; 4] = [
+        Dialect::Json,
+        Dialect::SocketIo,
+        Dialect::MsgPack,
+        Dialect::SocketIoMsgPack,
+    ];
+
+    /// Socket.IO, in either packet encoding.
+    pub fn is_socketio(self) -> bool {
+        matches!(self, Dialect::SocketIo | Dialect::SocketIoMsgPack)
+    }
+
+    /// A Socket.IO frame of ours in this dialect's packet encoding.
+    fn sio_frame(self, frame: Frame) -> Frame {
+        match self {
+            Dialect::SocketIoMsgPack => super::msgpack::socketio::binary(frame),
+            _ => frame,
+        }
+    }
 
     /// A dense index (for per-dialect arrays).
     pub fn index(self) -> usize {
@@ -121,8 +143,9 @@ impl Dialect {
             (Endpoint::Browser, Some(_), _) => {
                 Err("unknown format: use format=json (the default) or format=msgpack")
             }
-            (Endpoint::SocketIo, _, Some("msgpack")) => {
-                Err("parser=msgpack is not served yet: connect without it (JSON packets)")
+            (Endpoint::SocketIo, _, Some("msgpack")) => Ok(Dialect::SocketIoMsgPack),
+            (Endpoint::SocketIo, _, Some(_)) => {
+                Err("unknown parser: use parser=msgpack or none (JSON packets)")
             }
             _ => Ok(Dialect::for_endpoint(endpoint)),
         }
@@ -132,6 +155,9 @@ impl Dialect {
     pub fn encode(self, ev: &Event<'_>) -> Frame {
         match self {
             Dialect::MsgPack => super::msgpack::encode(ev),
+            Dialect::SocketIoMsgPack => {
+                super::msgpack::socketio::binary(json::encode(ev, Dialect::SocketIo))
+            }
             _ => json::encode(ev, self),
         }
     }
@@ -140,17 +166,20 @@ impl Dialect {
     pub fn greeting(self, params: &OpenParams) -> Option<Frame> {
         match self {
             Dialect::Json | Dialect::MsgPack => None,
-            Dialect::SocketIo => Some(text(&sio::open_packet(params))),
+            Dialect::SocketIo | Dialect::SocketIoMsgPack => Some(text(&sio::open_packet(params))),
         }
     }
 
     /// Whether the socket must join (Socket.IO CONNECT) before it is served.
     pub fn needs_connect(self) -> bool {
-        self == Dialect::SocketIo
+        self.is_socketio()
     }
 
     /// Decodes one binary message (only MessagePack sockets take them).
-    pub fn decode_binary(self, bytes: &[u8]) -> Inbound {
+    pub fn decode_binary(self, bytes: &[u8], state: &DialectState) -> Inbound {
+        if self == Dialect::SocketIoMsgPack {
+            return super::msgpack::socketio::decode(bytes, state);
+        }
         if self != Dialect::MsgPack {
             return Inbound::Invalid {
                 message: "binary messages are not supported; send JSON text".into(),
@@ -189,7 +218,8 @@ impl Dialect {
                     stat: "invalid_json",
                 },
             },
-            Dialect::SocketIo => decode_socketio(frame, state),
+            // Engine.IO's own packets (ping, pong, close) are text either way.
+            Dialect::SocketIo | Dialect::SocketIoMsgPack => decode_socketio(frame, state),
         }
     }
 
@@ -198,12 +228,12 @@ impl Dialect {
         let id = id?;
         match self {
             Dialect::Json | Dialect::MsgPack => None,
-            Dialect::SocketIo => {
+            Dialect::SocketIo | Dialect::SocketIoMsgPack => {
                 let args = match result {
                     Ok(()) => r#"[{"ok":true}]"#.to_string(),
                     Err(msg) => serde_json::json!([{ "error": msg }]).to_string(),
                 };
-                Some(text(&sio::ack("/", id, &args)))
+                Some(self.sio_frame(text(&sio::ack("/", id, &args))))
             }
         }
     }
@@ -217,13 +247,13 @@ impl Dialect {
     ) -> Option<Frame> {
         match (self, result) {
             (Dialect::Json | Dialect::MsgPack, _) => None,
-            (Dialect::SocketIo, Ok(())) => {
+            (_, Ok(())) => {
                 state.connected = true;
                 state.last_ping = Some(now);
                 let sid = uuid::Uuid::new_v4().simple().to_string();
-                Some(text(&sio::connect_ok(&sid)))
+                Some(self.sio_frame(text(&sio::connect_ok(&sid))))
             }
-            (Dialect::SocketIo, Err(msg)) => Some(text(&sio::connect_error("/", msg))),
+            (_, Err(msg)) => Some(self.sio_frame(text(&sio::connect_error("/", msg)))),
         }
     }
 
@@ -270,7 +300,7 @@ impl Dialect {
         interval: Duration,
         timeout: Duration,
     ) -> Heartbeat {
-        if self != Dialect::SocketIo || !state.connected {
+        if !self.is_socketio() || !state.connected {
             return Heartbeat::Idle;
         }
         if let Some(due) = state.pong_due {
@@ -318,15 +348,18 @@ fn decode_socketio(frame: &str, state: &DialectState) -> Inbound {
         }
         EioPacket::Message(m) => m,
     };
-    let packet = match sio::parse_sio(message) {
-        Ok(p) => p,
-        Err(e) => {
-            return Inbound::Invalid {
-                message: e.to_string(),
-                stat: "socketio_packet",
-            };
-        }
-    };
+    match sio::parse_sio(message) {
+        Ok(p) => sio_inbound(p, state),
+        Err(e) => Inbound::Invalid {
+            message: e.to_string(),
+            stat: "socketio_packet",
+        },
+    }
+}
+
+/// What one Socket.IO packet asks for, whichever its encoding (JSON text
+/// or `socket.io-msgpack-parser`'s binary maps).
+pub(super) fn sio_inbound(packet: SioPacket, state: &DialectState) -> Inbound {
     if packet.nsp() != "/" {
         return Inbound::Refuse {
             frame: text(&sio::connect_error(packet.nsp(), "Invalid namespace")),

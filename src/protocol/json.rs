@@ -482,7 +482,8 @@ pub fn encode(ev: &Event<'_>, dialect: Dialect) -> Frame {
             }
             buf.push(b'}');
         }
-        Dialect::SocketIo => {
+        // Socket.IO over msgpack is built from this form (msgpack/socketio.rs).
+        Dialect::SocketIo | Dialect::SocketIoMsgPack => {
             // Engine.IO message (4) + Socket.IO EVENT (2): 42["name",{...}]
             buf.extend_from_slice(b"42[");
             let _ = serde_json::to_writer(&mut buf, ev.name());

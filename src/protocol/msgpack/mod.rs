@@ -22,6 +22,8 @@ use crate::ws::{self, Frame, OpCode};
 use super::Dialect;
 use super::json::{self, Event};
 
+pub mod socketio;
+
 /// One event as a complete WebSocket binary frame holding a MessagePack map.
 pub fn encode(ev: &Event<'_>) -> Frame {
     let text = json::encode(ev, Dialect::Json);
@@ -31,16 +33,72 @@ pub fn encode(ev: &Event<'_>) -> Frame {
     ws::encode_frame(OpCode::Binary, &bytes)
 }
 
+/// How deep a client's MessagePack value may nest.
+const MAX_DEPTH: usize = 64;
+
+/// A client's MessagePack value as JSON. JavaScript's `undefined` (which
+/// `notepack.io`, the official parser's encoder, writes as the extension
+/// `fixext 1` of type 0) becomes null; binary, other extensions and
+/// non-string map keys have no JSON form and are refused.
+///
+/// # Errors
+/// "Invalid message format" style messages for the `error` reply.
+pub fn to_json(mut bytes: &[u8]) -> Result<Value, String> {
+    let v = rmpv::decode::read_value_with_max_depth(&mut bytes, MAX_DEPTH).map_err(|e| {
+        let why: String = e.to_string().chars().take(200).collect();
+        format!("Invalid message format: not MessagePack ({why})")
+    })?;
+    if !bytes.is_empty() {
+        return Err("Invalid message format: bytes after the MessagePack value".into());
+    }
+    json_of(v)
+}
+
+fn json_of(v: rmpv::Value) -> Result<Value, String> {
+    use rmpv::Value as M;
+    Ok(match v {
+        M::Nil => Value::Null,
+        M::Boolean(b) => Value::Bool(b),
+        M::Integer(i) => match (i.as_u64(), i.as_i64()) {
+            (Some(u), _) => Value::from(u),
+            (None, Some(n)) => Value::from(n),
+            _ => Value::Null,
+        },
+        M::F32(f) => Value::from(f64::from(f)),
+        M::F64(f) => Value::from(f),
+        M::String(s) => match s.into_str() {
+            Some(s) => Value::String(s),
+            None => return Err("Invalid message format: a string that is not UTF-8".into()),
+        },
+        M::Array(a) => Value::Array(a.into_iter().map(json_of).collect::<Result<_, _>>()?),
+        M::Map(m) => {
+            let mut out = Map::new();
+            for (k, v) in m {
+                let M::String(k) = k else {
+                    return Err("Invalid message format: map keys must be strings".into());
+                };
+                let Some(k) = k.into_str() else {
+                    return Err("Invalid message format: a key that is not UTF-8".into());
+                };
+                out.insert(k, json_of(v)?);
+            }
+            Value::Object(out)
+        }
+        M::Ext(0, _) => Value::Null, // JavaScript's undefined (notepack.io)
+        M::Binary(_) | M::Ext(..) => {
+            return Err(
+                "Invalid message format: binary and extension values are not accepted".into(),
+            );
+        }
+    })
+}
+
 /// One binary message: the request's `type` and its map.
 ///
 /// # Errors
 /// "Invalid message format" style messages for the `error` reply.
 pub fn decode(bytes: &[u8]) -> Result<(String, Map<String, Value>), String> {
-    let v: Value = rmp_serde::from_slice(bytes).map_err(|e| {
-        let why: String = e.to_string().chars().take(200).collect();
-        format!("Invalid message format: not a MessagePack map with string keys ({why})")
-    })?;
-    let Value::Object(obj) = v else {
+    let Value::Object(obj) = to_json(bytes)? else {
         return Err("Invalid message format: expected a MessagePack map".into());
     };
     match obj.get("type") {
