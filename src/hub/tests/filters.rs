@@ -467,3 +467,113 @@ fn distinct_filters_are_bounded_per_container_and_per_socket() {
         assert_eq!(errors.is_empty(), i < per_socket, "{i}: {errors:?}");
     }
 }
+
+/// Opens a socket of `dialect` on `endpoint` (as the loop does after the
+/// upgrade chose it from the query).
+fn open_as(h: &mut Harness, endpoint: Endpoint, dialect: crate::protocol::Dialect) -> ConnId {
+    let conn = 900 + h.hub.session_count();
+    h.out.open(conn);
+    h.input(Input::Opened {
+        conn,
+        serial: conn as u64,
+        endpoint,
+        dialect,
+        target: None,
+        claims: None,
+        peer: None,
+    });
+    conn
+}
+
+#[test]
+fn every_wire_is_encoded_once_per_frame_and_binary_requests_work() {
+    use crate::protocol::Dialect;
+    let mut h = local_hub();
+    let mut socks = Vec::new();
+    for (endpoint, dialect) in [
+        (Endpoint::Browser, Dialect::Json),
+        (Endpoint::SocketIo, Dialect::SocketIo),
+        (Endpoint::Browser, Dialect::MsgPack),
+        (Endpoint::SocketIo, Dialect::SocketIoMsgPack),
+    ] {
+        for _ in 0..2 {
+            let c = open_as(&mut h, endpoint, dialect);
+            let start = json!({"type": "start_log_stream", "container_id": "web", "tail": 0});
+            match dialect {
+                Dialect::Json => h.send(c, &start),
+                Dialect::SocketIo => {
+                    h.send_text(c, "40");
+                    h.send_text(
+                        c,
+                        r#"42["start_log_stream",{"container_id":"web","tail":0}]"#,
+                    );
+                }
+                Dialect::MsgPack => {
+                    let b = rmp_serde::to_vec(&start).unwrap();
+                    h.input(Input::Binary { conn: c, data: &b });
+                }
+                Dialect::SocketIoMsgPack => {
+                    let connect = rmp_serde::to_vec(&json!({"type": 0, "nsp": "/"})).unwrap();
+                    h.input(Input::Binary {
+                        conn: c,
+                        data: &connect,
+                    });
+                    let ev = rmp_serde::to_vec(&json!({"type": 2, "nsp": "/",
+                        "data": ["start_log_stream", {"container_id": "web", "tail": 0}]}))
+                    .unwrap();
+                    h.input(Input::Binary { conn: c, data: &ev });
+                }
+            }
+            socks.push((c, dialect));
+        }
+    }
+    h.docker(DockerEvent::LogHistory {
+        follow_id: 1,
+        container_id: "a".repeat(64),
+        lines: vec![],
+    });
+    for (c, _) in &socks {
+        h.out.take_texts(*c);
+    }
+    let before = h.stats.log_frames_encoded;
+    h.docker(DockerEvent::LogLines {
+        follow_id: 1,
+        container_id: "a".repeat(64),
+        lines: mixed(),
+    });
+    assert_eq!(
+        h.stats.log_frames_encoded - before,
+        4,
+        "one encode per wire"
+    );
+    for (c, dialect) in socks {
+        let frames = std::mem::take(&mut h.out.conns.get_mut(&c).unwrap().frames);
+        assert_eq!(frames.len(), 1, "{dialect:?}");
+        let f = &frames[0];
+        let payload = crate::ws::frame_payload(f);
+        let v: Value = match dialect {
+            Dialect::Json => serde_json::from_slice(payload).unwrap(),
+            Dialect::SocketIo => {
+                let t = std::str::from_utf8(payload).unwrap();
+                serde_json::from_str::<Value>(t.strip_prefix("42").unwrap()).unwrap()[1].clone()
+            }
+            Dialect::MsgPack => rmp_serde::from_slice(payload).unwrap(),
+            Dialect::SocketIoMsgPack => {
+                let p: Value = rmp_serde::from_slice(payload).unwrap();
+                assert_eq!(
+                    (p["type"].as_u64(), p["data"][0].as_str()),
+                    (Some(2), Some("log_update"))
+                );
+                p["data"][1].clone()
+            }
+        };
+        assert_eq!(
+            f[0] == 0x82,
+            matches!(dialect, Dialect::MsgPack | Dialect::SocketIoMsgPack)
+        );
+        assert!(
+            v["log"].as_str().unwrap().contains("ERROR db timeout"),
+            "{dialect:?}: {v}"
+        );
+    }
+}
