@@ -40,7 +40,8 @@ fn anonymous() -> AuthState {
     }
 }
 
-fn shown(s: &str) -> String {
+/// At most 80 characters of a client's string, for an error message.
+pub(super) fn shown(s: &str) -> String {
     s.chars().take(80).collect()
 }
 

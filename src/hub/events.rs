@@ -19,16 +19,13 @@ use crate::protocol::filter::EventFilter;
 use crate::protocol::json::Event;
 use crate::protocol::model::{Container, ContainerStats};
 
+use super::browser::shown;
 use super::session::ConnId;
 use super::topics::{Publish, TopicKey};
 use super::{Io, State};
 
 /// Most servers one socket may hold an event filter for.
 pub const MAX_EVENT_FILTERS: usize = 64;
-
-fn shown(s: &str) -> String {
-    s.chars().take(80).collect()
-}
 
 impl State {
     /// `set_event_filter`: sets (or, empty, clears) the socket's filter for

@@ -297,11 +297,7 @@ impl Topics {
         ev: &Event<'_>,
         how: Publish,
     ) -> usize {
-        let Some(topic) = self.get_mut(key) else {
-            return 0;
-        };
-        topic.seq = topic.seq.saturating_add(how.lines.max(1));
-        fan_out(io, &topic.key, &topic.subs, ev, how)
+        self.publish_to(io, key, ev, how, None)
     }
 
     /// [`Topics::publish`] to the subscribers `only` keeps (a socket's
@@ -314,11 +310,22 @@ impl Topics {
         how: Publish,
         only: Only<'_>,
     ) -> usize {
+        self.publish_to(io, key, ev, how, Some(only))
+    }
+
+    fn publish_to(
+        &mut self,
+        io: &mut Io<'_>,
+        key: &TopicKey,
+        ev: &Event<'_>,
+        how: Publish,
+        only: Option<Only<'_>>,
+    ) -> usize {
         let Some(topic) = self.get_mut(key) else {
             return 0;
         };
         topic.seq = topic.seq.saturating_add(how.lines.max(1));
-        fan_out_where(io, &topic.key, &topic.subs, ev, how, Some(only))
+        fan_out_where(io, &topic.key, &topic.subs, ev, how, only)
     }
 }
 

@@ -186,17 +186,7 @@ impl Dialect {
                 stat: "binary",
             };
         }
-        match super::msgpack::decode(bytes) {
-            Ok((kind, obj)) => Inbound::Request {
-                kind,
-                obj,
-                ack: None,
-            },
-            Err(message) => Inbound::Invalid {
-                message,
-                stat: "invalid_msgpack",
-            },
-        }
+        request(super::msgpack::decode(bytes), "invalid_msgpack")
     }
 
     /// Decodes one text frame.
@@ -207,17 +197,7 @@ impl Dialect {
                     .into(),
                 stat: "text_on_msgpack",
             },
-            Dialect::Json => match json::parse_typed(frame) {
-                Ok((kind, obj)) => Inbound::Request {
-                    kind,
-                    obj,
-                    ack: None,
-                },
-                Err(message) => Inbound::Invalid {
-                    message,
-                    stat: "invalid_json",
-                },
-            },
+            Dialect::Json => request(json::parse_typed(frame), "invalid_json"),
             // Engine.IO's own packets (ping, pong, close) are text either way.
             Dialect::SocketIo | Dialect::SocketIoMsgPack => decode_socketio(frame, state),
         }
@@ -322,6 +302,18 @@ impl Dialect {
     /// Records the client's heartbeat answer.
     pub fn heartbeat_answered(state: &mut DialectState) {
         state.pong_due = None;
+    }
+}
+
+/// A typed request of the JSON dialect (text or MessagePack), or why not.
+fn request(parsed: Result<(String, Map<String, Value>), String>, stat: &'static str) -> Inbound {
+    match parsed {
+        Ok((kind, obj)) => Inbound::Request {
+            kind,
+            obj,
+            ack: None,
+        },
+        Err(message) => Inbound::Invalid { message, stat },
     }
 }
 

@@ -86,8 +86,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- client dependencies ----------------------------------------------------
-if [ ! -d "$HERE/node_modules/socket.io-client" ]; then
-    log "installing socket.io-client (npm ci)"
+if [ ! -d "$HERE/node_modules/socket.io-client" ] || [ ! -d "$HERE/node_modules/socket.io-msgpack-parser" ]; then
+    log "installing socket.io-client and socket.io-msgpack-parser (npm ci)"
     (cd "$HERE" && timeout 600 npm ci --no-audit --no-fund --loglevel=error)
 fi
 if ! "$PYTHON" -c 'import socketio, websocket' 2>/dev/null; then
