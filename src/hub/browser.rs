@@ -47,6 +47,8 @@ pub(super) fn shown(s: &str) -> String {
 
 impl State {
     /// A WebSocket was just accepted on `endpoint` (`target`: the server id in the path).
+    // The fields of `Input::Opened`, as the loop gives them.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_open(
         &mut self,
         io: &mut Io<'_>,

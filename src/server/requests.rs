@@ -214,6 +214,8 @@ impl Server {
     }
 
     /// Completes the WebSocket handshake and hands the socket to the hub.
+    // The fields of `Route::Upgrade`, as the router gives them.
+    #[allow(clippy::too_many_arguments)]
     fn upgrade(
         &mut self,
         key: usize,
