@@ -1,5 +1,5 @@
-//! Attack guarded against: a browser (JSON or Socket.IO, authenticated or
-//! not) sending arbitrary text frames. Decoding a frame and parsing the
+//! Attack guarded against: a browser (JSON, Socket.IO or either over
+//! MessagePack, authenticated or not) sending arbitrary text or binary frames. Decoding a frame and parsing the
 //! request in it must never panic, every refusal must be a message that can
 //! be shown (non-empty, bounded), and a request must never carry a string
 //! field longer than the protocol's limits.
@@ -18,19 +18,25 @@ fuzz_target!(|data: &[u8]| {
     };
     for dialect in Dialect::ALL {
         for state in [&DialectState::default(), &connected] {
-            match dialect.decode(&text, state) {
-                Inbound::Request { kind, obj, .. } => match json::request_from(&kind, &obj) {
-                    Ok(req) => check(&req),
-                    Err(msg) => assert!(!msg.is_empty() && msg.len() < 512, "{msg}"),
-                },
-                Inbound::Invalid { message, .. } => {
-                    assert!(!message.is_empty() && message.len() < 1024, "{message}")
-                }
-                _ => {}
-            }
+            // Text frames, and the same bytes as a binary frame (MessagePack).
+            inbound(dialect.decode(&text, state));
+            inbound(dialect.decode_binary(data, state));
         }
     }
 });
+
+fn inbound(i: Inbound) {
+    match i {
+        Inbound::Request { kind, obj, .. } => match json::request_from(&kind, &obj) {
+            Ok(req) => check(&req),
+            Err(msg) => assert!(!msg.is_empty() && msg.len() < 512, "{msg}"),
+        },
+        Inbound::Invalid { message, .. } => {
+            assert!(!message.is_empty() && message.len() < 1024, "{message}")
+        }
+        _ => {}
+    }
+}
 
 fn check(req: &BrowserRequest) {
     match req {

@@ -134,6 +134,8 @@ pub enum Source {
 pub enum DialectArg {
     Json,
     Socketio,
+    /// `/api/v1/ws?format=msgpack`: the JSON dialect as MessagePack.
+    Msgpack,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -196,6 +198,12 @@ pub struct FanoutArgs {
     /// (a remote agent's server_id, sent in `start_log_stream`); default: the local one.
     #[arg(long)]
     pub server_id: Option<String>,
+    /// With --source container: a server-side log filter sent in
+    /// `start_log_stream` (SPEC 12), a JSON object such as
+    /// '{"pattern":"^\\d+ \\d*00 "}' (stamp lines whose seq ends in 00: 1 in 100).
+    /// `{i}` in it is replaced by the subscriber's number (distinct filters).
+    #[arg(long)]
+    pub filter: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -31,6 +31,9 @@ pub enum Dialect {
     SocketIo,
     /// Plain WebSocket: established right after the upgrade.
     Raw,
+    /// The JSON dialect's messages as MessagePack maps in binary frames
+    /// (`/api/v1/ws?format=msgpack`); set up like `Json`.
+    MsgPack,
 }
 
 /// Where a subscriber finds the send timestamps in what it receives.

@@ -17,7 +17,7 @@ use crate::plan::{
     AgentSlot, Dialect, Extract, PubSpec, StormSpec, SubSpec, TlsPlan, WorkerPlan, split_range,
 };
 use crate::target::{SourceSpread, Target, parse_target};
-use crate::worker::{SIO_PATH, publish};
+use crate::worker::{MSGPACK_PATH, SIO_PATH, publish};
 
 /// Sockets one worker may hold below its open-file limit.
 const FD_HEADROOM: u64 = 200;
@@ -273,13 +273,33 @@ pub fn fanout(a: FanoutArgs) -> anyhow::Result<RunSpec> {
                 .as_deref()
                 .map(|s| format!(r#""server_id":"{}","#, json_string(s)))
                 .unwrap_or_default();
+            let filter = match &a.filter {
+                None => String::new(),
+                Some(f) => {
+                    let probe = f.replace("{i}", "0");
+                    let v: serde_json::Value =
+                        serde_json::from_str(&probe).context("--filter must be a JSON object")?;
+                    anyhow::ensure!(v.is_object(), "--filter must be a JSON object");
+                    format!(r#""filter":{f},"#)
+                }
+            };
             let sub = match a.dialect {
-                DialectArg::Json => SubSpec {
-                    path: a.path.clone().unwrap_or_else(|| "/api/v1/ws".into()),
-                    dialect: Dialect::Json,
+                DialectArg::Json | DialectArg::Msgpack => SubSpec {
+                    path: a.path.clone().unwrap_or_else(|| {
+                        if a.dialect == DialectArg::Msgpack {
+                            MSGPACK_PATH.into()
+                        } else {
+                            "/api/v1/ws".into()
+                        }
+                    }),
+                    dialect: if a.dialect == DialectArg::Msgpack {
+                        Dialect::MsgPack
+                    } else {
+                        Dialect::Json
+                    },
                     token: tok,
                     subscribe: Some(format!(
-                        r#"{{"type":"start_log_stream",{server}"container_id":"{id}","tail":0}}"#
+                        r#"{{"type":"start_log_stream",{server}{filter}"container_id":"{id}","tail":0}}"#
                     )),
                     extract: Extract::LogUpdate,
                 },
@@ -288,7 +308,7 @@ pub fn fanout(a: FanoutArgs) -> anyhow::Result<RunSpec> {
                     dialect: Dialect::SocketIo,
                     token: tok,
                     subscribe: Some(format!(
-                        r#"42["start_log_stream",{{"container_id":"{id}","tail":0}}]"#
+                        r#"42["start_log_stream",{{{filter}"container_id":"{id}","tail":0}}]"#
                     )),
                     extract: Extract::SioLogUpdate,
                 },
@@ -330,6 +350,7 @@ fn passive_subscriber(
     let (dialect, default_path) = match d {
         DialectArg::Json => (Dialect::Json, "/api/v1/ws"),
         DialectArg::Socketio => (Dialect::SocketIo, SIO_PATH),
+        DialectArg::Msgpack => (Dialect::MsgPack, MSGPACK_PATH),
     };
     Ok(SubSpec {
         path: path.unwrap_or(default_path).to_string(),

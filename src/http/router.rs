@@ -73,6 +73,8 @@ pub enum Route {
         /// The client offered permessage-deflate in a form we accept, and
         /// `[limits] compression` is on.
         deflate: bool,
+        /// The wire it asked for (`format=msgpack`, SPEC 12).
+        dialect: crate::protocol::Dialect,
     },
     /// `POST /api/v1/login` with a well-formed body: check the password
     /// off the loop, then answer (and close the connection).
@@ -316,6 +318,10 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
         {
             return refuse(400, "", why, false, "bad_upgrade");
         }
+        let dialect = match crate::protocol::Dialect::for_request(endpoint, &head.query) {
+            Ok(d) => d,
+            Err(why) => return refuse(400, "", why, false, "bad_upgrade"),
+        };
         let accept = match check_upgrade(head) {
             Ok(a) => a,
             Err(r) => return refuse(r.status, r.extra_headers, &r.message, false, "bad_upgrade"),
@@ -341,6 +347,7 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
             accept,
             claims,
             deflate,
+            dialect,
         };
     }
     let keep_alive = !head.connection_close;

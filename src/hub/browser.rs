@@ -40,23 +40,26 @@ fn anonymous() -> AuthState {
     }
 }
 
-fn shown(s: &str) -> String {
+/// At most 80 characters of a client's string, for an error message.
+pub(super) fn shown(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
 impl State {
     /// A WebSocket was just accepted on `endpoint` (`target`: the server id in the path).
+    // The fields of `Input::Opened`, as the loop gives them.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_open(
         &mut self,
         io: &mut Io<'_>,
         conn: ConnId,
         serial: u64,
         endpoint: Endpoint,
+        dialect: Dialect,
         target: Option<String>,
         claims: Option<Claims>,
     ) {
         let deadline = io.now + self.config.auth_timeout;
-        let dialect = Dialect::for_endpoint(endpoint);
         // A session token on the upgrade (checked by the router) stands for
         // the first-message `auth`; agents always authenticate with their key.
         let claims = claims.filter(|_| endpoint != Endpoint::Agent);
@@ -102,7 +105,7 @@ impl State {
                 self.topics
                     .subscribe(io, &TopicKey::Containers(local.clone()), conn);
                 self.topics.subscribe(io, &TopicKey::Servers, conn);
-                if dialect == Dialect::Json {
+                if !dialect.is_socketio() {
                     self.watch_metrics(io, conn, &local, false);
                 }
             }
@@ -157,8 +160,21 @@ impl State {
     /// One text message from any WebSocket the hub serves.
     pub(super) fn on_text(&mut self, io: &mut Io<'_>, conn: ConnId, text: &str) {
         let Some(s) = io.session(conn) else { return };
+        let inbound = s.dialect.decode(text, &s.wire);
+        self.on_inbound(io, conn, inbound);
+    }
+
+    /// One binary message (a MessagePack socket's requests).
+    pub(super) fn on_binary(&mut self, io: &mut Io<'_>, conn: ConnId, data: &[u8]) {
+        let Some(s) = io.session(conn) else { return };
+        let inbound = s.dialect.decode_binary(data, &s.wire);
+        self.on_inbound(io, conn, inbound);
+    }
+
+    /// A decoded message, whichever its frame.
+    fn on_inbound(&mut self, io: &mut Io<'_>, conn: ConnId, inbound: Inbound) {
+        let Some(s) = io.session(conn) else { return };
         let (endpoint, dialect, ready) = (s.endpoint, s.dialect, s.is_ready());
-        let inbound = dialect.decode(text, &s.wire);
         if endpoint == Endpoint::Agent {
             return self.on_agent_inbound(io, conn, inbound);
         }
@@ -327,15 +343,16 @@ impl State {
                 container_id,
                 tail,
                 since_seq,
+                filter,
             } => {
                 let sid = server_id.unwrap_or_else(|| self.config.server_id.clone());
                 let id = self.resolve_on(&sid, &container_id)?;
                 let from = super::logs::Start {
                     tail: tail.unwrap_or(100),
                     since_seq,
+                    group: None,
                 };
-                self.subscribe_logs(io, conn, &sid, &id, from);
-                Ok(())
+                self.subscribe_logs(io, conn, &sid, &id, from, filter)
             }
             BrowserRequest::StopLogStream {
                 server_id,
@@ -363,6 +380,9 @@ impl State {
                     },
                 );
                 Ok(())
+            }
+            BrowserRequest::SetEventFilter { server_id, filter } => {
+                self.set_event_filter(io, conn, server_id, filter)
             }
             BrowserRequest::ListServers => {
                 self.send_servers(io, conn, request_id);

@@ -51,26 +51,24 @@ impl State {
                 self.publish_server_state(io, &sid);
             }
             DockerEvent::Changed(c) => {
-                let key = self.containers_key();
+                let sid = self.config.server_id.clone();
                 let ev = Event::ContainerChanged {
-                    server_id: &self.config.server_id,
+                    server_id: &sid,
                     container: &c,
                 };
-                self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
+                self.publish_container_event(io, &sid, &c.id, Some(&c), &ev);
                 let previous = self.containers.remove(&c.id);
-                let sid = self.config.server_id.clone();
                 self.alerts_on_container(io, &sid, previous.as_ref(), &c);
                 self.containers.insert(c.id.clone(), c);
             }
             DockerEvent::Removed { id } => {
-                if self.containers.remove(&id).is_some() {
-                    let key = self.containers_key();
+                if let Some(gone) = self.containers.remove(&id) {
+                    let sid = self.config.server_id.clone();
                     let ev = Event::ContainerRemoved {
-                        server_id: &self.config.server_id,
+                        server_id: &sid,
                         id: &id,
                     };
-                    self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
-                    let sid = self.config.server_id.clone();
+                    self.publish_container_event(io, &sid, &id, Some(&gone), &ev);
                     self.alerts_on_container_removed(io, &sid, &id);
                 }
             }

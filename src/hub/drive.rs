@@ -68,6 +68,7 @@ pub fn drive_hub(data: &[u8]) {
                     target,
                     claims: None,
                     peer: None,
+                    dialect: crate::protocol::Dialect::for_endpoint(endpoint),
                 }
             }
             4 if open[conn] => {

@@ -39,12 +39,19 @@ use std::time::{Duration, Instant};
 
 use crate::config::defaults::LOG_HISTORY_LINES;
 use crate::feed::{DockerRequest, LogLine};
+use crate::protocol::filter::{LogFilter, LogFilterSpec};
 use crate::protocol::json::Event;
 
 use super::logring::{After, LogRing};
 use super::session::ConnId;
-use super::topics::{Publish, TopicKey};
+use super::topics::{DialectSets, Publish, Topic, TopicKey};
 use super::{Io, State};
+
+/// Most distinct filters one container's stream serves at once (each costs
+/// a match of every line; see docs/performance.md).
+pub const MAX_FILTERS_PER_CONTAINER: usize = 1024;
+/// Most filtered log streams one socket holds.
+pub const MAX_FILTERED_STREAMS_PER_SOCKET: usize = 64;
 
 /// A `log_update` frame carries at most this many bytes of lines.
 const MAX_LOG_FRAME_BYTES: usize = 64 << 10;
@@ -57,6 +64,17 @@ pub const LOG_COALESCE: Duration = Duration::from_millis(2);
 pub struct Start {
     pub tail: usize,
     pub since_seq: Option<u64>,
+    /// The subscriber's filter group ([`LogFollow::groups`]), if filtered.
+    pub group: Option<usize>,
+}
+
+/// The subscribers of one distinct filter of a stream (SPEC 12): a topic
+/// of its own inside the container's, fed by the same follower, its frames
+/// encoded once for all of them.
+#[derive(Debug)]
+pub struct FilterGroup {
+    pub filter: LogFilter,
+    pub subs: DialectSets,
 }
 
 /// The follower behind one container's log topic, and the stream's ring.
@@ -79,34 +97,127 @@ pub struct LogFollow {
     pub last_frame: Option<Instant>,
     /// Lines held back because they came within `LOG_COALESCE` of the last frame.
     pub held: Vec<LogLine>,
+    /// Filtered subscribers, one group per distinct filter; the topic's own
+    /// `subs` are the unfiltered ones. A group lives while anyone is in it
+    /// or waiting for it.
+    pub groups: slab::Slab<FilterGroup>,
 }
 
-/// Splits lines into newline-terminated chunks of at most `MAX_LOG_FRAME_BYTES`
-/// (a longer single line travels alone, never split).
-fn chunks<'a>(lines: impl IntoIterator<Item = &'a LogLine>) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut n = 0u64;
-    for l in lines {
-        if !cur.is_empty() && cur.len() + l.text.len() + 1 > MAX_LOG_FRAME_BYTES {
-            out.push((std::mem::take(&mut cur), n));
-            n = 0;
-        }
-        cur.push_str(&l.text);
-        cur.push('\n');
-        n += 1;
+impl LogFollow {
+    /// The filter group `conn` is in (or waiting for).
+    pub fn group_of(&self, conn: ConnId) -> Option<usize> {
+        self.groups
+            .iter()
+            .find(|(_, g)| g.subs.contains(conn))
+            .map(|(i, _)| i)
+            .or_else(|| {
+                self.waiting
+                    .iter()
+                    .find(|(c, _)| *c == conn)
+                    .and_then(|(_, at)| at.group)
+            })
     }
-    if !cur.is_empty() {
-        out.push((cur, n));
+
+    /// Takes `conn` out of the waiting list and its group; a group left
+    /// with nobody goes.
+    pub fn leave(&mut self, conn: ConnId) {
+        self.waiting.retain(|(c, _)| *c != conn);
+        let waited: Vec<usize> = self.waiting.iter().filter_map(|(_, at)| at.group).collect();
+        self.groups.retain(|i, g| {
+            g.subs.remove(conn);
+            !g.subs.is_empty() || waited.contains(&i)
+        });
+    }
+
+    /// Nobody filtered is in the stream or waiting for it.
+    pub fn is_unwatched(&self) -> bool {
+        self.waiting.is_empty() && self.groups.is_empty()
+    }
+
+    /// Every subscriber set: the unfiltered (`subs`) and each group's.
+    fn all_sets<'a>(&'a self, subs: &'a DialectSets) -> impl Iterator<Item = &'a DialectSets> {
+        std::iter::once(subs).chain(self.groups.iter().map(|(_, g)| &g.subs))
+    }
+}
+
+/// Puts a subscriber whose history was sent into the live stream: its
+/// filter group's set, or the topic's own.
+fn join(topic: &mut Topic, conn: ConnId, d: crate::protocol::Dialect, group: Option<usize>) {
+    let set = match (group, topic.log.as_mut()) {
+        (Some(g), Some(f)) if f.groups.contains(g) => &mut f.groups[g].subs,
+        _ => &mut topic.subs,
+    };
+    set.set(d).insert(conn);
+}
+
+/// One frame's worth of lines: the text and the `seq` of its last line.
+struct Chunk {
+    text: String,
+    lines: u64,
+    last_seq: u64,
+}
+
+/// Splits numbered lines (`(seq, line)`) into newline-terminated chunks of
+/// at most `MAX_LOG_FRAME_BYTES` (a longer single line travels alone, never
+/// split). With a filter the numbers have gaps: each chunk carries the
+/// `seq` of its own last line.
+fn chunks<'a>(lines: impl IntoIterator<Item = (u64, &'a LogLine)>) -> Vec<Chunk> {
+    let mut out = Vec::new();
+    let mut cur = Chunk {
+        text: String::new(),
+        lines: 0,
+        last_seq: 0,
+    };
+    for (seq, l) in lines {
+        if cur.lines > 0 && cur.text.len() + l.text.len() + 1 > MAX_LOG_FRAME_BYTES {
+            out.push(std::mem::replace(
+                &mut cur,
+                Chunk {
+                    text: String::new(),
+                    lines: 0,
+                    last_seq: 0,
+                },
+            ));
+        }
+        cur.text.push_str(&l.text);
+        cur.text.push('\n');
+        cur.lines += 1;
+        cur.last_seq = seq;
+    }
+    if cur.lines > 0 {
+        out.push(cur);
     }
     out
+}
+
+/// Lines numbered from `first`.
+fn numbered<'a>(
+    first: u64,
+    lines: impl IntoIterator<Item = &'a LogLine>,
+) -> impl Iterator<Item = (u64, &'a LogLine)> {
+    lines
+        .into_iter()
+        .enumerate()
+        .map(move |(i, l)| (first.saturating_add(i as u64), l))
 }
 
 /// Sends one subscriber where its stream starts, from the ring: a
 /// `log_gap` first when lines it asked for are gone (or its `since_seq` is
 /// not of this stream's epoch: then its `tail` follows), then the lines,
 /// each frame with the `seq` of its last line.
-fn serve(io: &mut Io<'_>, conn: ConnId, server: &str, container: &str, ring: &LogRing, at: Start) {
+fn serve(
+    io: &mut Io<'_>,
+    conn: ConnId,
+    server: &str,
+    container: &str,
+    follow: &LogFollow,
+    at: Start,
+) {
+    let ring = &follow.ring;
+    let filter = at
+        .group
+        .and_then(|g| follow.groups.get(g))
+        .map(|g| &g.filter);
     let gap = |io: &mut Io<'_>, missed: Option<u64>| {
         io.event(
             conn,
@@ -130,16 +241,15 @@ fn serve(io: &mut Io<'_>, conn: ConnId, server: &str, container: &str, ring: &Lo
         }
     };
     let (first, lines) = ring.from_index(from);
-    let mut seq = first.saturating_sub(1);
-    for (log, n) in chunks(lines) {
-        seq = seq.saturating_add(n);
+    let lines = numbered(first, lines).filter(|(_, l)| filter.is_none_or(|f| f.matches(l)));
+    for c in chunks(lines) {
         io.event(
             conn,
             &Event::LogUpdate {
                 server_id: server,
                 container_id: container,
-                log: &log,
-                seq,
+                log: &c.text,
+                seq: c.last_seq,
             },
         );
     }
@@ -181,6 +291,7 @@ impl State {
         // them again, after the seam.
         f.held.clear();
         f.waiting.clear();
+        f.groups.clear();
         f.incoming = None;
         f.follow_id = 0;
         f.suspended = true;
@@ -189,7 +300,13 @@ impl State {
     }
 
     /// `start_log_stream` for an already resolved container id of `server_id`
-    /// (the local host's or an online agent's).
+    /// (the local host's or an online agent's), with the lines `filter`
+    /// selects (SPEC 12).
+    ///
+    /// # Errors
+    /// The filter's pattern is refused, the stream serves too many
+    /// distinct filters, the socket holds too many filtered streams, or it
+    /// already streams this container with another filter.
     pub(super) fn subscribe_logs(
         &mut self,
         io: &mut Io<'_>,
@@ -197,19 +314,51 @@ impl State {
         server_id: &str,
         id: &str,
         at: Start,
-    ) {
+        filter: Option<LogFilterSpec>,
+    ) -> Result<(), String> {
         let key = TopicKey::Logs {
             server: server_id.to_string(),
             container: id.to_string(),
         };
-        // Already streaming (or no session): starting again is a no-op.
-        if !self.topics.note_subscribed(io, &key, conn) {
-            return;
+        let follow = self.topics.get(&key).and_then(|t| t.log.as_ref());
+        let existing = filter.as_ref().and_then(|spec| {
+            follow.and_then(|f| f.groups.iter().find(|(_, g)| g.filter.spec == *spec))
+        });
+        // A bad filter is refused first, before anything is recorded.
+        let mut compiled = None;
+        if let Some(spec) = filter.as_ref().filter(|_| existing.is_none()) {
+            if follow.is_some_and(|f| f.groups.len() >= MAX_FILTERS_PER_CONTAINER) {
+                return Err(format!(
+                    "this container's stream already serves {MAX_FILTERS_PER_CONTAINER} distinct filters"
+                ));
+            }
+            compiled = Some(LogFilter::compile(spec.clone())?);
         }
-        let at = Start {
-            tail: at.tail.min(LOG_HISTORY_LINES),
-            ..at
-        };
+        if io
+            .session(conn)
+            .is_some_and(|s| s.is_subscribed(self.topics.id_of(&key)))
+        {
+            // Already streaming: starting again is a no-op, unless it asks
+            // for another filter.
+            let current = follow
+                .and_then(|f| f.group_of(conn).and_then(|g| f.groups.get(g)))
+                .map(|g| &g.filter.spec);
+            if current != filter.as_ref() {
+                return Err(format!(
+                    "already streaming {id}: send stop_log_stream first to change its filter"
+                ));
+            }
+            return Ok(());
+        }
+        if filter.is_some() && self.filtered_streams_of(io, conn) >= MAX_FILTERED_STREAMS_PER_SOCKET
+        {
+            return Err(format!(
+                "at most {MAX_FILTERED_STREAMS_PER_SOCKET} filtered log streams per socket"
+            ));
+        }
+        if !self.topics.note_subscribed(io, &key, conn) {
+            return Ok(());
+        }
         if self.topics.entry(&key).log.is_none() {
             // A stream kept idle resumes where it was; else a new one.
             let follow = self.idle_logs.take(&key).unwrap_or_default();
@@ -219,15 +368,43 @@ impl State {
         }
         let topic = self.topics.entry(&key);
         let Some(follow) = topic.log.as_mut() else {
-            return;
+            return Ok(());
+        };
+        let group = match (filter, compiled) {
+            (None, _) => None,
+            (Some(_), Some(new)) => Some(follow.groups.insert(FilterGroup {
+                filter: new,
+                subs: DialectSets::default(),
+            })),
+            (Some(spec), None) => follow
+                .groups
+                .iter()
+                .find(|(_, g)| g.filter.spec == spec)
+                .map(|(i, _)| i),
+        };
+        let at = Start {
+            tail: at.tail.min(LOG_HISTORY_LINES),
+            group,
+            ..at
         };
         if follow.has_history {
-            serve(io, conn, server_id, id, &follow.ring, at);
+            serve(io, conn, server_id, id, follow, at);
             let d = io.dialect(conn);
-            topic.subs.set(d).insert(conn);
+            join(topic, conn, d, group);
         } else {
             follow.waiting.push((conn, at));
         }
+        Ok(())
+    }
+
+    /// How many filtered log streams `conn` holds.
+    fn filtered_streams_of(&self, io: &Io<'_>, conn: ConnId) -> usize {
+        let Some(s) = io.session(conn) else { return 0 };
+        s.topics
+            .iter()
+            .filter_map(|id| self.topics.get(self.topics.key_of(*id)?)?.log.as_ref())
+            .filter(|f| f.group_of(conn).is_some())
+            .count()
     }
 
     /// Starts the follower of a log topic: the Docker feed's for a local
@@ -303,7 +480,9 @@ impl State {
                     container_id: container,
                     missed: None,
                 };
-                super::topics::fan_out(io, key, &topic.subs, &ev, Publish::ESSENTIAL);
+                for set in follow.all_sets(&topic.subs) {
+                    super::topics::fan_out(io, key, set, &ev, Publish::ESSENTIAL);
+                }
             }
             let new: Vec<LogLine> = history.into_iter().skip(seam.new_from).collect();
             if !new.is_empty() {
@@ -316,9 +495,11 @@ impl State {
         }
         follow.has_history = true;
         for (conn, at) in std::mem::take(&mut follow.waiting) {
-            serve(io, conn, server, container, &follow.ring, at);
+            if let Some(f) = topic.log.as_ref() {
+                serve(io, conn, server, container, f, at);
+            }
             let d = io.dialect(conn);
-            topic.subs.set(d).insert(conn);
+            join(topic, conn, d, at.group);
         }
     }
 
@@ -387,23 +568,42 @@ impl State {
         let TopicKey::Logs { server, container } = key else {
             return;
         };
-        let Some(mut seq) = self
-            .topics
-            .get(key)
-            .and_then(|t| t.log.as_ref())
-            .map(|f| f.ring.last_seq())
-        else {
+        let Some(topic) = self.topics.get_mut(key) else {
             return;
         };
-        for (log, n) in chunks(&lines) {
-            seq = seq.saturating_add(n);
-            let ev = Event::LogUpdate {
-                server_id: server,
-                container_id: container,
-                log: &log,
-                seq,
-            };
-            self.topics.publish(io, key, &ev, Publish::lines(n));
+        let Some(first) = topic.log.as_ref().map(|f| f.ring.last_seq() + 1) else {
+            return;
+        };
+        // Nobody unfiltered (and no parked session) wants the whole stream:
+        // no frame is built for it.
+        if topic.subs.is_empty() && !io.sessions.sio.keeps(key) {
+            topic.seq = topic.seq.saturating_add(lines.len() as u64);
+        } else {
+            for c in chunks(numbered(first, &lines)) {
+                let ev = Event::LogUpdate {
+                    server_id: server,
+                    container_id: container,
+                    log: &c.text,
+                    seq: c.last_seq,
+                };
+                self.topics.publish(io, key, &ev, Publish::lines(c.lines));
+            }
+        }
+        // Each distinct filter: its own lines, its own frames, shared by
+        // its subscribers.
+        if let Some(follow) = self.topics.get(key).and_then(|t| t.log.as_ref()) {
+            for (_, g) in &follow.groups {
+                let mine = numbered(first, &lines).filter(|(_, l)| g.filter.matches(l));
+                for c in chunks(mine) {
+                    let ev = Event::LogUpdate {
+                        server_id: server,
+                        container_id: container,
+                        log: &c.text,
+                        seq: c.last_seq,
+                    };
+                    super::topics::fan_out(io, key, &g.subs, &ev, Publish::lines(c.lines));
+                }
+            }
         }
         if let Some(follow) = self.topics.get_mut(key).and_then(|t| t.log.as_mut()) {
             for l in lines {
@@ -438,7 +638,14 @@ impl State {
             container_id: container,
             message: reason,
         };
-        super::topics::fan_out(io, &key, &topic.subs, &ev, Publish::ESSENTIAL);
+        let groups = topic
+            .log
+            .iter()
+            .flat_map(|f| f.groups.iter().map(|(_, g)| &g.subs));
+        let sets: Vec<&DialectSets> = std::iter::once(&topic.subs).chain(groups).collect();
+        for set in &sets {
+            super::topics::fan_out(io, &key, set, &ev, Publish::ESSENTIAL);
+        }
         let waiting: Vec<ConnId> = topic
             .log
             .as_ref()
@@ -447,7 +654,7 @@ impl State {
         for &c in &waiting {
             io.event(c, &ev);
         }
-        let everyone: Vec<ConnId> = topic.subs.all().chain(waiting).collect();
+        let everyone: Vec<ConnId> = sets.iter().flat_map(|s| s.all()).chain(waiting).collect();
         for c in everyone {
             if let Some(s) = io.session_mut(c) {
                 s.topics.retain(|t| *t != id);
@@ -515,11 +722,12 @@ mod tests {
     fn chunks_never_split_lines_and_keep_order() {
         let big = "x".repeat(40 << 10);
         let lines = vec![line("a"), line(&big), line(&big), line("b")];
-        let c = chunks(&lines);
+        let c = chunks(numbered(7, &lines));
         assert_eq!(c.len(), 2);
-        assert_eq!(c[0].1 + c[1].1, 4);
-        let joined: String = c.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(c[0].lines + c[1].lines, 4);
+        assert_eq!((c[0].last_seq, c[1].last_seq), (8, 10));
+        let joined: String = c.iter().map(|c| c.text.as_str()).collect();
         assert_eq!(joined, format!("a\n{big}\n{big}\nb\n"));
-        assert!(c.iter().all(|(s, _)| s.ends_with('\n')));
+        assert!(c.iter().all(|c| c.text.ends_with('\n')));
     }
 }

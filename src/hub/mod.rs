@@ -15,8 +15,8 @@
 //! `topics.rs` (fan-out), `browser.rs` (browser requests), `logs.rs` (log
 //! followers), `docker.rs` (Docker feed events), `agents.rs` (agents and
 //! metrics), `commands.rs` (relayed commands and the audit trail),
-//! `servers.rs` (the server directory, agents' containers, container
-//! stats), `alerts.rs` (alert rules), `history.rs` (metrics history),
+//! `servers.rs` (the server directory, agents' containers),
+//! `events.rs` (event filters, container stats), `alerts.rs` (alert rules), `history.rs` (metrics history),
 //! `reload.rs` (a new config on SIGHUP, and what it revokes), `logring.rs`
 //! (a log stream's numbered lines, `since_seq`, idle streams), `resume.rs`
 //! (log streams suspended and resumed across outages),
@@ -28,6 +28,7 @@ mod browser;
 mod commands;
 mod docker;
 mod drive;
+mod events;
 pub mod history;
 mod logring;
 mod logs;
@@ -61,7 +62,10 @@ pub use commands::{Audit, PendingCommand};
 pub use drive::{DRIVE_AGENT_KEY, drive_hub};
 pub use history::HistoryRange;
 pub use logring::{IdleLogs, LogRing};
-pub use logs::{LOG_COALESCE, LogFollow};
+pub use logs::{
+    FilterGroup, LOG_COALESCE, LogFollow, MAX_FILTERED_STREAMS_PER_SOCKET,
+    MAX_FILTERS_PER_CONTAINER,
+};
 pub use outbox::{Close, Io, MemoryConn, MemoryOutbox, Outbox};
 pub use reload::Reload;
 pub use servers::{DockerStatus, MAX_REMOTE_CONTAINERS, RemoteTable};
@@ -78,6 +82,8 @@ pub enum Input<'a> {
         conn: ConnId,
         serial: u64,
         endpoint: Endpoint,
+        /// The wire the upgrade asked for ([`crate::protocol::Dialect::for_request`]).
+        dialect: crate::protocol::Dialect,
         target: Option<String>,
         /// A browser socket whose upgrade carried a valid session token
         /// (cookie or Bearer, checked by the router): it opens authenticated.
@@ -87,8 +93,8 @@ pub enum Input<'a> {
     },
     /// One complete text message.
     Text { conn: ConnId, text: &'a str },
-    /// One complete binary message (no endpoint takes them).
-    Binary { conn: ConnId },
+    /// One complete binary message (MessagePack sockets take them).
+    Binary { conn: ConnId, data: &'a [u8] },
     /// The connection is gone or closing (not by the hub's own close).
     Closed { conn: ConnId },
     /// The connection's queue drained below half its cap after it lost frames.
@@ -238,20 +244,18 @@ impl Hub {
                 conn,
                 serial,
                 endpoint,
+                dialect,
                 target,
                 claims,
                 peer,
             } => {
-                st.on_open(&mut io, conn, serial, endpoint, target, claims);
+                st.on_open(&mut io, conn, serial, endpoint, dialect, target, claims);
                 if let Some(s) = io.session_mut(conn) {
                     s.peer = peer;
                 }
             }
             Input::Text { conn, text } => st.on_text(&mut io, conn, text),
-            Input::Binary { conn } => {
-                io.stats.bad_input("binary");
-                io.error(conn, "binary messages are not supported; send JSON text");
-            }
+            Input::Binary { conn, data } => st.on_binary(&mut io, conn, data),
             Input::Closed { conn } => st.detach(&mut io, conn),
             Input::Drained { conn } => topics::report_dropped(&mut io, conn),
             Input::Feed(FeedEvent::Docker(d)) => st.on_docker(&mut io, d),

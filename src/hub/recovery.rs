@@ -435,13 +435,16 @@ impl State {
             .filter_map(|id| self.topics.key_of(*id).cloned())
             .collect();
         // Waiting for a log stream's history: nothing to resume from yet.
+        // Filtered streams and event filters (SPEC 12) are not kept either.
         let waiting = keys.iter().any(|k| {
             self.topics
                 .get(k)
                 .and_then(|t| t.log.as_ref())
-                .is_some_and(|f| f.waiting.iter().any(|(c, _)| *c == conn))
+                .is_some_and(|f| {
+                    f.group_of(conn).is_some() || f.waiting.iter().any(|(c, _)| *c == conn)
+                })
         });
-        if waiting {
+        if waiting || !s.event_filters.is_empty() {
             return false;
         }
         for key in &keys {

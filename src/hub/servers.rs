@@ -321,30 +321,6 @@ impl State {
         }
     }
 
-    /// `container_stats` for a server's subscribers.
-    pub(super) fn publish_stats(
-        &mut self,
-        io: &mut Io<'_>,
-        server_id: &str,
-        stats: &[ContainerStats],
-    ) {
-        let key = TopicKey::Stats(server_id.to_string());
-        if self.topics.get(&key).is_none_or(|t| t.subs.is_empty()) {
-            return;
-        }
-        let mut fields = Map::new();
-        fields.insert("server_id".into(), Value::from(server_id));
-        fields.insert(
-            "stats".into(),
-            serde_json::to_value(stats).unwrap_or(Value::Array(Vec::new())),
-        );
-        let ev = Event::Object {
-            name: "container_stats",
-            fields: &fields,
-        };
-        self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
-    }
-
     /// The extension messages of an agent that announced itself (SPEC 6).
     /// `false` when `kind` is not one of them.
     pub(super) fn on_agent_extension(
@@ -493,15 +469,14 @@ impl State {
         let Some(v) = obj.get("container") else {
             return Err("missing field \"container\"".into());
         };
-        let key = TopicKey::Containers(server_id.to_string());
         if v.get("state").and_then(Value::as_str) == Some("removed") {
             let id = v.get("id").and_then(Value::as_str).unwrap_or_default();
             let Some(s) = self.servers.get_mut(server_id) else {
                 return Ok(());
             };
-            if s.table.containers.remove(id).is_some() {
+            if let Some(gone) = s.table.containers.remove(id) {
                 let ev = Event::ContainerRemoved { server_id, id };
-                self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
+                self.publish_container_event(io, server_id, id, Some(&gone), &ev);
                 self.alerts_on_container_removed(io, server_id, id);
             }
             return Ok(());
@@ -521,7 +496,10 @@ impl State {
             server_id,
             container: &c,
         };
-        self.topics.publish(io, &key, &ev, Publish::ESSENTIAL);
+        self.publish_container_event(io, server_id, &c.id, Some(&c), &ev);
+        let Some(s) = self.servers.get_mut(server_id) else {
+            return Ok(());
+        };
         let previous = s.table.containers.insert(c.id.clone(), c.clone());
         self.alerts_on_container(io, server_id, previous.as_ref(), &c);
         Ok(())

@@ -372,3 +372,55 @@ fn the_fuzz_seed_for_remote_servers_keeps_the_invariants() {
     // a remote command, the engine going down and the agent leaving.
     super::drive_hub(include_bytes!("../../fuzz/corpus/hub_inputs/seed04"));
 }
+
+#[test]
+fn remote_containers_are_filtered_in_the_hub() {
+    let mut h = hub();
+    let a = docker_agent(&mut h);
+    let errors = browser(&mut h);
+    let all = browser(&mut h);
+    h.send(
+        errors,
+        &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "web", "tail": 0,
+                "filter": {"levels": ["error"], "stream": "stderr"}}),
+    );
+    h.send(
+        all,
+        &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "web", "tail": 0}),
+    );
+    let asked = h.take(a);
+    assert_eq!(
+        of_type(&asked, "subscribe_logs").len(),
+        1,
+        "one follower on the agent"
+    );
+    assert!(
+        asked[0].get("filter").is_none(),
+        "the agent is not asked to filter"
+    );
+    h.send(
+        a,
+        &json!({"type": "log_batch", "container_id": "aaaa1111", "history": true, "last": true, "lines": []}),
+    );
+    let line = |stream: &str, l: &str| json!({"stream": stream, "timestamp": "2026-01-01T00:00:00Z", "line": l});
+    h.send(
+        a,
+        &json!({"type": "log_batch", "container_id": "aaaa1111", "lines": [
+            line("stdout", "INFO ok"), line("stderr", "ERROR disk full"),
+            line("stdout", "ERROR on stdout"), line("stderr", "WARN slow")]}),
+    );
+    let e = h.take(errors);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0]["log"], "ERROR disk full\n");
+    assert_eq!(e[0]["server_id"], "srv-1");
+    let every = h.take(all);
+    assert_eq!(
+        every[0]["log"],
+        "INFO ok\nERROR disk full\nERROR on stdout\nWARN slow\n"
+    );
+    assert_eq!(
+        e[0]["seq"].as_u64().unwrap() + 2,
+        every[0]["seq"].as_u64().unwrap(),
+        "seq counts the lines the filter dropped"
+    );
+}

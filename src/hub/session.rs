@@ -12,6 +12,7 @@
 use std::time::Instant;
 
 use crate::auth::Role;
+use crate::protocol::filter::EventFilter;
 use crate::protocol::{Dialect, DialectState};
 use crate::stats::Endpoint;
 
@@ -73,6 +74,9 @@ pub struct Session {
     /// Socket.IO connection state recovery: set when the CONNECT asked for
     /// it (`recovery.rs`); its events then carry offsets.
     pub resume: Option<Box<Resume>>,
+    /// `set_event_filter` (SPEC 12): per server, the containers whose
+    /// events this socket hears; a server not listed: all of them.
+    pub event_filters: Vec<(String, EventFilter)>,
 }
 
 impl Session {
@@ -90,7 +94,16 @@ impl Session {
             peer: None,
             refusals: RefusalBudget::default(),
             resume: None,
+            event_filters: Vec::new(),
         }
+    }
+
+    /// The socket's event filter for `server_id`, when it set one.
+    pub fn event_filter(&self, server_id: &str) -> Option<&EventFilter> {
+        self.event_filters
+            .iter()
+            .find(|(s, _)| s == server_id)
+            .map(|(_, f)| f)
     }
 
     pub fn is_ready(&self) -> bool {

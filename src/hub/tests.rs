@@ -77,6 +77,7 @@ impl Harness {
             target: target.map(str::to_string),
             claims: None,
             peer: None,
+            dialect: crate::protocol::Dialect::for_endpoint(endpoint),
         });
         conn
     }
@@ -749,6 +750,7 @@ fn a_socket_opened_with_a_verified_session_starts_authenticated() {
             target: None,
             claims: Some(claims(role)),
             peer: None,
+            dialect: crate::protocol::Dialect::for_endpoint(endpoint),
         });
         conn
     };
@@ -826,6 +828,7 @@ fn metrics_history_is_kept_for_the_local_host_and_agents() {
 
 /// Alert rules, states and the snapshot, driven the same way.
 mod alerts;
+mod filters;
 mod recovery;
 mod reload;
 mod resume;

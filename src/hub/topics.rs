@@ -273,10 +273,10 @@ impl Topics {
         let topic = &mut self.slots[id as usize];
         topic.subs.remove(conn);
         if let Some(f) = topic.log.as_mut() {
-            f.waiting.retain(|(c, _)| *c != conn);
+            f.leave(conn);
         }
         let idle = topic.subs.is_empty()
-            && topic.log.as_ref().is_none_or(|f| f.waiting.is_empty())
+            && topic.log.as_ref().is_none_or(|f| f.is_unwatched())
             && !io.sessions.sio.keeps(key); // a parked Socket.IO session (recovery.rs)
         if idle { self.remove(key) } else { None }
     }
@@ -297,13 +297,40 @@ impl Topics {
         ev: &Event<'_>,
         how: Publish,
     ) -> usize {
+        self.publish_to(io, key, ev, how, None)
+    }
+
+    /// [`Topics::publish`] to the subscribers `only` keeps (a socket's
+    /// event filter, SPEC 12); the frame is still encoded once per dialect.
+    pub fn publish_where(
+        &mut self,
+        io: &mut Io<'_>,
+        key: &TopicKey,
+        ev: &Event<'_>,
+        how: Publish,
+        only: Only<'_>,
+    ) -> usize {
+        self.publish_to(io, key, ev, how, Some(only))
+    }
+
+    fn publish_to(
+        &mut self,
+        io: &mut Io<'_>,
+        key: &TopicKey,
+        ev: &Event<'_>,
+        how: Publish,
+        only: Option<Only<'_>>,
+    ) -> usize {
         let Some(topic) = self.get_mut(key) else {
             return 0;
         };
         topic.seq = topic.seq.saturating_add(how.lines.max(1));
-        fan_out(io, &topic.key, &topic.subs, ev, how)
+        fan_out_where(io, &topic.key, &topic.subs, ev, how, only)
     }
 }
+
+/// Which of a topic's subscribers a publish is for.
+pub type Only<'f> = &'f dyn Fn(&Io<'_>, ConnId) -> bool;
 
 /// Sends one event to a set of subscribers under the publish rules.
 pub fn fan_out(
@@ -313,8 +340,21 @@ pub fn fan_out(
     ev: &Event<'_>,
     how: Publish,
 ) -> usize {
+    fan_out_where(io, key, subs, ev, how, None)
+}
+
+/// [`fan_out`] to the subscribers `only` keeps (all when `None`).
+pub fn fan_out_where(
+    io: &mut Io<'_>,
+    key: &TopicKey,
+    subs: &DialectSets,
+    ev: &Event<'_>,
+    how: Publish,
+    only: Option<Only<'_>>,
+) -> usize {
     // Socket.IO recovery: the frame with an offset, made once (recovery.rs).
     let mut stamp = Stamp::default();
+    let mut n = 0;
     for (dialect, set) in subs.iter() {
         if set.is_empty() {
             continue;
@@ -324,6 +364,10 @@ pub fn fan_out(
             io.stats.log_frames_encoded += 1;
         }
         for &conn in set.conns() {
+            if only.is_some_and(|keep| !keep(io, conn)) {
+                continue;
+            }
+            n += 1;
             if how.prio == Priority::Essential {
                 stamp.offer(io, conn, dialect, &frame, how.prio);
                 continue;
@@ -340,7 +384,6 @@ pub fn fan_out(
         }
     }
     stamp.to_parked(io, key, ev);
-    let n = subs.len();
     io.stats.message_out_named(ev.name(), n as u64);
     n
 }

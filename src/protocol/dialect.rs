@@ -26,6 +26,13 @@ pub enum Dialect {
     Json,
     /// Engine.IO v4 / Socket.IO v5 packets over WebSocket (`/socket.io/`).
     SocketIo,
+    /// The JSON dialect's messages as MessagePack maps in binary frames
+    /// (`/api/v1/ws?format=msgpack`, SPEC 12).
+    MsgPack,
+    /// Socket.IO with `socket.io-msgpack-parser`'s packets: binary frames
+    /// holding `{type, nsp, data, id}` maps; Engine.IO's own packets stay
+    /// text (`/socket.io/?…&parser=msgpack`, SPEC 12).
+    SocketIoMsgPack,
 }
 
 /// Per-socket dialect state: only Socket.IO has any.
@@ -82,7 +89,25 @@ fn text(s: &str) -> Frame {
 
 impl Dialect {
     /// Every dialect, in [`Dialect::index`] order.
-    pub const ALL: [Dialect; 2] = [Dialect::Json, Dialect::SocketIo];
+    pub const ALL: [Dialect; 4] = [
+        Dialect::Json,
+        Dialect::SocketIo,
+        Dialect::MsgPack,
+        Dialect::SocketIoMsgPack,
+    ];
+
+    /// Socket.IO, in either packet encoding.
+    pub fn is_socketio(self) -> bool {
+        matches!(self, Dialect::SocketIo | Dialect::SocketIoMsgPack)
+    }
+
+    /// A Socket.IO frame of ours in this dialect's packet encoding.
+    fn sio_frame(self, frame: Frame) -> Frame {
+        match self {
+            Dialect::SocketIoMsgPack => super::msgpack::socketio::binary(frame),
+            _ => frame,
+        }
+    }
 
     /// A dense index (for per-dialect arrays).
     pub fn index(self) -> usize {
@@ -97,39 +122,84 @@ impl Dialect {
         }
     }
 
-    /// One message in this dialect, as a complete WebSocket text frame.
+    /// The dialect an upgrade asks for: its endpoint's, or MessagePack on
+    /// `/api/v1/ws?format=msgpack`.
+    ///
+    /// # Errors
+    /// A `format` (or Socket.IO `parser`) this daemon does not speak.
+    pub fn for_request(endpoint: Endpoint, query: &str) -> Result<Dialect, &'static str> {
+        let param = |name: &str| {
+            query
+                .strip_prefix('?')
+                .unwrap_or(query)
+                .split('&')
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v)
+        };
+        match (endpoint, param("format"), param("parser")) {
+            (Endpoint::Browser, None | Some("json"), _) => Ok(Dialect::Json),
+            (Endpoint::Browser, Some("msgpack"), _) => Ok(Dialect::MsgPack),
+            (Endpoint::Browser, Some(_), _) => {
+                Err("unknown format: use format=json (the default) or format=msgpack")
+            }
+            (Endpoint::SocketIo, _, Some("msgpack")) => Ok(Dialect::SocketIoMsgPack),
+            (Endpoint::SocketIo, _, Some(_)) => {
+                Err("unknown parser: use parser=msgpack or none (JSON packets)")
+            }
+            _ => Ok(Dialect::for_endpoint(endpoint)),
+        }
+    }
+
+    /// One message in this dialect, as a complete WebSocket frame.
     pub fn encode(self, ev: &Event<'_>) -> Frame {
-        json::encode(ev, self)
+        match self {
+            Dialect::MsgPack => super::msgpack::encode(ev),
+            Dialect::SocketIoMsgPack => {
+                super::msgpack::socketio::binary(json::encode(ev, Dialect::SocketIo))
+            }
+            _ => json::encode(ev, self),
+        }
     }
 
     /// What the server says first, before any request (Engine.IO OPEN).
     pub fn greeting(self, params: &OpenParams) -> Option<Frame> {
         match self {
-            Dialect::Json => None,
-            Dialect::SocketIo => Some(text(&sio::open_packet(params))),
+            Dialect::Json | Dialect::MsgPack => None,
+            Dialect::SocketIo | Dialect::SocketIoMsgPack => Some(text(&sio::open_packet(params))),
         }
     }
 
     /// Whether the socket must join (Socket.IO CONNECT) before it is served.
     pub fn needs_connect(self) -> bool {
-        self == Dialect::SocketIo
+        self.is_socketio()
+    }
+
+    /// Decodes one binary message (only MessagePack sockets take them).
+    pub fn decode_binary(self, bytes: &[u8], state: &DialectState) -> Inbound {
+        if self == Dialect::SocketIoMsgPack {
+            return super::msgpack::socketio::decode(bytes, state);
+        }
+        if self != Dialect::MsgPack {
+            return Inbound::Invalid {
+                message: "binary messages are not supported; send JSON text".into(),
+                stat: "binary",
+            };
+        }
+        request(super::msgpack::decode(bytes), "invalid_msgpack")
     }
 
     /// Decodes one text frame.
     pub fn decode(self, frame: &str, state: &DialectState) -> Inbound {
         match self {
-            Dialect::Json => match json::parse_typed(frame) {
-                Ok((kind, obj)) => Inbound::Request {
-                    kind,
-                    obj,
-                    ack: None,
-                },
-                Err(message) => Inbound::Invalid {
-                    message,
-                    stat: "invalid_json",
-                },
+            Dialect::MsgPack => Inbound::Invalid {
+                message: "this socket speaks MessagePack (format=msgpack): send binary frames"
+                    .into(),
+                stat: "text_on_msgpack",
             },
-            Dialect::SocketIo => decode_socketio(frame, state),
+            Dialect::Json => request(json::parse_typed(frame), "invalid_json"),
+            // Engine.IO's own packets (ping, pong, close) are text either way.
+            Dialect::SocketIo | Dialect::SocketIoMsgPack => decode_socketio(frame, state),
         }
     }
 
@@ -137,13 +207,13 @@ impl Dialect {
     pub fn ack(self, id: Option<u64>, result: Result<(), &str>) -> Option<Frame> {
         let id = id?;
         match self {
-            Dialect::Json => None,
-            Dialect::SocketIo => {
+            Dialect::Json | Dialect::MsgPack => None,
+            Dialect::SocketIo | Dialect::SocketIoMsgPack => {
                 let args = match result {
                     Ok(()) => r#"[{"ok":true}]"#.to_string(),
                     Err(msg) => serde_json::json!([{ "error": msg }]).to_string(),
                 };
-                Some(text(&sio::ack("/", id, &args)))
+                Some(self.sio_frame(text(&sio::ack("/", id, &args))))
             }
         }
     }
@@ -156,14 +226,14 @@ impl Dialect {
         result: Result<(), &str>,
     ) -> Option<Frame> {
         match (self, result) {
-            (Dialect::Json, _) => None,
-            (Dialect::SocketIo, Ok(())) => {
+            (Dialect::Json | Dialect::MsgPack, _) => None,
+            (_, Ok(())) => {
                 state.connected = true;
                 state.last_ping = Some(now);
                 let sid = uuid::Uuid::new_v4().simple().to_string();
-                Some(text(&sio::connect_ok(&sid)))
+                Some(self.sio_frame(text(&sio::connect_ok(&sid))))
             }
-            (Dialect::SocketIo, Err(msg)) => Some(text(&sio::connect_error("/", msg))),
+            (_, Err(msg)) => Some(self.sio_frame(text(&sio::connect_error("/", msg)))),
         }
     }
 
@@ -210,7 +280,7 @@ impl Dialect {
         interval: Duration,
         timeout: Duration,
     ) -> Heartbeat {
-        if self != Dialect::SocketIo || !state.connected {
+        if !self.is_socketio() || !state.connected {
             return Heartbeat::Idle;
         }
         if let Some(due) = state.pong_due {
@@ -232,6 +302,18 @@ impl Dialect {
     /// Records the client's heartbeat answer.
     pub fn heartbeat_answered(state: &mut DialectState) {
         state.pong_due = None;
+    }
+}
+
+/// A typed request of the JSON dialect (text or MessagePack), or why not.
+fn request(parsed: Result<(String, Map<String, Value>), String>, stat: &'static str) -> Inbound {
+    match parsed {
+        Ok((kind, obj)) => Inbound::Request {
+            kind,
+            obj,
+            ack: None,
+        },
+        Err(message) => Inbound::Invalid { message, stat },
     }
 }
 
@@ -258,15 +340,18 @@ fn decode_socketio(frame: &str, state: &DialectState) -> Inbound {
         }
         EioPacket::Message(m) => m,
     };
-    let packet = match sio::parse_sio(message) {
-        Ok(p) => p,
-        Err(e) => {
-            return Inbound::Invalid {
-                message: e.to_string(),
-                stat: "socketio_packet",
-            };
-        }
-    };
+    match sio::parse_sio(message) {
+        Ok(p) => sio_inbound(p, state),
+        Err(e) => Inbound::Invalid {
+            message: e.to_string(),
+            stat: "socketio_packet",
+        },
+    }
+}
+
+/// What one Socket.IO packet asks for, whichever its encoding (JSON text
+/// or `socket.io-msgpack-parser`'s binary maps).
+pub(super) fn sio_inbound(packet: SioPacket, state: &DialectState) -> Inbound {
     if packet.nsp() != "/" {
         return Inbound::Refuse {
             frame: text(&sio::connect_error(packet.nsp(), "Invalid namespace")),

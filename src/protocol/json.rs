@@ -12,6 +12,7 @@ use crate::protocol::model::Container;
 use crate::ws::{self, Frame, OpCode};
 
 pub use super::dialect::Dialect;
+use super::filter::{EventFilter, LogFilterSpec, parse_event_filter, parse_log_filter};
 
 /// A request from a browser, whichever dialect carried it.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +26,8 @@ pub enum BrowserRequest {
         tail: Option<usize>,
         /// Resume (SPEC 7): the `seq` of the last line the client has.
         since_seq: Option<u64>,
+        /// Only the lines this selects (SPEC 12).
+        filter: Option<LogFilterSpec>,
     },
     StopLogStream {
         server_id: Option<String>,
@@ -54,6 +57,11 @@ pub enum BrowserRequest {
     },
     UnsubscribeMetrics {
         server_id: String,
+    },
+    /// `set_event_filter` (SPEC 12): an empty filter clears it.
+    SetEventFilter {
+        server_id: Option<String>,
+        filter: EventFilter,
     },
 }
 
@@ -162,6 +170,7 @@ pub fn request_from(
                 container_id: field(obj, "container_id")?.to_string(),
                 tail,
                 since_seq: since_seq(obj)?,
+                filter: parse_log_filter(obj)?,
             }
         }
         "stop_log_stream" => BrowserRequest::StopLogStream {
@@ -185,6 +194,10 @@ pub fn request_from(
             command: field(obj, "command")?.to_string(),
         },
         "ping" => BrowserRequest::Ping,
+        "set_event_filter" => BrowserRequest::SetEventFilter {
+            server_id: optional_field(obj, "server_id")?,
+            filter: parse_event_filter(obj)?,
+        },
         "subscribe_metrics" => BrowserRequest::SubscribeMetrics {
             server_id: field(obj, "server_id")?.to_string(),
         },
@@ -457,7 +470,8 @@ pub fn encode(ev: &Event<'_>, dialect: Dialect) -> Frame {
     };
     let mut buf = ws::begin_frame(hint);
     match dialect {
-        Dialect::Json => {
+        // MessagePack is built from the JSON form (msgpack/mod.rs).
+        Dialect::Json | Dialect::MsgPack => {
             buf.extend_from_slice(b"{\"type\":");
             let _ = serde_json::to_writer(&mut buf, ev.name());
             let mark = buf.len();
@@ -468,7 +482,8 @@ pub fn encode(ev: &Event<'_>, dialect: Dialect) -> Frame {
             }
             buf.push(b'}');
         }
-        Dialect::SocketIo => {
+        // Socket.IO over msgpack is built from this form (msgpack/socketio.rs).
+        Dialect::SocketIo | Dialect::SocketIoMsgPack => {
             // Engine.IO message (4) + Socket.IO EVENT (2): 42["name",{...}]
             buf.extend_from_slice(b"42[");
             let _ = serde_json::to_writer(&mut buf, ev.name());
@@ -596,6 +611,7 @@ mod tests {
                 container_id: "web".into(),
                 tail: Some(5),
                 since_seq: None,
+                filter: None,
             }
         );
         // `since_seq`: a peer's number, saturated; negative or not a number is refused.

@@ -3,8 +3,10 @@
 //! messages, and the Socket.IO v4 dialect's packets.
 
 pub mod dialect;
+pub mod filter;
 pub mod json;
 pub mod model;
+pub mod msgpack;
 pub mod socketio;
 
 pub use dialect::{Dialect, DialectState, Heartbeat, Inbound};

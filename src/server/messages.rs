@@ -78,7 +78,15 @@ impl Server {
             Incoming::Text(t) if endpoint == Endpoint::Echo => {
                 self.echo(deflate, OpCode::Text, t.as_bytes())
             }
-            Incoming::Binary(_) => return self.hub_input(now, Input::Binary { conn: key }),
+            Incoming::Binary(b) => {
+                return self.hub_input(
+                    now,
+                    Input::Binary {
+                        conn: key,
+                        data: &b,
+                    },
+                );
+            }
             Incoming::Text(t) => {
                 return self.hub_input(
                     now,

@@ -208,8 +208,17 @@ impl Server {
                 accept,
                 claims,
                 deflate,
+                dialect,
             } => {
-                self.upgrade(key, endpoint, target, claims, (&accept, deflate), now);
+                self.upgrade(
+                    key,
+                    endpoint,
+                    dialect,
+                    target,
+                    claims,
+                    (&accept, deflate),
+                    now,
+                );
                 false
             }
             Route::Login { username, password } => {
@@ -220,10 +229,13 @@ impl Server {
     }
 
     /// Completes the WebSocket handshake and hands the socket to the hub.
+    // The fields of `Route::Upgrade`, as the router gives them.
+    #[allow(clippy::too_many_arguments)]
     fn upgrade(
         &mut self,
         key: usize,
         endpoint: Endpoint,
+        dialect: crate::protocol::Dialect,
         target: Option<String>,
         claims: Option<Claims>,
         (accept, deflate): (&str, bool),
@@ -256,6 +268,7 @@ impl Server {
                     conn: key,
                     serial,
                     endpoint,
+                    dialect,
                     target,
                     claims,
                     peer: Some(peer),

@@ -3,7 +3,8 @@
 // puppeteer-core, against the real daemon and Docker engine (SPEC §8).
 //
 // Steps: containers listed (and the time to the first list); logs of a
-// container arrive live; text and regex filter; pause and resume ("jump to
+// container arrive live; text and regex filter; the same filter applied
+// server-side (SPEC 12: only matching lines reach the page's socket); pause and resume ("jump to
 // live"); a second container in the same view; stop a container from the
 // page (auth off + loopback: every browser is an admin) and see its state
 // change; charts get points from live metrics (metrics_interval 1s); the
@@ -322,6 +323,57 @@ async function main() {
       e.value = "";
       e.dispatchEvent(new Event("input"));
     });
+  });
+
+  await step("server-side filter: only matching lines reach the page", async () => {
+    // What the page's socket receives, from Chromium itself.
+    const cdp = await page.target().createCDPSession();
+    await cdp.send("Network.enable");
+    const frames = [];
+    cdp.on("Network.webSocketFrameReceived", (e) => frames.push(e.response.payloadData));
+    // A socket opened after Network.enable: the page again, same URL.
+    await page.reload();
+    await page.waitForFunction(() => [...document.querySelectorAll("#log-list .msg")].some((e) => /^tick \d+$/.test(e.textContent)), {
+      timeout: 10000,
+    });
+    // log_update frames after the stream restarted (its log_stream_stopped).
+    const updatesAfterRestart = () => {
+      const i = frames.findLastIndex((f) => f.includes('"log_stream_stopped"'));
+      if (i < 0) return [];
+      return frames
+        .slice(i + 1)
+        .map((f) => {
+          try {
+            return JSON.parse(f);
+          } catch {
+            return null;
+          }
+        })
+        .filter((m) => m && m.type === "log_update");
+    };
+    const waitUpdates = async (n, what) => {
+      for (let t = 0; t < 100 && updatesAfterRestart().length < n; t++) await sleep(100);
+      assert(updatesAfterRestart().length >= n, `no ${what} log_update after the restart; types: ${JSON.stringify(frames.map((f) => (/"type":"(\w+)"/.exec(f) || [])[1] || f.slice(0, 60)))}; errors: ${JSON.stringify(frames.filter((f) => f.includes("error")))}`);
+    };
+    // Every fifth tick: history, then live lines (a tick every 0.2 s).
+    await page.click("#log-regex");
+    await page.type("#log-filter", "^tick \\d*[05]$");
+    await page.click("#log-server-side");
+    await waitUpdates(3, "filtered");
+    const lines = updatesAfterRestart().flatMap((m) => m.log.split("\n").filter(Boolean));
+    assert(lines.length > 2 && lines.every((l) => /^tick \d*[05]$/.test(l)), `lines the filter drops reached the page: ${JSON.stringify(lines.slice(0, 5))}`);
+    // Off again: the whole stream comes back.
+    frames.length = 0;
+    await page.click("#log-server-side");
+    await waitUpdates(1, "unfiltered");
+    for (let t = 0; t < 50 && !updatesAfterRestart().some((m) => m.log.includes("green")); t++) await sleep(100);
+    assert(updatesAfterRestart().some((m) => m.log.includes("green")), "the unfiltered stream did not come back");
+    await page.click("#log-regex");
+    await page.$eval("#log-filter", (e) => {
+      e.value = "";
+      e.dispatchEvent(new Event("input"));
+    });
+    await cdp.detach();
   });
 
   await step("pause and jump to live", async () => {

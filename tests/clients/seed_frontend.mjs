@@ -5,6 +5,8 @@
 //
 // Usage:
 //   node seed_frontend.mjs <url>               full flow (needs docker CLI)
+//   node seed_frontend.mjs <url> --msgpack     the same flow with the official
+//       socket.io-msgpack-parser (`parser` + `query: {parser: "msgpack"}`, SPEC 12)
 //   node seed_frontend.mjs <url> --reconnect   connect, print READY_FOR_RESTART,
 //       then expect the daemon to go away and come back (tests/clients/socketio.sh
 //       restarts it) and the client to get `connect` + `initial_state` again.
@@ -16,16 +18,18 @@
 import { execFile, execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { io } from "socket.io-client";
+import msgpackParser from "socket.io-msgpack-parser";
 
 const url = process.argv[2];
 const reconnectMode = process.argv.includes("--reconnect");
+const msgpackMode = process.argv.includes("--msgpack");
 if (!url || url.startsWith("--")) {
   console.error("usage: node seed_frontend.mjs <url> [--reconnect]");
   process.exit(2);
 }
 const HARD_LIMIT_MS = Number(process.env.DOCKWIRE_SIO_TIMEOUT_S || 120) * 1000;
 const LINES = 30;
-const TAG = "seed_frontend";
+const TAG = msgpackMode ? "seed_frontend_msgpack" : "seed_frontend";
 
 let socket = null;
 let containerId = null;
@@ -186,6 +190,8 @@ function connect() {
     reconnectionDelay: 1000,
     reconnectionDelayMax: 5000,
     timeout: 60000,
+    // SPEC 12: the binary wire, as its users configure it.
+    ...(msgpackMode ? { parser: msgpackParser, query: { parser: "msgpack" } } : {}),
   });
   socket.on("connect", () => record("connect", socket.id));
   socket.on("disconnect", (reason) => record("disconnect", reason));

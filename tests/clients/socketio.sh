@@ -3,6 +3,7 @@
 # real dockwire binary and a real Docker engine, with external clients:
 #
 #   seed_frontend.mjs   the official socket.io-client, connecting like the seed
+#                       (again with --msgpack: socket.io-msgpack-parser, SPEC 12)
 #   seed_python.py      python-socketio's client
 #   socketio_raw.py     protocol edge cases over a raw WebSocket
 #   reconnect           seed_frontend.mjs --reconnect while this script
@@ -85,8 +86,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- client dependencies ----------------------------------------------------
-if [ ! -d "$HERE/node_modules/socket.io-client" ]; then
-    log "installing socket.io-client (npm ci)"
+if [ ! -d "$HERE/node_modules/socket.io-client" ] || [ ! -d "$HERE/node_modules/socket.io-msgpack-parser" ]; then
+    log "installing socket.io-client and socket.io-msgpack-parser (npm ci)"
     (cd "$HERE" && timeout 600 npm ci --no-audit --no-fund --loglevel=error)
 fi
 if ! "$PYTHON" -c 'import socketio, websocket' 2>/dev/null; then
@@ -156,6 +157,7 @@ step() { # step NAME CMD...: run, count, never abort the script
 }
 
 step seed_frontend timeout -k 5 150 "$NODE" "$HERE/seed_frontend.mjs" "$URL"
+step seed_frontend_msgpack timeout -k 5 150 "$NODE" "$HERE/seed_frontend.mjs" "$URL" --msgpack
 step seed_python timeout -k 5 120 "$PYTHON" "$HERE/seed_python.py" "$URL"
 step socketio_raw timeout -k 5 150 "$PYTHON" "$HERE/socketio_raw.py" "$URL" \
     --ping-interval-ms 1000 --ping-timeout-ms 1000

@@ -146,6 +146,9 @@ pub struct Session {
     out_pos: usize,
     pub last_seq: u64,
     pub dead: Option<Death>,
+    /// MessagePack: the size of the message on the wire (counted as the
+    /// frame's bytes), while its JSON form is handled.
+    wire_len: Option<usize>,
 }
 
 pub struct Conn {
@@ -237,6 +240,7 @@ impl Conn {
                 out_pos: 0,
                 last_seq: 0,
                 dead: None,
+                wire_len: None,
             },
         }
     }
@@ -482,8 +486,16 @@ fn short(s: &str) -> String {
 }
 
 impl Session {
+    /// Sends one message (a JSON text; a MessagePack map in a binary frame
+    /// for the MsgPack dialect).
     pub fn send_text(&mut self, text: &[u8], rng: &mut Rng) {
         let mask = rng.mask();
+        if self.dialect == Dialect::MsgPack {
+            let v: serde_json::Value = serde_json::from_slice(text).unwrap_or_default();
+            let bin = rmp_serde::to_vec(&v).unwrap_or_default();
+            wsproto::encode_frame(&mut self.out, wsproto::OP_BINARY, &bin, mask);
+            return;
+        }
         wsproto::encode_frame(&mut self.out, wsproto::OP_TEXT, text, mask);
     }
 
@@ -492,7 +504,7 @@ impl Session {
         match self.dialect {
             Dialect::SocketIo => self.state = State::SioOpen,
             Dialect::Raw => self.established(ctx),
-            Dialect::Json => {
+            Dialect::Json | Dialect::MsgPack => {
                 if let Some(auth) = self.agent_auth.take() {
                     self.send_text(auth.as_bytes(), ctx.rng);
                     self.state = State::Authing;
@@ -513,15 +525,17 @@ impl Session {
     fn established(&mut self, ctx: &mut Ctx) {
         self.state = State::Established;
         if let (Role::Sub { .. }, Some(sub)) = (self.role, ctx.subscribe) {
-            match (&self.server_id, sub.contains("{sid}")) {
-                (Some(sid), true) => {
-                    let mut esc = Vec::new();
-                    payload::json_escape_into(&mut esc, sid);
-                    let text = sub.replace("{sid}", &String::from_utf8_lossy(&esc));
-                    self.send_text(text.as_bytes(), ctx.rng);
-                }
-                _ => self.send_text(sub.as_bytes(), ctx.rng),
+            let mut text = std::borrow::Cow::Borrowed(sub);
+            if let (Some(sid), true) = (&self.server_id, sub.contains("{sid}")) {
+                let mut esc = Vec::new();
+                payload::json_escape_into(&mut esc, sid);
+                text = text.replace("{sid}", &String::from_utf8_lossy(&esc)).into();
             }
+            // `--filter` with `{i}`: a filter of each subscriber's own.
+            if text.contains("{i}") {
+                text = text.replace("{i}", &self.id.to_string()).into();
+            }
+            self.send_text(text.as_bytes(), ctx.rng);
         }
         for m in std::mem::take(&mut self.intro) {
             self.send_text(m.as_bytes(), ctx.rng);
@@ -532,6 +546,16 @@ impl Session {
         match self.dialect {
             Dialect::SocketIo => self.on_sio(data, ctx),
             Dialect::Json => self.on_json(data, ctx),
+            Dialect::MsgPack => {
+                // Handled in its JSON form; counted at its wire size.
+                let json = rmp_serde::from_slice::<serde_json::Value>(data)
+                    .ok()
+                    .and_then(|v| serde_json::to_vec(&v).ok())
+                    .unwrap_or_default();
+                self.wire_len = Some(data.len());
+                self.on_json(&json, ctx);
+                self.wire_len = None;
+            }
             Dialect::Raw => {
                 if self.state == State::Established && self.role_is_sub() {
                     self.count_frame(data, ctx);
@@ -550,7 +574,7 @@ impl Session {
     fn count_frame(&self, data: &[u8], ctx: &mut Ctx) {
         if ctx.measuring {
             ctx.live.counters.frames += 1;
-            ctx.live.counters.bytes += data.len() as u64;
+            ctx.live.counters.bytes += self.wire_len.unwrap_or(data.len()) as u64;
         }
     }
 
@@ -747,6 +771,7 @@ mod tests {
             out_pos: 0,
             last_seq: 0,
             dead: None,
+            wire_len: None,
         }
     }
 

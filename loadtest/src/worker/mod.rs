@@ -1066,3 +1066,5 @@ impl Worker {
 
 /// Engine.IO v4 over WebSocket, default namespace.
 pub const SIO_PATH: &str = "/socket.io/?EIO=4&transport=websocket";
+/// The MessagePack wire of `/api/v1/ws` (SPEC 12).
+pub const MSGPACK_PATH: &str = "/api/v1/ws?format=msgpack";

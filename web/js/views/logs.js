@@ -1,6 +1,8 @@
 // Logs view (#/logs?c=<server>:<container>,...): several containers at once,
 // merged in arrival order and coloured per container; live follow, pause and
-// "jump to live"; text or regex filter; stdout/stderr marks when the daemon
+// "jump to live"; text or regex filter (in the page, or on the server when
+// "server-side" is ticked: start_log_stream's `filter`, SPEC 12, so lines the
+// filter drops never reach the browser); stdout/stderr marks when the daemon
 // says; timestamps; ANSI colours; JSON pretty-printed on demand; download.
 //
 // The lines live in one LogStore (a 100,000-line ring) that outlives the view,
@@ -26,6 +28,27 @@ const streams = new Map();
 let pendingRefs = [];
 let sock = null;
 let view = null;
+/** The filter sent with start_log_stream while "server-side" is ticked, or null. */
+let serverFilter = null;
+
+/** The page's filter as the daemon's (case-insensitive like the page's). */
+function serverFilterOf({ text, regex, stream }) {
+  const f = {};
+  if (text) f.pattern = "(?i)" + (regex ? text : text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  if (stream === 1) f.stream = "stdout";
+  if (stream === 2) f.stream = "stderr";
+  return Object.keys(f).length ? f : null;
+}
+
+/** Starts every stream again with the current server-side filter. */
+function restartStreams() {
+  for (const s of streams.values()) {
+    if (s.active) sock?.send({ type: "stop_log_stream", container_id: s.id, server_id: s.serverId });
+    s.active = false;
+    s.lastSeq = null;
+    startStream(s);
+  }
+}
 
 function keyOf(serverId, id) {
   return `${serverId}:${id}`;
@@ -40,6 +63,7 @@ function startStream(s, { resume = false } = {}) {
   const msg = { type: "start_log_stream", container_id: s.id, server_id: s.serverId };
   if (resume && s.lastSeq !== null) msg.since_seq = s.lastSeq;
   else msg.tail = resume ? 0 : HISTORY_TAIL;
+  if (serverFilter) msg.filter = serverFilter;
   if (sock?.send(msg)) s.active = true;
 }
 
@@ -194,6 +218,7 @@ export function mount(root, params) {
   const chips = h("div", { class: "chips", id: "log-chips" });
   const filter = h("input", { type: "search", id: "log-filter", placeholder: "Filter…", value: logs.filter.text || "" });
   const regex = h("input", { type: "checkbox", id: "log-regex", checked: logs.filter.regex });
+  const serverSide = h("input", { type: "checkbox", id: "log-server-side", checked: serverFilter !== null });
   const streamSel = h("select", { id: "log-stream" }, h("option", { value: "0" }, "all streams"), h("option", { value: "1" }, "stdout"), h("option", { value: "2" }, "stderr"));
   streamSel.value = String(logs.filter.stream || 0);
   const stamps = h("input", { type: "checkbox", id: "log-ts", checked: true });
@@ -218,6 +243,7 @@ export function mount(root, params) {
         { class: "toolbar" },
         filter,
         h("label", { class: "check" }, regex, "regex"),
+        h("label", { class: "check", title: "filter on the server: lines it drops never reach this page" }, serverSide, "server-side"),
         streamSel,
         h("label", { class: "check" }, stamps, "timestamps"),
         pause,
@@ -433,9 +459,18 @@ export function mount(root, params) {
     ferr.textContent = logs.filter.error ? `bad regex: ${logs.filter.error}` : "";
     schedule();
   };
+  // Server-side: the streams restart with the filter once it is settled
+  // (Enter or leaving the box, not every keystroke).
+  const applyServerFilter = () => {
+    const want = serverSide.checked ? serverFilterOf(logs.filter) : null;
+    if (JSON.stringify(want) === JSON.stringify(serverFilter)) return;
+    serverFilter = want;
+    restartStreams();
+  };
   filter.addEventListener("input", applyFilter);
   regex.addEventListener("change", applyFilter);
   streamSel.addEventListener("change", applyFilter);
+  for (const el of [filter, regex, streamSel, serverSide]) el.addEventListener("change", applyServerFilter);
   stamps.addEventListener("change", schedule);
   pause.addEventListener("click", () => {
     if (following) {
