@@ -353,7 +353,10 @@ fn local_docker_command_stop_and_start() {
     need_docker!();
     let d = Daemon::start("");
     let name = unique_name("action");
-    let (_c, id) = run_container(&name, &[], "sleep 300");
+    // Ends on SIGTERM (a bare `sleep` as PID 1 ignores it, and `stop` then
+    // waits out Docker's 10 s grace period, which a loaded machine stretches
+    // past the deadlines below).
+    let (_c, id) = run_container(&name, &[], "trap 'exit 0' TERM; sleep 300 & wait");
     let mut ws = connect(&d.url("/api/v1/ws"));
     let hello = wait_type(&mut ws, "connection_established", Duration::from_secs(5));
     let sid = hello["server_id"].as_str().unwrap().to_string();

@@ -119,7 +119,7 @@ pub fn decode(bytes: &[u8], state: &DialectState) -> Inbound {
         // No recovery on this parser (see the module's note).
         Inbound::Connect { token, .. } => Inbound::Connect {
             token,
-            recovery: Default::default(),
+            recovery: crate::protocol::socketio::RecoveryAuth::OFF,
         },
         Inbound::Refuse { frame, stat } => Inbound::Refuse {
             frame: binary(frame),

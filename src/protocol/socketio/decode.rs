@@ -205,6 +205,15 @@ pub struct RecoveryAuth {
     pub resume: Option<(String, u64)>,
 }
 
+impl RecoveryAuth {
+    /// No recovery: no `pid`, no offsets (`recover: false`, or a wire that
+    /// does not offer it).
+    pub const OFF: RecoveryAuth = RecoveryAuth {
+        recover: false,
+        resume: None,
+    };
+}
+
 /// No auth, or an auth without `recover: false`: a fresh recoverable session.
 impl Default for RecoveryAuth {
     fn default() -> Self {
