@@ -196,7 +196,6 @@ fn each_filter_kind_on_real_output() {
 
     for (ws, (filter, want)) in clients.iter_mut().zip(&cases) {
         let msgs = drain(ws);
-        eprintln!("{filter}: {msgs:?}");
         let frames: Vec<(u64, Vec<String>)> = msgs
             .into_iter()
             .filter(|m| m["type"] == "log_update")

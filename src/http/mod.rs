@@ -235,6 +235,18 @@ pub fn origin_allowed(head: &RequestHead, allowed: &[String]) -> bool {
         .is_some_and(|h| h.eq_ignore_ascii_case(authority))
 }
 
+/// The value of query parameter `name` (the part after `?`; a leading `?`
+/// is tolerated): the first one given, `""` for a bare `name`.
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .strip_prefix('?')
+        .unwrap_or(query)
+        .split('&')
+        .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
 /// The 101 reply; `deflate`: with the permessage-deflate answer
 /// ([`crate::ws::deflate::RESPONSE`]).
 pub fn switching_protocols(accept: &str, deflate: bool) -> Vec<u8> {

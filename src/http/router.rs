@@ -199,12 +199,7 @@ fn origin_refusal(keep_alive: bool) -> Route {
 
 /// The `range` query parameter (default 1h).
 fn history_range(query: &str) -> Result<HistoryRange, String> {
-    let value = query
-        .split('&')
-        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-        .find(|(k, _)| *k == "range")
-        .map(|(_, v)| v);
-    match value {
+    match super::query_param(query, "range") {
         None => Ok(HistoryRange::Hour),
         Some(v) => HistoryRange::parse(v).ok_or_else(|| {
             let shown: String = v.chars().take(20).collect();
@@ -318,7 +313,11 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
         {
             return refuse(400, "", why, false, "bad_upgrade");
         }
-        let dialect = match crate::protocol::Dialect::for_request(endpoint, &head.query) {
+        let dialect = match crate::protocol::Dialect::for_request(
+            endpoint,
+            super::query_param(&head.query, "format"),
+            super::query_param(&head.query, "parser"),
+        ) {
             Ok(d) => d,
             Err(why) => return refuse(400, "", why, false, "bad_upgrade"),
         };

@@ -56,7 +56,7 @@ impl State {
                     server_id: &sid,
                     container: &c,
                 };
-                self.publish_container_event(io, &sid, &c.id, Some(&c), &ev);
+                self.publish_container_event(io, &sid, &c, &ev);
                 let previous = self.containers.remove(&c.id);
                 self.alerts_on_container(io, &sid, previous.as_ref(), &c);
                 self.containers.insert(c.id.clone(), c);
@@ -68,7 +68,7 @@ impl State {
                         server_id: &sid,
                         id: &id,
                     };
-                    self.publish_container_event(io, &sid, &id, Some(&gone), &ev);
+                    self.publish_container_event(io, &sid, &gone, &ev);
                     self.alerts_on_container_removed(io, &sid, &id);
                 }
             }

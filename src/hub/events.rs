@@ -61,21 +61,21 @@ impl State {
         Ok(())
     }
 
-    /// Publishes a change of container `id` (`container`: its record, when
-    /// known) of `server_id` to the subscribers whose filter lets it pass.
+    /// Publishes a change of `container` (its new record, or the last one
+    /// of a removed container) of `server_id` to the subscribers whose
+    /// filter lets it pass.
     pub(super) fn publish_container_event(
         &mut self,
         io: &mut Io<'_>,
         server_id: &str,
-        id: &str,
-        container: Option<&Container>,
+        container: &Container,
         ev: &Event<'_>,
     ) {
         let key = TopicKey::Containers(server_id.to_string());
         let keep = |io: &Io<'_>, conn: ConnId| {
             io.session(conn)
                 .and_then(|s| s.event_filter(server_id))
-                .is_none_or(|f| container.map_or_else(|| f.matches_id(id), |c| f.matches(c)))
+                .is_none_or(|f| f.matches(container))
         };
         self.topics
             .publish_where(io, &key, ev, Publish::ESSENTIAL, &keep);

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::defaults::LOG_HISTORY_LINES;
 use crate::feed::{DockerRequest, LogLine};
-use crate::protocol::filter::{LogFilter, LogFilterSpec};
+use crate::protocol::filter::{LogFilter, LogFilterSpec, line_level};
 use crate::protocol::json::Event;
 
 use super::logring::{After, LogRing};
@@ -321,9 +321,12 @@ impl State {
             container: id.to_string(),
         };
         let follow = self.topics.get(&key).and_then(|t| t.log.as_ref());
+        // The group already serving this filter (its index stays valid
+        // below: nothing in between removes a group).
         let existing = filter.as_ref().and_then(|spec| {
             follow.and_then(|f| f.groups.iter().find(|(_, g)| g.filter.spec == *spec))
         });
+        let existing = existing.map(|(i, _)| i);
         // A bad filter is refused first, before anything is recorded.
         let mut compiled = None;
         if let Some(spec) = filter.as_ref().filter(|_| existing.is_none()) {
@@ -370,18 +373,14 @@ impl State {
         let Some(follow) = topic.log.as_mut() else {
             return Ok(());
         };
-        let group = match (filter, compiled) {
-            (None, _) => None,
-            (Some(_), Some(new)) => Some(follow.groups.insert(FilterGroup {
-                filter: new,
-                subs: DialectSets::default(),
-            })),
-            (Some(spec), None) => follow
-                .groups
-                .iter()
-                .find(|(_, g)| g.filter.spec == spec)
-                .map(|(i, _)| i),
-        };
+        let group = compiled
+            .map(|new| {
+                follow.groups.insert(FilterGroup {
+                    filter: new,
+                    subs: DialectSets::default(),
+                })
+            })
+            .or(existing);
         let at = Start {
             tail: at.tail.min(LOG_HISTORY_LINES),
             group,
@@ -592,8 +591,20 @@ impl State {
         // Each distinct filter: its own lines, its own frames, shared by
         // its subscribers.
         if let Some(follow) = self.topics.get(key).and_then(|t| t.log.as_ref()) {
+            // Each line's level, read once for every group that asks.
+            let levels: Vec<std::cell::OnceCell<u8>> = if follow.groups.is_empty() {
+                Vec::new()
+            } else {
+                lines.iter().map(|_| std::cell::OnceCell::new()).collect()
+            };
             for (_, g) in &follow.groups {
-                let mine = numbered(first, &lines).filter(|(_, l)| g.filter.matches(l));
+                let mine = numbered(first, &lines)
+                    .zip(&levels)
+                    .filter(|((_, l), lv)| {
+                        g.filter
+                            .matches_with_level(l, || *lv.get_or_init(|| line_level(&l.text)))
+                    })
+                    .map(|(numbered, _)| numbered);
                 for c in chunks(mine) {
                     let ev = Event::LogUpdate {
                         server_id: server,

@@ -289,7 +289,7 @@ impl Stamp {
         if self.plain.is_none() {
             self.plain = Some(frame.clone());
         }
-        if !io.session(conn).is_some_and(|s| s.resume.is_some()) {
+        if io.session(conn).is_none_or(|s| s.resume.is_none()) {
             return io.offer(conn, frame, prio);
         }
         let Some((offset, stamped)) = self.get(io, frame) else {

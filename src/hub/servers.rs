@@ -476,7 +476,7 @@ impl State {
             };
             if let Some(gone) = s.table.containers.remove(id) {
                 let ev = Event::ContainerRemoved { server_id, id };
-                self.publish_container_event(io, server_id, id, Some(&gone), &ev);
+                self.publish_container_event(io, server_id, &gone, &ev);
                 self.alerts_on_container_removed(io, server_id, id);
             }
             return Ok(());
@@ -496,7 +496,7 @@ impl State {
             server_id,
             container: &c,
         };
-        self.publish_container_event(io, server_id, &c.id, Some(&c), &ev);
+        self.publish_container_event(io, server_id, &c, &ev);
         let Some(s) = self.servers.get_mut(server_id) else {
             return Ok(());
         };

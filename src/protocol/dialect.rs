@@ -122,22 +122,18 @@ impl Dialect {
         }
     }
 
-    /// The dialect an upgrade asks for: its endpoint's, or MessagePack on
-    /// `/api/v1/ws?format=msgpack`.
+    /// The dialect an upgrade asks for with its `format` and `parser` query
+    /// parameters: its endpoint's, or MessagePack on `/api/v1/ws?format=msgpack`
+    /// and `/socket.io/?…&parser=msgpack`.
     ///
     /// # Errors
     /// A `format` (or Socket.IO `parser`) this daemon does not speak.
-    pub fn for_request(endpoint: Endpoint, query: &str) -> Result<Dialect, &'static str> {
-        let param = |name: &str| {
-            query
-                .strip_prefix('?')
-                .unwrap_or(query)
-                .split('&')
-                .filter_map(|p| p.split_once('='))
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v)
-        };
-        match (endpoint, param("format"), param("parser")) {
+    pub fn for_request(
+        endpoint: Endpoint,
+        format: Option<&str>,
+        parser: Option<&str>,
+    ) -> Result<Dialect, &'static str> {
+        match (endpoint, format, parser) {
             (Endpoint::Browser, None | Some("json"), _) => Ok(Dialect::Json),
             (Endpoint::Browser, Some("msgpack"), _) => Ok(Dialect::MsgPack),
             (Endpoint::Browser, Some(_), _) => {

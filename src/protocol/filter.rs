@@ -280,13 +280,20 @@ impl LogFilter {
     /// Whether the line passes: its stream, then its level, then the pattern
     /// (cheapest test first).
     pub fn matches(&self, line: &LogLine) -> bool {
+        self.matches_with_level(line, || line_level(&line.text))
+    }
+
+    /// [`LogFilter::matches`] with the line's level from `level`, asked only
+    /// when this filter names levels (a stream with many filters reads each
+    /// line's level once, not once per filter).
+    pub fn matches_with_level(&self, line: &LogLine, level: impl FnOnce() -> u8) -> bool {
         let stream_ok = match (self.spec.stream, line.stream) {
             (None, _) => true,
             (Some(StreamSel::Stderr), s) => s == LogStream::Stderr,
             (Some(StreamSel::Stdout), s) => s != LogStream::Stderr,
         };
         stream_ok
-            && (self.spec.levels == 0 || self.spec.levels & line_level(&line.text) != 0)
+            && (self.spec.levels == 0 || self.spec.levels & level() != 0)
             && self.regex.as_ref().is_none_or(|r| r.is_match(&line.text))
     }
 }
