@@ -88,6 +88,26 @@ pub struct FileConfig {
     #[serde(default)]
     pub http: HttpSection,
     pub tls: Option<TlsSection>,
+    pub cluster: Option<ClusterSection>,
+}
+
+/// `[cluster]`: many hubs over NATS (SPEC 11).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// `nats://host:port` (or `tls://`).
+    pub nats_url: String,
+    /// This hub's id (default: the host name).
+    pub hub_id: Option<String>,
+    /// The subject prefix every hub of one cluster shares (default `dockwire`).
+    pub subject_prefix: Option<String>,
+    pub nats_user: Option<String>,
+    /// File holding the NATS password (not the password itself).
+    pub nats_password_file: Option<PathBuf>,
+    /// File holding a NATS token.
+    pub nats_token_file: Option<PathBuf>,
+    /// An extra CA certificate (PEM) for a NATS server with TLS.
+    pub nats_ca_file: Option<PathBuf>,
 }
 
 /// `[tls]`: serve every endpoint of the port over TLS (SPEC 10).
@@ -333,6 +353,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub alerts: Vec<AlertRule>,
     pub notifiers: Vec<NotifierConfig>,
+    /// `[cluster]`: how to reach NATS and this hub's id; `None`: one hub.
+    pub cluster: Option<crate::cluster::NatsSettings>,
 }
 
 /// Where the TLS certificate chain and key are.
@@ -617,6 +639,7 @@ impl Config {
             }),
             alerts,
             notifiers,
+            cluster: f.cluster.map(cluster_settings).transpose()?,
         })
     }
 
@@ -625,6 +648,53 @@ impl Config {
     pub fn auth_enabled(&self) -> bool {
         self.jwt_secret.is_some()
     }
+}
+
+/// `[cluster]` checked: a valid hub id and prefix, secrets read from their files.
+fn cluster_settings(c: ClusterSection) -> Result<crate::cluster::NatsSettings, ConfigError> {
+    use crate::cluster::valid_hub_id;
+    let url = c.nats_url.trim().to_string();
+    if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+        return Err(invalid(format!(
+            "cluster.nats_url must start with nats:// or tls://, not {url:?}"
+        )));
+    }
+    let hub_id = c.hub_id.unwrap_or_else(crate::cluster::default_hub_id);
+    if !valid_hub_id(&hub_id) {
+        return Err(invalid(format!(
+            "cluster.hub_id {hub_id:?}: 1 to 64 of A-Z a-z 0-9 _ -"
+        )));
+    }
+    let prefix = c.subject_prefix.unwrap_or_else(|| "dockwire".into());
+    if !prefix.split('.').all(valid_hub_id) {
+        return Err(invalid(format!(
+            "cluster.subject_prefix {prefix:?}: dot-separated tokens of A-Z a-z 0-9 _ -"
+        )));
+    }
+    let secret = |path: &Option<PathBuf>, what: &str| -> Result<Option<String>, ConfigError> {
+        path.as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map(|s| s.trim().to_string())
+                    .map_err(|e| invalid(format!("cluster.{what} {}: {e}", p.display())))
+            })
+            .transpose()
+    };
+    let password = secret(&c.nats_password_file, "nats_password_file")?;
+    if c.nats_user.is_some() != password.is_some() {
+        return Err(invalid(
+            "cluster.nats_user and cluster.nats_password_file go together",
+        ));
+    }
+    Ok(crate::cluster::NatsSettings {
+        url,
+        hub_id,
+        prefix,
+        user: c.nats_user,
+        password,
+        token: secret(&c.nats_token_file, "nats_token_file")?,
+        ca_file: c.nats_ca_file,
+    })
 }
 
 /// A stable UUID derived from `/etc/machine-id` (random per boot if absent).

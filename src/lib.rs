@@ -15,9 +15,12 @@
 //! - [`config`]: file + flags -> one validated `Config`.
 //! - [`web`]: the dashboard's static files, built into the binary.
 //! - [`notify`]: alert changes POSTed to webhooks, on threads of their own.
+//! - [`cluster`]: the NATS thread that links the hubs of a cluster (the
+//!   hub's side of it is `hub/cluster.rs`).
 
 pub mod agent;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod feed;
 pub mod http;

@@ -264,6 +264,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let docker = feed::docker::spawn(config.docker_host.clone(), tx.clone(), waker.clone())
         .context("could not start the Docker thread")?;
+    let cluster = match &config.cluster {
+        Some(settings) => Some((
+            dockwire::cluster::spawn(settings.clone(), tx.clone(), waker.clone())
+                .context("could not start the cluster thread")?,
+            settings.hub_id.clone(),
+        )),
+        None => None,
+    };
     feed::metrics::spawn(config.metrics_interval, tx, waker.clone())
         .context("could not start the metrics thread")?;
     log::info!(
@@ -300,6 +308,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let mut hub = Hub::new(config, Some(docker), std::time::Instant::now());
+    if let Some((link, hub_id)) = cluster {
+        hub.set_cluster(link, hub_id);
+    }
     if let Some(n) = notifier {
         hub.set_notifier(n);
     }

@@ -167,7 +167,8 @@ impl Bridge {
                 Some(ev) => ev,
                 None => match self.rx.recv_timeout(Duration::from_millis(200)) {
                     Ok(FeedEvent::Docker(ev)) => ev,
-                    Ok(FeedEvent::LocalMetrics(_)) | Err(RecvTimeoutError::Timeout) => continue,
+                    Ok(FeedEvent::LocalMetrics(_) | FeedEvent::Cluster(_))
+                    | Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => break,
                 },
             };
@@ -207,7 +208,7 @@ impl Bridge {
                     *held = Some(other);
                     break;
                 }
-                Ok(FeedEvent::LocalMetrics(_)) => {}
+                Ok(FeedEvent::LocalMetrics(_) | FeedEvent::Cluster(_)) => {}
                 Err(_) => break,
             }
         }

@@ -23,6 +23,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "[socketio] ping_interval",
     "[socketio] ping_timeout",
     "[commands] audit_log",
+    "[cluster]",
 ];
 
 impl Config {
@@ -57,6 +58,7 @@ impl Config {
             sio_ping_interval => "[socketio] ping_interval",
             sio_ping_timeout => "[socketio] ping_timeout",
             audit_log => "[commands] audit_log",
+            cluster => "[cluster]",
         );
         // The running address's note goes with it.
         merged.listen_note.clone_from(&self.listen_note);

@@ -17,6 +17,8 @@ pub enum FeedEvent {
     Docker(DockerEvent),
     /// One sample of the local host's metrics.
     LocalMetrics(Metrics),
+    /// From the cluster's NATS thread (`crate::cluster`).
+    Cluster(crate::cluster::ClusterEvent),
 }
 
 /// Which output stream of a container a log line came from.

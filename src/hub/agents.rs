@@ -44,6 +44,8 @@ pub struct ServerState {
     pub stats_on: bool,
     /// Metrics samples of the last 24 h (`history.rs`).
     pub history: History,
+    /// Another hub of the cluster owns it (`cluster.rs`).
+    pub relay: Option<super::cluster::Relay>,
 }
 
 impl ServerState {
@@ -61,6 +63,7 @@ impl ServerState {
             table: RemoteTable::default(),
             stats_on: false,
             history: History::default(),
+            relay: None,
         }
     }
 }
@@ -210,6 +213,8 @@ impl State {
             // connection's `hello` resumes its log streams (SPEC 7).
             self.suspend_server_logs(io, &agent.server_id);
         }
+        // Relayed from another hub until now: owned here from now on.
+        self.relay_taken_over(&agent.server_id);
         let Some(state) = self.servers.get_mut(&agent.server_id) else {
             return;
         };
@@ -259,6 +264,7 @@ impl State {
             // Its log streams wait for it (SPEC 7); subscribers stay.
             self.suspend_server_logs(io, server_id);
             self.publish_server_state(io, server_id);
+            self.announce(server_id, false);
         }
         self.fail_commands_of(io, server_id);
     }
@@ -283,7 +289,10 @@ impl State {
             state.history.record(&data, super::unix_now());
             state.latest_metrics = Some(data_json);
         }
-        self.evaluate_alerts(io, server_id, &data);
+        // Another hub's server: its owner evaluates the alerts.
+        if self.owns(server_id) {
+            self.evaluate_alerts(io, server_id, &data);
+        }
     }
 
     /// The local host's sample from the sysinfo thread.

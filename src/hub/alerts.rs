@@ -248,6 +248,10 @@ impl State {
         let Some(rule) = self.config.alerts.get(c.key.rule) else {
             return;
         };
+        // A server another hub owns: that hub raises its alerts.
+        if c.firing && self.relay_hub(&c.key.server).is_some() {
+            return;
+        }
         let now_text = rfc3339_now();
         let started_at = if c.firing {
             now_text.clone()

@@ -297,6 +297,22 @@ impl State {
             self.pending.insert(command_id.clone(), pending);
             return Ok(command_id);
         }
+        if state.agent.is_none() && state.relay.is_some() {
+            // Another hub holds the agent: it runs the command there.
+            if kind == "docker_command" && str_field(&outgoing, "action").is_some_and(|a| a != "start") {
+                let reference = str_field(&outgoing, "container_id").unwrap_or_default();
+                if let Ok(id) = self.resolve_on(&server_id, reference) {
+                    let now = io.now;
+                    self.note_requested_action(&server_id, &id, now);
+                }
+            }
+            if self.relay_command(&server_id, kind, outgoing, &command_id) {
+                io.stats.command("sent");
+                self.pending.insert(command_id.clone(), pending);
+                return Ok(command_id);
+            }
+            return Err(format!("Agent for server {server_id} is offline"));
+        }
         let Some((agent, _)) = state.agent else {
             io.stats.command("agent_offline");
             self.audit_refusal(io, &pending, &command_id, "refused: agent offline");

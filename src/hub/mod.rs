@@ -20,11 +20,13 @@
 //! `reload.rs` (a new config on SIGHUP, and what it revokes), `logring.rs`
 //! (a log stream's numbered lines, `since_seq`, idle streams), `resume.rs`
 //! (log streams suspended and resumed across outages),
-//! `drive.rs` (arbitrary inputs, for fuzzing).
+//! `drive.rs` (arbitrary inputs, for fuzzing), `cluster.rs` (the other
+//! hubs of a cluster: their servers, and their sessions on this one).
 
 mod agents;
 mod alerts;
 mod browser;
+mod cluster;
 mod commands;
 mod docker;
 mod drive;
@@ -142,6 +144,8 @@ pub struct State {
     pub shared_key_warnings: WarnBudget,
     /// Alert states, recent changes and the notifiers.
     pub alerts: Alerts,
+    /// The cluster this hub is part of (`cluster.rs`); `None`: one hub.
+    pub cluster: Option<cluster::Cluster>,
 }
 
 /// The hub: its state and the sessions of every connection.
@@ -149,6 +153,7 @@ pub struct Hub {
     state: State,
     sessions: Sessions,
     closed: Vec<ConnId>,
+    to_peers: Vec<(ConnId, crate::ws::Frame)>,
 }
 
 impl Hub {
@@ -189,9 +194,11 @@ impl Hub {
                 refused_agent_warnings: WarnBudget::default(),
                 shared_key_warnings: WarnBudget::default(),
                 alerts: Alerts::default(),
+                cluster: None,
             },
             sessions: Sessions::default(),
             closed: Vec::new(),
+            to_peers: Vec::new(),
         }
     }
 
@@ -205,6 +212,11 @@ impl Hub {
 
     pub fn session(&self, conn: ConnId) -> Option<&Session> {
         self.sessions.get(conn)
+    }
+
+    /// Joins a cluster through `link` (the NATS thread, `crate::cluster`).
+    pub fn set_cluster(&mut self, link: crate::cluster::ClusterLink, hub_id: String) {
+        self.state.cluster = Some(cluster::Cluster::new(link, hub_id));
     }
 
     /// Hands alert changes to the notifier threads from now on.
@@ -237,6 +249,7 @@ impl Hub {
             now,
             soft_cap,
             &mut self.closed,
+            &mut self.to_peers,
         );
         let st = &mut self.state;
         match input {
@@ -260,6 +273,7 @@ impl Hub {
             Input::Drained { conn } => topics::report_dropped(&mut io, conn),
             Input::Feed(FeedEvent::Docker(d)) => st.on_docker(&mut io, d),
             Input::Feed(FeedEvent::LocalMetrics(m)) => st.on_local_metrics(&mut io, &m),
+            Input::Feed(FeedEvent::Cluster(ev)) => st.on_cluster(&mut io, ev),
             Input::Tick { unix_now } => st.tick(&mut io, unix_now),
             Input::Timers => st.flush_held_logs(&mut io),
             Input::Reload(r) => st.reload(&mut io, *r),
@@ -268,6 +282,8 @@ impl Hub {
         while let Some(conn) = io.closed.pop() {
             st.detach(&mut io, conn);
         }
+        // What other hubs' sessions got goes to NATS, one message per frame.
+        st.send_to_peers(&mut io);
     }
 }
 
@@ -375,5 +391,6 @@ impl State {
         self.logs_tick(io);
         self.expire_parked(io);
         self.alerts_tick(io);
+        self.cluster_tick(io);
     }
 }

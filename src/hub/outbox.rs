@@ -53,6 +53,9 @@ pub struct Io<'a> {
     pub soft_cap: usize,
     /// Connections the hub closed during this input, detached before it returns.
     pub(super) closed: &'a mut Vec<ConnId>,
+    /// Frames for other hubs' sessions (`cluster.rs`): they go to NATS, not
+    /// to a socket, once the input is handled.
+    pub(super) to_peers: &'a mut Vec<(ConnId, Frame)>,
 }
 
 impl<'a> Io<'a> {
@@ -63,6 +66,7 @@ impl<'a> Io<'a> {
         now: Instant,
         soft_cap: usize,
         closed: &'a mut Vec<ConnId>,
+        to_peers: &'a mut Vec<(ConnId, Frame)>,
     ) -> Self {
         Io {
             out,
@@ -71,6 +75,7 @@ impl<'a> Io<'a> {
             now,
             soft_cap,
             closed,
+            to_peers,
         }
     }
 
@@ -87,6 +92,14 @@ impl<'a> Io<'a> {
     /// [`Io::send`] of a frame as it is: shared frames, already stamped
     /// when they need an offset (`recovery.rs`).
     pub fn offer(&mut self, conn: ConnId, frame: &Frame, prio: Priority) -> Offer {
+        if super::session::is_peer(conn) {
+            if self.sessions.contains(conn) {
+                self.stats.messages_sent += 1;
+                self.to_peers.push((conn, frame.clone()));
+                return Offer::Queued;
+            }
+            return Offer::Dropped;
+        }
         let offer = self.out.send(conn, frame, prio);
         match offer {
             Offer::Queued => self.stats.messages_sent += 1,
@@ -160,7 +173,9 @@ impl<'a> Io<'a> {
         if self.closed.contains(&conn) || !self.sessions.contains(conn) {
             return;
         }
-        self.out.close(conn, close);
+        if !super::session::is_peer(conn) {
+            self.out.close(conn, close);
+        }
         self.closed.push(conn);
     }
 

@@ -81,7 +81,7 @@ impl State {
     /// The `Server` object of SPEC 6.
     pub fn server_json(&self, server_id: &str) -> Option<Value> {
         let s = self.servers.get(server_id)?;
-        let online = s.is_local || s.agent.is_some();
+        let online = s.is_local || s.agent.is_some() || s.relay.is_some();
         let docker = if s.is_local {
             match (&self.docker_error, self.docker_up) {
                 (_, true) => DockerStatus::Up,
@@ -114,7 +114,12 @@ impl State {
             last_seen.map_or(Value::Null, |t| Value::from(rfc3339_secs(t))),
         );
         m.insert("capabilities".into(), Value::from(caps));
-        m.insert("hub".into(), Value::from(self.config.server_id.clone()));
+        let hub = match (&s.relay, &self.cluster) {
+            (Some(r), _) => r.hub.clone(),
+            (None, Some(c)) => c.hub_id.clone(),
+            (None, None) => self.config.server_id.clone(),
+        };
+        m.insert("hub".into(), Value::from(hub));
         m.insert("local".into(), Value::from(s.is_local));
         m.insert("docker".into(), docker_state);
         if let Some(e) = docker_error {
@@ -174,7 +179,7 @@ impl State {
         let Some(s) = self.servers.get(server_id) else {
             return Err(format!("Unknown server_id: {}", shown(server_id)));
         };
-        if s.agent.is_none() {
+        if s.agent.is_none() && s.relay.is_none() {
             return Err(format!("Agent for server {} is offline", shown(server_id)));
         }
         super::docker::resolve_in(&s.table.containers, reference)?
@@ -194,6 +199,9 @@ impl State {
         };
         self.topics
             .publish(io, &TopicKey::Servers, &ev, Publish::ESSENTIAL);
+        if self.owns(server_id) {
+            self.announce(server_id, true);
+        }
     }
 
     /// `list_servers`.
@@ -263,6 +271,9 @@ impl State {
         container_id: &str,
         tail: Option<usize>,
     ) {
+        if self.tell_relay(server_id, kind, container_id, tail) {
+            return;
+        }
         let Some((agent, _)) = self.servers.get(server_id).and_then(|s| s.agent) else {
             return;
         };
@@ -298,7 +309,7 @@ impl State {
             .topics
             .get(&TopicKey::Stats(server_id.to_string()))
             .is_some_and(|t| !t.subs.is_empty());
-        let on = watched && (s.is_local || s.agent.is_some());
+        let on = watched && (s.is_local || s.agent.is_some() || s.relay.is_some());
         if on == s.stats_on {
             return;
         }
@@ -331,6 +342,37 @@ impl State {
         kind: &str,
         obj: &Map<String, Value>,
     ) -> bool {
+        let Some(result) = self.apply_agent_extension(io, server_id, kind, obj) else {
+            return false;
+        };
+        if let Err(message) = result {
+            io.stats.bad_input("agent_message");
+            io.error(conn, &format!("{kind}: {message}"));
+        }
+        true
+    }
+
+    /// An extension message of `server_id`'s agent, or the same news
+    /// relayed by the hub that owns it (`cluster.rs`).
+    pub(super) fn on_agent_extension_kind(
+        &mut self,
+        io: &mut Io<'_>,
+        server_id: &str,
+        kind: &str,
+        obj: &Map<String, Value>,
+    ) -> Result<(), String> {
+        self.apply_agent_extension(io, server_id, kind, obj)
+            .unwrap_or(Ok(()))
+    }
+
+    /// `None` when `kind` is not an extension message.
+    fn apply_agent_extension(
+        &mut self,
+        io: &mut Io<'_>,
+        server_id: &str,
+        kind: &str,
+        obj: &Map<String, Value>,
+    ) -> Option<Result<(), String>> {
         let result = match kind {
             "hello" => self.agent_hello(io, server_id, obj),
             "containers" => self.agent_containers(io, server_id, obj),
@@ -354,13 +396,9 @@ impl State {
                 }
                 Ok(())
             }
-            _ => return false,
+            _ => return None,
         };
-        if let Err(message) = result {
-            io.stats.bad_input("agent_message");
-            io.error(conn, &format!("{kind}: {message}"));
-        }
-        true
+        Some(result)
     }
 
     fn agent_hello(

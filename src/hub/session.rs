@@ -159,19 +159,56 @@ impl Session {
 #[derive(Debug, Default)]
 pub struct Sessions {
     slots: Vec<Option<Box<Session>>>,
+    /// Other hubs' sessions (`cluster.rs`), from [`PEER_CONN_BASE`] on.
+    peers: Vec<Option<Box<Session>>>,
     behind: Vec<u64>,
     len: usize,
     /// Socket.IO recovery: the offset counter and the parked sessions.
     pub sio: recovery::Store,
 }
 
+/// Where the connection ids of other hubs' sessions start (`cluster.rs`):
+/// far above any socket's, which are slab keys.
+pub const PEER_CONN_BASE: ConnId = 1 << 40;
+
+/// Whether `conn` stands for another hub of the cluster, not a socket.
+pub fn is_peer(conn: ConnId) -> bool {
+    conn >= PEER_CONN_BASE
+}
+
 impl Sessions {
+    fn slot(&self, conn: ConnId) -> Option<&Option<Box<Session>>> {
+        if is_peer(conn) {
+            self.peers.get(conn - PEER_CONN_BASE)
+        } else {
+            self.slots.get(conn)
+        }
+    }
+
+    fn slot_mut(&mut self, conn: ConnId) -> Option<&mut Option<Box<Session>>> {
+        if is_peer(conn) {
+            self.peers.get_mut(conn - PEER_CONN_BASE)
+        } else {
+            self.slots.get_mut(conn)
+        }
+    }
+
     pub fn get(&self, conn: ConnId) -> Option<&Session> {
-        self.slots.get(conn)?.as_deref()
+        self.slot(conn)?.as_deref()
     }
 
     pub fn get_mut(&mut self, conn: ConnId) -> Option<&mut Session> {
-        self.slots.get_mut(conn)?.as_deref_mut()
+        self.slot_mut(conn)?.as_deref_mut()
+    }
+
+    /// A free connection id for another hub's session.
+    pub fn free_peer_conn(&self) -> ConnId {
+        let i = self
+            .peers
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.peers.len());
+        PEER_CONN_BASE + i
     }
 
     pub fn contains(&self, conn: ConnId) -> bool {
@@ -180,6 +217,16 @@ impl Sessions {
 
     /// Adds (or replaces) the session of `conn`.
     pub fn insert(&mut self, conn: ConnId, s: Session) {
+        if is_peer(conn) {
+            let i = conn - PEER_CONN_BASE;
+            if i >= self.peers.len() {
+                self.peers.resize_with(i + 1, || None);
+            }
+            if self.peers[i].replace(Box::new(s)).is_none() {
+                self.len += 1;
+            }
+            return;
+        }
         if conn >= self.slots.len() {
             self.slots.resize_with(conn + 1, || None);
             self.behind.resize(conn / 64 + 1, 0);
@@ -191,7 +238,7 @@ impl Sessions {
     }
 
     pub fn remove(&mut self, conn: ConnId) -> Option<Session> {
-        let s = self.slots.get_mut(conn)?.take()?;
+        let s = self.slot_mut(conn)?.take()?;
         self.len -= 1;
         self.set_behind(conn, false);
         Some(*s)
@@ -206,10 +253,16 @@ impl Sessions {
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (ConnId, &mut Session)> {
+        let peers = self
+            .peers
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| Some((PEER_CONN_BASE + i, s.as_deref_mut()?)));
         self.slots
             .iter_mut()
             .enumerate()
             .filter_map(|(i, s)| Some((i, s.as_deref_mut()?)))
+            .chain(peers)
     }
 
     /// The connection lost lines it has not been told about yet.

@@ -25,17 +25,22 @@ struct AppView<'a> {
 
 impl HttpApp for AppView<'_> {
     fn healthz(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut health = serde_json::json!({
             "status": "ok",
             "docker": if self.hub.state().docker_up { "up" } else { "down" },
             "docker_error": self.hub.state().docker_error,
             "connections": self.connections,
-        })
+        });
+        if let (Some(c), Some(m)) = (self.hub.state().cluster_health(), health.as_object_mut()) {
+            m.insert("cluster".into(), c);
+        }
+        health
     }
     fn metrics(&self) -> String {
         let mut text = self.stats.render();
         crate::stats::render_deflate(&mut text, &self.deflate);
         self.hub.state().render_alert_metrics(&mut text);
+        self.hub.state().render_cluster_metrics(&mut text);
         text
     }
     fn containers(&self) -> Vec<u8> {

@@ -1,0 +1,339 @@
+//! Many hubs over NATS (SPEC 11), end to end: a real `nats-server`
+//! (Debian's, started here on a free loopback port) and three real hubs
+//! (`dockwire serve` with `[cluster]`), each with the same agent keys.
+//!
+//! - `fleet_across_hubs`: an agent on hub A; browsers on B and C see it in
+//!   the server list (owned by "a"), its metrics, its containers and their
+//!   changes, its log lines (each exactly once, in order, one follower on
+//!   the agent for both hubs) and its alerts; a command from C reaches the
+//!   agent on A and the answer comes back with C's `request_id`.
+//! - `hub_death_and_failover`: a real `dockwire agent --hub A --hub B`;
+//!   hub A is killed, browsers on C see the server offline, then online on
+//!   hub B once the agent failed over.
+//! - `nats_outage`: nats-server is stopped: every hub still serves its own
+//!   agent and browsers, other hubs' servers go offline; nats-server comes
+//!   back on the same port and the fleet view is whole again.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use dockwire::auth::Role;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(25);
+
+/// A `nats-server` on a loopback port, killed on drop.
+struct Nats {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let mut n = Nats {
+            child: None,
+            port: free_port(),
+        };
+        n.restart();
+        n
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("nats-server");
+        let child = Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed (scripts/test.sh installs Debian's)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A hub of the cluster: agent keys `srv-0..n`, browser auth on.
+fn hub(nats: &Nats, id: &str, extra: &str) -> AgentHub {
+    agent_hub(
+        2,
+        &format!(
+            "server_id = \"host-{id}\"\n{extra}\n[cluster]\nnats_url = \"{}\"\nhub_id = \"{id}\"\n",
+            nats.url()
+        ),
+    )
+}
+
+/// Waits for a message matching `pred`, skipping others.
+fn wait_for(ws: &mut Ws, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match next_json(ws, left) {
+            Some(m) if pred(&m) => return m,
+            Some(_) => {}
+            None => panic!("no {what} within {WAIT:?}"),
+        }
+    }
+}
+
+/// Asks for the server list until `pred` holds for `server_id`'s entry.
+fn server_until(ws: &mut Ws, server_id: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        send_json(ws, &json!({"type": "list_servers", "request_id": "ls"}));
+        let m = wait_for(ws, "servers", |m| m["type"] == "servers");
+        let entry = m["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["server_id"] == server_id)
+            .cloned()
+            .unwrap_or(Value::Null);
+        if pred(&entry) {
+            return entry;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server {server_id} never matched: {entry}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn online_on(hub: &'static str) -> impl Fn(&Value) -> bool {
+    move |s: &Value| s["online"] == true && s["hub"] == hub
+}
+
+/// A fake Docker agent: `hello` with `docker`, a table of one container.
+fn docker_agent(h: &AgentHub, i: usize) -> Ws {
+    let mut a = fake_agent(h, i);
+    send_json(
+        &mut a,
+        &json!({"type": "hello", "name": "x", "version": "t", "capabilities": ["docker", "commands"]}),
+    );
+    send_json(
+        &mut a,
+        &json!({"type": "containers", "containers": [container("c1", "web", "running")]}),
+    );
+    a
+}
+
+fn container(id: &str, name: &str, state: &str) -> Value {
+    json!({"id": id, "name": name, "image": "img", "state": state, "status": state,
+           "created": "2026-01-01T00:00:00Z", "ports": [], "labels": {}})
+}
+
+/// Lines of `log_update`s for `container` until `n` were seen.
+fn log_lines(ws: &mut Ws, container: &str, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let m = wait_for(ws, "log_update", |m| {
+            m["type"] == "log_update" && m["container_id"] == container
+        });
+        got.extend(m["log"].as_str().unwrap().lines().map(str::to_string));
+    }
+    got
+}
+
+#[test]
+fn fleet_across_hubs() {
+    let nats = Nats::start();
+    let alerts = "[[alerts]]\nrule = \"cpu_percent > 50 for 100ms\"\n";
+    let a = hub(&nats, "a", alerts);
+    let b = hub(&nats, "b", "");
+    let c = hub(&nats, "c", "");
+    let mut agent = docker_agent(&a, 0);
+    let mut on_b = browser(&b, "/api/v1/ws", Role::Admin);
+    let mut on_c = browser(&c, "/api/v1/ws", Role::Admin);
+
+    // The server list of every hub shows the agent, owned by hub a.
+    let entry = server_until(&mut on_b, "srv-0", online_on("a"));
+    assert_eq!(entry["name"], "agent-0");
+    assert!(entry["capabilities"].as_array().unwrap().contains(&json!("docker")));
+    server_until(&mut on_c, "srv-0", online_on("a"));
+    server_until(&mut on_c, "host-a", online_on("a"));
+    server_until(&mut on_c, "host-b", online_on("b"));
+
+    // Metrics reach B; an alert raised on A (its owner) reaches B too.
+    send_json(&mut on_b, &json!({"type": "subscribe_metrics", "server_id": "srv-0"}));
+    let deadline = Instant::now() + WAIT;
+    let sample = |cpu: f64| json!({"type": "metrics", "server_id": "srv-0", "cpu_percent": cpu, "memory_percent": 5.0});
+    let m = loop {
+        send_json(&mut agent, &sample(90.0));
+        if let Some(m) = next_json(&mut on_b, Duration::from_millis(500))
+            .filter(|m| m["type"] == "metrics" && m["server_id"] == "srv-0")
+        {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no metrics on hub b");
+    };
+    assert_eq!(m["data"]["cpu_percent"], 90.0);
+    std::thread::sleep(Duration::from_millis(200));
+    send_json(&mut agent, &sample(91.0));
+    let alert = wait_for(&mut on_b, "alert", |m| m["type"] == "alert");
+    assert_eq!(alert["server_id"], "srv-0");
+    assert_eq!(alert["data"]["state"], "firing");
+
+    // Containers on C: the table, then a change.
+    send_json(&mut on_c, &json!({"type": "subscribe_containers", "server_id": "srv-0"}));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let m = wait_for(&mut on_c, "initial_state", |m| {
+            m["type"] == "initial_state" && m["server_id"] == "srv-0"
+        });
+        if m["containers"].as_array().unwrap().len() == 1 {
+            assert_eq!(m["containers"][0]["name"], "web");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the table never reached hub c");
+    }
+    send_json(
+        &mut agent,
+        &json!({"type": "container_state_change", "container": container("c1", "web", "exited")}),
+    );
+    let ch = wait_for(&mut on_c, "container_state_change", |m| {
+        m["type"] == "container_state_change" && m["server_id"] == "srv-0"
+    });
+    assert_eq!(ch["container"]["state"], "exited");
+
+    // Logs: B and C follow c1; the agent gets one subscribe_logs.
+    send_json(&mut on_b, &json!({"type": "start_log_stream", "server_id": "srv-0", "container_id": "c1", "tail": 10}));
+    let sub = wait_for(&mut agent, "subscribe_logs", |m| m["type"] == "subscribe_logs");
+    assert_eq!(sub["container_id"], "c1");
+    let history: Vec<Value> = (0..5)
+        .map(|i| json!({"stream": "stdout", "timestamp": "2026-01-01T00:00:00Z", "line": format!("old {i}")}))
+        .collect();
+    send_json(&mut agent, &json!({"type": "log_batch", "container_id": "c1", "lines": history, "history": true, "last": true}));
+    let got = log_lines(&mut on_b, "c1", 5);
+    assert_eq!(got, (0..5).map(|i| format!("old {i}")).collect::<Vec<_>>());
+    send_json(&mut on_c, &json!({"type": "start_log_stream", "server_id": "srv-0", "container_id": "c1", "tail": 2}));
+    let got = log_lines(&mut on_c, "c1", 2);
+    assert_eq!(got, ["old 3", "old 4"]);
+    for k in 0..20 {
+        let lines: Vec<Value> = (0..10)
+            .map(|i| json!({"stream": "stdout", "timestamp": "2026-01-01T00:00:01Z", "line": format!("new {}", k * 10 + i)}))
+            .collect();
+        send_json(&mut agent, &json!({"type": "log_batch", "container_id": "c1", "lines": lines}));
+    }
+    let want: Vec<String> = (0..200).map(|i| format!("new {i}")).collect();
+    assert_eq!(log_lines(&mut on_b, "c1", 200), want, "hub b: every line once, in order");
+    assert_eq!(log_lines(&mut on_c, "c1", 200), want, "hub c: every line once, in order");
+    // Nothing more: no line was delivered twice.
+    std::thread::sleep(Duration::from_millis(500));
+    while let Some(m) = next_json(&mut on_b, Duration::from_millis(100)) {
+        assert_ne!(m["type"], "log_update", "a duplicate on hub b: {m}");
+    }
+    // One follower on the agent for both hubs.
+    while let Some(m) = next_json(&mut agent, Duration::from_millis(200)) {
+        assert_ne!(m["type"], "subscribe_logs", "a second follower: {m}");
+    }
+
+    // A command from C runs on the agent held by A.
+    send_json(&mut on_c, &json!({"type": "command", "server_id": "srv-0", "command": "uptime", "request_id": "r-1"}));
+    let accepted = wait_for(&mut on_c, "command_accepted", |m| m["type"] == "command_accepted");
+    assert_eq!(accepted["request_id"], "r-1");
+    let cmd = wait_for(&mut agent, "command", |m| m["type"] == "command");
+    assert_eq!(cmd["command"], "uptime");
+    send_json(&mut agent, &json!({"type": "command_response", "command_id": cmd["command_id"],
+        "output": "up 3 days", "exit_code": 0, "duration_ms": 4}));
+    let resp = wait_for(&mut on_c, "command_response", |m| m["type"] == "command_response");
+    assert_eq!(resp["request_id"], "r-1");
+    assert_eq!(resp["output"], "up 3 days");
+    assert_eq!(resp["server_id"], "srv-0");
+
+    // /healthz and /metrics show the cluster.
+    let h = c.d.healthz();
+    assert_eq!(h["cluster"]["nats"], "up");
+    assert_eq!(h["cluster"]["hub_id"], "c");
+    assert_eq!(c.d.metric("dockwire_cluster_nats_up"), Some(1.0));
+    assert!(c.d.metric("dockwire_cluster_peers").unwrap() >= 2.0);
+}
+
+#[test]
+fn hub_death_and_failover() {
+    let nats = Nats::start();
+    let mut a = hub(&nats, "a", "");
+    let b = hub(&nats, "b", "");
+    let c = hub(&nats, "c", "");
+    let _agent = spawn_agent(
+        &a,
+        1,
+        &[
+            "--hub",
+            &b.d.url("/api/v1/agents/ws"),
+            "--metrics-interval",
+            "1s",
+        ],
+    );
+    wait_agents(&a, 1.0, WAIT);
+    let mut on_c = browser(&c, "/api/v1/ws", Role::Viewer);
+    server_until(&mut on_c, "srv-1", online_on("a"));
+    a.d.terminate(Duration::from_secs(5));
+    // Offline on C, then online again through B.
+    wait_for(&mut on_c, "offline", |m| {
+        m["type"] == "server_state_change"
+            && m["server"]["server_id"] == "srv-1"
+            && m["server"]["online"] == false
+    });
+    wait_for(&mut on_c, "online on b", |m| {
+        m["type"] == "server_state_change"
+            && m["server"]["server_id"] == "srv-1"
+            && m["server"]["online"] == true
+            && m["server"]["hub"] == "b"
+    });
+    // Its metrics flow through B.
+    send_json(&mut on_c, &json!({"type": "subscribe_metrics", "server_id": "srv-1"}));
+    wait_for(&mut on_c, "metrics", |m| {
+        m["type"] == "metrics" && m["server_id"] == "srv-1"
+    });
+}
+
+#[test]
+fn nats_outage() {
+    let mut nats = Nats::start();
+    let a = hub(&nats, "a", "");
+    let b = hub(&nats, "b", "");
+    let _agent_a = fake_agent(&a, 0);
+    let _agent_b = fake_agent(&b, 1);
+    let mut on_a = browser(&a, "/api/v1/ws", Role::Viewer);
+    server_until(&mut on_a, "srv-1", online_on("b"));
+    nats.stop();
+    // A keeps its own agent; B's goes offline here.
+    server_until(&mut on_a, "srv-1", |s| s["online"] == false);
+    server_until(&mut on_a, "srv-0", online_on("a"));
+    let h = a.d.healthz();
+    assert_eq!(h["cluster"]["nats"], "down");
+    // A new browser on A is served meanwhile.
+    let mut late = browser(&a, "/api/v1/ws", Role::Viewer);
+    server_until(&mut late, "srv-0", online_on("a"));
+    nats.restart();
+    server_until(&mut on_a, "srv-1", online_on("b"));
+    let mut on_b = browser(&b, "/api/v1/ws", Role::Viewer);
+    server_until(&mut on_b, "srv-0", online_on("a"));
+}
