@@ -13,6 +13,7 @@
 #             when it has a package-lock.json;
 #             with the browser stage: Debian's chromium (apt-get) and `npm ci`
 #             in tests/browser;
+#             with the cargo stage: Debian's nats-server (tests/cluster.rs);
 #             `python3 -m pip install -q -r tests/clients/requirements.txt`
 #             when that file exists.
 #   build     cargo build --workspace --bins
@@ -144,6 +145,11 @@ deps_setup() {
                 { timeout 600 apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q chromium >/dev/null; }
         fi
         (cd tests/browser && PUPPETEER_SKIP_DOWNLOAD=1 timeout 600 npm ci --no-audit --no-fund --loglevel=error)
+    fi
+    # tests/cluster.rs runs Debian's nats-server (the engine of a cluster).
+    if want cargo && ! command -v nats-server >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q -o DPkg::Lock::Timeout=300 nats-server >/dev/null ||
+            { timeout 600 apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q nats-server >/dev/null; }
     fi
     if [ -f tests/clients/requirements.txt ]; then
         timeout 900 python3 -m pip install -q --disable-pip-version-check -r tests/clients/requirements.txt

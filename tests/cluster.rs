@@ -5,7 +5,7 @@
 //! - `fleet_across_hubs`: an agent on hub A; browsers on B and C see it in
 //!   the server list (owned by "a"), its metrics, its containers and their
 //!   changes, its log lines (each exactly once, in order, one follower on
-//!   the agent for both hubs) and its alerts; a command from C reaches the
+//!   the agent for both hubs), its agent log entries and its alerts; a command from C reaches the
 //!   agent on A and the answer comes back with C's `request_id`.
 //! - `hub_death_and_failover`: a real `dockwire agent --hub A --hub B`;
 //!   hub A is killed, browsers on C see the server offline, then online on
@@ -267,6 +267,21 @@ fn fleet_across_hubs() {
     assert_eq!(resp["output"], "up 3 days");
     assert_eq!(resp["server_id"], "srv-0");
 
+    // The agent's own log entries reach the seed endpoint on B.
+    let mut entries = browser(&b, "/api/v1/ws/logs/srv-0", Role::Viewer);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        send_json(&mut agent, &json!({"type": "log", "server_id": "srv-0", "level": "WARN",
+            "message": "disk almost full", "timestamp": "2026-01-01T00:00:00Z"}));
+        if let Some(m) = next_json(&mut entries, Duration::from_millis(500)) {
+            assert_eq!(m["type"], "log");
+            assert_eq!(m["data"]["message"], "disk almost full");
+            assert_eq!(m["data"]["level"], "WARN");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no agent log entry on hub b");
+    }
+
     // /healthz and /metrics show the cluster.
     let h = c.d.healthz();
     assert_eq!(h["cluster"]["nats"], "up");
@@ -294,7 +309,10 @@ fn hub_death_and_failover() {
     wait_agents(&a, 1.0, WAIT);
     let mut on_c = browser(&c, "/api/v1/ws", Role::Viewer);
     server_until(&mut on_c, "srv-1", online_on("a"));
-    a.d.terminate(Duration::from_secs(5));
+    // SIGKILL: the hub says nothing; its beats stop.
+    let started = Instant::now();
+    let _ = a.d.child.kill();
+    let _ = a.d.child.wait();
     // Offline on C, then online again through B.
     wait_for(&mut on_c, "offline", |m| {
         m["type"] == "server_state_change"
@@ -307,6 +325,7 @@ fn hub_death_and_failover() {
             && m["server"]["online"] == true
             && m["server"]["hub"] == "b"
     });
+    eprintln!("failover seen on hub c {:?} after the kill", started.elapsed());
     // Its metrics flow through B.
     send_json(&mut on_c, &json!({"type": "subscribe_metrics", "server_id": "srv-1"}));
     wait_for(&mut on_c, "metrics", |m| {

@@ -305,7 +305,8 @@ impl State {
     /// An agent's `log` entry, to the server's `/api/v1/ws/logs/{id}` watchers.
     fn agent_log(&mut self, io: &mut Io<'_>, server_id: &str, obj: &Map<String, Value>) {
         let key = TopicKey::AgentLogs(server_id.to_string());
-        if self.topics.get(&key).is_none_or(|t| t.subs.is_empty()) {
+        let elsewhere = self.agent_logs_watched_elsewhere(server_id);
+        if !elsewhere && self.topics.get(&key).is_none_or(|t| t.subs.is_empty()) {
             return; // nobody watches: nothing to build
         }
         let mut data = Map::new();
@@ -326,8 +327,12 @@ impl State {
         if let Some(c) = obj.get("container_id") {
             data.insert("container_id".into(), c.clone());
         }
+        let data = Value::Object(data);
+        if elsewhere {
+            self.relay_agent_log(server_id, &data);
+        }
         let mut fields = Map::new();
-        fields.insert("data".into(), Value::Object(data));
+        fields.insert("data".into(), data);
         let ev = Event::Object {
             name: "log",
             fields: &fields,

@@ -68,6 +68,7 @@ pub struct Relay {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Want {
     Metrics,
+    AgentLogs,
 }
 
 /// Another hub, as this one knows it.
@@ -91,6 +92,9 @@ pub struct Cluster {
     asked: HashSet<(String, Want)>,
     /// Relayed commands waiting for the owner's receipt: command id.
     asking: HashSet<String>,
+    /// Hubs watching the agent log entries of a server owned here (they
+    /// carry no `server_id` in their seed form, so they go apart).
+    agent_log_watchers: HashMap<String, HashSet<String>>,
     refused_servers: u64,
 }
 
@@ -104,6 +108,7 @@ impl Cluster {
             peers: HashMap::new(),
             asked: HashSet::new(),
             asking: HashSet::new(),
+            agent_log_watchers: HashMap::new(),
             refused_servers: 0,
         }
     }
@@ -220,37 +225,61 @@ impl State {
         self.sync_wants(io);
     }
 
-    /// Asks owners for what this hub's browsers watch now (metrics), and
-    /// stops asking for what nobody here watches any more.
+    /// Asks owners for what this hub's browsers watch now (metrics, agent
+    /// log entries), and stops asking for what nobody here watches any more.
     fn sync_wants(&mut self, _io: &mut Io<'_>) {
         let Some(c) = &self.cluster else { return };
+        let watched = |keys: &[TopicKey]| {
+            keys.iter()
+                .any(|k| self.topics.get(k).is_some_and(|t| !t.subs.is_empty()))
+        };
         let mut changes = Vec::new();
         for (sid, s) in &self.servers {
             let Some(r) = &s.relay else { continue };
-            let watched = [
+            let metrics = watched(&[
                 TopicKey::Metrics(sid.clone()),
                 TopicKey::SeedMetrics(sid.clone()),
-            ]
-            .iter()
-            .any(|k| self.topics.get(k).is_some_and(|t| !t.subs.is_empty()));
-            let asked = c.asked.contains(&(sid.clone(), Want::Metrics));
-            if watched != asked {
-                changes.push((sid.clone(), r.hub.clone(), watched));
+            ]);
+            let agent_logs = watched(&[TopicKey::AgentLogs(sid.clone())]);
+            for (want, on) in [(Want::Metrics, metrics), (Want::AgentLogs, agent_logs)] {
+                if on != c.asked.contains(&(sid.clone(), want)) {
+                    changes.push((sid.clone(), r.hub.clone(), want, on));
+                }
             }
         }
         let Some(c) = &mut self.cluster else { return };
-        for (sid, hub, on) in changes {
-            let kind = if on {
-                "subscribe_metrics"
-            } else {
-                "unsubscribe_metrics"
+        for (sid, hub, want, on) in changes {
+            let kind = match (want, on) {
+                (Want::Metrics, true) => "subscribe_metrics",
+                (Want::Metrics, false) => "unsubscribe_metrics",
+                (Want::AgentLogs, true) => "subscribe_agent_logs",
+                (Want::AgentLogs, false) => "unsubscribe_agent_logs",
             };
             c.request(&hub, &json!({"type": kind, "server_id": sid}));
             if on {
-                c.asked.insert((sid, Want::Metrics));
+                c.asked.insert((sid, want));
             } else {
-                c.asked.remove(&(sid, Want::Metrics));
+                c.asked.remove(&(sid, want));
             }
+        }
+    }
+
+    /// Whether another hub watches `server_id`'s agent log entries.
+    pub(super) fn agent_logs_watched_elsewhere(&self, server_id: &str) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.agent_log_watchers.contains_key(server_id))
+    }
+
+    /// An agent log entry (its `data`) to the hubs that watch its server.
+    pub(super) fn relay_agent_log(&self, server_id: &str, data: &Value) {
+        let Some(c) = &self.cluster else { return };
+        let Some(hubs) = c.agent_log_watchers.get(server_id) else {
+            return;
+        };
+        let body = json!({"type": "agent_log", "server_id": server_id, "data": data}).to_string();
+        for hub in hubs {
+            c.send(hub, PeerKind::Ev, body.clone().into_bytes());
         }
     }
 
@@ -331,6 +360,7 @@ impl State {
                 if let Some(conn) = old {
                     self.detach(io, conn);
                 }
+                self.forget_watcher(hub);
                 let relayed: Vec<String> = self
                     .servers
                     .iter()
@@ -365,6 +395,7 @@ impl State {
         if let Some(conn) = p.conn {
             self.detach(io, conn);
         }
+        self.forget_watcher(hub);
         let relayed: Vec<String> = self
             .servers
             .iter()
@@ -373,6 +404,16 @@ impl State {
             .collect();
         for sid in relayed {
             self.relay_lost(io, &sid, "its hub is gone");
+        }
+    }
+
+    /// `hub` watches no agent log entries here any more.
+    fn forget_watcher(&mut self, hub: &str) {
+        if let Some(c) = &mut self.cluster {
+            c.agent_log_watchers.retain(|_, hubs| {
+                hubs.remove(hub);
+                !hubs.is_empty()
+            });
         }
     }
 
@@ -476,6 +517,13 @@ impl State {
             return;
         }
         let moved = s.relay.is_some();
+        if moved {
+            // Its agent failed over: it was out of reach in between.
+            self.relay_lost(io, sid, "its agent moved to another hub");
+        }
+        let Some(s) = self.servers.get_mut(sid) else {
+            return;
+        };
         s.relay = Some(Relay {
             hub: hub.to_string(),
             expires,
@@ -667,7 +715,30 @@ impl State {
                 self.leave_topic(io, &TopicKey::Stats(server.clone()), conn);
                 self.update_sampling(io, &server);
             }
+            "subscribe_agent_logs" if self.owns(&server) => {
+                if let Some(c) = &mut self.cluster {
+                    c.agent_log_watchers
+                        .entry(server)
+                        .or_default()
+                        .insert(from.to_string());
+                }
+            }
+            "unsubscribe_agent_logs" => {
+                if let Some(c) = &mut self.cluster {
+                    if let Some(hubs) = c.agent_log_watchers.get_mut(&server) {
+                        hubs.remove(from);
+                        if hubs.is_empty() {
+                            c.agent_log_watchers.remove(&server);
+                        }
+                    }
+                }
+            }
             "forget_server" => {
+                if let Some(c) = &mut self.cluster {
+                    if let Some(hubs) = c.agent_log_watchers.get_mut(&server) {
+                        hubs.remove(from);
+                    }
+                }
                 let keys: Vec<TopicKey> = io
                     .session(conn)
                     .map(|s| {
@@ -744,6 +815,18 @@ impl State {
                     let why = why.chars().take(300).collect::<String>();
                     self.fail_command(io, &id, &why);
                 }
+                Ok(())
+            }
+            "agent_log" => {
+                let mut fields = Map::new();
+                fields.insert("data".into(), obj.get("data").cloned().unwrap_or(Value::Null));
+                let ev = Event::Object {
+                    name: "log",
+                    fields: &fields,
+                };
+                let key = TopicKey::AgentLogs(sid.clone());
+                self.topics
+                    .publish(io, &key, &ev, super::topics::Publish::lines(1));
                 Ok(())
             }
             "alert" => {
