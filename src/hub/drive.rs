@@ -7,13 +7,42 @@
 //! Each operation takes two bytes and a text: byte 0 picks the operation
 //! (high bits) and the connection (low 3 bits), byte 1 the length of the
 //! text taken from what follows (lossy UTF-8).
+//!
+//! The hub is part of a cluster (`cluster.rs`) whose NATS link is a
+//! channel: operation 7 hands it what other hubs could send (a beat, a
+//! request, an owner's event, NATS up or down, an unanswered command) with
+//! the text as the body; what it sends is read and discarded.
 
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, FileConfig, Overrides};
 use crate::stats::{Endpoint, Stats};
 
+use crate::cluster::{ClusterEvent, PeerKind};
+use crate::feed::FeedEvent;
+
 use super::{Hub, Input, MemoryOutbox};
+
+/// What another hub (or NATS) could tell the driven hub: `which` picks it.
+fn cluster_event(which: usize, text: &str) -> ClusterEvent {
+    let body = bytes::Bytes::copy_from_slice(text.as_bytes());
+    let from = format!("hub{}", which % 2);
+    match which {
+        0 | 1 => ClusterEvent::Beat(body),
+        2 | 3 => ClusterEvent::Message {
+            from,
+            kind: PeerKind::Req,
+            body,
+        },
+        4 | 5 => ClusterEvent::Message {
+            from,
+            kind: PeerKind::Ev,
+            body,
+        },
+        6 => ClusterEvent::Up,
+        _ => ClusterEvent::Down(text.to_string()),
+    }
+}
 
 /// The agent key the driven hub accepts (so agent paths are reached).
 pub const DRIVE_AGENT_KEY: &str = "drive-agent-key";
@@ -32,6 +61,8 @@ pub fn drive_hub(data: &[u8]) {
     let config = Config::from_file(f, &Overrides::default()).expect("config is valid");
     let mut now = Instant::now();
     let mut hub = Hub::new(config, None, now);
+    let (link_tx, mut link_rx) = tokio::sync::mpsc::channel(1024);
+    hub.set_cluster(crate::cluster::ClusterLink::new(link_tx), "me".into());
     let mut out = MemoryOutbox::new(4096);
     let mut stats = Stats::default();
     let mut open = [false; CONNS];
@@ -85,10 +116,12 @@ pub fn drive_hub(data: &[u8]) {
                 out.take_texts(conn);
                 Input::Drained { conn }
             }
+            7 => Input::Feed(FeedEvent::Cluster(cluster_event(conn, &text))),
             _ if open[conn] => Input::Text { conn, text: &text },
             _ => continue,
         };
         hub.handle(&mut out, &mut stats, now, input);
+        while link_rx.try_recv().is_ok() {}
         for c in out.conns.values() {
             assert!(c.queued <= out.hard_cap, "a queue went past its hard cap");
         }
@@ -101,7 +134,10 @@ pub fn drive_hub(data: &[u8]) {
     // Socket.IO sessions dropped without a DISCONNECT of their own are
     // parked for recovery (recovery.rs) and keep their topics until the
     // window ends: let it end.
-    now += super::recovery::RECOVERY_WINDOW + Duration::from_secs(1);
+    // Other hubs' sessions end when their hubs fall silent.
+    now += super::recovery::RECOVERY_WINDOW
+        .max(super::cluster::RELAY_TIMEOUT)
+        + Duration::from_secs(1);
     hub.handle(
         &mut out,
         &mut stats,

@@ -828,6 +828,7 @@ fn metrics_history_is_kept_for_the_local_host_and_agents() {
 
 /// Alert rules, states and the snapshot, driven the same way.
 mod alerts;
+mod cluster;
 mod filters;
 mod recovery;
 mod reload;

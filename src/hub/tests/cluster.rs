@@ -1,0 +1,277 @@
+//! Hubs of a cluster driven in memory: each hub's NATS link is a channel,
+//! and [`Net::pump`] carries what one hub sends to the others as NATS would
+//! (beats to every hub, messages to the one named, an ask to a hub that is
+//! not there comes back unanswered).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use tokio::sync::mpsc::Receiver;
+
+use super::*;
+use crate::cluster::{ClusterEvent, ClusterLink, ClusterOp, PeerKind};
+use crate::feed::FeedEvent;
+
+/// Hubs by id, with the receiving end of each one's link.
+struct Net {
+    hubs: BTreeMap<String, (Harness, Receiver<ClusterOp>)>,
+}
+
+impl Net {
+    fn new(ids: &[(&str, &str)]) -> Net {
+        let mut hubs = BTreeMap::new();
+        for (id, extra) in ids {
+            let secret = temp_file("secret", SECRET);
+            let mut h = Harness::new(&format!(
+                "server_id = \"host-{id}\"\n{extra}\n[auth]\njwt_secret_file = {:?}\n",
+                secret.display().to_string()
+            ));
+            let (tx, rx) = tokio::sync::mpsc::channel(4096);
+            h.hub.set_cluster(ClusterLink::new(tx), id.to_string());
+            h.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Up)));
+            hubs.insert(id.to_string(), (h, rx));
+        }
+        Net { hubs }
+    }
+
+    fn hub(&mut self, id: &str) -> &mut Harness {
+        &mut self.hubs.get_mut(id).unwrap().0
+    }
+
+    fn deliver(&mut self, to: &str, ev: ClusterEvent) {
+        if let Some((h, _)) = self.hubs.get_mut(to) {
+            h.input(Input::Feed(FeedEvent::Cluster(ev)));
+        }
+    }
+
+    /// Carries every queued op until none is left.
+    fn pump(&mut self) {
+        for _ in 0..50 {
+            let mut sent = Vec::new();
+            for (id, (_, rx)) in self.hubs.iter_mut() {
+                while let Ok(op) = rx.try_recv() {
+                    sent.push((id.clone(), op));
+                }
+            }
+            if sent.is_empty() {
+                return;
+            }
+            for (from, op) in sent {
+                match op {
+                    ClusterOp::Beat(body) => {
+                        let others: Vec<String> =
+                            self.hubs.keys().filter(|k| **k != from).cloned().collect();
+                        for to in others {
+                            self.deliver(&to, ClusterEvent::Beat(body.clone()));
+                        }
+                    }
+                    ClusterOp::Send { to, kind, body } => {
+                        self.deliver(&to, ClusterEvent::Message { from: from.clone(), kind, body });
+                    }
+                    ClusterOp::Ask { to, body, token } => {
+                        if self.hubs.contains_key(&to) {
+                            self.deliver(
+                                &to,
+                                ClusterEvent::Message {
+                                    from: from.clone(),
+                                    kind: PeerKind::Req,
+                                    body,
+                                },
+                            );
+                        } else {
+                            self.deliver(&from, ClusterEvent::Unanswered { token });
+                        }
+                    }
+                }
+            }
+        }
+        panic!("the hubs kept talking");
+    }
+
+    /// Advances every hub's clock and ticks them (beats, expiries).
+    fn tick(&mut self, d: Duration) {
+        for (h, _) in self.hubs.values_mut() {
+            h.tick(d);
+        }
+        self.pump();
+    }
+}
+
+fn server<'a>(list: &'a Value, id: &str) -> Option<&'a Value> {
+    list["servers"]
+        .as_array()?
+        .iter()
+        .find(|s| s["server_id"] == id)
+}
+
+fn servers_of(h: &mut Harness, conn: ConnId) -> Value {
+    h.send(conn, &json!({"type": "list_servers"}));
+    h.take(conn)
+        .into_iter()
+        .find(|m| m["type"] == "servers")
+        .unwrap()
+}
+
+#[test]
+fn a_viewer_sees_the_owners_agent_and_follows_its_logs_through_one_subscription() {
+    let mut net = Net::new(&[("a", &agent_config()), ("b", ""), ("c", "")]);
+    let agent = net.hub("a").agent();
+    let a = net.hub("a");
+    a.send(agent, &json!({"type": "hello", "capabilities": ["docker"]}));
+    a.send(agent, &json!({"type": "containers", "containers": [container("c1", "web")]}));
+    net.tick(Duration::from_millis(300));
+    for id in ["b", "c"] {
+        let h = net.hub(id);
+        let br = h.browser(Role::Viewer);
+        let list = servers_of(h, br);
+        let s = server(&list, "srv-1").expect("srv-1 listed");
+        assert_eq!(s["online"], true);
+        assert_eq!(s["hub"], "a");
+        h.send(br, &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "web"}));
+    }
+    net.pump();
+    // One follower on the agent, whatever the number of hubs.
+    let asks: Vec<Value> = net
+        .hub("a")
+        .take(agent)
+        .into_iter()
+        .filter(|m| m["type"] == "subscribe_logs")
+        .collect();
+    assert_eq!(asks.len(), 1, "{asks:?}");
+    let a = net.hub("a");
+    a.send(agent, &json!({"type": "log_batch", "container_id": "c1", "history": true, "last": true,
+        "lines": [{"stream": "stdout", "line": "one"}, {"stream": "stdout", "line": "two"}]}));
+    a.send(agent, &json!({"type": "log_batch", "container_id": "c1",
+        "lines": [{"stream": "stdout", "line": "three"}]}));
+    net.pump();
+    for id in ["b", "c"] {
+        let h = net.hub(id);
+        // The browser is the hub's second socket (after none): conn 1.
+        let frames = h.take(1);
+        assert_eq!(log_text(&frames), "one\ntwo\nthree\n", "hub {id}");
+    }
+    // The owner published each frame once per hub: two peer sessions.
+    assert_eq!(net.hub("a").hub.session_count(), 3, "agent + two hubs");
+}
+
+#[test]
+fn a_silent_hub_ends_its_session_on_the_owner_and_its_streams_there() {
+    let mut net = Net::new(&[("a", &agent_config()), ("b", "")]);
+    let agent = net.hub("a").agent();
+    let a = net.hub("a");
+    a.send(agent, &json!({"type": "hello", "capabilities": ["docker"]}));
+    a.send(agent, &json!({"type": "containers", "containers": [container("c1", "web")]}));
+    net.tick(Duration::from_millis(300));
+    let b = net.hub("b");
+    let br = b.browser(Role::Viewer);
+    b.send(br, &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1"}));
+    net.pump();
+    assert!(net.hub("a").topic_count() > 0);
+    net.hub("a").take(agent);
+    // Hub b disappears: hub a ticks alone past the timeout.
+    let (b_harness, _) = net.hubs.remove("b").unwrap();
+    drop(b_harness);
+    for _ in 0..4 {
+        net.tick(crate::hub::cluster::RELAY_TIMEOUT / 3);
+    }
+    let a = net.hub("a");
+    assert_eq!(a.hub.session_count(), 1, "only the agent is left");
+    let types: Vec<String> = a.types(agent);
+    assert!(types.contains(&"unsubscribe_logs".to_string()), "{types:?}");
+}
+
+#[test]
+fn a_dead_owner_takes_its_servers_offline_and_fails_their_commands() {
+    let mut net = Net::new(&[("a", &agent_config()), ("b", "")]);
+    let _agent = net.hub("a").agent();
+    net.tick(Duration::from_millis(300));
+    let b = net.hub("b");
+    let br = b.browser(Role::Admin);
+    b.take(br);
+    net.hubs.remove("a");
+    // The command goes out before hub b noticed: nobody takes it.
+    let b = net.hub("b");
+    b.send(br, &json!({"type": "command", "server_id": "srv-1", "command": "uptime", "request_id": "r"}));
+    net.pump();
+    let frames = net.hub("b").take(br);
+    assert!(frames.iter().any(|m| m["type"] == "command_accepted"), "{frames:?}");
+    let err = frames.iter().find(|m| m["type"] == "error").expect("an error");
+    assert_eq!(err["request_id"], "r");
+    assert!(err["message"].as_str().unwrap().contains("does not answer"), "{err}");
+    for _ in 0..4 {
+        net.tick(crate::hub::cluster::RELAY_TIMEOUT / 3);
+    }
+    let b = net.hub("b");
+    let frames = b.take(br);
+    let offline = frames
+        .iter()
+        .find(|m| m["type"] == "server_state_change" && m["server"]["server_id"] == "srv-1")
+        .expect("srv-1 went offline");
+    assert_eq!(offline["server"]["online"], false);
+    b.send(br, &json!({"type": "command", "server_id": "srv-1", "command": "x"}));
+    let frames = b.take(br);
+    let e = frames.iter().find(|m| m["type"] == "error").expect("an error");
+    assert!(e["message"].as_str().unwrap().contains("offline"), "{e}");
+}
+
+#[test]
+fn bad_input_from_other_hubs_changes_nothing() {
+    let mut net = Net::new(&[("b", "")]);
+    let b = net.hub("b");
+    let before = b.hub.state().servers.len();
+    for body in [
+        &b"not json"[..],
+        br#"{"hub": "x.y", "session": "1", "servers": []}"#,
+        br#"{"hub": "x", "servers": []}"#,
+        br#"{"hub": "x", "session": 5, "servers": [{"server_id": "s"}]}"#,
+        br#"{"hub": "x", "session": "1", "servers": [{"server_id": "", "online": true}, 7, null]}"#,
+    ] {
+        b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Beat(Bytes::from(body.to_vec())))));
+    }
+    assert_eq!(b.hub.state().servers.len(), before);
+    // A request from a hub never heard in a beat opens nothing.
+    b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Message {
+        from: "stranger".into(),
+        kind: PeerKind::Req,
+        body: Bytes::from_static(br#"{"type":"list_servers"}"#),
+    })));
+    assert_eq!(b.hub.session_count(), 0);
+    // An owner's event for a server it does not own here is ignored.
+    b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Message {
+        from: "stranger".into(),
+        kind: PeerKind::Ev,
+        body: Bytes::from_static(br#"{"type":"initial_state","server_id":"host-b","containers":[]}"#),
+    })));
+    // At most MAX_PEERS other hubs are kept.
+    for i in 0..crate::hub::cluster::MAX_PEERS + 10 {
+        let beat = json!({"hub": format!("h{i}"), "session": "1",
+            "servers": [{"server_id": format!("s{i}"), "name": "n", "online": true}]});
+        b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Beat(Bytes::from(beat.to_string())))));
+    }
+    let health = b.hub.state().cluster_health().unwrap();
+    assert_eq!(
+        health["peers"].as_array().unwrap().len(),
+        crate::hub::cluster::MAX_PEERS
+    );
+    // A known hub's bad request gets an error back, like a browser's.
+    let (_, rx) = net.hubs.get_mut("b").unwrap();
+    while rx.try_recv().is_ok() {}
+    let b = net.hub("b");
+    b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Message {
+        from: "h1".into(),
+        kind: PeerKind::Req,
+        body: Bytes::from_static(br#"{"type":"start_log_stream","server_id":"nope","container_id":"x"}"#),
+    })));
+    let (_, rx) = net.hubs.get_mut("b").unwrap();
+    let Ok(ClusterOp::Send { to, kind, body }) = rx.try_recv() else {
+        panic!("no answer to hub h1");
+    };
+    assert_eq!((to.as_str(), kind), ("h1", PeerKind::Ev));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+}
+
+#[test]
+fn the_fuzz_seed_of_cluster_inputs_holds_the_invariants() {
+    crate::hub::drive_hub(include_bytes!("../../../fuzz/corpus/hub_inputs/cluster01"));
+}
