@@ -482,6 +482,12 @@ impl State {
         let text = |k: &str, max: usize| -> Option<String> {
             str_field(e, k).map(|v| v.chars().take(max).collect())
         };
+        let before = (
+            s.name.clone(),
+            s.capabilities.clone(),
+            s.version.clone(),
+            s.docker.clone(),
+        );
         if !configured {
             if let Some(name) = text("name", 128) {
                 s.name = name;
@@ -512,8 +518,16 @@ impl State {
             if let Some(r) = &mut s.relay {
                 r.expires = expires;
             }
-            // Name, capabilities or engine may have changed.
-            self.publish_server_state(io, sid);
+            let changed = before
+                != (
+                    s.name.clone(),
+                    s.capabilities.clone(),
+                    s.version.clone(),
+                    s.docker.clone(),
+                );
+            if changed {
+                self.publish_server_state(io, sid);
+            }
             return;
         }
         let moved = s.relay.is_some();

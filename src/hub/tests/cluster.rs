@@ -275,3 +275,25 @@ fn bad_input_from_other_hubs_changes_nothing() {
 fn the_fuzz_seed_of_cluster_inputs_holds_the_invariants() {
     crate::hub::drive_hub(include_bytes!("../../../fuzz/corpus/hub_inputs/cluster01"));
 }
+
+#[test]
+fn beats_that_change_nothing_tell_browsers_nothing() {
+    let mut net = Net::new(&[("a", &agent_config()), ("b", "")]);
+    let _agent = net.hub("a").agent();
+    net.tick(Duration::from_millis(300));
+    let b = net.hub("b");
+    let br = b.browser(Role::Viewer);
+    b.take(br);
+    for _ in 0..5 {
+        net.tick(crate::hub::cluster::BEAT_EVERY);
+    }
+    let changes: Vec<Value> = net
+        .hub("b")
+        .take(br)
+        .into_iter()
+        .filter(|m| m["type"] == "server_state_change")
+        .collect();
+    assert!(changes.is_empty(), "{changes:?}");
+    let list = servers_of(net.hub("b"), br);
+    assert_eq!(server(&list, "srv-1").unwrap()["online"], true);
+}
