@@ -570,6 +570,10 @@ impl State {
         };
         if let Some(c) = &mut self.cluster {
             c.asked.retain(|(s, _)| s != sid);
+            // The owner may still hold this hub's old asks (a short
+            // partition): they go first, so every ask below starts afresh
+            // (a log stream's history is sent again and joined here).
+            c.request(&hub, &json!({"type": "forget_server", "server_id": sid}));
             c.request(&hub, &json!({"type": "subscribe_containers", "server_id": sid}));
         }
         if let Some(s) = self.servers.get_mut(sid) {

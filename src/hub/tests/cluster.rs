@@ -54,9 +54,22 @@ impl Net {
                 }
             }
             if sent.is_empty() {
-                return;
+                // Lines held back for coalescing go out (LOG_COALESCE).
+                let mut flushed = false;
+                for (h, rx) in self.hubs.values_mut() {
+                    if h.hub.next_deadline().is_some() {
+                        h.now += Duration::from_millis(5);
+                        h.input(Input::Timers);
+                        flushed |= !rx.is_empty();
+                    }
+                }
+                if !flushed {
+                    return;
+                }
+                continue;
             }
             for (from, op) in sent {
+                if std::env::var_os("NET_DEBUG").is_some() { eprintln!("{from}: {op:?}"); }
                 match op {
                     ClusterOp::Beat(body) => {
                         let others: Vec<String> =
@@ -296,4 +309,48 @@ fn beats_that_change_nothing_tell_browsers_nothing() {
     assert!(changes.is_empty(), "{changes:?}");
     let list = servers_of(net.hub("b"), br);
     assert_eq!(server(&list, "srv-1").unwrap()["online"], true);
+}
+
+#[test]
+fn a_resync_mid_stream_neither_repeats_nor_loses_a_line() {
+    let mut net = Net::new(&[("a", &agent_config()), ("b", "")]);
+    let agent = net.hub("a").agent();
+    let a = net.hub("a");
+    a.send(agent, &json!({"type": "hello", "capabilities": ["docker"]}));
+    a.send(agent, &json!({"type": "containers", "containers": [container("c1", "web")]}));
+    net.tick(Duration::from_millis(300));
+    let b = net.hub("b");
+    let br = b.browser(Role::Viewer);
+    b.send(br, &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1"}));
+    net.pump();
+    let batch = |from: u32, to: u32, history: bool| {
+        let lines: Vec<Value> = (from..to)
+            .map(|i| json!({"stream": "stdout", "timestamp": format!("2026-01-01T00:00:{i:02}Z"), "line": format!("line {i}")}))
+            .collect();
+        json!({"type": "log_batch", "container_id": "c1", "lines": lines, "history": history, "last": history})
+    };
+    net.hub("a").send(agent, &batch(0, 5, true));
+    net.hub("a").send(agent, &batch(5, 8, false));
+    net.pump();
+    net.hub("a").take(agent);
+    assert_eq!(
+        log_text(&net.hub("b").take(br)),
+        (0..8).map(|i| format!("line {i}\n")).collect::<String>()
+    );
+    // Hub b lost NATS and is back: it asks again for what it watches.
+    let b = net.hub("b");
+    b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Down("test".into()))));
+    b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Up)));
+    net.pump();
+    // Hub b's asks started afresh on the owner; its only watcher gone and
+    // back, the owner restarted the follower: the agent sends its history
+    // again (the owner joins it to its ring), then new lines.
+    let asks: Vec<String> = net.hub("a").types(agent);
+    assert_eq!(asks.last().map(String::as_str), Some("subscribe_logs"), "{asks:?}");
+    net.hub("a").send(agent, &batch(0, 8, true));
+    net.hub("a").send(agent, &batch(8, 10, false));
+    net.pump();
+    let frames = net.hub("b").take(br);
+    assert_eq!(log_text(&frames), "line 8\nline 9\n", "{frames:?}");
+    assert!(!frames.iter().any(|m| m["type"] == "log_gap"), "{frames:?}");
 }
