@@ -46,6 +46,8 @@ pub struct ServerState {
     pub history: History,
     /// Another hub of the cluster owns it (`cluster.rs`).
     pub relay: Option<super::cluster::Relay>,
+    /// When its agent connected here (unix ms; 0 for the local host).
+    pub connected_ms: u64,
 }
 
 impl ServerState {
@@ -64,6 +66,7 @@ impl ServerState {
             stats_on: false,
             history: History::default(),
             relay: None,
+            connected_ms: 0,
         }
     }
 }
@@ -220,6 +223,9 @@ impl State {
         };
         state.offline_since = None;
         state.last_seen = Some(super::unix_now());
+        state.connected_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         // Until its `hello` says otherwise, an agent is a second-seed one.
         state.capabilities.clear();
         state.docker = DockerStatus::Absent;

@@ -62,6 +62,9 @@ const BEAT_CHUNK: usize = 500;
 pub struct Relay {
     pub hub: String,
     pub expires: Instant,
+    /// When its agent connected to that hub (unix ms, the hub's word): of
+    /// two hubs that both claim a server, the newer connection wins.
+    pub since_ms: u64,
 }
 
 /// What this hub asked a relayed server's owner to send it.
@@ -136,10 +139,11 @@ impl Cluster {
 }
 
 /// One server of a beat.
-fn beat_entry(json: Value, online: bool) -> Value {
+fn beat_entry(json: Value, online: bool, since_ms: u64) -> Value {
     let mut v = json;
     if let Value::Object(m) = &mut v {
         m.insert("online".into(), Value::from(online));
+        m.insert("since_ms".into(), Value::from(since_ms));
     }
     v
 }
@@ -165,8 +169,7 @@ impl State {
         self.servers
             .iter()
             .filter(|(_, s)| s.is_local || s.agent.is_some())
-            .filter_map(|(id, _)| self.server_json(id))
-            .map(|j| beat_entry(j, true))
+            .filter_map(|(id, s)| Some(beat_entry(self.server_json(id)?, true, s.connected_ms)))
             .collect()
     }
 
@@ -188,8 +191,9 @@ impl State {
         if self.cluster.is_none() {
             return;
         }
+        let since = self.servers.get(server_id).map_or(0, |s| s.connected_ms);
         if let Some(j) = self.server_json(server_id) {
-            self.beat(vec![beat_entry(j, online)]);
+            self.beat(vec![beat_entry(j, online, since)]);
         }
     }
 
@@ -451,6 +455,7 @@ impl State {
             return;
         }
         let online = e.get("online").and_then(Value::as_bool).unwrap_or(false);
+        let since_ms = e.get("since_ms").and_then(Value::as_u64).unwrap_or(0);
         let now = io.now;
         if let Some(s) = self.servers.get(sid) {
             if s.agent.is_some() {
@@ -461,6 +466,14 @@ impl State {
             if self.relay_hub(sid) == Some(hub) {
                 self.relay_lost(io, sid, "its agent left its hub");
             }
+            return;
+        }
+        // Two hubs claim it (the old one has not noticed its agent left
+        // yet): the newer connection wins, so views do not flap.
+        let older = self.servers.get(sid).and_then(|s| s.relay.as_ref()).is_some_and(|r| {
+            r.hub != hub && r.expires > now && r.since_ms > since_ms
+        });
+        if older {
             return;
         }
         let configured = self.api_keys_has(sid);
@@ -517,6 +530,7 @@ impl State {
         if same_hub {
             if let Some(r) = &mut s.relay {
                 r.expires = expires;
+                r.since_ms = since_ms;
             }
             let changed = before
                 != (
@@ -541,6 +555,7 @@ impl State {
         s.relay = Some(Relay {
             hub: hub.to_string(),
             expires,
+            since_ms,
         });
         s.offline_since = None;
         log::info!(

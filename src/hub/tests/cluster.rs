@@ -354,3 +354,29 @@ fn a_resync_mid_stream_neither_repeats_nor_loses_a_line() {
     assert_eq!(log_text(&frames), "line 8\nline 9\n", "{frames:?}");
     assert!(!frames.iter().any(|m| m["type"] == "log_gap"), "{frames:?}");
 }
+
+#[test]
+fn of_two_hubs_claiming_a_server_the_newer_connection_wins_without_flapping() {
+    let mut net = Net::new(&[("a", &agent_config()), ("b", &agent_config()), ("c", "")]);
+    let _old = net.hub("a").agent();
+    net.tick(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(5));
+    // The agent reconnected to b; a has not noticed its socket is dead.
+    let _new = net.hub("b").agent();
+    net.tick(Duration::from_millis(300));
+    let c = net.hub("c");
+    let br = c.browser(Role::Viewer);
+    c.take(br);
+    for _ in 0..4 {
+        net.tick(crate::hub::cluster::BEAT_EVERY);
+    }
+    let c = net.hub("c");
+    let flaps: Vec<Value> = c
+        .take(br)
+        .into_iter()
+        .filter(|m| m["type"] == "server_state_change")
+        .collect();
+    assert!(flaps.is_empty(), "{flaps:?}");
+    let list = servers_of(c, br);
+    assert_eq!(server(&list, "srv-1").unwrap()["hub"], "b");
+}
