@@ -15,7 +15,10 @@
 #             containers started, logged, stopped and removed on the engine;
 #             a log-flood container
 #   faults    a real `dockwire agent` killed (-9) and restarted every SECONDS/5;
-#             the Docker engine killed (-9) at SECONDS/2 and restarted
+#             the Docker engine killed (-9) at SECONDS/2 and restarted;
+#             with Debian's nats-server installed, the daemon is hub "soak-a"
+#             of a cluster with a second hub "soak-b", and nats-server is
+#             killed (-9) at SECONDS/3 and 2*SECONDS/3 and restarted 3 s later
 #   attacks   dockwire-loadtest attack, in turn until the end: slowloris,
 #             flood (pings and junk, never reading), garbage (random heads and
 #             frames; deflate bombs), nonreader (following the log-flood container, never
@@ -29,7 +32,11 @@
 #     loop; how many took over 50 ms, 250 ms and 1 s is reported, not judged,
 #     since a shared machine starves any process now and then);
 #   - afterwards every connection gauge on /metrics is back to 0, /healthz
-#     answers, and SIGTERM ends the daemon with status 0.
+#     answers, and SIGTERM ends the daemon with status 0;
+#   - with the cluster: after the last NATS outage the daemon is connected
+#     again and hub soak-b lists the daemon's host online, owned by soak-a
+#     (the fleet view is whole again); the load above on soak-a, which must
+#     lose nothing, ran through every NATS outage.
 #
 # Environment: DOCKWIRE_BIN (default target/debug/dockwire), LOADTEST_BIN
 # (default dockwire-loadtest next to it), DOCKWIRE_SOAK_KEEP=1 keeps the work
@@ -55,13 +62,15 @@ export DOCKWIRE_TESTENV=$WORK/engine
 PIDS=()
 DAEMON_PID=
 AGENT_PID=
+NATS_PID=
+HUB_B_PID=
 log() { printf 'soak: %s\n' "$*" >&2; }
 cleanup() {
     local p
     trap - EXIT INT TERM
-    for p in "${PIDS[@]}" $AGENT_PID $DAEMON_PID; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}" $AGENT_PID $DAEMON_PID $HUB_B_PID $NATS_PID; do kill -TERM "$p" 2>/dev/null || true; done
     sleep 0.3
-    for p in "${PIDS[@]}" $AGENT_PID $DAEMON_PID; do kill -KILL "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}" $AGENT_PID $DAEMON_PID $HUB_B_PID $NATS_PID; do kill -KILL "$p" 2>/dev/null || true; done
     if [ -d "$DOCKWIRE_TESTENV" ]; then
         timeout 60 scripts/docker-env.sh stop >/dev/null 2>&1 || true
     fi
@@ -91,6 +100,29 @@ chmod 600 "$WORK/jwt.secret"
     echo "handshake_timeout = \"3s\""
     echo "auth_timeout = \"3s\""
 } >"$CONF"
+# The cluster: Debian's nats-server (scripts/test.sh installs it) and a
+# second hub; without it the soak runs one hub and says so.
+NATS_BIN=$(command -v nats-server || true)
+NATS_PORT=
+if [ -n "$NATS_BIN" ]; then
+    NATS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    PORT_B=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    printf '[cluster]\nnats_url = "nats://127.0.0.1:%s"\nhub_id = "soak-a"\n' "$NATS_PORT" >>"$CONF"
+    {
+        echo "listen = \"127.0.0.1:$PORT_B\""
+        echo "server_id = \"soak-b-host\""
+        echo "[docker]"
+        echo "host = \"unix://$WORK/no-docker.sock\""
+        echo "[auth]"
+        echo "jwt_secret_file = \"$WORK/jwt.secret\""
+        printf '[cluster]\nnats_url = "nats://127.0.0.1:%s"\nhub_id = "soak-b"\n' "$NATS_PORT"
+    } >"$WORK/hub-b.toml"
+fi
+start_nats() {
+    "$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT" >>"$WORK/nats.log" 2>&1 &
+    NATS_PID=$!
+}
+[ -n "$NATS_BIN" ] && start_nats
 : >"$KEYS"
 for ((i = 0; i < 22; i++)); do
     key="soak-$i-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -112,6 +144,13 @@ for ((i = 0; i < 300; i++)); do
     sleep 0.1
 done
 log "daemon pid $DAEMON_PID on $TARGET, engine $DOCKER_HOST, ${SECS}s"
+if [ -n "$NATS_BIN" ]; then
+    "$DOCKWIRE_BIN" serve --config "$WORK/hub-b.toml" >"$WORK/hub-b.log" 2>&1 &
+    HUB_B_PID=$!
+    log "cluster: nats-server on 127.0.0.1:$NATS_PORT, hub soak-b on 127.0.0.1:$PORT_B"
+else
+    log "no nats-server: the cluster faults are skipped"
+fi
 T_END=$((SECONDS + SECS))
 
 start_agent() {
@@ -184,6 +223,8 @@ PIDS+=("$ATTACKS_PID")
 start_agent
 AGENT_KILLS=0
 ENGINE_KILLS=0
+NATS_KILLS=0
+NATS_KILL_AT=$((SECONDS + SECS / 3))
 RSS_MAX_KB=0
 NEXT_AGENT_KILL=$((SECONDS + SECS / 5))
 ENGINE_KILL_AT=$((SECONDS + SECS / 2))
@@ -198,6 +239,14 @@ while [ $SECONDS -lt $T_END ]; do
         sleep 0.5
         start_agent
         NEXT_AGENT_KILL=$((SECONDS + SECS / 5))
+    fi
+    if [ -n "$NATS_BIN" ] && [ $NATS_KILLS -lt 2 ] && [ $SECONDS -ge $NATS_KILL_AT ]; then
+        kill -KILL "$NATS_PID" 2>/dev/null || true
+        wait "$NATS_PID" 2>/dev/null || true
+        NATS_KILLS=$((NATS_KILLS + 1))
+        sleep 3
+        start_nats
+        NATS_KILL_AT=$((SECONDS + SECS / 3))
     fi
     if [ $ENGINE_KILLS -eq 0 ] && [ $SECONDS -ge $ENGINE_KILL_AT ]; then
         kill -KILL "$(cat "$ENGINE_PID_FILE")" 2>/dev/null || true
@@ -317,6 +366,30 @@ else
     FAIL=1
 fi
 if curl -fsS "http://$TARGET/healthz" >/dev/null; then RESULTS+=("PASS  /healthz answers"); else RESULTS+=("FAIL  /healthz"); FAIL=1; fi
+if [ -n "$NATS_BIN" ]; then
+    # The fleet view is whole again: hub soak-b lists soak-a's host, online.
+    host_id=$(curl -fsS -H "Authorization: Bearer $TOKEN" "http://$TARGET/api/v1/servers" |
+        python3 -c 'import json, sys; print(next(s["server_id"] for s in json.load(sys.stdin) if s["local"]))')
+    seen=
+    for ((i = 0; i < 100; i++)); do
+        if curl -fsS -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT_B/api/v1/servers" 2>/dev/null |
+            python3 -c 'import json, sys; sys.exit(0 if any(s["server_id"] == sys.argv[1] and s["online"] and s["hub"] == "soak-a" for s in json.load(sys.stdin)) else 1)' "$host_id"; then
+            seen=1
+            break
+        fi
+        sleep 0.2
+    done
+    nats_up=$(curl -fsS "http://$TARGET/healthz" | python3 -c 'import json, sys; print(json.load(sys.stdin).get("cluster", {}).get("nats"))')
+    if [ -n "$seen" ] && [ "$nats_up" = up ]; then
+        RESULTS+=("PASS  cluster: after $NATS_KILLS NATS outages soak-a is connected again and soak-b lists its host online")
+    else
+        RESULTS+=("FAIL  cluster: after $NATS_KILLS NATS outages: nats $nats_up on soak-a, soak-a's host online on soak-b: ${seen:-no}")
+        FAIL=1
+    fi
+    kill -TERM "$HUB_B_PID" 2>/dev/null || true
+    wait "$HUB_B_PID" 2>/dev/null || true
+    HUB_B_PID=
+fi
 kill -TERM "$DAEMON_PID"
 rc=0
 timeout 20 tail --pid="$DAEMON_PID" -f /dev/null || rc=$?
@@ -340,7 +413,7 @@ if a: print(f"  load: agents {a['messages']['delivered']} deliveries, {a['connec
 if s: print(f"  churn: storm {s['connections']['established']} connections made and {s['connections']['closed']} closed, {s['connections']['failed']} failed")
 EOF
 echo "  churn: $(cat "$WORK/churn.count" 2>/dev/null || echo 0) containers started, stopped and removed; one log-flood container"
-echo "  faults: agent killed $AGENT_KILLS times, engine killed $ENGINE_KILLS time(s), each restarted"
+echo "  faults: agent killed $AGENT_KILLS times, engine killed $ENGINE_KILLS time(s), nats-server killed $NATS_KILLS time(s), each restarted"
 cat "$WORK/attacks.summary"
 echo "  daemon: log lines dropped for slow consumers $(metric dockwire_log_lines_dropped_total), slow consumers closed $(metric dockwire_slow_consumers_closed_total), bad input $(awk '/^dockwire_bad_input_total/ {s += $2} END {print s + 0}' "$WORK/metrics.txt")"
 printf '%s\n' "${RESULTS[@]}"
