@@ -295,6 +295,17 @@ impl State {
                 let was_down_once = c.next_beat.is_some();
                 c.up = true;
                 c.next_beat = None;
+                // Nothing could be heard while away: every hub and server
+                // gets a full timeout from now to beat again.
+                let now = io.now;
+                for p in c.peers.values_mut() {
+                    p.last_heard = now;
+                }
+                for s in self.servers.values_mut() {
+                    if let Some(r) = &mut s.relay {
+                        r.expires = r.expires.max(now + RELAY_TIMEOUT);
+                    }
+                }
                 // The beat (a new session id) goes before the asks, so the
                 // owners drop this hub's old sessions before the new asks.
                 self.cluster_tick(io);
@@ -558,7 +569,7 @@ impl State {
             since_ms,
         });
         s.offline_since = None;
-        log::info!(
+        log::debug!(
             "cluster: server {sid} is on hub {hub}{}",
             if moved { " (moved)" } else { "" }
         );
@@ -607,7 +618,7 @@ impl State {
             return;
         };
         let Some(r) = s.relay.take() else { return };
-        log::info!("cluster: server {sid} (hub {}) is offline here: {why}", r.hub);
+        log::debug!("cluster: server {sid} (hub {}) is offline here: {why}", r.hub);
         s.offline_since = Some(io.now);
         s.stats_on = false;
         if let Some(c) = &mut self.cluster {
