@@ -91,15 +91,7 @@ fn hub(nats: &Nats, id: &str, extra: &str) -> AgentHub {
 
 /// Waits for a message matching `pred`, skipping others.
 fn wait_for(ws: &mut Ws, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match next_json(ws, left) {
-            Some(m) if pred(&m) => return m,
-            Some(_) => {}
-            None => panic!("no {what} within {WAIT:?}"),
-        }
-    }
+    wait_match(ws, what, WAIT, pred)
 }
 
 /// Asks for the server list until `pred` holds for `server_id`'s entry.

@@ -48,6 +48,8 @@ pub struct ServerState {
     pub relay: Option<super::cluster::Relay>,
     /// When its agent connected here (unix ms; 0 for the local host).
     pub connected_ms: u64,
+    /// Learnt from another hub's beat, not one of this hub's `[[agents]]`.
+    pub learnt: bool,
 }
 
 impl ServerState {
@@ -67,6 +69,7 @@ impl ServerState {
             history: History::default(),
             relay: None,
             connected_ms: 0,
+            learnt: false,
         }
     }
 }

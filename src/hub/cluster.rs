@@ -67,11 +67,34 @@ pub struct Relay {
     pub since_ms: u64,
 }
 
-/// What this hub asked a relayed server's owner to send it.
+/// What this hub asks of a relayed server's owner besides its table and
+/// log streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Want {
     Metrics,
     AgentLogs,
+}
+
+/// The [`Want`]s asked for one server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Wants {
+    metrics: bool,
+    agent_logs: bool,
+}
+
+impl Wants {
+    fn has(self, w: Want) -> bool {
+        match w {
+            Want::Metrics => self.metrics,
+            Want::AgentLogs => self.agent_logs,
+        }
+    }
+    fn set(&mut self, w: Want, on: bool) {
+        match w {
+            Want::Metrics => self.metrics = on,
+            Want::AgentLogs => self.agent_logs = on,
+        }
+    }
 }
 
 /// Another hub, as this one knows it.
@@ -92,7 +115,8 @@ pub struct Cluster {
     up: bool,
     next_beat: Option<Instant>,
     peers: HashMap<String, Peer>,
-    asked: HashSet<(String, Want)>,
+    /// What was asked of each relayed server's owner (by server id).
+    asked: HashMap<String, Wants>,
     /// Relayed commands waiting for the owner's receipt: command id.
     asking: HashSet<String>,
     /// Hubs watching the agent log entries of a server owned here (they
@@ -109,7 +133,7 @@ impl Cluster {
             up: false,
             next_beat: None,
             peers: HashMap::new(),
-            asked: HashSet::new(),
+            asked: HashMap::new(),
             asking: HashSet::new(),
             agent_log_watchers: HashMap::new(),
             refused_servers: 0,
@@ -231,28 +255,49 @@ impl State {
 
     /// Asks owners for what this hub's browsers watch now (metrics, agent
     /// log entries), and stops asking for what nobody here watches any more.
+    /// Costs the topics this hub has plus what it asked, not its directory
+    /// (tens of thousands of servers in a big cluster).
     fn sync_wants(&mut self, _io: &mut Io<'_>) {
         let Some(c) = &self.cluster else { return };
-        let watched = |keys: &[TopicKey]| {
-            keys.iter()
-                .any(|k| self.topics.get(k).is_some_and(|t| !t.subs.is_empty()))
-        };
-        let mut changes = Vec::new();
-        for (sid, s) in &self.servers {
-            let Some(r) = &s.relay else { continue };
-            let metrics = watched(&[
-                TopicKey::Metrics(sid.clone()),
-                TopicKey::SeedMetrics(sid.clone()),
-            ]);
-            let agent_logs = watched(&[TopicKey::AgentLogs(sid.clone())]);
-            for (want, on) in [(Want::Metrics, metrics), (Want::AgentLogs, agent_logs)] {
-                if on != c.asked.contains(&(sid.clone(), want)) {
-                    changes.push((sid.clone(), r.hub.clone(), want, on));
+        let mut desired: HashMap<&str, Wants> = HashMap::new();
+        for key in self.topics.keys() {
+            let (sid, want) = match key {
+                TopicKey::Metrics(s) | TopicKey::SeedMetrics(s) => (s.as_str(), Want::Metrics),
+                TopicKey::AgentLogs(s) => (s.as_str(), Want::AgentLogs),
+                _ => continue,
+            };
+            let relayed = self.servers.get(sid).is_some_and(|s| s.relay.is_some());
+            if relayed && self.topics.get(key).is_some_and(|t| !t.subs.is_empty()) {
+                desired.entry(sid).or_default().set(want, true);
+            }
+        }
+        let mut changes: Vec<(String, Want, bool)> = Vec::new();
+        for (sid, want) in &desired {
+            let asked = c.asked.get(*sid).copied().unwrap_or_default();
+            for w in [Want::Metrics, Want::AgentLogs] {
+                if want.has(w) != asked.has(w) {
+                    changes.push((sid.to_string(), w, want.has(w)));
                 }
             }
         }
-        let Some(c) = &mut self.cluster else { return };
-        for (sid, hub, want, on) in changes {
+        for (sid, asked) in &c.asked {
+            if !desired.contains_key(sid.as_str()) {
+                for w in [Want::Metrics, Want::AgentLogs] {
+                    if asked.has(w) {
+                        changes.push((sid.clone(), w, false));
+                    }
+                }
+            }
+        }
+        drop(desired);
+        for (sid, want, on) in changes {
+            let Some(hub) = self.relay_hub(&sid).map(str::to_string) else {
+                if let Some(c) = &mut self.cluster {
+                    c.asked.remove(&sid);
+                }
+                continue;
+            };
+            let Some(c) = &mut self.cluster else { return };
             let kind = match (want, on) {
                 (Want::Metrics, true) => "subscribe_metrics",
                 (Want::Metrics, false) => "unsubscribe_metrics",
@@ -260,10 +305,10 @@ impl State {
                 (Want::AgentLogs, false) => "unsubscribe_agent_logs",
             };
             c.request(&hub, &json!({"type": kind, "server_id": sid}));
-            if on {
-                c.asked.insert((sid, want));
-            } else {
-                c.asked.remove(&(sid, want));
+            let entry = c.asked.entry(sid.clone()).or_default();
+            entry.set(want, on);
+            if *entry == Wants::default() {
+                c.asked.remove(&sid);
             }
         }
     }
@@ -311,13 +356,7 @@ impl State {
                 self.cluster_tick(io);
                 if was_down_once {
                     // Messages may have been lost while away: ask again.
-                    let relayed: Vec<String> = self
-                        .servers
-                        .iter()
-                        .filter(|(_, s)| s.relay.is_some())
-                        .map(|(id, _)| id.clone())
-                        .collect();
-                    for sid in relayed {
+                    for sid in self.relayed_by(None) {
                         self.relay_resync(io, &sid);
                     }
                 }
@@ -376,13 +415,7 @@ impl State {
                     self.detach(io, conn);
                 }
                 self.forget_watcher(hub);
-                let relayed: Vec<String> = self
-                    .servers
-                    .iter()
-                    .filter(|(_, s)| s.relay.as_ref().is_some_and(|r| r.hub == hub))
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for sid in relayed {
+                for sid in self.relayed_by(Some(hub)) {
                     self.relay_resync(io, &sid);
                 }
                 true
@@ -403,6 +436,19 @@ impl State {
         }
     }
 
+    /// The servers relayed from `hub` (from any hub: `None`).
+    fn relayed_by(&self, hub: Option<&str>) -> Vec<String> {
+        self.servers
+            .iter()
+            .filter(|(_, s)| {
+                s.relay
+                    .as_ref()
+                    .is_some_and(|r| hub.is_none_or(|h| r.hub == h))
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Another hub is gone: its session here ends, its servers go offline.
     fn drop_peer(&mut self, io: &mut Io<'_>, hub: &str) {
         let Some(c) = &mut self.cluster else { return };
@@ -411,13 +457,7 @@ impl State {
             self.detach(io, conn);
         }
         self.forget_watcher(hub);
-        let relayed: Vec<String> = self
-            .servers
-            .iter()
-            .filter(|(_, s)| s.relay.as_ref().is_some_and(|r| r.hub == hub))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for sid in relayed {
+        for sid in self.relayed_by(Some(hub)) {
             self.relay_lost(io, &sid, "its hub is gone");
         }
     }
@@ -487,7 +527,6 @@ impl State {
         if older {
             return;
         }
-        let configured = self.api_keys_has(sid);
         if !self.servers.contains_key(sid) {
             if self.servers.len() >= MAX_CLUSTER_SERVERS {
                 if let Some(c) = &mut self.cluster {
@@ -495,10 +534,9 @@ impl State {
                 }
                 return;
             }
-            self.servers.insert(
-                sid.to_string(),
-                ServerState::new(String::new(), false, None),
-            );
+            let mut learnt = ServerState::new(String::new(), false, None);
+            learnt.learnt = true;
+            self.servers.insert(sid.to_string(), learnt);
         }
         let Some(s) = self.servers.get_mut(sid) else {
             return;
@@ -512,7 +550,8 @@ impl State {
             s.version.clone(),
             s.docker.clone(),
         );
-        if !configured {
+        // A server of this hub's own `[[agents]]` keeps the name given here.
+        if s.learnt {
             if let Some(name) = text("name", 128) {
                 s.name = name;
             }
@@ -576,10 +615,6 @@ impl State {
         self.relay_found(io, sid);
     }
 
-    /// Whether `server_id` is one of this hub's `[[agents]]`.
-    fn api_keys_has(&self, server_id: &str) -> bool {
-        self.config.agents.iter().any(|a| a.server_id == server_id)
-    }
 
     /// A server is now reached through its owner: browsers see it online,
     /// and the owner is asked for its containers and this hub's streams.
@@ -595,7 +630,7 @@ impl State {
             return;
         };
         if let Some(c) = &mut self.cluster {
-            c.asked.retain(|(s, _)| s != sid);
+            c.asked.remove(sid);
             // The owner may still hold this hub's old asks (a short
             // partition): they go first, so every ask below starts afresh
             // (a log stream's history is sent again and joined here).
@@ -608,7 +643,8 @@ impl State {
         self.suspend_server_logs(io, sid);
         self.resume_server_logs(io, sid);
         self.update_sampling(io, sid);
-        self.sync_wants(io);
+        // Metrics and agent log entries are asked again on the next tick
+        // (sync_wants), once for every server learnt in between.
     }
 
     /// A relayed server is out of reach: offline here, its streams wait,
@@ -622,7 +658,7 @@ impl State {
         s.offline_since = Some(io.now);
         s.stats_on = false;
         if let Some(c) = &mut self.cluster {
-            c.asked.retain(|(x, _)| x != sid);
+            c.asked.remove(sid);
         }
         self.suspend_server_logs(io, sid);
         self.fail_commands_of(io, sid);
@@ -637,7 +673,7 @@ impl State {
         };
         let Some(r) = s.relay.take() else { return };
         if let Some(c) = &mut self.cluster {
-            c.asked.retain(|(x, _)| x != sid);
+            c.asked.remove(sid);
             c.request(&r.hub, &json!({"type": "forget_server", "server_id": sid}));
         }
     }
@@ -830,6 +866,22 @@ impl State {
                 self.relayed_log(io, &sid, &obj);
                 Ok(())
             }
+            "log_history_end" => {
+                let container = str_field(&obj, "container_id").unwrap_or_default();
+                let key = TopicKey::Logs {
+                    server: sid.clone(),
+                    container: container.to_string(),
+                };
+                let in_history = self
+                    .topics
+                    .get(&key)
+                    .and_then(|t| t.log.as_ref())
+                    .is_some_and(|f| !f.suspended && f.incoming.is_some());
+                if in_history {
+                    self.on_log_history(io, &key, Vec::new(), true);
+                }
+                Ok(())
+            }
             "log_stream_stopped" => {
                 let container = str_field(&obj, "container_id").unwrap_or_default();
                 let why: String = str_field(&obj, "message")
@@ -907,7 +959,8 @@ impl State {
         self.on_agent_extension_kind(io, sid, "containers", &m)
     }
 
-    /// Lines of a relayed log stream: its history first, then live lines.
+    /// Lines of a relayed log stream: its history first (until the owner's
+    /// `log_history_end`, which may come with no line at all), then live lines.
     fn relayed_log(&mut self, io: &mut Io<'_>, sid: &str, obj: &Map<String, Value>) {
         let (Some(container), Some(log)) =
             (str_field(obj, "container_id"), str_field(obj, "log"))
@@ -938,7 +991,8 @@ impl State {
             })
             .collect();
         if in_history {
-            self.on_log_history(io, &key, lines, true);
+            // The owner's history for this hub, ended by `log_history_end`.
+            self.on_log_history(io, &key, lines, false);
         } else {
             self.on_log_lines(io, &key, lines);
         }

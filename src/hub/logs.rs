@@ -253,6 +253,20 @@ fn serve(
             },
         );
     }
+    // Another hub (`cluster.rs`) must know where its history ends, even
+    // an empty one: what follows is live.
+    if super::session::is_peer(conn) {
+        let mut fields = serde_json::Map::new();
+        fields.insert("server_id".into(), server.into());
+        fields.insert("container_id".into(), container.into());
+        io.event(
+            conn,
+            &Event::Object {
+                name: "log_history_end",
+                fields: &fields,
+            },
+        );
+    }
 }
 
 impl State {

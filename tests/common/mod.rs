@@ -278,6 +278,20 @@ pub fn wait_type(ws: &mut Ws, kind: &str, within: Duration) -> Value {
     }
 }
 
+/// Waits for a message matching `pred` (`what` names it in the failure),
+/// skipping others.
+pub fn wait_match(ws: &mut Ws, what: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match next_json(ws, left) {
+            Some(m) if pred(&m) => return m,
+            Some(_) => {}
+            None => panic!("no {what} within {within:?}"),
+        }
+    }
+}
+
 /// Reads until the server closes; returns the close code seen (if any).
 pub fn wait_close(ws: &mut Ws, within: Duration) -> Option<u16> {
     let deadline = Instant::now() + within;

@@ -110,6 +110,17 @@ impl Net {
     }
 }
 
+/// A Docker agent (`srv-1`, one container `c1` named `web`) on `hub`,
+/// announced to the others.
+fn docker_agent_on(net: &mut Net, hub: &str) -> ConnId {
+    let agent = net.hub(hub).agent();
+    let h = net.hub(hub);
+    h.send(agent, &json!({"type": "hello", "capabilities": ["docker"]}));
+    h.send(agent, &json!({"type": "containers", "containers": [container("c1", "web")]}));
+    net.tick(Duration::from_millis(300));
+    agent
+}
+
 fn server<'a>(list: &'a Value, id: &str) -> Option<&'a Value> {
     list["servers"]
         .as_array()?
@@ -128,11 +139,7 @@ fn servers_of(h: &mut Harness, conn: ConnId) -> Value {
 #[test]
 fn a_viewer_sees_the_owners_agent_and_follows_its_logs_through_one_subscription() {
     let mut net = Net::new(&[("a", &agent_config()), ("b", ""), ("c", "")]);
-    let agent = net.hub("a").agent();
-    let a = net.hub("a");
-    a.send(agent, &json!({"type": "hello", "capabilities": ["docker"]}));
-    a.send(agent, &json!({"type": "containers", "containers": [container("c1", "web")]}));
-    net.tick(Duration::from_millis(300));
+    let agent = docker_agent_on(&mut net, "a");
     for id in ["b", "c"] {
         let h = net.hub(id);
         let br = h.browser(Role::Viewer);
@@ -170,11 +177,7 @@ fn a_viewer_sees_the_owners_agent_and_follows_its_logs_through_one_subscription(
 #[test]
 fn a_silent_hub_ends_its_session_on_the_owner_and_its_streams_there() {
     let mut net = Net::new(&[("a", &agent_config()), ("b", "")]);
-    let agent = net.hub("a").agent();
-    let a = net.hub("a");
-    a.send(agent, &json!({"type": "hello", "capabilities": ["docker"]}));
-    a.send(agent, &json!({"type": "containers", "containers": [container("c1", "web")]}));
-    net.tick(Duration::from_millis(300));
+    let agent = docker_agent_on(&mut net, "a");
     let b = net.hub("b");
     let br = b.browser(Role::Viewer);
     b.send(br, &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1"}));
@@ -314,11 +317,7 @@ fn beats_that_change_nothing_tell_browsers_nothing() {
 #[test]
 fn a_resync_mid_stream_neither_repeats_nor_loses_a_line() {
     let mut net = Net::new(&[("a", &agent_config()), ("b", "")]);
-    let agent = net.hub("a").agent();
-    let a = net.hub("a");
-    a.send(agent, &json!({"type": "hello", "capabilities": ["docker"]}));
-    a.send(agent, &json!({"type": "containers", "containers": [container("c1", "web")]}));
-    net.tick(Duration::from_millis(300));
+    let agent = docker_agent_on(&mut net, "a");
     let b = net.hub("b");
     let br = b.browser(Role::Viewer);
     b.send(br, &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1"}));
@@ -379,4 +378,21 @@ fn of_two_hubs_claiming_a_server_the_newer_connection_wins_without_flapping() {
     assert!(flaps.is_empty(), "{flaps:?}");
     let list = servers_of(c, br);
     assert_eq!(server(&list, "srv-1").unwrap()["hub"], "b");
+}
+
+#[test]
+fn the_first_live_lines_after_an_empty_history_reach_other_hubs() {
+    let mut net = Net::new(&[("a", &agent_config()), ("b", "")]);
+    let agent = docker_agent_on(&mut net, "a");
+    let b = net.hub("b");
+    let br = b.browser(Role::Viewer);
+    b.send(br, &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1", "tail": 0}));
+    net.pump();
+    let a = net.hub("a");
+    a.send(agent, &json!({"type": "log_batch", "container_id": "c1", "history": true, "last": true, "lines": []}));
+    net.pump();
+    net.hub("a").send(agent, &json!({"type": "log_batch", "container_id": "c1",
+        "lines": [{"stream": "stdout", "line": "first"}, {"stream": "stdout", "line": "second"}]}));
+    net.pump();
+    assert_eq!(log_text(&net.hub("b").take(br)), "first\nsecond\n");
 }
