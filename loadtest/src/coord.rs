@@ -329,10 +329,20 @@ fn drive(
         _ => None,
     };
     let mut params = spec.params.clone();
-    let target = if spec.base.tls.is_some() {
-        if let Some(m) = params.as_object_mut() {
-            m.insert("tls".into(), true.into());
-        }
+    let spread = !spec.base.agent_targets.is_empty() || !spec.base.sub_targets.is_empty();
+    if spec.base.tls.is_some()
+        && let Some(m) = params.as_object_mut()
+    {
+        m.insert("tls".into(), true.into());
+    }
+    let target = if spread {
+        // Several hubs: every address connected to, agents' list first.
+        crate::scenario::listen_addrs(&spec.base)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    } else if spec.base.tls.is_some() {
         format!("wss://{}", spec.target.host_header)
     } else {
         spec.target.host_header.clone()
