@@ -110,7 +110,10 @@ stop() {
 # Agent keys: one per line in $KEYS, their sha256 as [[agents]] entries in
 # $WORK/agents.toml, shared by every hub's config.
 KEYS=$WORK/keys.txt
-timeout 60 python3 - "$AGENTS" "$KEYS" "$WORK/agents.toml" <<'EOF'
+# 2 × AGENTS + 1 keys: within and across each get servers of their own (a
+# hub keeps a server's recent metrics and would seed a browser of the next
+# run with the last run's sequence numbers), and the fan-out agent a new one.
+timeout 60 python3 - "$((2 * AGENTS + 1))" "$KEYS" "$WORK/agents.toml" <<'EOF'
 import hashlib, os, sys
 n, keys_path, toml_path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 with open(keys_path, "w") as keys, open(toml_path, "w") as toml:
@@ -203,8 +206,10 @@ SUMMARY=$WORK/summary.txt
 has_run() { case " $RUNS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 # The load generator's sockets: agents + browsers + 1 per worker's share;
 # one hub holds them all in the baseline.
-FITS_ONE_HUB=$((AGENTS + BROWSERS < 19500))
-FIRST_KEY=$(head -1 "$KEYS")
+FITS_ONE_HUB=$((AGENTS + BROWSERS < 19500 ? 1 : 0))
+head -n "$AGENTS" "$KEYS" >"$WORK/keys-within.txt"
+sed -n "$((AGENTS + 1)),$((2 * AGENTS))p" "$KEYS" >"$WORK/keys-across.txt"
+FIRST_KEY=$(sed -n "$((2 * AGENTS + 1))p" "$KEYS")
 
 # ---- baseline: one hub, no cluster
 if has_run base-agents || has_run base-fanout; then
@@ -213,7 +218,7 @@ if has_run base-agents || has_run base-fanout; then
     SOLO=$HUB_PID
     if has_run base-agents; then
         if [ "$FITS_ONE_HUB" = 1 ]; then
-            lt base-agents 600 agents --target "127.0.0.1:$PORT0" --api-keys-file "$KEYS" \
+            lt base-agents 600 agents --target "127.0.0.1:$PORT0" --api-keys-file "$WORK/keys-within.txt" \
                 --agents "$AGENTS" --browsers "$BROWSERS" --interval "$AGENT_INTERVAL" \
                 --duration "$AGENT_DURATION" --settle 3s --setup-timeout 180s \
                 --server-pid "$SOLO" && summary base-agents | tee -a "$SUMMARY"
@@ -266,7 +271,7 @@ if has_run within || has_run across || has_run fanout; then
         flag=same
         [ "$placement" = across ] && flag=other
         lt "$placement" 600 agents --agent-targets "$HUBS" --subscriber-targets "$HUBS" \
-            --browser-placement "$flag" --api-keys-file "$KEYS" \
+            --browser-placement "$flag" --api-keys-file "$WORK/keys-$placement.txt" \
             --agents "$AGENTS" --browsers "$BROWSERS" --interval "$AGENT_INTERVAL" \
             --duration "$AGENT_DURATION" --settle 3s --setup-timeout 180s \
             --server-pid "$PIDLIST" && summary "$placement" | tee -a "$SUMMARY"
