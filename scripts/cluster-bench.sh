@@ -147,6 +147,11 @@ start_hub() {
     wait_port "$2" "$HUB_PID" "hub $1" "$WORK/$1.log"
 }
 
+# proc_cpu PID: utime + stime of PID in seconds.
+proc_cpu() {
+    awk -v t="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); print ($12 + $13) / t}' "/proc/$1/stat"
+}
+
 varz() {
     timeout 10 curl -sf "http://127.0.0.1:$NATS_MON/varz"
 }
@@ -270,11 +275,13 @@ if has_run within || has_run across || has_run fanout; then
         has_run "$placement" || continue
         flag=same
         [ "$placement" = across ] && flag=other
+        n0=$(proc_cpu "$NATS_PID")
         lt "$placement" 600 agents --agent-targets "$HUBS" --subscriber-targets "$HUBS" \
             --browser-placement "$flag" --api-keys-file "$WORK/keys-$placement.txt" \
             --agents "$AGENTS" --browsers "$BROWSERS" --interval "$AGENT_INTERVAL" \
             --duration "$AGENT_DURATION" --settle 3s --setup-timeout 180s \
             --server-pid "$PIDLIST" && summary "$placement" | tee -a "$SUMMARY"
+        echo "$placement: nats-server cpu over the whole run (setup too): $(echo "$(proc_cpu "$NATS_PID") - $n0" | bc) s" | tee -a "$SUMMARY"
         # Agents of the last run go offline everywhere before the next one.
         sleep 10
     done
@@ -287,12 +294,14 @@ if has_run within || has_run across || has_run fanout; then
         sent0=$(metric "${HUB_PORTS[0]}" dockwire_cluster_messages_sent_total)
         a0=$(varz)
         t0=$(date +%s.%N)
+        n0=$(proc_cpu "$NATS_PID")
         lt fanout 300 fanout --source remote-agent --agent-targets "127.0.0.1:${HUB_PORTS[0]}" \
             --subscriber-targets "$HUBS" --api-key "$FIRST_KEY" --subscribers "$FANOUT_SUBS" \
             --rate "$FANOUT_RATE" --batch "$FANOUT_BATCH" --duration "$FANOUT_DURATION" \
             --drain 2s --settle 2s --server-pid "$PIDLIST" || true
         a1=$(varz)
         t1=$(date +%s.%N)
+        echo "fanout: nats-server cpu over the whole run: $(echo "$(proc_cpu "$NATS_PID") - $n0" | bc) s" | tee -a "$SUMMARY"
         sent1=$(metric "${HUB_PORTS[0]}" dockwire_cluster_messages_sent_total)
         if [ -s "$WORK/fanout.json" ]; then
             timeout 10 python3 - "$v0" "$v1" "$a0" "$a1" "$FANOUT_BATCH" "$sent0" "$sent1" "$t0" "$t1" >"$WORK/fanout.nats.json" <<'EOF'
