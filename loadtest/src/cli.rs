@@ -51,6 +51,16 @@ pub struct Common {
     /// Target HOST:PORT (or ws://HOST:PORT); must be a loopback address.
     #[arg(long, default_value = "127.0.0.1:7575")]
     pub target: String,
+    /// Hubs the agents and the publisher connect to (repeat or comma list,
+    /// each loopback): agent i uses target i % n, the publisher the first;
+    /// default: --target.
+    #[arg(long, value_delimiter = ',')]
+    pub agent_targets: Vec<String>,
+    /// Hubs the subscribers/browsers connect to (repeat or comma list, each
+    /// loopback): subscriber i uses target i % n (but see `agents
+    /// --browser-placement`); default: --target.
+    #[arg(long, value_delimiter = ',')]
+    pub subscriber_targets: Vec<String>,
     /// Worker processes to spread connections over (0: enough for the open-file limit).
     #[arg(long, default_value_t = 0)]
     pub procs: usize,
@@ -63,9 +73,11 @@ pub struct Common {
     /// Name shown in the report (e.g. the server under test).
     #[arg(long)]
     pub label: Option<String>,
-    /// Pid of the server, for CPU and RSS (default: whoever listens on the target port).
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Pid of the server, for CPU and RSS (default: whoever listens on each
+    /// target's port). Repeat it (or give a comma list) for several hubs: the
+    /// report sums their CPU seconds and RSS.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Do not look up or sample the server process.
     #[arg(long)]
     pub no_server_stats: bool,
@@ -128,6 +140,20 @@ pub enum Source {
     /// A Docker agent (SPEC 6) with one container whose lines it sends as
     /// `log_batch`; subscribers send `start_log_stream` with its server_id.
     RemoteAgent,
+}
+
+/// Which subscriber target a browser of the `agents` scenario uses.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+pub enum Placement {
+    /// Browser j on subscriber target j % m.
+    #[default]
+    Index,
+    /// On the hub of the agent it watches: subscriber target i % m.
+    Same,
+    /// On the next hub: subscriber target (i + 1) % m.
+    Other,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -246,6 +272,13 @@ pub struct AgentsArgs {
     /// One API key per line; agent i uses line i.
     #[arg(long)]
     pub api_keys_file: PathBuf,
+    /// Where a browser connects relative to the agent whose server it
+    /// watches (agent i is on agent target i % n): `index` (browser j on
+    /// subscriber target j % m, whatever it watches), `same` (subscriber
+    /// target i % m: the agent's own hub when both lists name the same hubs
+    /// in the same order), `other` (subscriber target (i + 1) % m: another hub).
+    #[arg(long, value_enum, default_value = "index")]
+    pub browser_placement: Placement,
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
 }

@@ -128,16 +128,24 @@ impl Progress {
 /// # Errors
 /// Workers that cannot start, a fatal worker error, or no server_id where one is needed.
 pub fn run(spec: RunSpec) -> anyhow::Result<Report> {
-    let pid = if spec.common.no_server_stats {
-        None
+    let pids: Vec<u32> = if spec.common.no_server_stats {
+        Vec::new()
+    } else if !spec.common.server_pid.is_empty() {
+        spec.common.server_pid.clone()
     } else {
-        spec.common
-            .server_pid
-            .or_else(|| procfs::find_listener(&spec.target.addr))
+        let mut found = Vec::new();
+        for addr in crate::scenario::listen_addrs(&spec.base) {
+            if let Some(p) = procfs::find_listener(&addr)
+                && !found.contains(&p)
+            {
+                found.push(p);
+            }
+        }
+        found
     };
-    let baseline = pid.and_then(procfs::sample);
+    let baseline = procfs::sample_all(&pids);
     let (mut workers, rx) = spawn_workers(spec.procs)?;
-    let result = drive(&spec, &mut workers, &rx, pid, baseline);
+    let result = drive(&spec, &mut workers, &rx, &pids, baseline);
     for w in &mut workers {
         w.stdin = None;
     }
@@ -198,7 +206,7 @@ fn drive(
     spec: &RunSpec,
     workers: &mut [Worker],
     rx: &Receiver<FromWorker>,
-    pid: Option<u32>,
+    pids: &[u32],
     baseline: Option<ProcSample>,
 ) -> anyhow::Result<Report> {
     let n = workers.len();
@@ -236,6 +244,7 @@ fn drive(
         .flat_map(|(s, _)| s)
         .collect();
     pairs.sort();
+    let indices: Vec<u64> = pairs.iter().map(|(i, _)| *i).collect();
     let sids: Vec<String> = pairs.into_iter().map(|(_, s)| s).collect();
     let wants_sid = spec
         .base
@@ -248,7 +257,13 @@ fn drive(
 
     // Phase 2: subscribers.
     for w in workers.iter_mut() {
-        send(w, &Command::Connect { sids: sids.clone() })?;
+        send(
+            w,
+            &Command::Connect {
+                sids: sids.clone(),
+                indices: indices.clone(),
+            },
+        )?;
     }
     let ready = wait_all(
         rx,
@@ -275,7 +290,7 @@ fn drive(
 
     // Phase 3: the window.
     std::thread::sleep(spec.common.settle);
-    let connected = pid.and_then(procfs::sample);
+    let connected = procfs::sample_all(pids);
     let t_start = Instant::now();
     for w in workers.iter_mut() {
         send(
@@ -297,15 +312,15 @@ fn drive(
             _ => Ok(None),
         },
     )?;
-    let end = pid.and_then(procfs::sample);
+    let end = procfs::sample_all(pids);
     let wall_s = t_start.elapsed().as_secs_f64();
     let complete = results.iter().all(Option::is_some);
     let results: Vec<WorkerResult> = results.into_iter().flatten().collect();
     let setup_wall_ms = results.iter().map(|r| r.setup_wall_ms).max().unwrap_or(0);
     let merged = merge_results(&results)?;
-    let server = match (pid, baseline, connected, end) {
-        (Some(pid), Some(baseline), Some(connected), Some(end)) => Some(ServerSamples {
-            pid,
+    let server = match (baseline, connected, end) {
+        (Some(baseline), Some(connected), Some(end)) => Some(ServerSamples {
+            pids: pids.to_vec(),
             baseline,
             connected,
             end,
@@ -314,10 +329,20 @@ fn drive(
         _ => None,
     };
     let mut params = spec.params.clone();
-    let target = if spec.base.tls.is_some() {
-        if let Some(m) = params.as_object_mut() {
-            m.insert("tls".into(), true.into());
-        }
+    let spread = !spec.base.agent_targets.is_empty() || !spec.base.sub_targets.is_empty();
+    if spec.base.tls.is_some()
+        && let Some(m) = params.as_object_mut()
+    {
+        m.insert("tls".into(), true.into());
+    }
+    let target = if spread {
+        // Several hubs: every address connected to, agents' list first.
+        crate::scenario::listen_addrs(&spec.base)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    } else if spec.base.tls.is_some() {
         format!("wss://{}", spec.target.host_header)
     } else {
         spec.target.host_header.clone()

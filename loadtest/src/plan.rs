@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cli::Placement;
 use crate::stats::{Counters, WorkerResult};
 use crate::target::SourceSpread;
 
@@ -117,6 +118,14 @@ pub struct TlsPlan {
     pub ca_pem: Option<String>,
 }
 
+/// One hub a connection may go to (an address already checked to be loopback).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// Value of the HTTP `Host` header.
+    pub host_header: String,
+}
+
 /// Everything a worker needs; sent as the first command.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerPlan {
@@ -165,6 +174,50 @@ pub struct WorkerPlan {
     /// Speak TLS on every connection.
     #[serde(default)]
     pub tls: Option<TlsPlan>,
+    /// Hubs agents (and the publisher, as index 0) connect to: agent `i`
+    /// uses `agent_targets[i % len]`. Empty: `target`.
+    #[serde(default)]
+    pub agent_targets: Vec<Endpoint>,
+    /// Hubs subscribers connect to (see [`WorkerPlan::sub_endpoint`]). Empty: `target`.
+    #[serde(default)]
+    pub sub_targets: Vec<Endpoint>,
+    /// How a browser's hub follows the agent it watches.
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+impl WorkerPlan {
+    fn default_endpoint(&self) -> Endpoint {
+        Endpoint {
+            addr: self.target,
+            host_header: self.host_header.clone(),
+        }
+    }
+
+    /// The hub agent `index` (run-wide; the publisher is 0) connects to.
+    pub fn agent_endpoint(&self, index: u64) -> Endpoint {
+        match self.agent_targets.len() {
+            0 => self.default_endpoint(),
+            n => self.agent_targets[(index % n as u64) as usize].clone(),
+        }
+    }
+
+    /// The hub subscriber `j` (run-wide) connects to; `agent` is the
+    /// run-wide index of the agent whose server it watches, when known.
+    /// `Index` placement (or no agent): `sub_targets[j % m]`; `Same`:
+    /// `sub_targets[agent % m]`; `Other`: `sub_targets[(agent + 1) % m]`.
+    pub fn sub_endpoint(&self, j: u64, agent: Option<u64>) -> Endpoint {
+        let m = self.sub_targets.len() as u64;
+        if m == 0 {
+            return self.default_endpoint();
+        }
+        let k = match (self.placement, agent) {
+            (Placement::Same, Some(a)) => a % m,
+            (Placement::Other, Some(a)) => (a + 1) % m,
+            _ => j % m,
+        };
+        self.sub_targets[k as usize].clone()
+    }
 }
 
 /// Coordinator → worker, one per line on stdin.
@@ -176,6 +229,10 @@ pub enum Command {
     /// (subscriber `i` watches `sids[i % len]`); may be empty.
     Connect {
         sids: Vec<String>,
+        /// `indices[k]`: the run-wide agent index whose server is `sids[k]`
+        /// (the fan-out publisher is 0); may be empty (then unknown).
+        #[serde(default)]
+        indices: Vec<u64>,
     },
     /// Open the window; `watchers[k]` is how many established subscribers
     /// watch `sids[k]` across all workers (for expected delivery counts).
@@ -251,12 +308,16 @@ mod tests {
     fn commands_roundtrip_as_lines() {
         let c = Command::Connect {
             sids: vec!["a".into(), "b".into()],
+            indices: vec![0, 1],
         };
         let line = serde_json::to_string(&c).unwrap();
         assert!(!line.contains('\n'));
         assert!(line.contains(r#""cmd":"connect""#));
         match serde_json::from_str::<Command>(&line).unwrap() {
-            Command::Connect { sids } => assert_eq!(sids, vec!["a", "b"]),
+            Command::Connect { sids, indices } => {
+                assert_eq!(sids, vec!["a", "b"]);
+                assert_eq!(indices, vec![0, 1]);
+            }
             other => panic!("{other:?}"),
         }
         let e: WorkerEvent =

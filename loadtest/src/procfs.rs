@@ -53,6 +53,21 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     })
 }
 
+/// Samples every pid in `pids` and sums their CPU time and RSS (several
+/// hubs as one server); `None` when the list is empty or any is unreadable.
+pub fn sample_all(pids: &[u32]) -> Option<ProcSample> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut sum = ProcSample::default();
+    for &p in pids {
+        let s = sample(p)?;
+        sum.cpu_ns += s.cpu_ns;
+        sum.rss_bytes += s.rss_bytes;
+    }
+    Some(sum)
+}
+
 /// This process's CPU time (user + system) so far.
 pub fn self_cpu() -> Duration {
     // SAFETY: getrusage writes into the struct we own.
@@ -161,5 +176,11 @@ mod tests {
         assert_eq!(parse_listen_inodes(&text, port).len(), 1);
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_bytes > 0);
+        let me = std::process::id();
+        let two = sample_all(&[me, me]).unwrap();
+        assert!(two.rss_bytes >= s.rss_bytes * 2 - (1 << 20));
+        assert!(two.cpu_ns >= s.cpu_ns * 2);
+        assert_eq!(sample_all(&[]), None);
+        assert_eq!(sample_all(&[me, u32::MAX]), None);
     }
 }

@@ -50,7 +50,11 @@ pub struct MsgReport {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ServerReport {
+    /// The first of `pids`.
     pub pid: u32,
+    /// Every server process sampled (several hubs); CPU and RSS are their sums.
+    #[serde(default)]
+    pub pids: Vec<u32>,
     /// Server CPU seconds (utime+stime) from the window start to the end of the drain.
     pub cpu_s: f64,
     /// Share of one core the server used over that time.
@@ -91,9 +95,10 @@ pub struct Report {
 }
 
 /// Server samples around a run: before any connection, at window start, at the end.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerSamples {
-    pub pid: u32,
+    /// Processes sampled; each sample is the sum over all of them.
+    pub pids: Vec<u32>,
     pub baseline: ProcSample,
     pub connected: ProcSample,
     pub end: ProcSample,
@@ -125,7 +130,8 @@ pub fn build(
         let cpu_s = s.end.cpu_ns.saturating_sub(s.connected.cpu_ns) as f64 / 1e9;
         let conns = c.established.saturating_sub(c.closed);
         ServerReport {
-            pid: s.pid,
+            pid: s.pids.first().copied().unwrap_or(0),
+            pids: s.pids.clone(),
             cpu_s,
             cpu_cores: if s.wall_s > 0.0 {
                 cpu_s / s.wall_s
@@ -291,7 +297,21 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             s,
             "server        pid {}   cpu {:.2} s ({:.2} cores)   {:.0} deliveries/cpu-s",
-            sv.pid, sv.cpu_s, sv.cpu_cores, sv.deliveries_per_cpu_s
+            if sv.pids.len() > 1 {
+                format!(
+                    "{} (sum)",
+                    sv.pids
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join("+")
+                )
+            } else {
+                sv.pid.to_string()
+            },
+            sv.cpu_s,
+            sv.cpu_cores,
+            sv.deliveries_per_cpu_s
         );
         let _ = writeln!(
             s,
@@ -433,7 +453,7 @@ mod tests {
     #[test]
     fn derived_numbers() {
         let samples = ServerSamples {
-            pid: 42,
+            pids: vec![42],
             baseline: ProcSample {
                 cpu_ns: 0,
                 rss_bytes: 10_000_000,

@@ -14,7 +14,8 @@ use crate::cli::{AgentsArgs, Common, DialectArg, FanoutArgs, IdleArgs, Peer, Sou
 use crate::container::SpawnedContainer;
 use crate::payload::json_escape_into;
 use crate::plan::{
-    AgentSlot, Dialect, Extract, PubSpec, StormSpec, SubSpec, TlsPlan, WorkerPlan, split_range,
+    AgentSlot, Dialect, Endpoint, Extract, PubSpec, StormSpec, SubSpec, TlsPlan, WorkerPlan,
+    split_range,
 };
 use crate::target::{SourceSpread, Target, parse_target};
 use crate::worker::{MSGPACK_PATH, SIO_PATH, publish};
@@ -92,6 +93,38 @@ fn tls_plan(c: &Common, target: &Target) -> anyhow::Result<Option<TlsPlan>> {
     }))
 }
 
+/// Parses a `--agent-targets`/`--subscriber-targets` list; every entry
+/// must be loopback (the same rule as `--target`).
+///
+/// # Errors
+/// Any entry that does not parse or is not loopback.
+pub fn endpoints(flag: &str, list: &[String]) -> anyhow::Result<Vec<Endpoint>> {
+    list.iter()
+        .map(|t| {
+            let t = parse_target(t).with_context(|| format!("in {flag}"))?;
+            Ok(Endpoint {
+                addr: t.addr,
+                host_header: t.host_header,
+            })
+        })
+        .collect()
+}
+
+/// Every distinct address the run connects to (the --target default included
+/// where a list is empty), in first-seen order: whose CPU the report sums.
+pub fn listen_addrs(plan: &WorkerPlan) -> Vec<std::net::SocketAddr> {
+    let mut out = Vec::new();
+    for list in [&plan.agent_targets, &plan.sub_targets] {
+        if list.is_empty() {
+            out.push(plan.target);
+        }
+        out.extend(list.iter().map(|e| e.addr));
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|a| seen.insert(*a));
+    out
+}
+
 fn base_plan(c: &Common, target: &Target, duration: Duration) -> anyhow::Result<WorkerPlan> {
     Ok(WorkerPlan {
         worker: 0,
@@ -123,6 +156,9 @@ fn base_plan(c: &Common, target: &Target, duration: Duration) -> anyhow::Result<
         change_every: 1,
         storm: None,
         tls: tls_plan(c, target)?,
+        agent_targets: endpoints("--agent-targets", &c.agent_targets)?,
+        sub_targets: endpoints("--subscriber-targets", &c.subscriber_targets)?,
+        placement: crate::cli::Placement::Index,
     })
 }
 
@@ -327,6 +363,8 @@ pub fn fanout(a: FanoutArgs) -> anyhow::Result<RunSpec> {
         "dialect": format!("{:?}", a.dialect).to_lowercase(),
         "container": container.as_ref().map(|c| c.name.clone()).or(a.container.clone()),
         "batch": (a.source == Source::RemoteAgent).then_some(a.batch),
+        "agent_targets": a.common.agent_targets,
+        "subscriber_targets": a.common.subscriber_targets,
     });
     Ok(with_procs(RunSpec {
         scenario: "fanout",
@@ -407,6 +445,10 @@ pub fn agents(a: AgentsArgs) -> anyhow::Result<RunSpec> {
         );
     }
     let mut base = base_plan(&a.common, &target, a.duration)?;
+    if a.browser_placement == crate::cli::Placement::Other && base.sub_targets.len() < 2 {
+        bail!("--browser-placement other needs at least two --subscriber-targets");
+    }
+    base.placement = a.browser_placement;
     base.sub = Some(if a.containers > 0 {
         SubSpec {
             path: "/api/v1/ws".into(),
@@ -442,6 +484,9 @@ pub fn agents(a: AgentsArgs) -> anyhow::Result<RunSpec> {
         "duration_s": a.duration.as_secs_f64(),
         "containers": a.containers,
         "change_every": a.change_every,
+        "browser_placement": format!("{:?}", a.browser_placement).to_lowercase(),
+        "agent_targets": a.common.agent_targets,
+        "subscriber_targets": a.common.subscriber_targets,
     });
     Ok(with_procs(RunSpec {
         scenario: "agents",
@@ -628,5 +673,148 @@ mod tests {
         assert_eq!(v["container_id"], "web\"1");
         assert_eq!(v["tail"], 0);
         assert!(spec.base.publisher.is_none());
+    }
+
+    fn agents_of(args: &[&str]) -> anyhow::Result<RunSpec> {
+        use clap::Parser as _;
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let keys = std::env::temp_dir().join(format!("dw-lt-keys-{}-{n}", std::process::id()));
+        std::fs::write(&keys, "k0\nk1\nk2\nk3\nk4\nk5\n").unwrap();
+        let mut v = vec![
+            "x".to_string(),
+            "agents".into(),
+            "--agents".into(),
+            "6".into(),
+            "--api-keys-file".into(),
+            keys.to_string_lossy().into_owned(),
+        ];
+        v.extend(args.iter().map(|s| s.to_string()));
+        let Some(crate::cli::Cmd::Agents(a)) = crate::cli::Cli::try_parse_from(v).unwrap().cmd
+        else {
+            panic!()
+        };
+        agents(a)
+    }
+
+    #[test]
+    fn target_lists_take_commas_and_repeats_and_spread_round_robin() {
+        let spec = agents_of(&[
+            "--agent-targets",
+            "127.0.0.1:7001,127.0.0.1:7002",
+            "--agent-targets",
+            "127.0.0.1:7003",
+            "--subscriber-targets",
+            "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003",
+        ])
+        .unwrap();
+        let p = spec.plan_for(0);
+        let port = |e: crate::plan::Endpoint| e.addr.port();
+        let agent_ports: Vec<u16> = (0..6).map(|i| port(p.agent_endpoint(i))).collect();
+        assert_eq!(agent_ports, vec![7001, 7002, 7003, 7001, 7002, 7003]);
+        // Default placement: browser j on target j % n, whatever it watches.
+        assert_eq!(port(p.sub_endpoint(4, Some(0))), 7002);
+        assert_eq!(p.sub_endpoint(4, Some(0)).host_header, "127.0.0.1:7002");
+        assert_eq!(
+            listen_addrs(&p)
+                .iter()
+                .map(|a| a.port())
+                .collect::<Vec<_>>(),
+            vec![7001, 7002, 7003]
+        );
+        assert_eq!(spec.params["agent_targets"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn browser_placement_same_and_other() {
+        let hubs = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+        let same = agents_of(&[
+            "--agent-targets",
+            hubs,
+            "--subscriber-targets",
+            hubs,
+            "--browser-placement",
+            "same",
+        ])
+        .unwrap()
+        .plan_for(0);
+        let other = agents_of(&[
+            "--agent-targets",
+            hubs,
+            "--subscriber-targets",
+            hubs,
+            "--browser-placement",
+            "other",
+        ])
+        .unwrap()
+        .plan_for(0);
+        for agent in 0..6u64 {
+            let hub = same.agent_endpoint(agent).addr;
+            // Browser number does not matter, the watched agent does.
+            for j in [0u64, 1, 2, 17] {
+                assert_eq!(same.sub_endpoint(j, Some(agent)).addr, hub);
+                let o = other.sub_endpoint(j, Some(agent)).addr;
+                assert_ne!(o, hub);
+                assert_eq!(o, other.agent_endpoint(agent + 1).addr);
+            }
+        }
+        // Without a known agent (idle, storm, fan-out) placement falls back to j % n.
+        assert_eq!(other.sub_endpoint(2, None).addr.port(), 7003);
+    }
+
+    #[test]
+    fn target_lists_default_to_target_and_stay_loopback() {
+        let p = agents_of(&["--target", "127.0.0.1:7100"])
+            .unwrap()
+            .plan_for(0);
+        assert_eq!(p.agent_endpoint(5).addr.port(), 7100);
+        assert_eq!(p.sub_endpoint(5, Some(3)).addr.port(), 7100);
+        assert_eq!(listen_addrs(&p).len(), 1);
+        // Only --subscriber-targets given: agents stay on --target.
+        let p = agents_of(&[
+            "--target",
+            "127.0.0.1:7100",
+            "--subscriber-targets",
+            "127.0.0.1:7101",
+        ])
+        .unwrap()
+        .plan_for(0);
+        assert_eq!(p.agent_endpoint(1).addr.port(), 7100);
+        assert_eq!(p.sub_endpoint(1, None).addr.port(), 7101);
+        assert_eq!(listen_addrs(&p).len(), 2);
+        for flag in ["--agent-targets", "--subscriber-targets"] {
+            let e = format!(
+                "{:#}",
+                agents_of(&[flag, "127.0.0.1:7001,10.0.0.7:7002"]).unwrap_err()
+            );
+            assert!(e.contains("only loopback") && e.contains(flag), "{e}");
+        }
+        let e = agents_of(&["--browser-placement", "other"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least two --subscriber-targets"), "{e}");
+    }
+
+    #[test]
+    fn server_pid_repeats_and_lists() {
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from([
+            "x",
+            "idle",
+            "--server-pid",
+            "11,12",
+            "--server-pid",
+            "13",
+        ])
+        .unwrap();
+        let Some(crate::cli::Cmd::Idle(a)) = cli.cmd else {
+            panic!()
+        };
+        assert_eq!(a.common.server_pid, vec![11, 12, 13]);
+        let cli = crate::cli::Cli::try_parse_from(["x", "idle"]).unwrap();
+        let Some(crate::cli::Cmd::Idle(a)) = cli.cmd else {
+            panic!()
+        };
+        assert!(a.common.server_pid.is_empty());
     }
 }

@@ -142,6 +142,8 @@ pub struct Session {
     /// `server_id` from `auth_success` (publishers and agents), or the one a
     /// subscriber watches (replaces `{sid}` in its subscribe message).
     pub server_id: Option<String>,
+    /// `Host` header of the hub this connection goes to (when not the plan's).
+    pub host: Option<Box<str>>,
     pub out: Vec<u8>,
     out_pos: usize,
     pub last_seq: u64,
@@ -236,6 +238,7 @@ impl Conn {
                 agent_auth: None,
                 intro: Vec::new(),
                 server_id: None,
+                host: None,
                 out: Vec::new(),
                 out_pos: 0,
                 last_seq: 0,
@@ -246,6 +249,7 @@ impl Conn {
     }
 
     /// Handles write readiness: finishes the TCP connect, then flushes.
+    /// `host` is the plan's `Host` header, used unless the session has its own.
     pub fn on_writable(&mut self, host: &str, deflate: bool) {
         if self.s.state == State::Connecting {
             match self.stream.tcp().take_error() {
@@ -265,6 +269,7 @@ impl Conn {
             }
             let path = self.s.path.take().unwrap_or_default();
             let key = self.s.key.as_deref().unwrap_or("");
+            let host = self.s.host.as_deref().unwrap_or(host);
             let req = wsproto::handshake_request(host, &path, key, deflate);
             self.s.out.extend_from_slice(&req);
             self.s.state = State::Upgrading;
@@ -767,6 +772,7 @@ mod tests {
             agent_auth: None,
             intro: Vec::new(),
             server_id: None,
+            host: None,
             out: Vec::new(),
             out_pos: 0,
             last_seq: 0,

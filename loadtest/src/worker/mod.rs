@@ -23,7 +23,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::payload::now_ns;
-use crate::plan::{Command, Dialect, Extract, PubSpec, WorkerEvent, WorkerPlan};
+use crate::plan::{Command, Dialect, Endpoint, Extract, PubSpec, WorkerEvent, WorkerPlan};
 use crate::procfs;
 use crate::stats::WorkerResult;
 use crate::tls::Wire;
@@ -192,6 +192,8 @@ struct Worker {
     agent_cursor: usize,
     agent_cycle: u64,
     sids: Vec<String>,
+    /// `sid_agents[k]`: run-wide agent index whose server is `sids[k]`.
+    sid_agents: Vec<u64>,
     next_sub: u64,
     connects_started: u64,
     storm_started: u64,
@@ -235,6 +237,7 @@ impl Worker {
             agent_cursor: 0,
             agent_cycle: 0,
             sids: Vec::new(),
+            sid_agents: Vec::new(),
             next_sub: 0,
             connects_started: 0,
             storm_started: 0,
@@ -442,7 +445,7 @@ impl Worker {
         }
     }
 
-    /// Opens one connection; `index` picks the source address.
+    /// Opens one connection to `ep`; `index` picks the source address.
     fn open(
         &mut self,
         poll: &mut Poll,
@@ -450,13 +453,14 @@ impl Worker {
         role: Role,
         dialect: Dialect,
         path: String,
+        ep: Endpoint,
     ) -> Option<usize> {
-        let src = self.plan.spread.source_for(index, &self.plan.target);
+        let src = self.plan.spread.source_for(index, &ep.addr);
         self.live.counters.attempted += 1;
         self.connects_started += 1;
         let now = Instant::now();
         self.first_connect.get_or_insert(now);
-        let opened = open_socket(self.plan.target, src).and_then(|s| match &self.tls {
+        let opened = open_socket(ep.addr, src).and_then(|s| match &self.tls {
             None => Ok(Wire::Plain(s)),
             Some((config, name)) => Wire::tls(s, config.clone(), name.clone()),
         });
@@ -484,14 +488,11 @@ impl Worker {
         raw[8..].copy_from_slice(&self.rng.next_u64().to_ne_bytes());
         self.next_id += 1;
         let id = self.next_id;
-        entry.insert(Conn::new(
-            stream,
-            id,
-            role,
-            dialect,
-            path,
-            wsproto::make_key(raw),
-        ));
+        let mut conn = Conn::new(stream, id, role, dialect, path, wsproto::make_key(raw));
+        if ep.host_header != self.plan.host_header {
+            conn.s.host = Some(ep.host_header.into_boxed_str());
+        }
+        entry.insert(conn);
         self.in_setup += 1;
         self.setup_q.push_back((
             now + Duration::from_millis(self.plan.connect_timeout_ms),
@@ -521,12 +522,14 @@ impl Worker {
                 let mut auth = br#"{"type":"auth","api_key":""#.to_vec();
                 crate::payload::json_escape_into(&mut auth, &api_key);
                 auth.extend_from_slice(br#""}"#);
+                let ep = self.plan.agent_endpoint(0);
                 let key = self.open(
                     poll,
                     0,
                     Role::Publisher,
                     Dialect::Json,
                     "/api/v1/agents/ws".into(),
+                    ep,
                 );
                 if let Some(k) = key {
                     self.conns[k].s.agent_auth = Some(String::from_utf8_lossy(&auth).into());
@@ -537,11 +540,19 @@ impl Worker {
                 self.publisher = key;
             }
             Some(PubSpec::SioRelay) => {
-                self.publisher =
-                    self.open(poll, 0, Role::Publisher, Dialect::SocketIo, SIO_PATH.into());
+                let ep = self.plan.agent_endpoint(0);
+                self.publisher = self.open(
+                    poll,
+                    0,
+                    Role::Publisher,
+                    Dialect::SocketIo,
+                    SIO_PATH.into(),
+                    ep,
+                );
             }
             Some(PubSpec::WsRelay { path }) => {
-                self.publisher = self.open(poll, 0, Role::Publisher, Dialect::Raw, path);
+                let ep = self.plan.agent_endpoint(0);
+                self.publisher = self.open(poll, 0, Role::Publisher, Dialect::Raw, path, ep);
             }
             Some(PubSpec::Fifo { path }) => {
                 let waker = self.waker.clone();
@@ -604,12 +615,14 @@ impl Worker {
             let mut auth = br#"{"type":"auth","api_key":""#.to_vec();
             crate::payload::json_escape_into(&mut auth, &a.api_key);
             auth.extend_from_slice(br#""}"#);
+            let ep = self.plan.agent_endpoint(a.index);
             let key = self.open(
                 poll,
                 a.index,
                 Role::Agent { slot: slot as u32 },
                 Dialect::Json,
                 "/api/v1/agents/ws".into(),
+                ep,
             );
             if let Some(k) = key {
                 self.conns[k].s.agent_auth = Some(String::from_utf8_lossy(&auth).into());
@@ -686,6 +699,10 @@ impl Worker {
             };
             // Browsers come after agents in source-address order.
             let index = self.plan.agents_total + j;
+            let agent = (!self.sids.is_empty())
+                .then(|| self.sid_agents.get(sid_idx).copied())
+                .flatten();
+            let ep = self.plan.sub_endpoint(j, agent);
             let key = self.open(
                 poll,
                 index,
@@ -694,6 +711,7 @@ impl Worker {
                 },
                 spec.dialect,
                 path,
+                ep,
             );
             if let (Some(k), Some(sid)) = (key, self.sids.get(sid_idx)) {
                 self.conns[k].s.server_id = Some(sid.clone());
@@ -730,7 +748,7 @@ impl Worker {
     fn command(&mut self, poll: &mut Poll, cmd: Command) {
         match cmd {
             Command::Plan(_) => {}
-            Command::Connect { sids } if self.phase == Phase::AwaitConnect => {
+            Command::Connect { sids, indices } if self.phase == Phase::AwaitConnect => {
                 let pos: HashMap<&str, usize> = sids
                     .iter()
                     .enumerate()
@@ -750,6 +768,7 @@ impl Worker {
                 }
                 self.agent_watchers = agent_pos.iter().map(|&p| p as u64).collect();
                 self.sids = sids;
+                self.sid_agents = indices;
                 self.phase = Phase::Connect;
                 self.phase_started = Instant::now();
                 self.step_connect(poll, Instant::now());
@@ -987,7 +1006,15 @@ impl Worker {
             }
             let index = self.storm_started * self.plan.workers as u64 + self.plan.worker as u64;
             self.storm_started += 1;
-            self.open(poll, index, Role::Storm, spec.dialect, spec.path.clone());
+            let ep = self.plan.sub_endpoint(index, None);
+            self.open(
+                poll,
+                index,
+                Role::Storm,
+                spec.dialect,
+                spec.path.clone(),
+                ep,
+            );
         }
     }
 
