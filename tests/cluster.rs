@@ -167,13 +167,21 @@ fn fleet_across_hubs() {
     // The server list of every hub shows the agent, owned by hub a.
     let entry = server_until(&mut on_b, "srv-0", online_on("a"));
     assert_eq!(entry["name"], "agent-0");
-    assert!(entry["capabilities"].as_array().unwrap().contains(&json!("docker")));
+    assert!(
+        entry["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("docker"))
+    );
     server_until(&mut on_c, "srv-0", online_on("a"));
     server_until(&mut on_c, "host-a", online_on("a"));
     server_until(&mut on_c, "host-b", online_on("b"));
 
     // Metrics reach B; an alert raised on A (its owner) reaches B too.
-    send_json(&mut on_b, &json!({"type": "subscribe_metrics", "server_id": "srv-0"}));
+    send_json(
+        &mut on_b,
+        &json!({"type": "subscribe_metrics", "server_id": "srv-0"}),
+    );
     let deadline = Instant::now() + WAIT;
     let sample = |cpu: f64| json!({"type": "metrics", "server_id": "srv-0", "cpu_percent": cpu, "memory_percent": 5.0});
     let m = loop {
@@ -193,7 +201,10 @@ fn fleet_across_hubs() {
     assert_eq!(alert["data"]["state"], "firing");
 
     // Containers on C: the table, then a change.
-    send_json(&mut on_c, &json!({"type": "subscribe_containers", "server_id": "srv-0"}));
+    send_json(
+        &mut on_c,
+        &json!({"type": "subscribe_containers", "server_id": "srv-0"}),
+    );
     let deadline = Instant::now() + WAIT;
     loop {
         let m = wait_for(&mut on_c, "initial_state", |m| {
@@ -215,27 +226,49 @@ fn fleet_across_hubs() {
     assert_eq!(ch["container"]["state"], "exited");
 
     // Logs: B and C follow c1; the agent gets one subscribe_logs.
-    send_json(&mut on_b, &json!({"type": "start_log_stream", "server_id": "srv-0", "container_id": "c1", "tail": 10}));
-    let sub = wait_for(&mut agent, "subscribe_logs", |m| m["type"] == "subscribe_logs");
+    send_json(
+        &mut on_b,
+        &json!({"type": "start_log_stream", "server_id": "srv-0", "container_id": "c1", "tail": 10}),
+    );
+    let sub = wait_for(&mut agent, "subscribe_logs", |m| {
+        m["type"] == "subscribe_logs"
+    });
     assert_eq!(sub["container_id"], "c1");
     let history: Vec<Value> = (0..5)
         .map(|i| json!({"stream": "stdout", "timestamp": "2026-01-01T00:00:00Z", "line": format!("old {i}")}))
         .collect();
-    send_json(&mut agent, &json!({"type": "log_batch", "container_id": "c1", "lines": history, "history": true, "last": true}));
+    send_json(
+        &mut agent,
+        &json!({"type": "log_batch", "container_id": "c1", "lines": history, "history": true, "last": true}),
+    );
     let got = log_lines(&mut on_b, "c1", 5);
     assert_eq!(got, (0..5).map(|i| format!("old {i}")).collect::<Vec<_>>());
-    send_json(&mut on_c, &json!({"type": "start_log_stream", "server_id": "srv-0", "container_id": "c1", "tail": 2}));
+    send_json(
+        &mut on_c,
+        &json!({"type": "start_log_stream", "server_id": "srv-0", "container_id": "c1", "tail": 2}),
+    );
     let got = log_lines(&mut on_c, "c1", 2);
     assert_eq!(got, ["old 3", "old 4"]);
     for k in 0..20 {
         let lines: Vec<Value> = (0..10)
             .map(|i| json!({"stream": "stdout", "timestamp": "2026-01-01T00:00:01Z", "line": format!("new {}", k * 10 + i)}))
             .collect();
-        send_json(&mut agent, &json!({"type": "log_batch", "container_id": "c1", "lines": lines}));
+        send_json(
+            &mut agent,
+            &json!({"type": "log_batch", "container_id": "c1", "lines": lines}),
+        );
     }
     let want: Vec<String> = (0..200).map(|i| format!("new {i}")).collect();
-    assert_eq!(log_lines(&mut on_b, "c1", 200), want, "hub b: every line once, in order");
-    assert_eq!(log_lines(&mut on_c, "c1", 200), want, "hub c: every line once, in order");
+    assert_eq!(
+        log_lines(&mut on_b, "c1", 200),
+        want,
+        "hub b: every line once, in order"
+    );
+    assert_eq!(
+        log_lines(&mut on_c, "c1", 200),
+        want,
+        "hub c: every line once, in order"
+    );
     // Nothing more: no line was delivered twice.
     std::thread::sleep(Duration::from_millis(500));
     while let Some(m) = next_json(&mut on_b, Duration::from_millis(100)) {
@@ -247,14 +280,24 @@ fn fleet_across_hubs() {
     }
 
     // A command from C runs on the agent held by A.
-    send_json(&mut on_c, &json!({"type": "command", "server_id": "srv-0", "command": "uptime", "request_id": "r-1"}));
-    let accepted = wait_for(&mut on_c, "command_accepted", |m| m["type"] == "command_accepted");
+    send_json(
+        &mut on_c,
+        &json!({"type": "command", "server_id": "srv-0", "command": "uptime", "request_id": "r-1"}),
+    );
+    let accepted = wait_for(&mut on_c, "command_accepted", |m| {
+        m["type"] == "command_accepted"
+    });
     assert_eq!(accepted["request_id"], "r-1");
     let cmd = wait_for(&mut agent, "command", |m| m["type"] == "command");
     assert_eq!(cmd["command"], "uptime");
-    send_json(&mut agent, &json!({"type": "command_response", "command_id": cmd["command_id"],
-        "output": "up 3 days", "exit_code": 0, "duration_ms": 4}));
-    let resp = wait_for(&mut on_c, "command_response", |m| m["type"] == "command_response");
+    send_json(
+        &mut agent,
+        &json!({"type": "command_response", "command_id": cmd["command_id"],
+        "output": "up 3 days", "exit_code": 0, "duration_ms": 4}),
+    );
+    let resp = wait_for(&mut on_c, "command_response", |m| {
+        m["type"] == "command_response"
+    });
     assert_eq!(resp["request_id"], "r-1");
     assert_eq!(resp["output"], "up 3 days");
     assert_eq!(resp["server_id"], "srv-0");
@@ -263,8 +306,11 @@ fn fleet_across_hubs() {
     let mut entries = browser(&b, "/api/v1/ws/logs/srv-0", Role::Viewer);
     let deadline = Instant::now() + WAIT;
     loop {
-        send_json(&mut agent, &json!({"type": "log", "server_id": "srv-0", "level": "WARN",
-            "message": "disk almost full", "timestamp": "2026-01-01T00:00:00Z"}));
+        send_json(
+            &mut agent,
+            &json!({"type": "log", "server_id": "srv-0", "level": "WARN",
+            "message": "disk almost full", "timestamp": "2026-01-01T00:00:00Z"}),
+        );
         if let Some(m) = next_json(&mut entries, Duration::from_millis(500)) {
             assert_eq!(m["type"], "log");
             assert_eq!(m["data"]["message"], "disk almost full");
@@ -317,9 +363,15 @@ fn hub_death_and_failover() {
             && m["server"]["online"] == true
             && m["server"]["hub"] == "b"
     });
-    eprintln!("failover seen on hub c {:?} after the kill", started.elapsed());
+    eprintln!(
+        "failover seen on hub c {:?} after the kill",
+        started.elapsed()
+    );
     // Its metrics flow through B.
-    send_json(&mut on_c, &json!({"type": "subscribe_metrics", "server_id": "srv-1"}));
+    send_json(
+        &mut on_c,
+        &json!({"type": "subscribe_metrics", "server_id": "srv-1"}),
+    );
     wait_for(&mut on_c, "metrics", |m| {
         m["type"] == "metrics" && m["server_id"] == "srv-1"
     });

@@ -135,7 +135,11 @@ impl ClusterLink {
     /// This hub's session: its process and its connection to NATS. Another
     /// hub that sees it change knows this one lost what it had asked.
     pub fn session(&self) -> String {
-        format!("{}-{}", self.boot, self.stats.reconnects.load(Ordering::Relaxed))
+        format!(
+            "{}-{}",
+            self.boot,
+            self.stats.reconnects.load(Ordering::Relaxed)
+        )
     }
 
     /// Queues `op`; a full queue or an oversized payload drops it (counted).
@@ -239,7 +243,8 @@ async fn connect(
         .ping_interval(Duration::from_secs(5))
         .reconnect_delay_callback(|attempts| {
             // 100 ms doubling to 2 s: a restarted nats-server is found quickly.
-            Duration::from_millis(100u64.saturating_mul(1 << attempts.min(5))).min(Duration::from_secs(2))
+            Duration::from_millis(100u64.saturating_mul(1 << attempts.min(5)))
+                .min(Duration::from_secs(2))
         })
         .event_callback(move |event| {
             let events = Sink {

@@ -521,9 +521,11 @@ impl State {
         }
         // Two hubs claim it (the old one has not noticed its agent left
         // yet): the newer connection wins, so views do not flap.
-        let older = self.servers.get(sid).and_then(|s| s.relay.as_ref()).is_some_and(|r| {
-            r.hub != hub && r.expires > now && r.since_ms > since_ms
-        });
+        let older = self
+            .servers
+            .get(sid)
+            .and_then(|s| s.relay.as_ref())
+            .is_some_and(|r| r.hub != hub && r.expires > now && r.since_ms > since_ms);
         if older {
             return;
         }
@@ -615,7 +617,6 @@ impl State {
         self.relay_found(io, sid);
     }
 
-
     /// A server is now reached through its owner: browsers see it online,
     /// and the owner is asked for its containers and this hub's streams.
     fn relay_found(&mut self, io: &mut Io<'_>, sid: &str) {
@@ -635,7 +636,10 @@ impl State {
             // partition): they go first, so every ask below starts afresh
             // (a log stream's history is sent again and joined here).
             c.request(&hub, &json!({"type": "forget_server", "server_id": sid}));
-            c.request(&hub, &json!({"type": "subscribe_containers", "server_id": sid}));
+            c.request(
+                &hub,
+                &json!({"type": "subscribe_containers", "server_id": sid}),
+            );
         }
         if let Some(s) = self.servers.get_mut(sid) {
             s.stats_on = false;
@@ -654,7 +658,10 @@ impl State {
             return;
         };
         let Some(r) = s.relay.take() else { return };
-        log::debug!("cluster: server {sid} (hub {}) is offline here: {why}", r.hub);
+        log::debug!(
+            "cluster: server {sid} (hub {}) is offline here: {why}",
+            r.hub
+        );
         s.offline_since = Some(io.now);
         s.stats_on = false;
         if let Some(c) = &mut self.cluster {
@@ -702,7 +709,9 @@ impl State {
                 "server_id": server_id,
                 "container_id": container_id,
             }),
-            "subscribe_stats" | "unsubscribe_stats" => json!({"type": kind, "server_id": server_id}),
+            "subscribe_stats" | "unsubscribe_stats" => {
+                json!({"type": kind, "server_id": server_id})
+            }
             _ => return true,
         };
         c.request(hub, &msg);
@@ -915,7 +924,10 @@ impl State {
             }
             "agent_log" => {
                 let mut fields = Map::new();
-                fields.insert("data".into(), obj.get("data").cloned().unwrap_or(Value::Null));
+                fields.insert(
+                    "data".into(),
+                    obj.get("data").cloned().unwrap_or(Value::Null),
+                );
                 let ev = Event::Object {
                     name: "log",
                     fields: &fields,
@@ -962,8 +974,7 @@ impl State {
     /// Lines of a relayed log stream: its history first (until the owner's
     /// `log_history_end`, which may come with no line at all), then live lines.
     fn relayed_log(&mut self, io: &mut Io<'_>, sid: &str, obj: &Map<String, Value>) {
-        let (Some(container), Some(log)) =
-            (str_field(obj, "container_id"), str_field(obj, "log"))
+        let (Some(container), Some(log)) = (str_field(obj, "container_id"), str_field(obj, "log"))
         else {
             return;
         };
@@ -1004,8 +1015,7 @@ impl State {
             return;
         };
         io.stats.command("failed");
-        self.audit
-            .record(&p, command_id, &format!("failed: {why}"));
+        self.audit.record(&p, command_id, &format!("failed: {why}"));
         if io.serial(p.requester) == Some(p.requester_serial) {
             io.event(
                 p.requester,
@@ -1047,16 +1057,59 @@ impl State {
         let st = &c.link.stats;
         let relayed = self.servers.values().filter(|s| s.relay.is_some()).count();
         for (name, kind, help, v) in [
-            ("dockwire_cluster_nats_up", "gauge", "1 while this hub is connected to NATS.", u64::from(c.up)),
-            ("dockwire_cluster_peers", "gauge", "Other hubs heard from.", c.peers.len() as u64),
-            ("dockwire_cluster_relayed_servers", "gauge", "Servers owned by other hubs, online here.", relayed as u64),
-            ("dockwire_cluster_messages_sent_total", "counter", "Messages published to NATS.", st.sent.load(Relaxed)),
-            ("dockwire_cluster_messages_received_total", "counter", "Messages received from NATS.", st.received.load(Relaxed)),
-            ("dockwire_cluster_messages_dropped_total", "counter", "Messages not sent (queue full, too large, or NATS refused).", st.dropped.load(Relaxed)),
-            ("dockwire_cluster_connects_total", "counter", "Connections made to NATS (the first and every reconnect).", st.reconnects.load(Relaxed)),
-            ("dockwire_cluster_servers_refused_total", "counter", "Servers of other hubs not taken (over the limit).", c.refused_servers),
+            (
+                "dockwire_cluster_nats_up",
+                "gauge",
+                "1 while this hub is connected to NATS.",
+                u64::from(c.up),
+            ),
+            (
+                "dockwire_cluster_peers",
+                "gauge",
+                "Other hubs heard from.",
+                c.peers.len() as u64,
+            ),
+            (
+                "dockwire_cluster_relayed_servers",
+                "gauge",
+                "Servers owned by other hubs, online here.",
+                relayed as u64,
+            ),
+            (
+                "dockwire_cluster_messages_sent_total",
+                "counter",
+                "Messages published to NATS.",
+                st.sent.load(Relaxed),
+            ),
+            (
+                "dockwire_cluster_messages_received_total",
+                "counter",
+                "Messages received from NATS.",
+                st.received.load(Relaxed),
+            ),
+            (
+                "dockwire_cluster_messages_dropped_total",
+                "counter",
+                "Messages not sent (queue full, too large, or NATS refused).",
+                st.dropped.load(Relaxed),
+            ),
+            (
+                "dockwire_cluster_connects_total",
+                "counter",
+                "Connections made to NATS (the first and every reconnect).",
+                st.reconnects.load(Relaxed),
+            ),
+            (
+                "dockwire_cluster_servers_refused_total",
+                "counter",
+                "Servers of other hubs not taken (over the limit).",
+                c.refused_servers,
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         }
     }
 

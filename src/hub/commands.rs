@@ -299,7 +299,9 @@ impl State {
         }
         if state.agent.is_none() && state.relay.is_some() {
             // Another hub holds the agent: it runs the command there.
-            if kind == "docker_command" && str_field(&outgoing, "action").is_some_and(|a| a != "start") {
+            if kind == "docker_command"
+                && str_field(&outgoing, "action").is_some_and(|a| a != "start")
+            {
                 let reference = str_field(&outgoing, "container_id").unwrap_or_default();
                 if let Ok(id) = self.resolve_on(&server_id, reference) {
                     let now = io.now;

@@ -135,8 +135,7 @@ pub fn drive_hub(data: &[u8]) {
     // parked for recovery (recovery.rs) and keep their topics until the
     // window ends: let it end.
     // Other hubs' sessions end when their hubs fall silent.
-    now += super::recovery::RECOVERY_WINDOW
-        .max(super::cluster::RELAY_TIMEOUT)
+    now += super::recovery::RECOVERY_WINDOW.max(super::cluster::RELAY_TIMEOUT)
         + Duration::from_secs(1);
     hub.handle(
         &mut out,

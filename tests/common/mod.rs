@@ -280,7 +280,12 @@ pub fn wait_type(ws: &mut Ws, kind: &str, within: Duration) -> Value {
 
 /// Waits for a message matching `pred` (`what` names it in the failure),
 /// skipping others.
-pub fn wait_match(ws: &mut Ws, what: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+pub fn wait_match(
+    ws: &mut Ws,
+    what: &str,
+    within: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

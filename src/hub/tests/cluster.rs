@@ -69,7 +69,9 @@ impl Net {
                 continue;
             }
             for (from, op) in sent {
-                if std::env::var_os("NET_DEBUG").is_some() { eprintln!("{from}: {op:?}"); }
+                if std::env::var_os("NET_DEBUG").is_some() {
+                    eprintln!("{from}: {op:?}");
+                }
                 match op {
                     ClusterOp::Beat(body) => {
                         let others: Vec<String> =
@@ -79,7 +81,14 @@ impl Net {
                         }
                     }
                     ClusterOp::Send { to, kind, body } => {
-                        self.deliver(&to, ClusterEvent::Message { from: from.clone(), kind, body });
+                        self.deliver(
+                            &to,
+                            ClusterEvent::Message {
+                                from: from.clone(),
+                                kind,
+                                body,
+                            },
+                        );
                     }
                     ClusterOp::Ask { to, body, token } => {
                         if self.hubs.contains_key(&to) {
@@ -116,7 +125,10 @@ fn docker_agent_on(net: &mut Net, hub: &str) -> ConnId {
     let agent = net.hub(hub).agent();
     let h = net.hub(hub);
     h.send(agent, &json!({"type": "hello", "capabilities": ["docker"]}));
-    h.send(agent, &json!({"type": "containers", "containers": [container("c1", "web")]}));
+    h.send(
+        agent,
+        &json!({"type": "containers", "containers": [container("c1", "web")]}),
+    );
     net.tick(Duration::from_millis(300));
     agent
 }
@@ -147,7 +159,10 @@ fn a_viewer_sees_the_owners_agent_and_follows_its_logs_through_one_subscription(
         let s = server(&list, "srv-1").expect("srv-1 listed");
         assert_eq!(s["online"], true);
         assert_eq!(s["hub"], "a");
-        h.send(br, &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "web"}));
+        h.send(
+            br,
+            &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "web"}),
+        );
     }
     net.pump();
     // One follower on the agent, whatever the number of hubs.
@@ -159,10 +174,16 @@ fn a_viewer_sees_the_owners_agent_and_follows_its_logs_through_one_subscription(
         .collect();
     assert_eq!(asks.len(), 1, "{asks:?}");
     let a = net.hub("a");
-    a.send(agent, &json!({"type": "log_batch", "container_id": "c1", "history": true, "last": true,
-        "lines": [{"stream": "stdout", "line": "one"}, {"stream": "stdout", "line": "two"}]}));
-    a.send(agent, &json!({"type": "log_batch", "container_id": "c1",
-        "lines": [{"stream": "stdout", "line": "three"}]}));
+    a.send(
+        agent,
+        &json!({"type": "log_batch", "container_id": "c1", "history": true, "last": true,
+        "lines": [{"stream": "stdout", "line": "one"}, {"stream": "stdout", "line": "two"}]}),
+    );
+    a.send(
+        agent,
+        &json!({"type": "log_batch", "container_id": "c1",
+        "lines": [{"stream": "stdout", "line": "three"}]}),
+    );
     net.pump();
     for id in ["b", "c"] {
         let h = net.hub(id);
@@ -180,7 +201,10 @@ fn a_silent_hub_ends_its_session_on_the_owner_and_its_streams_there() {
     let agent = docker_agent_on(&mut net, "a");
     let b = net.hub("b");
     let br = b.browser(Role::Viewer);
-    b.send(br, &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1"}));
+    b.send(
+        br,
+        &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1"}),
+    );
     net.pump();
     assert!(net.hub("a").topic_count() > 0);
     net.hub("a").take(agent);
@@ -207,13 +231,25 @@ fn a_dead_owner_takes_its_servers_offline_and_fails_their_commands() {
     net.hubs.remove("a");
     // The command goes out before hub b noticed: nobody takes it.
     let b = net.hub("b");
-    b.send(br, &json!({"type": "command", "server_id": "srv-1", "command": "uptime", "request_id": "r"}));
+    b.send(
+        br,
+        &json!({"type": "command", "server_id": "srv-1", "command": "uptime", "request_id": "r"}),
+    );
     net.pump();
     let frames = net.hub("b").take(br);
-    assert!(frames.iter().any(|m| m["type"] == "command_accepted"), "{frames:?}");
-    let err = frames.iter().find(|m| m["type"] == "error").expect("an error");
+    assert!(
+        frames.iter().any(|m| m["type"] == "command_accepted"),
+        "{frames:?}"
+    );
+    let err = frames
+        .iter()
+        .find(|m| m["type"] == "error")
+        .expect("an error");
     assert_eq!(err["request_id"], "r");
-    assert!(err["message"].as_str().unwrap().contains("does not answer"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("does not answer"),
+        "{err}"
+    );
     for _ in 0..4 {
         net.tick(crate::hub::cluster::RELAY_TIMEOUT / 3);
     }
@@ -224,9 +260,15 @@ fn a_dead_owner_takes_its_servers_offline_and_fails_their_commands() {
         .find(|m| m["type"] == "server_state_change" && m["server"]["server_id"] == "srv-1")
         .expect("srv-1 went offline");
     assert_eq!(offline["server"]["online"], false);
-    b.send(br, &json!({"type": "command", "server_id": "srv-1", "command": "x"}));
+    b.send(
+        br,
+        &json!({"type": "command", "server_id": "srv-1", "command": "x"}),
+    );
     let frames = b.take(br);
-    let e = frames.iter().find(|m| m["type"] == "error").expect("an error");
+    let e = frames
+        .iter()
+        .find(|m| m["type"] == "error")
+        .expect("an error");
     assert!(e["message"].as_str().unwrap().contains("offline"), "{e}");
 }
 
@@ -242,7 +284,9 @@ fn bad_input_from_other_hubs_changes_nothing() {
         br#"{"hub": "x", "session": 5, "servers": [{"server_id": "s"}]}"#,
         br#"{"hub": "x", "session": "1", "servers": [{"server_id": "", "online": true}, 7, null]}"#,
     ] {
-        b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Beat(Bytes::from(body.to_vec())))));
+        b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Beat(
+            Bytes::from(body.to_vec()),
+        ))));
     }
     assert_eq!(b.hub.state().servers.len(), before);
     // A request from a hub never heard in a beat opens nothing.
@@ -256,13 +300,17 @@ fn bad_input_from_other_hubs_changes_nothing() {
     b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Message {
         from: "stranger".into(),
         kind: PeerKind::Ev,
-        body: Bytes::from_static(br#"{"type":"initial_state","server_id":"host-b","containers":[]}"#),
+        body: Bytes::from_static(
+            br#"{"type":"initial_state","server_id":"host-b","containers":[]}"#,
+        ),
     })));
     // At most MAX_PEERS other hubs are kept.
     for i in 0..crate::hub::cluster::MAX_PEERS + 10 {
         let beat = json!({"hub": format!("h{i}"), "session": "1",
             "servers": [{"server_id": format!("s{i}"), "name": "n", "online": true}]});
-        b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Beat(Bytes::from(beat.to_string())))));
+        b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Beat(
+            Bytes::from(beat.to_string()),
+        ))));
     }
     let health = b.hub.state().cluster_health().unwrap();
     assert_eq!(
@@ -276,7 +324,9 @@ fn bad_input_from_other_hubs_changes_nothing() {
     b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Message {
         from: "h1".into(),
         kind: PeerKind::Req,
-        body: Bytes::from_static(br#"{"type":"start_log_stream","server_id":"nope","container_id":"x"}"#),
+        body: Bytes::from_static(
+            br#"{"type":"start_log_stream","server_id":"nope","container_id":"x"}"#,
+        ),
     })));
     let (_, rx) = net.hubs.get_mut("b").unwrap();
     let Ok(ClusterOp::Send { to, kind, body }) = rx.try_recv() else {
@@ -320,7 +370,10 @@ fn a_resync_mid_stream_neither_repeats_nor_loses_a_line() {
     let agent = docker_agent_on(&mut net, "a");
     let b = net.hub("b");
     let br = b.browser(Role::Viewer);
-    b.send(br, &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1"}));
+    b.send(
+        br,
+        &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1"}),
+    );
     net.pump();
     let batch = |from: u32, to: u32, history: bool| {
         let lines: Vec<Value> = (from..to)
@@ -338,14 +391,20 @@ fn a_resync_mid_stream_neither_repeats_nor_loses_a_line() {
     );
     // Hub b lost NATS and is back: it asks again for what it watches.
     let b = net.hub("b");
-    b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Down("test".into()))));
+    b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Down(
+        "test".into(),
+    ))));
     b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Up)));
     net.pump();
     // Hub b's asks started afresh on the owner; its only watcher gone and
     // back, the owner restarted the follower: the agent sends its history
     // again (the owner joins it to its ring), then new lines.
     let asks: Vec<String> = net.hub("a").types(agent);
-    assert_eq!(asks.last().map(String::as_str), Some("subscribe_logs"), "{asks:?}");
+    assert_eq!(
+        asks.last().map(String::as_str),
+        Some("subscribe_logs"),
+        "{asks:?}"
+    );
     net.hub("a").send(agent, &batch(0, 8, true));
     net.hub("a").send(agent, &batch(8, 10, false));
     net.pump();
@@ -386,13 +445,19 @@ fn the_first_live_lines_after_an_empty_history_reach_other_hubs() {
     let agent = docker_agent_on(&mut net, "a");
     let b = net.hub("b");
     let br = b.browser(Role::Viewer);
-    b.send(br, &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1", "tail": 0}));
+    b.send(
+        br,
+        &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1", "tail": 0}),
+    );
     net.pump();
     let a = net.hub("a");
     a.send(agent, &json!({"type": "log_batch", "container_id": "c1", "history": true, "last": true, "lines": []}));
     net.pump();
-    net.hub("a").send(agent, &json!({"type": "log_batch", "container_id": "c1",
-        "lines": [{"stream": "stdout", "line": "first"}, {"stream": "stdout", "line": "second"}]}));
+    net.hub("a").send(
+        agent,
+        &json!({"type": "log_batch", "container_id": "c1",
+        "lines": [{"stream": "stdout", "line": "first"}, {"stream": "stdout", "line": "second"}]}),
+    );
     net.pump();
     assert_eq!(log_text(&net.hub("b").take(br)), "first\nsecond\n");
 }
