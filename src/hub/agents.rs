@@ -53,6 +53,11 @@ pub struct ServerState {
 }
 
 impl ServerState {
+    /// Held by this hub: its own host, or an agent connected here.
+    pub fn owned_here(&self) -> bool {
+        self.is_local || self.agent.is_some()
+    }
+
     pub fn new(name: String, is_local: bool, offline_since: Option<Instant>) -> Self {
         ServerState {
             name,

@@ -185,14 +185,14 @@ impl State {
     pub fn owns(&self, server_id: &str) -> bool {
         self.servers
             .get(server_id)
-            .is_some_and(|s| s.is_local || s.agent.is_some())
+            .is_some_and(ServerState::owned_here)
     }
 
     /// The servers this hub owns, as beat entries.
     fn owned_entries(&self) -> Vec<Value> {
         self.servers
             .iter()
-            .filter(|(_, s)| s.is_local || s.agent.is_some())
+            .filter(|(_, s)| s.owned_here())
             .filter_map(|(id, s)| Some(beat_entry(self.server_json(id)?, true, s.connected_ms)))
             .collect()
     }
@@ -558,16 +558,7 @@ impl State {
                 s.name = name;
             }
         }
-        s.capabilities = match e.get("capabilities") {
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(Value::as_str)
-                .filter(|c| !c.is_empty() && c.len() <= 32)
-                .take(16)
-                .map(str::to_string)
-                .collect(),
-            _ => Vec::new(),
-        };
+        s.capabilities = super::servers::capabilities(e.get("capabilities")).unwrap_or_default();
         s.version = text("version", 64);
         s.docker = match str_field(e, "docker") {
             Some("up") => DockerStatus::Up,
@@ -784,16 +775,9 @@ impl State {
         match kind {
             // A hub watches a table without its usage: asked for apart.
             "subscribe_containers" => {
-                if let Some(list) = self.containers_of(&server) {
-                    let f = Dialect::Json.encode(&Event::InitialState {
-                        server_id: &server,
-                        containers: &list,
-                        request_id: None,
-                    });
-                    io.send(conn, &f, crate::writer::Priority::Essential);
-                    self.topics
-                        .subscribe(io, &TopicKey::Containers(server.clone()), conn);
-                }
+                // An unknown server: nothing to watch (the asker learns it
+                // from the beats).
+                let _ = self.watch_table(io, conn, &server, None);
             }
             "subscribe_stats" if self.servers.contains_key(&server) => {
                 self.topics

@@ -62,6 +62,23 @@ fn shown(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
+/// The `capabilities` of an agent's `hello` (or of another hub's beat):
+/// at most [`MAX_CAPABILITIES`] non-empty names of at most
+/// [`MAX_CAPABILITY_LEN`] bytes; absent or null is none.
+pub(super) fn capabilities(v: Option<&Value>) -> Result<Vec<String>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => Ok(a
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|c| !c.is_empty() && c.len() <= MAX_CAPABILITY_LEN)
+            .take(MAX_CAPABILITIES)
+            .map(str::to_string)
+            .collect()),
+        Some(_) => Err("field \"capabilities\" must be an array of strings".into()),
+    }
+}
+
 /// Checks one container from an agent; the reason when it does not fit.
 fn valid_container(c: &Container) -> Result<(), String> {
     if c.id.is_empty() || c.id.len() > 128 {
@@ -229,10 +246,25 @@ impl State {
         server_id: &str,
         request_id: Option<&str>,
     ) -> Result<(), String> {
-        if !self.servers.contains_key(server_id) {
+        self.watch_table(io, conn, server_id, request_id)?;
+        self.topics
+            .subscribe(io, &TopicKey::Stats(server_id.to_string()), conn);
+        self.update_sampling(io, server_id);
+        Ok(())
+    }
+
+    /// A server's `initial_state` to `conn`, then its container changes
+    /// (without `container_stats`: another hub asks for those apart).
+    pub(super) fn watch_table(
+        &mut self,
+        io: &mut Io<'_>,
+        conn: ConnId,
+        server_id: &str,
+        request_id: Option<&str>,
+    ) -> Result<(), String> {
+        let Some(list) = self.containers_of(server_id) else {
             return Err(format!("Unknown server_id: {}", shown(server_id)));
-        }
-        let list = self.containers_of(server_id).unwrap_or_default();
+        };
         let f = io.dialect(conn).encode(&Event::InitialState {
             server_id,
             containers: &list,
@@ -241,9 +273,6 @@ impl State {
         io.send(conn, &f, Priority::Essential);
         self.topics
             .subscribe(io, &TopicKey::Containers(server_id.to_string()), conn);
-        self.topics
-            .subscribe(io, &TopicKey::Stats(server_id.to_string()), conn);
-        self.update_sampling(io, server_id);
         Ok(())
     }
 
@@ -407,17 +436,7 @@ impl State {
         server_id: &str,
         obj: &Map<String, Value>,
     ) -> Result<(), String> {
-        let caps: Vec<String> = match obj.get("capabilities") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(Value::as_str)
-                .filter(|c| !c.is_empty() && c.len() <= MAX_CAPABILITY_LEN)
-                .take(MAX_CAPABILITIES)
-                .map(str::to_string)
-                .collect(),
-            Some(_) => return Err("field \"capabilities\" must be an array of strings".into()),
-        };
+        let caps = capabilities(obj.get("capabilities"))?;
         let version = str_field(obj, "version").map(|v| v.chars().take(64).collect());
         let Some(s) = self.servers.get_mut(server_id) else {
             return Ok(());

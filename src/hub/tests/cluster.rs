@@ -12,6 +12,13 @@ use super::*;
 use crate::cluster::{ClusterEvent, ClusterLink, ClusterOp, PeerKind};
 use crate::feed::FeedEvent;
 
+impl Harness {
+    /// What NATS (or another hub) tells this hub.
+    fn cluster(&mut self, ev: ClusterEvent) {
+        self.input(Input::Feed(FeedEvent::Cluster(ev)));
+    }
+}
+
 /// Hubs by id, with the receiving end of each one's link.
 struct Net {
     hubs: BTreeMap<String, (Harness, Receiver<ClusterOp>)>,
@@ -28,7 +35,7 @@ impl Net {
             ));
             let (tx, rx) = tokio::sync::mpsc::channel(4096);
             h.hub.set_cluster(ClusterLink::new(tx), id.to_string());
-            h.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Up)));
+            h.cluster(ClusterEvent::Up);
             hubs.insert(id.to_string(), (h, rx));
         }
         Net { hubs }
@@ -40,7 +47,7 @@ impl Net {
 
     fn deliver(&mut self, to: &str, ev: ClusterEvent) {
         if let Some((h, _)) = self.hubs.get_mut(to) {
-            h.input(Input::Feed(FeedEvent::Cluster(ev)));
+            h.cluster(ev);
         }
     }
 
@@ -284,33 +291,29 @@ fn bad_input_from_other_hubs_changes_nothing() {
         br#"{"hub": "x", "session": 5, "servers": [{"server_id": "s"}]}"#,
         br#"{"hub": "x", "session": "1", "servers": [{"server_id": "", "online": true}, 7, null]}"#,
     ] {
-        b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Beat(
-            Bytes::from(body.to_vec()),
-        ))));
+        b.cluster(ClusterEvent::Beat(Bytes::from(body.to_vec())));
     }
     assert_eq!(b.hub.state().servers.len(), before);
     // A request from a hub never heard in a beat opens nothing.
-    b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Message {
+    b.cluster(ClusterEvent::Message {
         from: "stranger".into(),
         kind: PeerKind::Req,
         body: Bytes::from_static(br#"{"type":"list_servers"}"#),
-    })));
+    });
     assert_eq!(b.hub.session_count(), 0);
     // An owner's event for a server it does not own here is ignored.
-    b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Message {
+    b.cluster(ClusterEvent::Message {
         from: "stranger".into(),
         kind: PeerKind::Ev,
         body: Bytes::from_static(
             br#"{"type":"initial_state","server_id":"host-b","containers":[]}"#,
         ),
-    })));
+    });
     // At most MAX_PEERS other hubs are kept.
     for i in 0..crate::hub::cluster::MAX_PEERS + 10 {
         let beat = json!({"hub": format!("h{i}"), "session": "1",
             "servers": [{"server_id": format!("s{i}"), "name": "n", "online": true}]});
-        b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Beat(
-            Bytes::from(beat.to_string()),
-        ))));
+        b.cluster(ClusterEvent::Beat(Bytes::from(beat.to_string())));
     }
     let health = b.hub.state().cluster_health().unwrap();
     assert_eq!(
@@ -321,13 +324,13 @@ fn bad_input_from_other_hubs_changes_nothing() {
     let (_, rx) = net.hubs.get_mut("b").unwrap();
     while rx.try_recv().is_ok() {}
     let b = net.hub("b");
-    b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Message {
+    b.cluster(ClusterEvent::Message {
         from: "h1".into(),
         kind: PeerKind::Req,
         body: Bytes::from_static(
             br#"{"type":"start_log_stream","server_id":"nope","container_id":"x"}"#,
         ),
-    })));
+    });
     let (_, rx) = net.hubs.get_mut("b").unwrap();
     let Ok(ClusterOp::Send { to, kind, body }) = rx.try_recv() else {
         panic!("no answer to hub h1");
@@ -391,10 +394,8 @@ fn a_resync_mid_stream_neither_repeats_nor_loses_a_line() {
     );
     // Hub b lost NATS and is back: it asks again for what it watches.
     let b = net.hub("b");
-    b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Down(
-        "test".into(),
-    ))));
-    b.input(Input::Feed(FeedEvent::Cluster(ClusterEvent::Up)));
+    b.cluster(ClusterEvent::Down("test".into()));
+    b.cluster(ClusterEvent::Up);
     net.pump();
     // Hub b's asks started afresh on the owner; its only watcher gone and
     // back, the owner restarted the follower: the agent sends its history
