@@ -10,6 +10,11 @@
 //! - `hub_death_and_failover`: a real `dockwire agent --hub A --hub B`;
 //!   hub A is killed, browsers on C see the server offline, then online on
 //!   hub B once the agent failed over.
+//! - `log_resume_on_any_hub`: nats-server with JetStream; a browser on C
+//!   follows a container of an agent on A, loses its socket, and resumes on
+//!   B with `since_seq` (exactly the lines it missed); the agent moves to
+//!   B, which never followed the stream: B goes on with the stored numbers,
+//!   and a browser on C resumes across the move with no gap and no repeat.
 //! - `nats_outage`: nats-server is stopped: every hub still serves its own
 //!   agent and browsers, other hubs' servers go offline; nats-server comes
 //!   back on the same port and the fleet view is whole again.
@@ -29,6 +34,8 @@ const WAIT: Duration = Duration::from_secs(25);
 struct Nats {
     child: Option<Child>,
     port: u16,
+    /// JetStream's store, when it has one.
+    store: Option<std::path::PathBuf>,
 }
 
 impl Nats {
@@ -36,6 +43,18 @@ impl Nats {
         let mut n = Nats {
             child: None,
             port: free_port(),
+            store: None,
+        };
+        n.restart();
+        n
+    }
+
+    /// A nats-server with JetStream (its store in a temporary directory).
+    fn with_jetstream() -> Nats {
+        let mut n = Nats {
+            child: None,
+            port: free_port(),
+            store: Some(temp_dir("jetstream")),
         };
         n.restart();
         n
@@ -50,8 +69,12 @@ impl Nats {
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .unwrap_or("nats-server");
-        let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+        let mut cmd = Command::new(bin);
+        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(dir) = &self.store {
+            cmd.arg("-js").arg("-sd").arg(dir);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -326,6 +349,141 @@ fn fleet_across_hubs() {
     assert_eq!(h["cluster"]["hub_id"], "c");
     assert_eq!(c.d.metric("dockwire_cluster_nats_up"), Some(1.0));
     assert!(c.d.metric("dockwire_cluster_peers").unwrap() >= 2.0);
+}
+
+/// Sends numbered lines `from..to` as the agent's `log_batch` of c1.
+fn send_lines(agent: &mut Ws, from: u32, to: u32, history: bool) {
+    let lines: Vec<Value> = (from..to)
+        .map(|i| json!({"stream": "stdout", "timestamp": format!("2026-01-01T00:{:02}:{:02}Z", i / 60, i % 60), "line": format!("line {i}")}))
+        .collect();
+    send_json(
+        agent,
+        &json!({"type": "log_batch", "container_id": "c1", "lines": lines, "history": history, "last": history}),
+    );
+}
+
+/// `log_update`s of c1 until `n` lines were seen: the lines and the last
+/// `seq`; fails on a `log_gap`.
+fn numbered_lines(ws: &mut Ws, n: usize) -> (Vec<String>, u64) {
+    let mut got = Vec::new();
+    let mut seq = 0;
+    while got.len() < n {
+        let m = wait_for(ws, "log_update", |m| {
+            (m["type"] == "log_update" || m["type"] == "log_gap") && m["container_id"] == "c1"
+        });
+        assert_eq!(m["type"], "log_update", "{m}");
+        let s = m["seq"].as_u64().unwrap();
+        assert!(s > seq, "seq {s} after {seq}");
+        seq = s;
+        got.extend(m["log"].as_str().unwrap().lines().map(str::to_string));
+    }
+    (got, seq)
+}
+
+fn expect_lines(from: u32, to: u32) -> Vec<String> {
+    (from..to).map(|i| format!("line {i}")).collect()
+}
+
+#[test]
+fn log_resume_on_any_hub() {
+    let nats = Nats::with_jetstream();
+    let a = hub(&nats, "a", "");
+    let b = hub(&nats, "b", "");
+    let c = hub(&nats, "c", "");
+    let d = hub(&nats, "d", "");
+    let mut agent = docker_agent(&a, 0);
+    let mut on_c = browser(&c, "/api/v1/ws", Role::Viewer);
+    server_until(&mut on_c, "srv-0", online_on("a"));
+    // JetStream is up on every hub before the stream starts.
+    for h in [&a, &b, &c, &d] {
+        let deadline = Instant::now() + WAIT;
+        while h.d.healthz()["cluster"]["history"] != true {
+            assert!(Instant::now() < deadline, "no JetStream history on a hub");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    send_json(
+        &mut on_c,
+        &json!({"type": "start_log_stream", "server_id": "srv-0", "container_id": "c1", "tail": 100}),
+    );
+    wait_for(&mut agent, "subscribe_logs", |m| {
+        m["type"] == "subscribe_logs"
+    });
+    send_lines(&mut agent, 0, 5, true);
+    send_lines(&mut agent, 5, 8, false);
+    let (got, seq_at_7) = numbered_lines(&mut on_c, 8);
+    assert_eq!(got, expect_lines(0, 8));
+
+    // The browser loses its socket (nobody watches: the agent is told to
+    // stop) and comes back on hub b while the container wrote 3 more lines.
+    drop(on_c);
+    wait_for(&mut agent, "unsubscribe_logs", |m| {
+        m["type"] == "unsubscribe_logs"
+    });
+    let mut on_b = browser(&b, "/api/v1/ws", Role::Viewer);
+    server_until(&mut on_b, "srv-0", online_on("a"));
+    send_json(
+        &mut on_b,
+        &json!({"type": "start_log_stream", "server_id": "srv-0", "container_id": "c1", "since_seq": seq_at_7}),
+    );
+    wait_for(&mut agent, "subscribe_logs", |m| {
+        m["type"] == "subscribe_logs"
+    });
+    send_lines(&mut agent, 0, 11, true);
+    let (got, seq_at_10) = numbered_lines(&mut on_b, 3);
+    assert_eq!(got, expect_lines(8, 11), "b: exactly the missed lines");
+    assert_eq!(seq_at_10, seq_at_7 + 3);
+    drop(on_b);
+    wait_for(&mut agent, "unsubscribe_logs", |m| {
+        m["type"] == "unsubscribe_logs"
+    });
+
+    // The agent moves to hub d, which never followed the stream: d goes on
+    // from the history a stored in JetStream. A browser on c resumes from
+    // line 10 across the move.
+    drop(agent);
+    let mut moved = docker_agent(&d, 0);
+    let mut on_c = browser(&c, "/api/v1/ws", Role::Viewer);
+    server_until(&mut on_c, "srv-0", online_on("d"));
+    send_json(
+        &mut on_c,
+        &json!({"type": "start_log_stream", "server_id": "srv-0", "container_id": "c1", "since_seq": seq_at_10}),
+    );
+    let sub = wait_for(&mut moved, "subscribe_logs", |m| {
+        m["type"] == "subscribe_logs"
+    });
+    assert_eq!(sub["container_id"], "c1");
+    // Its history overlaps what was stored; two lines are new.
+    send_lines(&mut moved, 0, 13, true);
+    let (got, seq_at_12) = numbered_lines(&mut on_c, 2);
+    assert_eq!(got, expect_lines(11, 13), "c: only the new lines");
+    assert_eq!(
+        seq_at_12,
+        seq_at_10 + 2,
+        "the numbering goes on across owners"
+    );
+    // On d itself, from line 8.
+    let mut on_d = browser(&d, "/api/v1/ws", Role::Viewer);
+    send_json(
+        &mut on_d,
+        &json!({"type": "start_log_stream", "server_id": "srv-0", "container_id": "c1", "since_seq": seq_at_7 + 1}),
+    );
+    let (got, last) = numbered_lines(&mut on_d, 4);
+    assert_eq!(got, expect_lines(9, 13));
+    assert_eq!(last, seq_at_12);
+    // Nothing more: no repeat follows on either.
+    for ws in [&mut on_c, &mut on_d] {
+        assert!(
+            next_json(ws, Duration::from_millis(500))
+                .filter(|m| m["type"] == "log_update" || m["type"] == "log_gap")
+                .is_none()
+        );
+    }
+    assert!(
+        d.d.metrics_text()
+            .contains("dockwire_cluster_log_histories_loaded_total 1"),
+        "d loaded the stream's history once"
+    );
 }
 
 #[test]

@@ -13,6 +13,12 @@
 //!   once with an empty message, so the asker learns "no responders" when
 //!   the hub is gone.
 //!
+//! - `P.log.<server>.<container>` (both ids hex-encoded): the numbered
+//!   lines of a log stream, published by the hub that owns the server into
+//!   the JetStream stream `<P>_logs` when the NATS server has JetStream
+//!   (see [`history`]), so that any hub that later follows the stream goes
+//!   on with the same numbering and can answer a `since_seq` resume.
+//!
 //! Each hub publishes a server's data once per interested hub, never once
 //! per browser; NATS's own interest routing does the rest. The client is
 //! created with `no_echo`, so a hub never hears itself.
@@ -33,6 +39,8 @@ use crossbeam_channel::Sender;
 use futures_util::StreamExt;
 
 use crate::feed::FeedEvent;
+
+pub mod history;
 
 /// Ops queued from the loop to the NATS thread, at most.
 pub const OP_QUEUE: usize = 65_536;
@@ -82,6 +90,16 @@ pub enum ClusterOp {
         body: Bytes,
         token: String,
     },
+    /// Numbered lines of a log stream this hub owns, for its history in
+    /// JetStream (dropped when JetStream is not there).
+    StoreLog {
+        server: String,
+        container: String,
+        body: Bytes,
+    },
+    /// The stored history of a log stream: answered with
+    /// [`ClusterEvent::LogHistory`], always (empty without JetStream).
+    LoadLog { server: String, container: String },
 }
 
 /// What the NATS thread tells the loop.
@@ -101,6 +119,13 @@ pub enum ClusterEvent {
     },
     /// An [`ClusterOp::Ask`] that no hub took (the hub is gone).
     Unanswered { token: String },
+    /// The answer to a [`ClusterOp::LoadLog`]: the stored records, oldest
+    /// first (each a body of [`ClusterOp::StoreLog`]).
+    LogHistory {
+        server: String,
+        container: String,
+        records: Vec<Bytes>,
+    },
 }
 
 /// Counters the NATS thread keeps for `/metrics`.
@@ -111,6 +136,11 @@ pub struct LinkStats {
     pub received: AtomicU64,
     pub dropped: AtomicU64,
     pub reconnects: AtomicU64,
+    /// JetStream holds log history (its stream exists on the server).
+    pub history: AtomicBool,
+    /// Log records stored, and stored histories loaded.
+    pub stored: AtomicU64,
+    pub loaded: AtomicU64,
 }
 
 /// The hub's handle on the NATS thread: queues ops without ever waiting.
@@ -142,19 +172,30 @@ impl ClusterLink {
         )
     }
 
-    /// Queues `op`; a full queue or an oversized payload drops it (counted).
-    pub fn push(&self, op: ClusterOp) {
+    /// Queues `op`; a full queue or an oversized payload drops it (counted,
+    /// and `false`).
+    pub fn push(&self, op: ClusterOp) -> bool {
         let size = match &op {
             ClusterOp::Beat(b) => b.len(),
-            ClusterOp::Send { body, .. } | ClusterOp::Ask { body, .. } => body.len(),
+            ClusterOp::Send { body, .. }
+            | ClusterOp::Ask { body, .. }
+            | ClusterOp::StoreLog { body, .. } => body.len(),
+            ClusterOp::LoadLog { .. } => 0,
         };
         if size > MAX_PAYLOAD || self.ops.try_send(op).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
         }
+        true
     }
 
     pub fn is_up(&self) -> bool {
         self.stats.up.load(Ordering::Relaxed)
+    }
+
+    /// Whether log history is kept in JetStream now.
+    pub fn has_history(&self) -> bool {
+        self.is_up() && self.stats.history.load(Ordering::Relaxed)
     }
 }
 
@@ -312,6 +353,8 @@ async fn run(
             }
         }
     };
+    let store = history::Store::new(client.clone(), &settings.prefix, stats.clone());
+    tokio::spawn(store.clone().keep_stream());
     loop {
         // Backpressure: the loop has not caught up; NATS holds the rest.
         while sink.tx.len() > MAX_BACKLOG {
@@ -320,7 +363,7 @@ async fn run(
         tokio::select! {
             op = ops.recv() => {
                 let Some(op) = op else { return };
-                send(&client, &settings, &sink, &stats, op).await;
+                send(&client, &settings, &sink, &stats, &store, op).await;
             }
             Some(msg) = beats.next() => {
                 stats.received.fetch_add(1, Ordering::Relaxed);
@@ -361,6 +404,7 @@ async fn send(
     settings: &NatsSettings,
     sink: &Sink,
     stats: &Arc<LinkStats>,
+    store: &history::Store,
     op: ClusterOp,
 ) {
     let headers = |kind: PeerKind| {
@@ -396,6 +440,27 @@ async fn send(
                     log::debug!("cluster: a relayed command was not taken: {e}");
                     events.send(ClusterEvent::Unanswered { token });
                 }
+            });
+            Ok(())
+        }
+        ClusterOp::StoreLog {
+            server,
+            container,
+            body,
+        } => store.put(&server, &container, body).await,
+        ClusterOp::LoadLog { server, container } => {
+            let store = store.clone();
+            let events = Sink {
+                tx: sink.tx.clone(),
+                waker: sink.waker.clone(),
+            };
+            tokio::spawn(async move {
+                let records = store.load(&server, &container).await;
+                events.send(ClusterEvent::LogHistory {
+                    server,
+                    container,
+                    records,
+                });
             });
             Ok(())
         }

@@ -376,6 +376,11 @@ impl State {
                     PeerKind::Ev => self.on_owner_event(io, &from, text),
                 }
             }
+            ClusterEvent::LogHistory {
+                server,
+                container,
+                records,
+            } => self.on_stored_log(io, server, container, &records),
             ClusterEvent::Unanswered { token } => {
                 c.asking.remove(&token);
                 self.fail_command(
@@ -689,12 +694,31 @@ impl State {
             return false;
         };
         let msg = match kind {
-            "subscribe_logs" => json!({
-                "type": "start_log_stream",
-                "server_id": server_id,
-                "container_id": container_id,
-                "tail": tail.unwrap_or(100),
-            }),
+            "subscribe_logs" => {
+                let mut m = json!({
+                    "type": "start_log_stream",
+                    "server_id": server_id,
+                    "container_id": container_id,
+                    "tail": tail.unwrap_or(100),
+                });
+                // A stream that holds lines in the owner's numbering goes
+                // on from its last one (`log_store.rs`).
+                let key = TopicKey::Logs {
+                    server: server_id.to_string(),
+                    container: container_id.to_string(),
+                };
+                let last = self
+                    .topics
+                    .get(&key)
+                    .and_then(|t| t.log.as_ref())
+                    .filter(|f| f.has_history && !f.ring.is_empty())
+                    .map(|f| f.ring.last_seq());
+                if let Some(last) = last {
+                    m["since_seq"] = Value::from(last);
+                    m["tail"] = Value::from(0);
+                }
+                m
+            }
             "unsubscribe_logs" => json!({
                 "type": "stop_log_stream",
                 "server_id": server_id,
@@ -859,6 +883,15 @@ impl State {
                 self.relayed_log(io, &sid, &obj);
                 Ok(())
             }
+            "log_gap" if obj.get("missed").is_some_and(Value::is_null) => {
+                let container = str_field(&obj, "container_id").unwrap_or_default();
+                let key = TopicKey::Logs {
+                    server: sid.clone(),
+                    container: container.to_string(),
+                };
+                self.relayed_gap(io, &key);
+                Ok(())
+            }
             "log_history_end" => {
                 let container = str_field(&obj, "container_id").unwrap_or_default();
                 let key = TopicKey::Logs {
@@ -955,24 +988,30 @@ impl State {
         self.on_agent_extension_kind(io, sid, "containers", &m)
     }
 
-    /// Lines of a relayed log stream: its history first (until the owner's
-    /// `log_history_end`, which may come with no line at all), then live lines.
+    /// Lines of a relayed log stream, in its owner's numbering (`seq` is
+    /// the number of the chunk's last line). A new stream's history comes
+    /// first (until the owner's `log_history_end`, which may come with no
+    /// line at all) and sets the ring's numbering; after that, and for a
+    /// stream resumed with `since_seq`, lines go through
+    /// [`State::relayed_lines`].
     fn relayed_log(&mut self, io: &mut Io<'_>, sid: &str, obj: &Map<String, Value>) {
-        let (Some(container), Some(log)) = (str_field(obj, "container_id"), str_field(obj, "log"))
-        else {
+        let (Some(container), Some(log), Some(seq)) = (
+            str_field(obj, "container_id"),
+            str_field(obj, "log"),
+            obj.get("seq").and_then(Value::as_u64),
+        ) else {
             return;
         };
         let key = TopicKey::Logs {
             server: sid.to_string(),
             container: container.to_string(),
         };
-        let Some(follow) = self.topics.get(&key).and_then(|t| t.log.as_ref()) else {
+        let Some(follow) = self.topics.get_mut(&key).and_then(|t| t.log.as_mut()) else {
             return;
         };
         if follow.suspended {
             return;
         }
-        let in_history = follow.incoming.is_some();
         // Newline-terminated lines (one `log_update` chunk).
         let lines: Vec<LogLine> = log
             .strip_suffix('\n')
@@ -985,11 +1024,21 @@ impl State {
                 text: l.to_string(),
             })
             .collect();
-        if in_history {
-            // The owner's history for this hub, ended by `log_history_end`.
+        let Some(first) = (seq + 1).checked_sub(lines.len() as u64).filter(|f| *f > 0) else {
+            io.stats.bad_input("cluster_message");
+            return;
+        };
+        if !follow.has_history && follow.incoming.is_some() {
+            // A new stream's history: it numbers the ring as the owner does.
+            let fresh =
+                follow.ring.is_empty() && follow.incoming.as_ref().is_some_and(Vec::is_empty);
+            if fresh || follow.renumber {
+                follow.ring = super::logring::LogRing::with_base(first - 1);
+                follow.renumber = false;
+            }
             self.on_log_history(io, &key, lines, false);
         } else {
-            self.on_log_lines(io, &key, lines);
+            self.relayed_lines(io, &key, first, lines);
         }
     }
 
@@ -1084,6 +1133,24 @@ impl State {
                 st.reconnects.load(Relaxed),
             ),
             (
+                "dockwire_cluster_log_history",
+                "gauge",
+                "1 while JetStream keeps log history for this hub.",
+                u64::from(c.link.has_history()),
+            ),
+            (
+                "dockwire_cluster_log_records_stored_total",
+                "counter",
+                "Batches of log lines stored in JetStream.",
+                st.stored.load(Relaxed),
+            ),
+            (
+                "dockwire_cluster_log_histories_loaded_total",
+                "counter",
+                "Log histories loaded from JetStream (a stream started afresh here).",
+                st.loaded.load(Relaxed),
+            ),
+            (
                 "dockwire_cluster_servers_refused_total",
                 "counter",
                 "Servers of other hubs not taken (over the limit).",
@@ -1106,6 +1173,7 @@ impl State {
             "nats": if c.up { "up" } else { "down" },
             "peers": c.peers.keys().collect::<Vec<_>>(),
             "relayed_servers": relayed,
+            "history": c.link.has_history(),
         }))
     }
 }

@@ -124,6 +124,17 @@ impl LogRing {
         }
     }
 
+    /// Forgets every line; the next is numbered `last + 1`. Unless it is a
+    /// `new_epoch`, a `since_seq` before it is still a known gap.
+    pub fn restart(&mut self, last: u64, new_epoch: bool) {
+        self.lines.clear();
+        self.bytes = 0;
+        self.last = last;
+        if new_epoch || last < self.base {
+            self.base = last;
+        }
+    }
+
     /// The held lines from index `from` on, with the seq of the first.
     pub fn from_index(&self, from: usize) -> (u64, impl Iterator<Item = &LogLine>) {
         (self.first_seq() + from as u64, self.lines.iter().skip(from))
@@ -166,7 +177,7 @@ impl LogRing {
             if history[end - w..end]
                 .iter()
                 .zip(&window)
-                .all(|(a, b)| a == *b)
+                .all(|(a, b)| same_line(a, b))
             {
                 return Seam {
                     new_from: end,
@@ -181,7 +192,7 @@ impl LogRing {
                 && history[..k]
                     .iter()
                     .zip(&window[w - k..])
-                    .all(|(a, b)| a == *b)
+                    .all(|(a, b)| same_line(a, b))
             {
                 return Seam {
                     new_from: k,
@@ -206,6 +217,17 @@ impl LogRing {
             gap: !history.is_empty(),
         }
     }
+}
+
+/// Whether two lines are the same line of a stream: same text, and same
+/// stream and timestamp where both have one (lines relayed from another
+/// hub carry neither: a follower that takes over such a ring is joined to
+/// it by text).
+fn same_line(a: &LogLine, b: &LogLine) -> bool {
+    a.text == b.text
+        && (a.timestamp.is_empty()
+            || b.timestamp.is_empty()
+            || (a.timestamp == b.timestamp && a.stream == b.stream))
 }
 
 /// Streams nobody follows any more, kept so that a client that lost its

@@ -97,6 +97,12 @@ pub struct LogFollow {
     pub last_frame: Option<Instant>,
     /// Lines held back because they came within `LOG_COALESCE` of the last frame.
     pub held: Vec<LogLine>,
+    /// Its stored history (cluster, `log_store.rs`) is being loaded; the
+    /// follower starts when it is here.
+    pub loading: bool,
+    /// A relayed stream whose owner said its numbering may have changed:
+    /// the owner's next numbers are taken as they come.
+    pub renumber: bool,
     /// Filtered subscribers, one group per distinct filter; the topic's own
     /// `subs` are the unfiltered ones. A group lives while anyone is in it
     /// or waiting for it.
@@ -135,7 +141,10 @@ impl LogFollow {
     }
 
     /// Every subscriber set: the unfiltered (`subs`) and each group's.
-    fn all_sets<'a>(&'a self, subs: &'a DialectSets) -> impl Iterator<Item = &'a DialectSets> {
+    pub(super) fn all_sets<'a>(
+        &'a self,
+        subs: &'a DialectSets,
+    ) -> impl Iterator<Item = &'a DialectSets> {
         std::iter::once(subs).chain(self.groups.iter().map(|(_, g)| &g.subs))
     }
 }
@@ -378,10 +387,15 @@ impl State {
         }
         if self.topics.entry(&key).log.is_none() {
             // A stream kept idle resumes where it was; else a new one.
-            let follow = self.idle_logs.take(&key).unwrap_or_default();
+            // A new one of a server owned here may go on from its history
+            // in the cluster (`log_store.rs`).
+            let idle = self.idle_logs.take(&key);
+            let resumed = idle.is_some();
             io.stats.log_followers += 1;
-            self.topics.entry(&key).log = Some(follow);
-            self.start_follower(io, &key);
+            self.topics.entry(&key).log = Some(idle.unwrap_or_default());
+            if resumed || !self.load_stored_log(&key) {
+                self.start_follower(io, &key);
+            }
         }
         let topic = self.topics.entry(&key);
         let Some(follow) = topic.log.as_mut() else {
@@ -400,7 +414,12 @@ impl State {
             group,
             ..at
         };
-        if follow.has_history {
+        // A resume past the ring's newest line while a follower's history
+        // is arriving (a stream resumed from idle, a relay catching up with
+        // its owner) waits for it: the line may be in it.
+        let catching_up =
+            follow.incoming.is_some() && at.since_seq.is_some_and(|n| n > follow.ring.last_seq());
+        if follow.has_history && !catching_up {
             serve(io, conn, server_id, id, follow, at);
             let d = io.dialect(conn);
             join(topic, conn, d, group);
@@ -501,11 +520,31 @@ impl State {
             if !new.is_empty() {
                 self.on_log_lines(io, key, new);
             }
+            // Resumes that waited for this history.
+            self.history_ready(io, key);
             return;
         }
-        for l in history {
-            follow.ring.push(l);
+        let first = follow.ring.last_seq() + 1;
+        self.store_log_lines(key, first, &history);
+        if let Some(follow) = self.topics.get_mut(key).and_then(|t| t.log.as_mut()) {
+            for l in history {
+                follow.ring.push(l);
+            }
         }
+        self.history_ready(io, key);
+    }
+
+    /// The ring holds the stream now: the waiting are served from it and join.
+    pub(super) fn history_ready(&mut self, io: &mut Io<'_>, key: &TopicKey) {
+        let TopicKey::Logs { server, container } = key else {
+            return;
+        };
+        let Some(topic) = self.topics.get_mut(key) else {
+            return;
+        };
+        let Some(follow) = topic.log.as_mut() else {
+            return;
+        };
         follow.has_history = true;
         for (conn, at) in std::mem::take(&mut follow.waiting) {
             if let Some(f) = topic.log.as_ref() {
@@ -630,6 +669,7 @@ impl State {
                 }
             }
         }
+        self.store_log_lines(key, first, &lines);
         if let Some(follow) = self.topics.get_mut(key).and_then(|t| t.log.as_mut()) {
             for l in lines {
                 follow.ring.push(l);

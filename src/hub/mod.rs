@@ -32,6 +32,7 @@ mod docker;
 mod drive;
 mod events;
 pub mod history;
+mod log_store;
 mod logring;
 mod logs;
 mod outbox;

@@ -22,10 +22,21 @@ impl Harness {
 /// Hubs by id, with the receiving end of each one's link.
 struct Net {
     hubs: BTreeMap<String, (Harness, Receiver<ClusterOp>)>,
+    /// JetStream's log history, when the net has it: records by stream.
+    store: Option<BTreeMap<(String, String), Vec<Bytes>>>,
 }
 
 impl Net {
     fn new(ids: &[(&str, &str)]) -> Net {
+        Net::build(ids, false)
+    }
+
+    /// Hubs on a NATS with JetStream: log history is stored and loaded.
+    fn with_history(ids: &[(&str, &str)]) -> Net {
+        Net::build(ids, true)
+    }
+
+    fn build(ids: &[(&str, &str)], history: bool) -> Net {
         let mut hubs = BTreeMap::new();
         for (id, extra) in ids {
             let secret = temp_file("secret", SECRET);
@@ -34,11 +45,21 @@ impl Net {
                 secret.display().to_string()
             ));
             let (tx, rx) = tokio::sync::mpsc::channel(4096);
-            h.hub.set_cluster(ClusterLink::new(tx), id.to_string());
+            let link = ClusterLink::new(tx);
+            link.stats
+                .up
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            link.stats
+                .history
+                .store(history, std::sync::atomic::Ordering::Relaxed);
+            h.hub.set_cluster(link, id.to_string());
             h.cluster(ClusterEvent::Up);
             hubs.insert(id.to_string(), (h, rx));
         }
-        Net { hubs }
+        Net {
+            hubs,
+            store: history.then(BTreeMap::new),
+        }
     }
 
     fn hub(&mut self, id: &str) -> &mut Harness {
@@ -110,6 +131,35 @@ impl Net {
                         } else {
                             self.deliver(&from, ClusterEvent::Unanswered { token });
                         }
+                    }
+                    ClusterOp::StoreLog {
+                        server,
+                        container,
+                        body,
+                    } => {
+                        let store = self.store.as_mut().expect("stored without JetStream");
+                        let records = store.entry((server, container)).or_default();
+                        records.push(body);
+                        if records.len() > 1000 {
+                            records.remove(0);
+                        }
+                    }
+                    ClusterOp::LoadLog { server, container } => {
+                        let records = self
+                            .store
+                            .as_ref()
+                            .expect("loaded without JetStream")
+                            .get(&(server.clone(), container.clone()))
+                            .cloned()
+                            .unwrap_or_default();
+                        self.deliver(
+                            &from,
+                            ClusterEvent::LogHistory {
+                                server,
+                                container,
+                                records,
+                            },
+                        );
                     }
                 }
             }
@@ -461,4 +511,156 @@ fn the_first_live_lines_after_an_empty_history_reach_other_hubs() {
     );
     net.pump();
     assert_eq!(log_text(&net.hub("b").take(br)), "first\nsecond\n");
+}
+
+/// The `seq` of every `log_update` in `frames`.
+fn seqs(frames: &[Value]) -> Vec<u64> {
+    frames
+        .iter()
+        .filter(|v| v["type"] == "log_update")
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect()
+}
+
+fn lines_batch(from: u32, to: u32, history: bool) -> Value {
+    let lines: Vec<Value> = (from..to)
+        .map(|i| json!({"stream": "stdout", "timestamp": format!("2026-01-01T00:00:{i:02}Z"), "line": format!("line {i}")}))
+        .collect();
+    json!({"type": "log_batch", "container_id": "c1", "lines": lines, "history": history, "last": history})
+}
+
+#[test]
+fn every_hub_numbers_a_stream_as_its_owner_so_a_resume_works_on_any_hub() {
+    let mut net = Net::new(&[("a", &agent_config()), ("b", ""), ("c", "")]);
+    let agent = docker_agent_on(&mut net, "a");
+    let mut browsers = BTreeMap::new();
+    for id in ["a", "b"] {
+        let h = net.hub(id);
+        let br = h.browser(Role::Viewer);
+        h.send(
+            br,
+            &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1"}),
+        );
+        browsers.insert(id, br);
+    }
+    net.pump();
+    net.hub("a").send(agent, &lines_batch(0, 3, true));
+    net.hub("a").send(agent, &lines_batch(3, 5, false));
+    net.pump();
+    let on_a = net.hub("a").take(browsers["a"]);
+    let on_b = net.hub("b").take(browsers["b"]);
+    assert_eq!(log_text(&on_b), log_text(&on_a));
+    let last = *seqs(&on_a).last().unwrap();
+    assert_eq!(seqs(&on_b).last(), Some(&last), "b numbers as a does");
+    // The browser on b lost its socket after line 2; it comes back on c.
+    let c = net.hub("c");
+    let br = c.browser(Role::Viewer);
+    c.send(
+        br,
+        &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1",
+                "since_seq": last - 2}),
+    );
+    net.pump();
+    let frames = net.hub("c").take(br);
+    assert_eq!(log_text(&frames), "line 3\nline 4\n", "{frames:?}");
+    assert_eq!(seqs(&frames).last(), Some(&last));
+    assert!(!frames.iter().any(|m| m["type"] == "log_gap"), "{frames:?}");
+    // A line before what anyone holds: a gap of the owner's count.
+    let br2 = net.hub("c").browser(Role::Viewer);
+    net.hub("c").send(
+        br2,
+        &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1",
+                "since_seq": last - 5}),
+    );
+    net.pump();
+    let frames = net.hub("c").take(br2);
+    assert_eq!(
+        frames
+            .iter()
+            .find(|m| m["type"] == "log_gap")
+            .map(|m| m["missed"].clone()),
+        None,
+        "the owner's first line is last - 4: nothing was missed: {frames:?}"
+    );
+    assert_eq!(
+        log_text(&frames),
+        "line 0\nline 1\nline 2\nline 3\nline 4\n"
+    );
+}
+
+#[test]
+fn a_new_owner_goes_on_with_the_stored_numbers() {
+    let mut net = Net::with_history(&[("a", &agent_config()), ("b", &agent_config()), ("c", "")]);
+    let agent = docker_agent_on(&mut net, "a");
+    let c = net.hub("c");
+    let br = c.browser(Role::Viewer);
+    c.send(
+        br,
+        &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1"}),
+    );
+    net.pump();
+    net.hub("a").send(agent, &lines_batch(0, 3, true));
+    net.hub("a").send(agent, &lines_batch(3, 5, false));
+    net.pump();
+    let frames = net.hub("c").take(br);
+    assert_eq!(
+        log_text(&frames),
+        (0..5).map(|i| format!("line {i}\n")).collect::<String>()
+    );
+    let last = *seqs(&frames).last().unwrap();
+    // The agent leaves hub a and connects to hub b, which never followed
+    // the stream: b loads its history from the store, then follows.
+    net.hub("a").input(Input::Closed { conn: agent });
+    net.tick(Duration::from_millis(100));
+    let moved = docker_agent_on(&mut net, "b");
+    net.tick(Duration::from_millis(100));
+    let asks = net.hub("b").types(moved);
+    assert!(asks.iter().any(|t| t == "subscribe_logs"), "{asks:?}");
+    // The agent's history overlaps what was stored; two lines are new.
+    net.hub("b").send(moved, &lines_batch(0, 7, true));
+    net.pump();
+    let frames = net.hub("c").take(br);
+    assert_eq!(log_text(&frames), "line 5\nline 6\n", "{frames:?}");
+    assert_eq!(seqs(&frames).last(), Some(&(last + 2)));
+    assert!(!frames.iter().any(|m| m["type"] == "log_gap"), "{frames:?}");
+    // A browser resuming on hub b itself (the new owner) from line 3.
+    let b = net.hub("b");
+    let on_b = b.browser(Role::Viewer);
+    b.send(
+        on_b,
+        &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1",
+                "since_seq": last - 1}),
+    );
+    let frames = b.take(on_b);
+    assert_eq!(log_text(&frames), "line 4\nline 5\nline 6\n", "{frames:?}");
+}
+
+#[test]
+fn without_history_a_new_owner_numbers_afresh_and_says_so() {
+    let mut net = Net::new(&[("a", &agent_config()), ("b", &agent_config()), ("c", "")]);
+    let agent = docker_agent_on(&mut net, "a");
+    let c = net.hub("c");
+    let br = c.browser(Role::Viewer);
+    c.send(
+        br,
+        &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1"}),
+    );
+    net.pump();
+    net.hub("a").send(agent, &lines_batch(0, 3, true));
+    net.pump();
+    net.hub("c").take(br);
+    net.hub("a").input(Input::Closed { conn: agent });
+    net.tick(Duration::from_millis(100));
+    let moved = docker_agent_on(&mut net, "b");
+    net.tick(Duration::from_millis(100));
+    net.hub("b").take(moved);
+    net.hub("b").send(moved, &lines_batch(0, 4, true));
+    net.hub("b").send(moved, &lines_batch(4, 5, false));
+    net.pump();
+    let frames = net.hub("c").take(br);
+    let gaps: Vec<&Value> = frames.iter().filter(|m| m["type"] == "log_gap").collect();
+    assert_eq!(gaps.len(), 1, "{frames:?}");
+    assert!(gaps[0]["missed"].is_null());
+    // Nothing repeated: only what came after the gap notice is live.
+    assert_eq!(log_text(&frames), "line 4\n", "{frames:?}");
 }
