@@ -40,6 +40,12 @@ fn cluster_event(which: usize, text: &str) -> ClusterEvent {
             body,
         },
         6 => ClusterEvent::Up,
+        // A stored log history: the text is one record (or garbage).
+        7 if text.starts_with('{') => ClusterEvent::LogHistory {
+            server: "srv".into(),
+            container: "c".into(),
+            records: vec![body],
+        },
         _ => ClusterEvent::Down(text.to_string()),
     }
 }
@@ -62,7 +68,14 @@ pub fn drive_hub(data: &[u8]) {
     let mut now = Instant::now();
     let mut hub = Hub::new(config, None, now);
     let (link_tx, mut link_rx) = tokio::sync::mpsc::channel(1024);
-    hub.set_cluster(crate::cluster::ClusterLink::new(link_tx), "me".into());
+    let link = crate::cluster::ClusterLink::new(link_tx);
+    // With JetStream: stores and loads of log history are asked (and never
+    // answered unless the input says so).
+    link.stats.up.store(true, std::sync::atomic::Ordering::Relaxed);
+    link.stats
+        .history
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    hub.set_cluster(link, "me".into());
     let mut out = MemoryOutbox::new(4096);
     let mut stats = Stats::default();
     let mut open = [false; CONNS];

@@ -26,6 +26,11 @@ use super::logring::LogRing;
 use super::topics::{Publish, TopicKey};
 use super::{Io, State};
 
+/// A stored history that has not come by then is given up on: the
+/// stream starts without it (the NATS thread answers within its own
+/// `LOAD_TIMEOUT`; this is for an answer lost on the way).
+pub const LOAD_GIVE_UP: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Text bytes per stored record at most (a longer line goes alone).
 const RECORD_BYTES: usize = 256 << 10;
 /// Records decoded from one load at most, and lines per record.
@@ -140,7 +145,7 @@ impl State {
     /// A new stream of a server owned here: its stored history is asked
     /// for first, its follower starts when it arrives. `false`: nothing to
     /// ask (no JetStream, not owned here): start the follower now.
-    pub(super) fn load_stored_log(&mut self, key: &TopicKey) -> bool {
+    pub(super) fn load_stored_log(&mut self, io: &Io<'_>, key: &TopicKey) -> bool {
         let TopicKey::Logs { server, container } = key else {
             return false;
         };
@@ -157,7 +162,7 @@ impl State {
         }
         match self.topics.get_mut(key).and_then(|t| t.log.as_mut()) {
             Some(f) => {
-                f.loading = true;
+                f.loading = Some(io.now);
                 true
             }
             None => false,
@@ -178,10 +183,9 @@ impl State {
         let Some(f) = self.topics.get_mut(&key).and_then(|t| t.log.as_mut()) else {
             return;
         };
-        if !f.loading {
+        if f.loading.take().is_none() {
             return;
         }
-        f.loading = false;
         if let Some(ring) = ring_of_records(records).filter(|_| !f.has_history) {
             log::debug!(
                 "log stream {key:?} goes on from its stored history (seq {})",
@@ -197,6 +201,23 @@ impl State {
             .is_some_and(|f| f.suspended);
         if !suspended {
             self.start_follower(io, &key);
+        }
+    }
+
+    /// Once a tick: streams whose stored history never came start without it.
+    pub(super) fn stored_logs_tick(&mut self, io: &mut Io<'_>) {
+        let now = io.now;
+        let late: Vec<TopicKey> = self
+            .topics
+            .iter_logs()
+            .filter(|(_, f)| f.loading.is_some_and(|t| now.saturating_duration_since(t) >= LOAD_GIVE_UP))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in late {
+            log::warn!("log stream {key:?}: its stored history did not come; starting without it");
+            if let TopicKey::Logs { server, container } = &key {
+                self.on_stored_log(io, server.clone(), container.clone(), &[]);
+            }
         }
     }
 

@@ -98,8 +98,9 @@ pub struct LogFollow {
     /// Lines held back because they came within `LOG_COALESCE` of the last frame.
     pub held: Vec<LogLine>,
     /// Its stored history (cluster, `log_store.rs`) is being loaded; the
-    /// follower starts when it is here.
-    pub loading: bool,
+    /// follower starts when it is here (since when: it is given up on
+    /// after [`LOAD_GIVE_UP`](super::log_store::LOAD_GIVE_UP)).
+    pub loading: Option<Instant>,
     /// A relayed stream whose owner said its numbering may have changed:
     /// the owner's next numbers are taken as they come.
     pub renumber: bool,
@@ -393,7 +394,7 @@ impl State {
             let resumed = idle.is_some();
             io.stats.log_followers += 1;
             self.topics.entry(&key).log = Some(idle.unwrap_or_default());
-            if resumed || !self.load_stored_log(&key) {
+            if resumed || !self.load_stored_log(io, &key) {
                 self.start_follower(io, &key);
             }
         }

@@ -93,6 +93,7 @@ impl State {
     /// fail before the engine's state says so).
     pub(super) fn logs_tick(&mut self, io: &mut Io<'_>) {
         self.idle_logs.expire(io.now);
+        self.stored_logs_tick(io);
         let mut ready: Vec<String> = self
             .servers
             .iter()

@@ -211,6 +211,13 @@ impl Topics {
         self.ids.keys()
     }
 
+    /// Every log topic's key and stream.
+    pub fn iter_logs(&self) -> impl Iterator<Item = (&TopicKey, &super::logs::LogFollow)> {
+        self.ids
+            .iter()
+            .filter_map(|(k, id)| Some((k, self.slots.get(*id as usize)?.log.as_deref()?)))
+    }
+
     /// The topic's id, the topic created empty when absent.
     fn intern(&mut self, key: &TopicKey) -> TopicId {
         if let Some(&id) = self.ids.get(key) {

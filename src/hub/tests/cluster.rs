@@ -393,6 +393,9 @@ fn bad_input_from_other_hubs_changes_nothing() {
 #[test]
 fn the_fuzz_seed_of_cluster_inputs_holds_the_invariants() {
     crate::hub::drive_hub(include_bytes!("../../../fuzz/corpus/hub_inputs/cluster01"));
+    // A stream of an agent's container with its stored history (and a
+    // second, bad one).
+    crate::hub::drive_hub(include_bytes!("../../../fuzz/corpus/hub_inputs/cluster02"));
 }
 
 #[test]
@@ -663,4 +666,29 @@ fn without_history_a_new_owner_numbers_afresh_and_says_so() {
     assert!(gaps[0]["missed"].is_null());
     // Nothing repeated: only what came after the gap notice is live.
     assert_eq!(log_text(&frames), "line 4\n", "{frames:?}");
+}
+
+#[test]
+fn a_stored_history_that_never_comes_is_given_up_on() {
+    let mut net = Net::with_history(&[("a", &agent_config())]);
+    let agent = docker_agent_on(&mut net, "a");
+    let (h, rx) = net.hubs.get_mut("a").unwrap();
+    let br = h.browser(Role::Viewer);
+    h.take(agent);
+    h.send(
+        br,
+        &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1"}),
+    );
+    // The load was asked; its answer is lost.
+    let mut asked = false;
+    while let Ok(op) = rx.try_recv() {
+        asked |= matches!(op, ClusterOp::LoadLog { .. });
+    }
+    assert!(asked);
+    assert!(!h.types(agent).iter().any(|t| t == "subscribe_logs"));
+    h.tick(crate::hub::log_store::LOAD_GIVE_UP + Duration::from_secs(1));
+    assert!(
+        h.types(agent).iter().any(|t| t == "subscribe_logs"),
+        "the follower starts without it"
+    );
 }
