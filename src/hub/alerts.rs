@@ -390,6 +390,9 @@ impl State {
 
     /// `agent_offline` rules, checked on every tick.
     pub(super) fn check_offline_alerts(&mut self, io: &mut Io<'_>) {
+        if !self.raises_offline_alerts() {
+            return;
+        }
         let now = io.now;
         let mut out = Vec::new();
         for (i, rule) in self.rules_of(AlertMetric::AgentOffline) {

@@ -181,6 +181,16 @@ impl State {
             .map(|r| r.hub.as_str())
     }
 
+    /// Whether this hub raises `agent_offline` alerts. In a cluster one hub
+    /// does, for the whole fleet: the one with the lowest id among the hubs
+    /// heard from (an offline server has no owner to raise it, and every
+    /// hub knows it). A hub that hears no other (NATS away) raises its own.
+    pub(super) fn raises_offline_alerts(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_none_or(|c| c.peers.keys().all(|h| h.as_str() > c.hub_id.as_str()))
+    }
+
     /// Whether this hub owns `server_id` (its host, or an agent connected here).
     pub fn owns(&self, server_id: &str) -> bool {
         self.servers

@@ -692,3 +692,43 @@ fn a_stored_history_that_never_comes_is_given_up_on() {
         "the follower starts without it"
     );
 }
+
+#[test]
+fn one_hub_of_the_cluster_raises_agent_offline() {
+    let rules = format!(
+        "{}[[alerts]]\nname = \"gone\"\nrule = \"agent_offline for 1s\"\n",
+        agent_config()
+    );
+    let mut net = Net::new(&[("a", &rules), ("b", &rules), ("c", &rules)]);
+    let agent = docker_agent_on(&mut net, "b");
+    let mut watchers = BTreeMap::new();
+    for id in ["a", "b", "c"] {
+        let h = net.hub(id);
+        let br = h.browser(Role::Admin);
+        h.send(br, &json!({"type": "subscribe_metrics", "server_id": "srv-1"}));
+        h.take(br);
+        watchers.insert(id, br);
+    }
+    net.hub("b").input(Input::Closed { conn: agent });
+    net.pump();
+    net.tick(Duration::from_secs(2));
+    net.tick(Duration::from_secs(2));
+    let firing = |net: &mut Net, id: &str| -> usize {
+        let br = watchers[id];
+        net.hub(id)
+            .take(br)
+            .iter()
+            .filter(|m| m["type"] == "alert" && m["data"]["state"] == "firing")
+            .count()
+    };
+    assert_eq!(firing(&mut net, "a"), 1, "the lowest hub id raises it");
+    assert_eq!(firing(&mut net, "b"), 0, "not the hub it left");
+    assert_eq!(firing(&mut net, "c"), 0);
+    // Hub a is gone (no beats): b is now the lowest and raises it.
+    net.hubs.remove("a");
+    for _ in 0..5 {
+        net.tick(Duration::from_secs(2));
+    }
+    assert_eq!(firing(&mut net, "b"), 1);
+    assert_eq!(firing(&mut net, "c"), 0);
+}
