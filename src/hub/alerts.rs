@@ -864,12 +864,30 @@ impl State {
         }
     }
 
-    /// The `alerts` message's fields: `{"firing":[...]}`.
+    /// Every alert firing in the fleet: this hub's, then (in a cluster)
+    /// those the other hubs' beats said, each once, oldest first.
+    fn fleet_firing(&self) -> Vec<&Value> {
+        let mut all = self.alerts.firing();
+        let mut seen: std::collections::HashSet<&str> =
+            all.iter().filter_map(|a| a["id"].as_str()).collect();
+        for a in self.remote_alerts() {
+            if a["id"].as_str().is_some_and(|id| seen.insert(id)) {
+                all.push(a);
+            }
+        }
+        all.sort_by(|a, b| {
+            let key = |x: &Value| (x["started_at"].as_str().map(str::to_string), x["id"].as_str().map(str::to_string));
+            key(a).cmp(&key(b))
+        });
+        all
+    }
+
+    /// The `alerts` message's fields: `{"firing":[...]}` (the whole fleet's).
     pub fn alerts_snapshot_fields(&self) -> Map<String, Value> {
         let mut fields = Map::new();
         fields.insert(
             "firing".into(),
-            Value::Array(self.alerts.firing().into_iter().cloned().collect()),
+            Value::Array(self.fleet_firing().into_iter().cloned().collect()),
         );
         fields
     }
@@ -889,7 +907,7 @@ impl State {
     /// newest first.
     pub fn alerts_json(&self) -> Vec<u8> {
         let body = json!({
-            "firing": self.alerts.firing(),
+            "firing": self.fleet_firing(),
             "recent": self.alerts.recent.iter().rev().collect::<Vec<_>>(),
         });
         serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"firing\":[],\"recent\":[]}".to_vec())

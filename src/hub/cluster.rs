@@ -56,6 +56,10 @@ pub const MAX_PEERS: usize = 64;
 pub const MAX_CLUSTER_SERVERS: usize = 50_000;
 /// Servers per beat message (a beat of a big hub is sent in parts).
 const BEAT_CHUNK: usize = 500;
+/// Firing alerts a hub tells the others in each beat, at most (and keeps
+/// of each other hub); an alert object is at most [`MAX_ALERT_BYTES`].
+pub const MAX_BEAT_ALERTS: usize = 200;
+const MAX_ALERT_BYTES: usize = 4096;
 
 /// A relayed server: which hub owns it, until when that is believed.
 #[derive(Debug, Clone)]
@@ -122,6 +126,8 @@ pub struct Cluster {
     /// Hubs watching the agent log entries of a server owned here (they
     /// carry no `server_id` in their seed form, so they go apart).
     agent_log_watchers: HashMap<String, HashSet<String>>,
+    /// The alerts firing on each other hub, as its last beat said.
+    remote_alerts: HashMap<String, Vec<Value>>,
     refused_servers: u64,
 }
 
@@ -136,6 +142,7 @@ impl Cluster {
             asked: HashMap::new(),
             asking: HashSet::new(),
             agent_log_watchers: HashMap::new(),
+            remote_alerts: HashMap::new(),
             refused_servers: 0,
         }
     }
@@ -207,16 +214,33 @@ impl State {
             .collect()
     }
 
-    fn beat(&self, entries: Vec<Value>) {
+    /// Beats `entries`; the periodic beat's first message also carries the
+    /// alerts firing here (`alerts`), for the other hubs' snapshots.
+    fn beat(&self, entries: Vec<Value>, alerts: Option<Vec<Value>>) {
         let Some(c) = &self.cluster else { return };
         if !c.up {
             return;
         }
         let session = c.link.session();
-        for chunk in entries.chunks(BEAT_CHUNK) {
-            let body = json!({"hub": c.hub_id, "session": session, "servers": chunk});
+        let mut alerts = alerts;
+        let mut chunks: Vec<&[Value]> = entries.chunks(BEAT_CHUNK).collect();
+        if chunks.is_empty() && alerts.is_some() {
+            chunks.push(&[]);
+        }
+        for chunk in chunks {
+            let mut body = json!({"hub": c.hub_id, "session": session, "servers": chunk});
+            if let Some(a) = alerts.take() {
+                body["alerts"] = Value::Array(a);
+            }
             c.link.push(ClusterOp::Beat(Bytes::from(body.to_string())));
         }
+    }
+
+    /// The alerts firing on every other hub (for the `alerts` snapshot).
+    pub(super) fn remote_alerts(&self) -> impl Iterator<Item = &Value> {
+        self.cluster
+            .iter()
+            .flat_map(|c| c.remote_alerts.values().flatten())
     }
 
     /// Tells the cluster at once that an owned server changed (or that an
@@ -227,7 +251,7 @@ impl State {
         }
         let since = self.servers.get(server_id).map_or(0, |s| s.connected_ms);
         if let Some(j) = self.server_json(server_id) {
-            self.beat(vec![beat_entry(j, online, since)]);
+            self.beat(vec![beat_entry(j, online, since)], None);
         }
     }
 
@@ -238,7 +262,14 @@ impl State {
         if c.up && c.next_beat.is_none_or(|t| t <= now) {
             c.next_beat = Some(now + BEAT_EVERY);
             let entries = self.owned_entries();
-            self.beat(entries);
+            let alerts: Vec<Value> = self
+                .alerts
+                .firing()
+                .into_iter()
+                .take(MAX_BEAT_ALERTS)
+                .cloned()
+                .collect();
+            self.beat(entries, Some(alerts));
         }
         let Some(c) = &mut self.cluster else { return };
         let gone: Vec<String> = c
@@ -472,6 +503,9 @@ impl State {
             self.detach(io, conn);
         }
         self.forget_watcher(hub);
+        if let Some(c) = &mut self.cluster {
+            c.remote_alerts.remove(hub);
+        }
         for sid in self.relayed_by(Some(hub)) {
             self.relay_lost(io, &sid, "its hub is gone");
         }
@@ -501,10 +535,27 @@ impl State {
         if !valid_hub_id(hub) || session.len() > 128 || !self.heard(io, hub, session) {
             return;
         }
+        let hub = hub.to_string();
+        if let (Some(Value::Array(alerts)), Some(c)) = (beat.get("alerts"), &mut self.cluster) {
+            let kept: Vec<Value> = alerts
+                .iter()
+                .filter(|a| {
+                    a.get("id").is_some_and(Value::is_string)
+                        && a.get("server_id").is_some_and(Value::is_string)
+                        && a.to_string().len() <= MAX_ALERT_BYTES
+                })
+                .take(MAX_BEAT_ALERTS)
+                .cloned()
+                .collect();
+            if kept.is_empty() {
+                c.remote_alerts.remove(&hub);
+            } else if c.peers.contains_key(&hub) {
+                c.remote_alerts.insert(hub.clone(), kept);
+            }
+        }
         let Some(Value::Array(entries)) = beat.get("servers") else {
             return;
         };
-        let hub = hub.to_string();
         for e in entries.iter().take(BEAT_CHUNK) {
             if let Value::Object(e) = e {
                 self.on_beat_entry(io, &hub, e);

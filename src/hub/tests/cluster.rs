@@ -732,3 +732,40 @@ fn one_hub_of_the_cluster_raises_agent_offline() {
     assert_eq!(firing(&mut net, "b"), 1);
     assert_eq!(firing(&mut net, "c"), 0);
 }
+
+#[test]
+fn every_hubs_alerts_snapshot_shows_the_fleets_firing_alerts() {
+    let mut net = Net::new(&[("a", "[[alerts]]\nrule = 'cpu_percent > 50 for 0s'\n"), ("b", "")]);
+    let mut m = sample("t");
+    m.cpu_percent = 90.0;
+    net.hub("a").input(Input::Feed(FeedEvent::LocalMetrics(m.clone())));
+    net.tick(Duration::from_secs(3));
+    let snapshot = |net: &mut Net| -> Vec<Value> {
+        let h = net.hub("b");
+        let br = h.open(Endpoint::Browser, None);
+        let t = h.token(Role::Viewer, Duration::from_secs(3600));
+        h.send(br, &json!({"type": "auth", "token": t}));
+        let frames = h.take(br);
+        let alerts = frames
+            .iter()
+            .find(|f| f["type"] == "alerts")
+            .expect("alerts on connect");
+        let http: Value = serde_json::from_slice(&h.hub.state().alerts_json()).unwrap();
+        assert_eq!(http["firing"], alerts["firing"]);
+        alerts["firing"].as_array().unwrap().clone()
+    };
+    let firing = snapshot(&mut net);
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    assert_eq!(firing[0]["server_id"], "host-a");
+    assert_eq!(firing[0]["state"], "firing");
+    // Resolved on a: gone from b's snapshot after a's next beat.
+    m.cpu_percent = 10.0;
+    net.hub("a").input(Input::Feed(FeedEvent::LocalMetrics(m)));
+    net.tick(Duration::from_secs(3));
+    assert!(snapshot(&mut net).is_empty());
+    // Bad alerts in a beat are not taken.
+    let bad = json!({"hub": "z", "session": "1", "servers": [],
+        "alerts": [{"id": 5}, {"server_id": "x"}, {"id": "i", "server_id": "s", "pad": "x".repeat(5000)}]});
+    net.deliver("b", ClusterEvent::Beat(Bytes::from(bad.to_string())));
+    assert!(snapshot(&mut net).is_empty());
+}
