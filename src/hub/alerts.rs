@@ -876,7 +876,12 @@ impl State {
             }
         }
         all.sort_by(|a, b| {
-            let key = |x: &Value| (x["started_at"].as_str().map(str::to_string), x["id"].as_str().map(str::to_string));
+            let key = |x: &Value| {
+                (
+                    x["started_at"].as_str().map(str::to_string),
+                    x["id"].as_str().map(str::to_string),
+                )
+            };
             key(a).cmp(&key(b))
         });
         all

@@ -54,6 +54,8 @@ pub const RELAY_TIMEOUT: Duration = Duration::from_secs(7);
 pub const MAX_PEERS: usize = 64;
 /// Most servers learnt from other hubs.
 pub const MAX_CLUSTER_SERVERS: usize = 50_000;
+/// Dropped messages to NATS are logged at most this often.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// Servers per beat message (a beat of a big hub is sent in parts).
 const BEAT_CHUNK: usize = 500;
 /// Firing alerts a hub tells the others in each beat, at most (and keeps
@@ -129,6 +131,8 @@ pub struct Cluster {
     /// The alerts firing on each other hub, as its last beat said.
     remote_alerts: HashMap<String, Vec<Value>>,
     refused_servers: u64,
+    /// The link's dropped count when last reported, and when.
+    dropped_reported: (u64, Option<Instant>),
 }
 
 impl Cluster {
@@ -144,6 +148,7 @@ impl Cluster {
             agent_log_watchers: HashMap::new(),
             remote_alerts: HashMap::new(),
             refused_servers: 0,
+            dropped_reported: (0, None),
         }
     }
 
@@ -259,6 +264,26 @@ impl State {
     pub(super) fn cluster_tick(&mut self, io: &mut Io<'_>) {
         let Some(c) = &mut self.cluster else { return };
         let now = io.now;
+        // Messages the link could not queue (NATS slower than this hub, or
+        // too large): said at most every 10 s, with how many.
+        let dropped = c
+            .link
+            .stats
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let (before, at) = c.dropped_reported;
+        if dropped > before
+            && at.is_none_or(|t| now.saturating_duration_since(t) >= DROP_REPORT_EVERY)
+        {
+            log::warn!(
+                "cluster: {} message(s) to NATS dropped since the last report (queue of {} full, \
+                 or over {} bytes): other hubs miss what they carried (their log streams see a log_gap)",
+                dropped - before,
+                crate::cluster::OP_QUEUE,
+                crate::cluster::MAX_PAYLOAD
+            );
+            c.dropped_reported = (dropped, Some(now));
+        }
         if c.up && c.next_beat.is_none_or(|t| t <= now) {
             c.next_beat = Some(now + BEAT_EVERY);
             let entries = self.owned_entries();

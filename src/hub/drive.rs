@@ -71,7 +71,9 @@ pub fn drive_hub(data: &[u8]) {
     let link = crate::cluster::ClusterLink::new(link_tx);
     // With JetStream: stores and loads of log history are asked (and never
     // answered unless the input says so).
-    link.stats.up.store(true, std::sync::atomic::Ordering::Relaxed);
+    link.stats
+        .up
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     link.stats
         .history
         .store(true, std::sync::atomic::Ordering::Relaxed);

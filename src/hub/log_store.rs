@@ -210,7 +210,10 @@ impl State {
         let late: Vec<TopicKey> = self
             .topics
             .iter_logs()
-            .filter(|(_, f)| f.loading.is_some_and(|t| now.saturating_duration_since(t) >= LOAD_GIVE_UP))
+            .filter(|(_, f)| {
+                f.loading
+                    .is_some_and(|t| now.saturating_duration_since(t) >= LOAD_GIVE_UP)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for key in late {

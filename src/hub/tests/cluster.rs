@@ -705,7 +705,10 @@ fn one_hub_of_the_cluster_raises_agent_offline() {
     for id in ["a", "b", "c"] {
         let h = net.hub(id);
         let br = h.browser(Role::Admin);
-        h.send(br, &json!({"type": "subscribe_metrics", "server_id": "srv-1"}));
+        h.send(
+            br,
+            &json!({"type": "subscribe_metrics", "server_id": "srv-1"}),
+        );
         h.take(br);
         watchers.insert(id, br);
     }
@@ -735,10 +738,14 @@ fn one_hub_of_the_cluster_raises_agent_offline() {
 
 #[test]
 fn every_hubs_alerts_snapshot_shows_the_fleets_firing_alerts() {
-    let mut net = Net::new(&[("a", "[[alerts]]\nrule = 'cpu_percent > 50 for 0s'\n"), ("b", "")]);
+    let mut net = Net::new(&[
+        ("a", "[[alerts]]\nrule = 'cpu_percent > 50 for 0s'\n"),
+        ("b", ""),
+    ]);
     let mut m = sample("t");
     m.cpu_percent = 90.0;
-    net.hub("a").input(Input::Feed(FeedEvent::LocalMetrics(m.clone())));
+    net.hub("a")
+        .input(Input::Feed(FeedEvent::LocalMetrics(m.clone())));
     net.tick(Duration::from_secs(3));
     let snapshot = |net: &mut Net| -> Vec<Value> {
         let h = net.hub("b");
