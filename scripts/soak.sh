@@ -17,8 +17,9 @@
 #   faults    a real `dockwire agent` killed (-9) and restarted every SECONDS/5;
 #             the Docker engine killed (-9) at SECONDS/2 and restarted;
 #             with Debian's nats-server installed, the daemon is hub "soak-a"
-#             of a cluster with a second hub "soak-b", and nats-server is
-#             killed (-9) at SECONDS/3 and 2*SECONDS/3 and restarted 3 s later
+#             of a cluster with a second hub "soak-b", and nats-server (with
+#             JetStream: log history is stored) is killed (-9) at SECONDS/3
+#             and 2*SECONDS/3 and restarted 3 s later
 #   attacks   dockwire-loadtest attack, in turn until the end: slowloris,
 #             flood (pings and junk, never reading), garbage (random heads and
 #             frames; deflate bombs), nonreader (following the log-flood container, never
@@ -36,7 +37,8 @@
 #   - with the cluster: after the last NATS outage the daemon is connected
 #     again and hub soak-b lists the daemon's host online, owned by soak-a
 #     (the fleet view is whole again); the load above on soak-a, which must
-#     lose nothing, ran through every NATS outage.
+#     lose nothing, ran through every NATS outage; JetStream keeps log
+#     history again afterwards, and soak-a stored records in it.
 #
 # Environment: DOCKWIRE_BIN (default target/debug/dockwire), LOADTEST_BIN
 # (default dockwire-loadtest next to it), DOCKWIRE_SOAK_KEEP=1 keeps the work
@@ -119,7 +121,9 @@ if [ -n "$NATS_BIN" ]; then
     } >"$WORK/hub-b.toml"
 fi
 start_nats() {
-    "$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT" >>"$WORK/nats.log" 2>&1 &
+    # With JetStream (its store in the work directory, kept across the
+    # outages): the hubs store log history in it and load it back.
+    "$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/jetstream" >>"$WORK/nats.log" 2>&1 &
     NATS_PID=$!
 }
 [ -n "$NATS_BIN" ] && start_nats
@@ -384,6 +388,16 @@ if [ -n "$NATS_BIN" ]; then
         RESULTS+=("PASS  cluster: after $NATS_KILLS NATS outages soak-a is connected again and soak-b lists its host online")
     else
         RESULTS+=("FAIL  cluster: after $NATS_KILLS NATS outages: nats $nats_up on soak-a, soak-a's host online on soak-b: ${seen:-no}")
+        FAIL=1
+    fi
+    # JetStream kept the log history of soak-a's streams through the outages.
+    metric() { curl -fsS "http://$TARGET/metrics" | awk -v n="$1" '$1 == n {print $2}'; }
+    history_on=$(metric dockwire_cluster_log_history)
+    stored=$(metric dockwire_cluster_log_records_stored_total)
+    if [ "${history_on:-0}" = 1 ] && [ "${stored:-0}" -gt 0 ]; then
+        RESULTS+=("PASS  cluster: JetStream keeps log history after the outages ($stored records stored)")
+    else
+        RESULTS+=("FAIL  cluster: JetStream log history: on ${history_on:-?}, records stored ${stored:-?}")
         FAIL=1
     fi
     kill -TERM "$HUB_B_PID" 2>/dev/null || true
