@@ -223,6 +223,38 @@ fn fleet_across_hubs() {
     assert_eq!(alert["server_id"], "srv-0");
     assert_eq!(alert["data"]["state"], "firing");
 
+    // Its metrics history, asked on C (which never watched it): C asks A.
+    let get = |h: &AgentHub, path: &str| {
+        let raw = raw_request(
+            h.d.addr,
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+                h.d.addr,
+                token(Role::Viewer)
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let (status, body) = split_response(&raw);
+        (
+            status,
+            serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+        )
+    };
+    let (status, hist) = get(&c, "/api/v1/servers/srv-0/metrics?range=1h");
+    assert_eq!(status, 200, "{hist}");
+    assert_eq!(hist["server_id"], "srv-0");
+    assert!(
+        hist["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["cpu_percent"] == 91.0 || m["cpu_percent"] == 90.0),
+        "{hist}"
+    );
+    let (status, _) = get(&c, "/api/v1/servers/nope/metrics?range=1h");
+    assert_eq!(status, 404);
+
     // Containers on C: the table, then a change.
     send_json(
         &mut on_c,

@@ -13,6 +13,9 @@
 //!   once with an empty message, so the asker learns "no responders" when
 //!   the hub is gone.
 //!
+//! - `P.hist.<hub>`: requests for the metrics history of a server the hub
+//!   owns (`GET /api/v1/servers/{id}/metrics` on another hub), answered
+//!   with a 3-digit HTTP status and the body;
 //! - `P.log.<server>.<container>` (both ids hex-encoded): the numbered
 //!   lines of a log stream, published by the hub that owns the server into
 //!   the JetStream stream `<P>_logs` when the NATS server has JetStream
@@ -100,6 +103,17 @@ pub enum ClusterOp {
     /// The stored history of a log stream: answered with
     /// [`ClusterEvent::LogHistory`], always (empty without JetStream).
     LoadLog { server: String, container: String },
+    /// Asks hub `to` for a server's metrics history (`body`: `{"server_id",
+    /// "range"}`): answered with [`ClusterEvent::HistoryAnswer`] for
+    /// connection `conn` (`serial`), always.
+    AskHistory {
+        to: String,
+        body: Bytes,
+        conn: usize,
+        serial: u64,
+    },
+    /// Answers a [`ClusterEvent::HistoryAsk`].
+    Reply { subject: String, body: Bytes },
 }
 
 /// What the NATS thread tells the loop.
@@ -119,6 +133,17 @@ pub enum ClusterEvent {
     },
     /// An [`ClusterOp::Ask`] that no hub took (the hub is gone).
     Unanswered { token: String },
+    /// Another hub asks for the metrics history of a server (answer with
+    /// [`ClusterOp::Reply`] on `reply`).
+    HistoryAsk { reply: String, body: Bytes },
+    /// The answer to a [`ClusterOp::AskHistory`]: an HTTP status and body
+    /// for the waiting connection.
+    HistoryAnswer {
+        conn: usize,
+        serial: u64,
+        status: u16,
+        body: Bytes,
+    },
     /// The answer to a [`ClusterOp::LoadLog`]: the stored records, oldest
     /// first (each a body of [`ClusterOp::StoreLog`]).
     LogHistory {
@@ -179,7 +204,9 @@ impl ClusterLink {
             ClusterOp::Beat(b) => b.len(),
             ClusterOp::Send { body, .. }
             | ClusterOp::Ask { body, .. }
-            | ClusterOp::StoreLog { body, .. } => body.len(),
+            | ClusterOp::StoreLog { body, .. }
+            | ClusterOp::AskHistory { body, .. }
+            | ClusterOp::Reply { body, .. } => body.len(),
             ClusterOp::LoadLog { .. } => 0,
         };
         if size > MAX_PAYLOAD || self.ops.try_send(op).is_err() {
@@ -338,16 +365,19 @@ async fn run(
     // Connected event says when it is there.
     let beat_subject = format!("{}.beat", settings.prefix);
     let inbox_subject = format!("{}.to.{}", settings.prefix, settings.hub_id);
-    let (mut beats, mut inbox) = loop {
+    let hist_subject = format!("{}.hist.{}", settings.prefix, settings.hub_id);
+    let (mut beats, mut inbox, mut hist) = loop {
         let b = client.subscribe(beat_subject.clone()).await;
         let i = client.subscribe(inbox_subject.clone()).await;
-        match (b, i) {
-            (Ok(b), Ok(i)) => break (b, i),
-            (b, i) => {
+        let h = client.subscribe(hist_subject.clone()).await;
+        match (b, i, h) {
+            (Ok(b), Ok(i), Ok(h)) => break (b, i, h),
+            (b, i, h) => {
                 log::warn!(
-                    "cluster: could not subscribe ({:?} / {:?}); retrying",
+                    "cluster: could not subscribe ({:?} / {:?} / {:?}); retrying",
                     b.err(),
-                    i.err()
+                    i.err(),
+                    h.err()
                 );
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -369,6 +399,12 @@ async fn run(
                 stats.received.fetch_add(1, Ordering::Relaxed);
                 if msg.payload.len() <= MAX_PAYLOAD {
                     sink.send(ClusterEvent::Beat(msg.payload));
+                }
+            }
+            Some(msg) = hist.next() => {
+                stats.received.fetch_add(1, Ordering::Relaxed);
+                if let Some(reply) = msg.reply.filter(|_| msg.payload.len() <= 4096) {
+                    sink.send(ClusterEvent::HistoryAsk { reply: reply.to_string(), body: msg.payload });
                 }
             }
             Some(msg) = inbox.next() => {
@@ -448,6 +484,50 @@ async fn send(
             container,
             body,
         } => store.put(&server, &container, body).await,
+        ClusterOp::Reply { subject, body } => client
+            .publish(subject, body)
+            .await
+            .map_err(|e| e.to_string()),
+        ClusterOp::AskHistory {
+            to,
+            body,
+            conn,
+            serial,
+        } => {
+            let client = client.clone();
+            let subject = format!("{}.hist.{to}", settings.prefix);
+            let events = Sink {
+                tx: sink.tx.clone(),
+                waker: sink.waker.clone(),
+            };
+            tokio::spawn(async move {
+                let req = async_nats::Request::new()
+                    .payload(body)
+                    .timeout(Some(ASK_TIMEOUT));
+                let (status, body) = match client.send_request(subject, req).await {
+                    Ok(msg) => split_answer(&msg.payload),
+                    Err(e) => {
+                        use async_nats::RequestErrorKind as K;
+                        let (status, why) = match e.kind() {
+                            K::NoResponders => (502, "the server's hub does not answer"),
+                            K::TimedOut => (504, "the server's hub did not answer in time"),
+                            K::Other => (502, "the cluster is unreachable"),
+                        };
+                        (
+                            status,
+                            Bytes::from(serde_json::json!({"error": why}).to_string()),
+                        )
+                    }
+                };
+                events.send(ClusterEvent::HistoryAnswer {
+                    conn,
+                    serial,
+                    status,
+                    body,
+                });
+            });
+            Ok(())
+        }
         ClusterOp::LoadLog { server, container } => {
             let store = store.clone();
             let events = Sink {
@@ -473,6 +553,23 @@ async fn send(
             stats.dropped.fetch_add(1, Ordering::Relaxed);
             log::debug!("cluster: publish failed: {e}");
         }
+    }
+}
+
+/// An answer on `P.hist.<hub>`: its 3-digit status and the body after it
+/// (502 for anything else).
+pub fn split_answer(payload: &[u8]) -> (u16, Bytes) {
+    let status = payload
+        .get(..3)
+        .and_then(|d| std::str::from_utf8(d).ok())
+        .and_then(|d| d.parse::<u16>().ok())
+        .filter(|s| (100..600).contains(s));
+    match status {
+        Some(s) => (s, Bytes::copy_from_slice(&payload[3..])),
+        None => (
+            502,
+            Bytes::from_static(b"{\"error\":\"a bad answer from the server's hub\"}"),
+        ),
     }
 }
 

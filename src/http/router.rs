@@ -18,6 +18,9 @@
 //!   `claims`); a missing or bad one leaves the first-message `auth`.
 //! - `POST /api/v1/login` is parsed here and answered by the loop once the
 //!   login worker has checked the password ([`Route::Login`]).
+//! - `GET /api/v1/servers/{id}/metrics` of a server another hub of the
+//!   cluster owns is answered by the loop once that hub has
+//!   ([`Route::RemoteMetrics`]).
 //!
 //! The router computes answers only; the event loop owns the socket. What a
 //! plain endpoint returns comes from an [`HttpApp`].
@@ -49,6 +52,10 @@ pub trait HttpApp {
     fn server_metrics(&self, server_id: &str, range: HistoryRange) -> Option<Vec<u8>>;
     /// `/api/v1/alerts` as JSON: `{"firing":[...],"recent":[...]}`.
     fn alerts(&self) -> Vec<u8>;
+    /// Whether another hub of the cluster holds `server_id`'s history.
+    fn metrics_elsewhere(&self, _server_id: &str) -> bool {
+        false
+    }
 }
 
 /// The server id in `/api/v1/servers/{id}/{what}`.
@@ -79,6 +86,12 @@ pub enum Route {
     /// `POST /api/v1/login` with a well-formed body: check the password
     /// off the loop, then answer (and close the connection).
     Login { username: String, password: String },
+    /// `GET /api/v1/servers/{id}/metrics` of a server another hub owns:
+    /// ask that hub, then answer (and close the connection).
+    RemoteMetrics {
+        server_id: String,
+        range: HistoryRange,
+    },
     /// Answer with `bytes`; `keep_alive`: then read the next request.
     Reply {
         status: u16,
@@ -423,6 +436,12 @@ pub fn route(head: &RequestHead, rc: &RouterConfig<'_>, app: &dyn HttpApp) -> Ro
                 Ok(r) => r,
                 Err(msg) => return refuse(400, "", &msg, keep_alive, "bad_request"),
             };
+            if head.method == "GET" && app.metrics_elsewhere(id) {
+                return Route::RemoteMetrics {
+                    server_id: id.to_string(),
+                    range,
+                };
+            }
             match app.server_metrics(id, range) {
                 Some(body) => ("application/json", body),
                 None => {
@@ -516,7 +535,7 @@ mod tests {
         match r {
             Route::Reply { status, .. } => *status,
             Route::Upgrade { .. } => 101,
-            Route::Login { .. } => 0,
+            Route::Login { .. } | Route::RemoteMetrics { .. } => 0,
         }
     }
 

@@ -447,6 +447,11 @@ impl State {
                 container,
                 records,
             } => self.on_stored_log(io, server, container, &records),
+            ClusterEvent::HistoryAsk { reply, body } => {
+                self.on_history_ask(reply, &body, super::unix_now());
+            }
+            // For an HTTP connection: the server loop takes these first.
+            ClusterEvent::HistoryAnswer { .. } => {}
             ClusterEvent::Unanswered { token } => {
                 c.asking.remove(&token);
                 self.fail_command(

@@ -38,6 +38,7 @@ mod logs;
 mod outbox;
 mod recovery;
 mod reload;
+mod remote_history;
 mod resume;
 mod servers;
 #[cfg(test)]

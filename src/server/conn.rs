@@ -26,10 +26,11 @@ pub const READ_CHUNK: usize = 64 << 10;
 pub enum Phase {
     /// Reading an HTTP request head until `deadline`.
     Head { deadline: Instant },
-    /// A login POST waits for the login worker's answer until `deadline`
-    /// (input is read and discarded meanwhile, to notice the peer leaving;
-    /// the answer closes the connection).
-    Login { deadline: Instant },
+    /// A request waits until `deadline` for an answer made off the loop: a
+    /// login POST for the login worker's, a remote server's metrics
+    /// history for its hub's (input is read and discarded meanwhile, to
+    /// notice the peer leaving; the answer closes the connection).
+    Waiting { deadline: Instant },
     /// An open WebSocket.
     Open,
     /// A reply or close frame is queued; after it is flushed the write side

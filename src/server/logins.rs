@@ -1,6 +1,6 @@
 //! `POST /api/v1/login` on the loop's side: the failure limiter is asked
 //! first (429), the password goes to the login worker (503 when its queue
-//! is full), the connection waits in [`Phase::Login`], and the answer (a
+//! is full), the connection waits in [`Phase::Waiting`], and the answer (a
 //! session cookie, or the one 401) is sent when the worker wakes the loop.
 //! Also the rate-limited log of Origin refusals.
 //!
@@ -102,7 +102,7 @@ impl Server {
         self.logins.limiter.started(&user, addr);
         let deadline = now + self.hub.config().handshake_timeout;
         if let Some(c) = self.conns.get_mut(key) {
-            c.phase = Phase::Login { deadline };
+            c.phase = Phase::Waiting { deadline };
         }
     }
 
@@ -144,7 +144,7 @@ impl Server {
         let waiting = self
             .conns
             .get(done.conn)
-            .is_some_and(|c| c.serial == done.serial && matches!(c.phase, Phase::Login { .. }));
+            .is_some_and(|c| c.serial == done.serial && matches!(c.phase, Phase::Waiting { .. }));
         if waiting {
             self.reply_and_close(done.conn, reply.1, reply.0, now);
         }

@@ -398,7 +398,7 @@ impl Server {
             return;
         }
         let limit = match c.phase {
-            Phase::Head { .. } | Phase::Login { .. } => max_head + MAX_BODY + 1,
+            Phase::Head { .. } | Phase::Waiting { .. } => max_head + MAX_BODY + 1,
             _ => max_msg + 16 + conn::READ_CHUNK,
         };
         let outcome = c.read_some(&mut self.scratch, MAX_READS_PER_EVENT, limit);
@@ -412,7 +412,7 @@ impl Server {
         match c.phase {
             Phase::Head { .. } => self.on_head_bytes(key, now),
             Phase::Open => self.on_ws_bytes(key, now),
-            Phase::Closing { .. } | Phase::Login { .. } => {
+            Phase::Closing { .. } | Phase::Waiting { .. } => {
                 // Read and discard: we only wait for the peer's close or EOF.
                 c.inbuf.clear();
                 c.release_inbuf();
@@ -566,6 +566,18 @@ impl Server {
     fn drain_feed(&mut self, now: Instant) {
         for _ in 0..MAX_FEED_EVENTS {
             let Ok(ev) = self.feed.try_recv() else { return };
+            // Another hub's answer for a waiting HTTP request: the
+            // connection's, not the hub's.
+            if let crate::feed::FeedEvent::Cluster(crate::cluster::ClusterEvent::HistoryAnswer {
+                conn,
+                serial,
+                status,
+                body,
+            }) = ev
+            {
+                self.finish_remote_metrics(conn, serial, status, &body, now);
+                continue;
+            }
             self.hub_input(now, Input::Feed(ev));
         }
         // More queued than one iteration's share: come back without waiting
@@ -587,7 +599,7 @@ impl Server {
                 {
                     to_remove.push(key)
                 }
-                Phase::Head { deadline } | Phase::Login { deadline } if now >= deadline => {
+                Phase::Head { deadline } | Phase::Waiting { deadline } if now >= deadline => {
                     to_close.push((key, true))
                 }
                 Phase::Closing { deadline, .. } if now >= deadline => to_remove.push(key),
@@ -644,7 +656,7 @@ impl Server {
                     false,
                     now,
                 ),
-                Some(Phase::Head { .. } | Phase::Login { .. }) => self.remove(key),
+                Some(Phase::Head { .. } | Phase::Waiting { .. }) => self.remove(key),
                 _ => {}
             }
         }

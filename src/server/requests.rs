@@ -60,9 +60,64 @@ impl HttpApp for AppView<'_> {
     fn alerts(&self) -> Vec<u8> {
         self.hub.state().alerts_json()
     }
+    fn metrics_elsewhere(&self, server_id: &str) -> bool {
+        self.hub.state().metrics_owner(server_id).is_some()
+    }
 }
 
 impl Server {
+    /// A server another hub owns: its history is asked of that hub and the
+    /// connection waits (it is answered and closed when the answer comes,
+    /// 504 after `ASK_TIMEOUT` and a margin, 503 when it cannot be asked).
+    fn start_remote_metrics(
+        &mut self,
+        key: usize,
+        server_id: &str,
+        range: HistoryRange,
+        now: Instant,
+    ) {
+        let Some(serial) = self.conns.get(key).map(|c| c.serial) else {
+            return;
+        };
+        if !self.hub.state().ask_history(server_id, range, key, serial) {
+            let r = http::error_response(503, "Retry-After: 1\r\n", "the cluster is busy");
+            return self.reply_and_close(key, r, 503, now);
+        }
+        let deadline = now + crate::cluster::ASK_TIMEOUT + std::time::Duration::from_secs(2);
+        if let Some(c) = self.conns.get_mut(key) {
+            c.phase = Phase::Waiting { deadline };
+        }
+    }
+
+    /// Another hub's answer for a waiting history request (dropped when
+    /// its connection is gone or is another one now).
+    pub(super) fn finish_remote_metrics(
+        &mut self,
+        conn: usize,
+        serial: u64,
+        status: u16,
+        body: &[u8],
+        now: Instant,
+    ) {
+        let waiting = self
+            .conns
+            .get(conn)
+            .is_some_and(|c| c.serial == serial && matches!(c.phase, Phase::Waiting { .. }));
+        if !waiting {
+            return;
+        }
+        let r = if status == 200 {
+            http::response(200, "application/json", "", body)
+        } else {
+            let why = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "the server's hub refused".into());
+            http::error_response(status, "", &why)
+        };
+        self.reply_and_close(conn, r, status, now);
+    }
+
     /// Queues a plain HTTP reply and closes after it.
     pub(super) fn reply_and_close(
         &mut self,
@@ -228,6 +283,10 @@ impl Server {
             }
             Route::Login { username, password } => {
                 self.start_login(key, username, password, now);
+                false
+            }
+            Route::RemoteMetrics { server_id, range } => {
+                self.start_remote_metrics(key, &server_id, range, now);
                 false
             }
         }

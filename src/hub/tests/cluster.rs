@@ -144,6 +144,9 @@ impl Net {
                             records.remove(0);
                         }
                     }
+                    // Metrics history asks go by NATS request, tested on
+                    // their own (and end to end in tests/cluster.rs).
+                    ClusterOp::AskHistory { .. } | ClusterOp::Reply { .. } => {}
                     ClusterOp::LoadLog { server, container } => {
                         let records = self
                             .store
@@ -775,4 +778,47 @@ fn every_hubs_alerts_snapshot_shows_the_fleets_firing_alerts() {
         "alerts": [{"id": 5}, {"server_id": "x"}, {"id": "i", "server_id": "s", "pad": "x".repeat(5000)}]});
     net.deliver("b", ClusterEvent::Beat(Bytes::from(bad.to_string())));
     assert!(snapshot(&mut net).is_empty());
+}
+
+#[test]
+fn the_owner_answers_a_history_ask_with_a_status_and_the_body() {
+    let mut net = Net::new(&[("a", ""), ("b", "")]);
+    net.hub("a")
+        .input(Input::Feed(FeedEvent::LocalMetrics(sample("t"))));
+    let mut ask = |net: &mut Net, body: &str| -> (u16, Value) {
+        net.deliver(
+            "a",
+            ClusterEvent::HistoryAsk {
+                reply: "_INBOX.1".into(),
+                body: Bytes::from(body.to_string()),
+            },
+        );
+        let rx = &mut net.hubs.get_mut("a").unwrap().1;
+        let mut answer = None;
+        while let Ok(op) = rx.try_recv() {
+            if let ClusterOp::Reply { subject, body } = op {
+                assert_eq!(subject, "_INBOX.1");
+                answer = Some(crate::cluster::split_answer(&body));
+            }
+        }
+        let (status, body) = answer.expect("an answer");
+        (status, serde_json::from_slice(&body).unwrap())
+    };
+    let (status, v) = ask(&mut net, r#"{"server_id": "host-a", "range": "1h"}"#);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["server_id"], "host-a");
+    assert_eq!(v["samples"].as_array().map(Vec::len), Some(1));
+    let (status, _) = ask(&mut net, r#"{"server_id": "host-b", "range": "1h"}"#);
+    assert_eq!(status, 404, "not a server a owns");
+    for bad in [r#"{"server_id": "host-a", "range": "2h"}"#, "{", "[]"] {
+        assert_eq!(ask(&mut net, bad).0, 400, "{bad}");
+    }
+    // b asks a: one request for a's server, none for its own or an unknown one.
+    net.tick(Duration::from_secs(3));
+    let b = &net.hubs.get_mut("b").unwrap().0;
+    let state = b.hub.state();
+    assert_eq!(state.metrics_owner("host-a"), Some("a"));
+    assert!(state.ask_history("host-a", crate::hub::HistoryRange::Hour, 7, 1));
+    assert!(!state.ask_history("host-b", crate::hub::HistoryRange::Hour, 7, 1));
+    assert!(!state.ask_history("nope", crate::hub::HistoryRange::Hour, 7, 1));
 }
