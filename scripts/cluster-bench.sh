@@ -26,6 +26,7 @@
 #   FANOUT_DURATION=10s  LT_PROCS=0 (loadtest workers, 0: by the open-file limit)
 #   CLUSTER_RUNS="base-agents within across base-fanout fanout"  CLUSTER_KEEP=0
 #   NATS_SERVER=/usr/sbin/nats-server  SKIP_BUILD=0
+#   CLUSTER_JETSTREAM=0 (1: nats-server with JetStream, so log history is stored)
 # At the default 15,000 agents the hubs of commit 0246ad3 stall for seconds
 # while learning each other's servers (docs/performance.md, "Cluster over
 # NATS"): `within` then times out part of its agents; 3,000–6,000 complete.
@@ -247,7 +248,10 @@ fi
 if has_run within || has_run across || has_run fanout; then
     NATS_PORT=$(free_port)
     NATS_MON=$(free_port)
-    "$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" >"$WORK/nats.log" 2>&1 &
+    JS_ARGS=()
+    # With JetStream the owner also stores each log frame (log history).
+    [ "${CLUSTER_JETSTREAM:-0}" = 1 ] && JS_ARGS=(-js -sd "$WORK/jetstream")
+    "$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" "${JS_ARGS[@]}" >"$WORK/nats.log" 2>&1 &
     NATS_PID=$!
     PIDS+=("$NATS_PID")
     wait_port "$NATS_MON" "$NATS_PID" nats-server "$WORK/nats.log"

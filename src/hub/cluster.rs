@@ -1115,7 +1115,11 @@ impl State {
                 text: l.to_string(),
             })
             .collect();
-        let Some(first) = (seq + 1).checked_sub(lines.len() as u64).filter(|f| *f > 0) else {
+        let Some(first) = seq
+            .checked_add(1)
+            .and_then(|s| s.checked_sub(lines.len() as u64))
+            .filter(|f| *f > 0)
+        else {
             io.stats.bad_input("cluster_message");
             return;
         };

@@ -822,3 +822,62 @@ fn the_owner_answers_a_history_ask_with_a_status_and_the_body() {
     assert!(!state.ask_history("host-b", crate::hub::HistoryRange::Hour, 7, 1));
     assert!(!state.ask_history("nope", crate::hub::HistoryRange::Hour, 7, 1));
 }
+
+#[test]
+fn an_owners_bad_numbers_change_nothing() {
+    let mut net = Net::new(&[("a", &agent_config()), ("b", "")]);
+    let agent = docker_agent_on(&mut net, "a");
+    let b = net.hub("b");
+    let br = b.browser(Role::Viewer);
+    b.send(
+        br,
+        &json!({"type": "start_log_stream", "server_id": "srv-1", "container_id": "c1"}),
+    );
+    net.pump();
+    net.hub("a").send(agent, &lines_batch(0, 3, true));
+    net.pump();
+    let frames = net.hub("b").take(br);
+    let last = *seqs(&frames).last().unwrap();
+    for (seq, log) in [
+        (json!(u64::MAX), "x\ny\n"),
+        (json!(u64::MAX - 1), "x\ny\n"),
+        (json!(0), "x\n"),
+        (json!(1), "x\ny\nz\n"),
+        (json!(-1), "x\n"),
+        (json!("5"), "x\n"),
+    ] {
+        let ev = json!({"type": "log_update", "server_id": "srv-1", "container_id": "c1",
+                        "log": log, "seq": seq});
+        net.deliver(
+            "b",
+            ClusterEvent::Message {
+                from: "a".into(),
+                kind: PeerKind::Ev,
+                body: Bytes::from(ev.to_string()),
+            },
+        );
+    }
+    net.pump();
+    // Refused (bad_input) or taken as the owner's numbers (a jump of the
+    // number space: the browser is told of a gap); an owner is trusted
+    // like an admin, so only the hub's own safety is asked here.
+    let frames = net.hub("b").take(br);
+    assert!(
+        frames
+            .iter()
+            .all(|m| m["type"] == "log_gap" || m["type"] == "log_update"),
+        "{frames:?}"
+    );
+    assert!(
+        frames.iter().any(|m| m["type"] == "log_gap"),
+        "the jump to u64::MAX - 1 is a gap: {frames:?}"
+    );
+    assert!(last < u64::MAX - 2);
+    // u64::MAX (its next number overflows), 0 with a line, 1 with three:
+    // refused and counted (-1 and "5" are not numbers: ignored).
+    assert_eq!(
+        net.hub("b").stats.bad_input.get("cluster_message"),
+        Some(&3),
+        "the three that cannot number their lines"
+    );
+}
