@@ -240,6 +240,7 @@ pub struct NatsSettings {
 }
 
 /// Where the thread's events go.
+#[derive(Clone)]
 struct Sink {
     tx: Sender<FeedEvent>,
     waker: Arc<mio::Waker>,
@@ -298,10 +299,7 @@ async fn connect(
     if let Some(ca) = &settings.ca_file {
         opts = opts.add_root_certificates(ca.clone());
     }
-    let events = Sink {
-        tx: sink.tx.clone(),
-        waker: sink.waker.clone(),
-    };
+    let events = sink.clone();
     let ev_stats = stats.clone();
     opts = opts
         .name(format!("dockwire hub {}", settings.hub_id))
@@ -315,10 +313,7 @@ async fn connect(
                 .min(Duration::from_secs(2))
         })
         .event_callback(move |event| {
-            let events = Sink {
-                tx: events.tx.clone(),
-                waker: events.waker.clone(),
-            };
+            let events = events.clone();
             let stats = ev_stats.clone();
             async move {
                 match event {
@@ -463,10 +458,7 @@ async fn send(
             let client = client.clone();
             let subject = format!("{}.to.{to}", settings.prefix);
             let h = headers(PeerKind::Req);
-            let events = Sink {
-                tx: sink.tx.clone(),
-                waker: sink.waker.clone(),
-            };
+            let events = sink.clone();
             tokio::spawn(async move {
                 let req = async_nats::Request::new()
                     .payload(body)
@@ -496,10 +488,7 @@ async fn send(
         } => {
             let client = client.clone();
             let subject = format!("{}.hist.{to}", settings.prefix);
-            let events = Sink {
-                tx: sink.tx.clone(),
-                waker: sink.waker.clone(),
-            };
+            let events = sink.clone();
             tokio::spawn(async move {
                 let req = async_nats::Request::new()
                     .payload(body)
@@ -530,10 +519,7 @@ async fn send(
         }
         ClusterOp::LoadLog { server, container } => {
             let store = store.clone();
-            let events = Sink {
-                tx: sink.tx.clone(),
-                waker: sink.waker.clone(),
-            };
+            let events = sink.clone();
             tokio::spawn(async move {
                 let records = store.load(&server, &container).await;
                 events.send(ClusterEvent::LogHistory {

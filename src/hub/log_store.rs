@@ -20,10 +20,9 @@ use serde_json::{Value, json};
 
 use crate::cluster::ClusterOp;
 use crate::feed::{LogLine, LogStream};
-use crate::protocol::json::Event;
 
 use super::logring::LogRing;
-use super::topics::{Publish, TopicKey};
+use super::topics::TopicKey;
 use super::{Io, State};
 
 /// A stored history that has not come by then is given up on: the
@@ -236,9 +235,6 @@ impl State {
         first: u64,
         mut lines: Vec<LogLine>,
     ) {
-        let TopicKey::Logs { server, container } = key else {
-            return;
-        };
         let Some(f) = self.topics.get(key).and_then(|t| t.log.as_ref()) else {
             return;
         };
@@ -252,26 +248,17 @@ impl State {
             // Held lines go out in the old numbering before it changes.
             self.flush_held_of(io, key);
         }
-        let Some(topic) = self.topics.get_mut(key) else {
+        let Some(f) = self.topics.get_mut(key).and_then(|t| t.log.as_mut()) else {
             return;
         };
-        let Some(f) = topic.log.as_mut() else { return };
         if adopt {
             f.renumber = false;
             if first != expected {
                 f.ring = LogRing::with_base(first - 1);
             }
         } else if first > expected {
-            let missed = first - expected;
             f.ring.restart(first - 1, false);
-            let ev = Event::LogGap {
-                server_id: server,
-                container_id: container,
-                missed: Some(missed),
-            };
-            for set in f.all_sets(&topic.subs) {
-                super::topics::fan_out(io, key, set, &ev, Publish::ESSENTIAL);
-            }
+            self.gap_to_all(io, key, Some(first - expected));
         } else if first < expected {
             let dup = usize::try_from(expected - first).unwrap_or(usize::MAX);
             if dup >= lines.len() {
@@ -286,25 +273,14 @@ impl State {
     /// know how many (its numbering may have changed): subscribers are
     /// told, and the owner's next numbers are taken as they come.
     pub(super) fn relayed_gap(&mut self, io: &mut Io<'_>, key: &TopicKey) {
-        let TopicKey::Logs { server, container } = key else {
-            return;
-        };
         self.flush_held_of(io, key);
-        let Some(topic) = self.topics.get_mut(key) else {
+        let Some(f) = self.topics.get_mut(key).and_then(|t| t.log.as_mut()) else {
             return;
         };
-        let Some(f) = topic.log.as_mut() else { return };
         f.renumber = true;
-        if !f.has_history {
-            return; // the waiting are served from what comes next
-        }
-        let ev = Event::LogGap {
-            server_id: server,
-            container_id: container,
-            missed: None,
-        };
-        for set in f.all_sets(&topic.subs) {
-            super::topics::fan_out(io, key, set, &ev, Publish::ESSENTIAL);
+        // The waiting (no history yet) are served from what comes next.
+        if f.has_history {
+            self.gap_to_all(io, key, None);
         }
     }
 }

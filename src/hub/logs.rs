@@ -486,9 +486,6 @@ impl State {
         lines: Vec<LogLine>,
         complete: bool,
     ) {
-        let TopicKey::Logs { server, container } = key else {
-            return;
-        };
         let Some(topic) = self.topics.get_mut(key) else {
             return;
         };
@@ -508,14 +505,7 @@ impl State {
         if follow.has_history {
             let seam = follow.ring.seam(&history);
             if seam.gap {
-                let ev = Event::LogGap {
-                    server_id: server,
-                    container_id: container,
-                    missed: None,
-                };
-                for set in follow.all_sets(&topic.subs) {
-                    super::topics::fan_out(io, key, set, &ev, Publish::ESSENTIAL);
-                }
+                self.gap_to_all(io, key, None);
             }
             let new: Vec<LogLine> = history.into_iter().skip(seam.new_from).collect();
             if !new.is_empty() {
@@ -533,6 +523,26 @@ impl State {
             }
         }
         self.history_ready(io, key);
+    }
+
+    /// Tells every subscriber of a log topic (each filter group too) that
+    /// lines were lost: `missed` of them, or an unknown number.
+    pub(super) fn gap_to_all(&self, io: &mut Io<'_>, key: &TopicKey, missed: Option<u64>) {
+        let (TopicKey::Logs { server, container }, Some(topic)) = (key, self.topics.get(key))
+        else {
+            return;
+        };
+        let Some(follow) = topic.log.as_ref() else {
+            return;
+        };
+        let ev = Event::LogGap {
+            server_id: server,
+            container_id: container,
+            missed,
+        };
+        for set in follow.all_sets(&topic.subs) {
+            super::topics::fan_out(io, key, set, &ev, Publish::ESSENTIAL);
+        }
     }
 
     /// The ring holds the stream now: the waiting are served from it and join.
